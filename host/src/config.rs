@@ -1,0 +1,703 @@
+//! Typed gateway configuration: TOML in, a validated [`Config`] out, and errors that name the file, line and key.
+//!
+//! Parsing happens in two steps. Serde (with `deny_unknown_fields`) turns the TOML into the `Raw*` structs, so
+//! unknown keys and wrong types are reported by the TOML parser with a line, column and snippet. Then
+//! [`Config::from_raw`] checks what types cannot (references between tables, URLs, limits) and reports the line of
+//! the offending value, taken from the `Spanned` fields.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+use crate::api::Family;
+
+/// A configuration error. `Display` starts with `file:line:column` when the position is known.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read { file: PathBuf, source: std::io::Error },
+    /// The TOML is malformed, has an unknown key, or a value of the wrong type. The message from the TOML
+    /// parser already carries the line, column and a snippet.
+    #[error("{file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    /// The TOML is well formed but a value is invalid.
+    #[error("{file}:{line}:{column}: `{key}`: {message}")]
+    Invalid { file: PathBuf, line: usize, column: usize, key: String, message: String },
+}
+
+/// The validated configuration the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub log: LogConfig,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub retry: RetryConfig,
+    pub cooldown: CooldownConfig,
+    /// Client header names (lower-case; a trailing `*` matches a prefix) copied to the upstream request.
+    pub forward_headers: Vec<String>,
+    pub upstreams: Vec<Upstream>,
+    /// Requested model name → ordered candidates.
+    pub routes: BTreeMap<String, Vec<Candidate>>,
+    /// Run the built-in mock upstream inside the gateway process (for demos and offline use).
+    pub mock_upstream: Option<SocketAddr>,
+}
+
+/// Index of an upstream in [`Config::upstreams`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UpstreamIdx(pub usize);
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub id: String,
+    pub kind: UpstreamKind,
+    /// Base URL without a trailing slash, including the API version prefix (`https://api.openai.com/v1`).
+    pub base_url: String,
+    /// Name of the environment variable that holds the API key (the key itself never appears in config).
+    pub api_key_env: Option<String>,
+    pub models: Vec<String>,
+    pub weight: u32,
+    /// Extra static headers sent to this upstream.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamKind {
+    Openai,
+    Anthropic,
+    OpenaiCompatible,
+}
+
+impl UpstreamKind {
+    /// The API family this upstream speaks.
+    pub fn family(self) -> Family {
+        match self {
+            UpstreamKind::Openai | UpstreamKind::OpenaiCompatible => Family::OpenAi,
+            UpstreamKind::Anthropic => Family::Anthropic,
+        }
+    }
+}
+
+/// One upstream a model may be served by.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub upstream: UpstreamIdx,
+    /// Share of traffic among candidates with the same priority.
+    pub weight: u32,
+    /// Lower is tried first. Defaults to the position in the list, so a plain list is an ordered failover chain.
+    pub priority: u32,
+    /// Model name sent to this upstream instead of the requested one.
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `weir=debug`; `WEIR_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest accepted request body; larger bodies get 413.
+    #[serde(deserialize_with = "de_bytes")]
+    pub max_body: usize,
+    /// A client that has not sent its full request headers within this time is disconnected.
+    #[serde(deserialize_with = "de_duration")]
+    pub client_header_timeout: Duration,
+    /// On SIGTERM/SIGINT, open requests get at most this long to finish.
+    #[serde(deserialize_with = "de_duration")]
+    pub drain: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body: 10 << 20,
+            client_header_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Upstream timeouts. There is deliberately no total timeout: a healthy stream may run for minutes.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP (and TLS) connect.
+    #[serde(deserialize_with = "de_duration")]
+    pub connect: Duration,
+    /// From sending the request to receiving the response headers.
+    #[serde(deserialize_with = "de_duration")]
+    pub first_byte: Duration,
+    /// Longest silence between two body chunks (and between the headers and the first chunk).
+    #[serde(deserialize_with = "de_duration")]
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Failure classes a retry policy can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetryOn {
+    /// The upstream could not be reached (refused, DNS, TLS, reset before the headers).
+    Connect,
+    /// No headers within `first_byte`, or the body of a non-streamed answer stalled past `idle`.
+    Timeout,
+    /// HTTP 429.
+    RateLimited,
+    /// HTTP 5xx (and 529).
+    ServerError,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Total attempts per request across all candidates (1 = no retry).
+    pub attempts: u32,
+    /// Backoff before retrying the same upstream: random in `[0, min(cap, base * 2^n))` ("full jitter").
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_base: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_cap: Duration,
+    pub retry_on: Vec<RetryOn>,
+    /// A `Retry-After` longer than this is not waited for: that upstream is not retried.
+    #[serde(deserialize_with = "de_duration")]
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: 3,
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(2),
+            retry_on: vec![RetryOn::Connect, RetryOn::Timeout, RetryOn::RateLimited, RetryOn::ServerError],
+            max_retry_after: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CooldownConfig {
+    /// Consecutive failures after which an upstream is moved to the back of every candidate list.
+    pub failures: u32,
+    #[serde(deserialize_with = "de_duration")]
+    pub duration: Duration,
+}
+
+impl Default for CooldownConfig {
+    fn default() -> Self {
+        CooldownConfig { failures: 3, duration: Duration::from_secs(30) }
+    }
+}
+
+// ---- raw (as written) ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Spanned<String>,
+    #[serde(default)]
+    log: LogConfig,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    timeouts: Timeouts,
+    #[serde(default)]
+    retry: Option<Spanned<RetryConfig>>,
+    #[serde(default)]
+    cooldown: CooldownConfig,
+    #[serde(default)]
+    forward_headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    upstreams: Vec<RawUpstream>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    mock_upstream: Option<RawMock>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMock {
+    listen: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    id: Spanned<String>,
+    kind: UpstreamKind,
+    base_url: Spanned<String>,
+    #[serde(default)]
+    api_key_env: Option<Spanned<String>>,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default = "one")]
+    weight: u32,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    model: Spanned<String>,
+    candidates: Spanned<Vec<RawCandidate>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCandidate {
+    upstream: Spanned<String>,
+    #[serde(default)]
+    weight: Option<u32>,
+    #[serde(default)]
+    priority: Option<u32>,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Headers a client may never choose for the upstream: credentials, cookies, and hop-by-hop headers.
+const NEVER_FORWARDED: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "cookie",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+];
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { file: path.to_path_buf(), source })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { file: path.to_path_buf(), message: e.to_string() })?;
+        Config::from_raw(raw, &Positions { text, file: path })
+    }
+
+    fn from_raw(raw: RawConfig, at: &Positions) -> Result<Config, ConfigError> {
+        let listen = parse_addr(&raw.listen, "listen", at)?;
+        let mock_upstream = match &raw.mock_upstream {
+            Some(m) => Some(parse_addr(&m.listen, "mock_upstream.listen", at)?),
+            None => None,
+        };
+
+        if let Some(retry) = &raw.retry {
+            let r = retry.get_ref();
+            if r.attempts == 0 || r.attempts > 10 {
+                return Err(at.invalid(retry, "retry.attempts", "must be between 1 and 10"));
+            }
+            if r.backoff_base > r.backoff_cap {
+                return Err(at.invalid(retry, "retry.backoff_base", "must not exceed retry.backoff_cap"));
+            }
+        }
+
+        let mut forward_headers = Vec::new();
+        for h in &raw.forward_headers {
+            let name = h.get_ref().to_ascii_lowercase();
+            let bare = name.strip_suffix('*').unwrap_or(&name);
+            if HeaderName::from_bytes(bare.as_bytes()).is_err() && !bare.is_empty() {
+                return Err(at.invalid(h, "forward_headers", "not a valid header name"));
+            }
+            if bare.is_empty() || NEVER_FORWARDED.iter().any(|n| n.starts_with(bare)) {
+                return Err(at.invalid(
+                    h,
+                    "forward_headers",
+                    "would forward credentials or hop-by-hop headers; the gateway sets those itself",
+                ));
+            }
+            forward_headers.push(name);
+        }
+
+        let mut upstreams = Vec::new();
+        let mut by_id: HashMap<String, UpstreamIdx> = HashMap::new();
+        for (i, u) in raw.upstreams.iter().enumerate() {
+            let key = |k: &str| format!("upstreams[{i}].{k}");
+            let id = u.id.get_ref();
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(at.invalid(&u.id, &key("id"), "use letters, digits, `-` and `_`"));
+            }
+            if by_id.insert(id.clone(), UpstreamIdx(i)).is_some() {
+                return Err(at.invalid(&u.id, &key("id"), &format!("duplicate upstream id `{id}`")));
+            }
+            let base_url = validate_base_url(u.base_url.get_ref())
+                .map_err(|m| at.invalid(&u.base_url, &key("base_url"), &m))?;
+            if let Some(env) = &u.api_key_env {
+                let name = env.get_ref();
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(at.invalid(
+                        env,
+                        &key("api_key_env"),
+                        "must be the *name* of an environment variable (the key itself never goes in the config)",
+                    ));
+                }
+            }
+            let mut headers = Vec::new();
+            for (name, value) in &u.headers {
+                let hn = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| at.invalid(value, &key("headers"), &format!("`{name}` is not a header name")))?;
+                if NEVER_FORWARDED.contains(&hn.as_str()) {
+                    return Err(at.invalid(
+                        value,
+                        &key("headers"),
+                        &format!("`{name}` is set by the gateway; use api_key_env for credentials"),
+                    ));
+                }
+                let hv = HeaderValue::from_str(value.get_ref())
+                    .map_err(|_| at.invalid(value, &key("headers"), "not a valid header value"))?;
+                headers.push((hn, hv));
+            }
+            upstreams.push(Upstream {
+                id: id.clone(),
+                kind: u.kind,
+                base_url,
+                api_key_env: u.api_key_env.as_ref().map(|s| s.get_ref().clone()),
+                models: u.models.clone(),
+                weight: u.weight,
+                headers,
+            });
+        }
+
+        // Implicit routes: every model an upstream lists is served by all upstreams listing it, as one weighted tier.
+        let mut routes: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+        for (i, u) in upstreams.iter().enumerate() {
+            for m in &u.models {
+                routes.entry(m.clone()).or_default().push(Candidate {
+                    upstream: UpstreamIdx(i),
+                    weight: u.weight,
+                    priority: 0,
+                    model: None,
+                });
+            }
+        }
+        // Explicit routes replace the implicit ones for their model.
+        let mut explicit = HashMap::new();
+        for (i, r) in raw.routes.iter().enumerate() {
+            let model = r.model.get_ref();
+            if model.is_empty() {
+                return Err(at.invalid(&r.model, &format!("routes[{i}].model"), "must not be empty"));
+            }
+            if explicit.insert(model.clone(), i).is_some() {
+                return Err(at.invalid(&r.model, &format!("routes[{i}].model"), "another route has this model"));
+            }
+            if r.candidates.get_ref().is_empty() {
+                return Err(at.invalid(&r.candidates, &format!("routes[{i}].candidates"), "must not be empty"));
+            }
+            let mut candidates = Vec::new();
+            for (j, c) in r.candidates.get_ref().iter().enumerate() {
+                let Some(&idx) = by_id.get(c.upstream.get_ref()) else {
+                    let known: Vec<_> = upstreams.iter().map(|u| u.id.as_str()).collect();
+                    return Err(at.invalid(
+                        &c.upstream,
+                        &format!("routes[{i}].candidates[{j}].upstream"),
+                        &format!("no upstream `{}` (defined: {})", c.upstream.get_ref(), known.join(", ")),
+                    ));
+                };
+                candidates.push(Candidate {
+                    upstream: idx,
+                    weight: c.weight.unwrap_or(upstreams[idx.0].weight),
+                    priority: c.priority.unwrap_or(j as u32),
+                    model: c.model.clone(),
+                });
+            }
+            routes.insert(model.clone(), candidates);
+        }
+
+        Ok(Config {
+            listen,
+            log: raw.log,
+            limits: raw.limits,
+            timeouts: raw.timeouts,
+            retry: raw.retry.map(Spanned::into_inner).unwrap_or_default(),
+            cooldown: raw.cooldown,
+            forward_headers,
+            upstreams,
+            routes,
+            mock_upstream,
+        })
+    }
+
+    pub fn upstream(&self, idx: UpstreamIdx) -> &Upstream {
+        &self.upstreams[idx.0]
+    }
+
+    /// Environment variables named by `api_key_env` that are not set.
+    pub fn missing_key_envs(&self) -> Vec<(&str, &str)> {
+        self.upstreams
+            .iter()
+            .filter_map(|u| u.api_key_env.as_deref().map(|e| (u.id.as_str(), e)))
+            .filter(|(_, e)| std::env::var_os(e).is_none())
+            .collect()
+    }
+}
+
+/// Maps byte offsets to line/column for error messages.
+struct Positions<'a> {
+    text: &'a str,
+    file: &'a Path,
+}
+
+impl Positions<'_> {
+    fn invalid<T>(&self, value: &Spanned<T>, key: &str, message: &str) -> ConfigError {
+        let offset = value.span().start.min(self.text.len());
+        let before = &self.text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = offset - before.rfind('\n').map_or(0, |p| p + 1) + 1;
+        ConfigError::Invalid {
+            file: self.file.to_path_buf(),
+            line,
+            column,
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+fn parse_addr(s: &Spanned<String>, key: &str, at: &Positions) -> Result<SocketAddr, ConfigError> {
+    s.get_ref().parse().map_err(|_| at.invalid(s, key, "expected an address like `127.0.0.1:8080`"))
+}
+
+fn validate_base_url(url: &str) -> Result<String, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("must start with http:// or https://".into()),
+    }
+    if uri.authority().is_none() {
+        return Err("has no host".into());
+    }
+    if uri.query().is_some() {
+        return Err("must not have a query string".into());
+    }
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// Parses `250ms`, `2s`, `1.5s`, `5m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like `250ms`, `2s` or `5m`"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unit must be ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// Parses `1048576`, `512KiB`, `10MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1000).
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().map_err(|_| format!("`{s}` is not a size like `10MiB`"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(format!("`{s}`: unit must be B, KiB, MiB, GiB, KB, MB or GB")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))
+}
+
+fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        N(usize),
+        S(String),
+    }
+    match Size::deserialize(d)? {
+        Size::N(n) => Ok(n),
+        Size::S(s) => parse_bytes(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+impl fmt::Display for Config {
+    /// A human summary of what the gateway would serve (used by `weir check-config`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "listen: http://{}", self.listen)?;
+        if let Some(m) = self.mock_upstream {
+            writeln!(f, "built-in mock upstream: http://{m}")?;
+        }
+        writeln!(f, "upstreams:")?;
+        for u in &self.upstreams {
+            let key = match &u.api_key_env {
+                Some(e) if std::env::var_os(e).is_some() => format!("key from ${e}"),
+                Some(e) => format!("key from ${e} (NOT SET)"),
+                None => "no key".into(),
+            };
+            writeln!(f, "  {:<20} {:<17} {}  ({key})", u.id, format!("{:?}", u.kind).to_lowercase(), u.base_url)?;
+        }
+        writeln!(f, "models:")?;
+        for (model, cands) in &self.routes {
+            let list: Vec<String> = cands
+                .iter()
+                .map(|c| {
+                    let mut s = format!("{} (priority {}, weight {})", self.upstream(c.upstream).id, c.priority, c.weight);
+                    if let Some(m) = &c.model {
+                        s.push_str(&format!(" as `{m}`"));
+                    }
+                    s
+                })
+                .collect();
+            writeln!(f, "  {model:<28} -> {}", list.join(", "))?;
+        }
+        write!(
+            f,
+            "timeouts: connect {:?}, first byte {:?}, idle {:?}; retry: {} attempts, backoff {:?}..{:?}",
+            self.timeouts.connect,
+            self.timeouts.first_byte,
+            self.timeouts.idle,
+            self.retry.attempts,
+            self.retry.backoff_base,
+            self.retry.backoff_cap
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+listen = "127.0.0.1:8080"
+
+[[upstreams]]
+id = "a"
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1/"
+models = ["gpt-4o-mini"]
+
+[[upstreams]]
+id = "b"
+kind = "anthropic"
+base_url = "https://api.anthropic.com/v1"
+api_key_env = "ANTHROPIC_API_KEY"
+models = ["claude-3-5-haiku-latest"]
+
+[[routes]]
+model = "fast"
+candidates = [{ upstream = "a", model = "gpt-4o-mini" }, { upstream = "b" }]
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("weir.toml"))
+    }
+
+    #[test]
+    fn parses_and_derives_routes() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.upstreams[0].base_url, "http://127.0.0.1:9/v1");
+        let fast = &c.routes["fast"];
+        assert_eq!(fast.len(), 2);
+        assert_eq!((fast[0].priority, fast[1].priority), (0, 1));
+        assert_eq!(fast[0].model.as_deref(), Some("gpt-4o-mini"));
+        assert_eq!(c.routes["gpt-4o-mini"][0].upstream, UpstreamIdx(0));
+        assert_eq!(c.retry.attempts, 3);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = parse(&GOOD.replace("listen =", "lisen =")).unwrap_err().to_string();
+        assert!(err.starts_with("weir.toml: "), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn unknown_upstream_in_route_names_position() {
+        let err = parse(&GOOD.replace("{ upstream = \"b\" }", "{ upstream = \"c\" }")).unwrap_err().to_string();
+        assert!(err.starts_with("weir.toml:19:"), "{err}");
+        assert!(err.contains("routes[0].candidates[1].upstream"), "{err}");
+        assert!(err.contains("no upstream `c`"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let e = parse(&GOOD.replace("http://127.0.0.1:9/v1/", "ftp://x")).unwrap_err().to_string();
+        assert!(e.contains("upstreams[0].base_url") && e.contains("http://"), "{e}");
+        let e = parse(&GOOD.replace("\"ANTHROPIC_API_KEY\"", "\"sk-ant-123 456\"")).unwrap_err().to_string();
+        assert!(e.contains("api_key_env"), "{e}");
+        let e = parse(&format!("forward_headers = [\"authorization\"]\n{GOOD}")).unwrap_err().to_string();
+        assert!(e.contains("forward_headers"), "{e}");
+        let e = parse(&format!("{GOOD}\n[timeouts]\nidle = \"5 parsecs\"\n")).unwrap_err().to_string();
+        assert!(e.contains("unit must be"), "{e}");
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("2").is_err());
+        assert_eq!(parse_bytes("10MiB").unwrap(), 10 << 20);
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert!(parse_bytes("1XB").is_err());
+    }
+}

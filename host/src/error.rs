@@ -1,0 +1,212 @@
+//! The one place that builds error responses, in the client's API shape.
+//!
+//! Every error knows who failed ([`Source`]): the client (4xx), an upstream (502/504, or the upstream's own 429), or
+//! the gateway's own configuration (502 when an upstream rejects the configured key). The source is also sent as the `x-weir-error-source` header and is the
+//! low-cardinality `outcome` in the request log.
+//!
+//! Shapes:
+//! - OpenAI: `{"error":{"message","type","param","code"}}`
+//! - Anthropic: `{"type":"error","error":{"type","message"}}`
+//!
+//! Mid-stream errors (after the first byte, when the status can no longer change) are rendered as one SSE event
+//! that the official SDKs raise as an exception: see [`ApiError::sse_event`].
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+use serde_json::json;
+
+use crate::api::{Endpoint, Family};
+
+/// Who caused a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Client,
+    Upstream,
+    Gateway,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Client => "client",
+            Source::Upstream => "upstream",
+            Source::Gateway => "gateway",
+        }
+    }
+}
+
+/// What went wrong; decides the status and the error type names of both families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Malformed JSON, missing `model`, wrong types.
+    InvalidRequest,
+    /// No such route.
+    NotFound,
+    /// The route exists but not with this method.
+    MethodNotAllowed,
+    /// The model is not served by this gateway (for this API family).
+    ModelNotFound,
+    /// Body over `limits.max_body`.
+    PayloadTooLarge,
+    /// The upstream answered 429 and the gateway could not retry.
+    RateLimited,
+    /// An upstream failed (connection refused, 5xx, broken stream) and retries were exhausted or not allowed.
+    UpstreamFailed,
+    /// An upstream did not answer in time (first byte or idle gap).
+    UpstreamTimeout,
+    /// The upstream rejected the gateway's own credentials: an operator problem, not the client's.
+    UpstreamAuth,
+}
+
+impl ErrorKind {
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::NotFound | ErrorKind::ModelNotFound => StatusCode::NOT_FOUND,
+            ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::UpstreamFailed | ErrorKind::UpstreamAuth => StatusCode::BAD_GATEWAY,
+            ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn source(self) -> Source {
+        match self {
+            ErrorKind::InvalidRequest
+            | ErrorKind::NotFound
+            | ErrorKind::MethodNotAllowed
+            | ErrorKind::ModelNotFound
+            | ErrorKind::PayloadTooLarge => Source::Client,
+            ErrorKind::RateLimited | ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => Source::Upstream,
+            ErrorKind::UpstreamAuth => Source::Gateway,
+        }
+    }
+
+    /// OpenAI `error.type` and `error.code`.
+    fn openai(self) -> (&'static str, &'static str) {
+        match self {
+            ErrorKind::InvalidRequest => ("invalid_request_error", "invalid_request"),
+            ErrorKind::NotFound => ("invalid_request_error", "unknown_url"),
+            ErrorKind::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
+            ErrorKind::ModelNotFound => ("invalid_request_error", "model_not_found"),
+            ErrorKind::PayloadTooLarge => ("invalid_request_error", "request_too_large"),
+            ErrorKind::RateLimited => ("rate_limit_error", "rate_limit_exceeded"),
+            ErrorKind::UpstreamFailed => ("upstream_error", "upstream_failed"),
+            ErrorKind::UpstreamTimeout => ("upstream_error", "upstream_timeout"),
+            ErrorKind::UpstreamAuth => ("server_error", "upstream_auth_failed"),
+        }
+    }
+
+    /// Anthropic `error.type`.
+    fn anthropic(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest | ErrorKind::MethodNotAllowed => "invalid_request_error",
+            ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
+            ErrorKind::PayloadTooLarge => "request_too_large",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout | ErrorKind::UpstreamAuth => "api_error",
+        }
+    }
+}
+
+/// An error the gateway itself reports to a client.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError { kind, message: message.into(), retry_after: None }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    /// The JSON error body in `family`'s shape.
+    pub fn body(&self, family: Family) -> serde_json::Value {
+        match family {
+            Family::OpenAi => {
+                let (ty, code) = self.kind.openai();
+                json!({"error": {"message": self.message, "type": ty, "param": null, "code": code}})
+            }
+            Family::Anthropic => {
+                json!({"type": "error", "error": {"type": self.kind.anthropic(), "message": self.message}})
+            }
+        }
+    }
+
+    /// A complete HTTP error response in `family`'s shape.
+    pub fn to_response(&self, family: Family) -> Response {
+        let mut resp = Response::new(Body::from(self.body(family).to_string()));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert("x-weir-error-source", HeaderValue::from_static(self.kind.source().as_str()));
+        if let Some(ra) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(ra.as_secs_f64().ceil() as u64));
+        }
+        resp
+    }
+
+    /// One SSE event that reports this error after the stream has started. Each family's SDK raises it:
+    /// - chat completions: a `data:` event whose JSON has an `error` object (the shape OpenAI sends);
+    /// - responses: an `error` event (`type`, `code`, `message`, `param`, `sequence_number`), with the same `error`
+    ///   object so that the SDK raises it rather than yielding it;
+    /// - messages: an `event: error` with the Anthropic error body.
+    pub fn sse_event(&self, endpoint: Endpoint, sequence_number: u64) -> Bytes {
+        let (ty, code) = self.kind.openai();
+        let text = match endpoint {
+            Endpoint::Messages | Endpoint::CountTokens => {
+                format!("event: error\ndata: {}\n\n", self.body(Family::Anthropic))
+            }
+            Endpoint::Responses => {
+                let data = json!({
+                    "type": "error", "code": code, "message": self.message, "param": null,
+                    "sequence_number": sequence_number,
+                    "error": {"type": ty, "code": code, "message": self.message},
+                });
+                format!("event: error\ndata: {data}\n\n")
+            }
+            Endpoint::ChatCompletions | Endpoint::Embeddings => format!("data: {}\n\n", self.body(Family::OpenAi)),
+        };
+        Bytes::from(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_per_family() {
+        let e = ApiError::new(ErrorKind::ModelNotFound, "no model `x`");
+        let o = e.body(Family::OpenAi);
+        assert_eq!(o["error"]["code"], "model_not_found");
+        assert_eq!(o["error"]["message"], "no model `x`");
+        let a = e.body(Family::Anthropic);
+        assert_eq!(a["type"], "error");
+        assert_eq!(a["error"]["type"], "not_found_error");
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert_eq!(e.kind.source(), Source::Client);
+    }
+
+    #[test]
+    fn sse_error_events_parse() {
+        let e = ApiError::new(ErrorKind::UpstreamTimeout, "idle");
+        let ev = e.sse_event(Endpoint::Messages, 0);
+        let s = std::str::from_utf8(&ev).unwrap();
+        assert!(s.starts_with("event: error\ndata: {") && s.ends_with("\n\n"));
+        let chat = e.sse_event(Endpoint::ChatCompletions, 0);
+        let data: serde_json::Value = serde_json::from_slice(&chat[6..chat.len() - 2]).unwrap();
+        assert_eq!(data["error"]["code"], "upstream_timeout");
+    }
+}

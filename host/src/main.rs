@@ -1,0 +1,173 @@
+//! `weir`: a programmable LLM gateway for the OpenAI and Anthropic APIs.
+//!
+//! Subcommands: `serve` (the gateway), `check-config` (validate a config and show what it would serve),
+//! `mock-upstream` (a faithful local stand-in for both providers). Data flow of one request:
+//! [`ingress`] → [`pipeline`] → [`upstream::retry`] → [`sse`] + [`usage`] → [`record`].
+
+mod api;
+mod config;
+mod error;
+mod ingress;
+mod mock;
+mod pipeline;
+mod record;
+mod server;
+mod sse;
+mod upstream;
+mod usage;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use config::{Config, LogFormat};
+use server::ServeOptions;
+
+#[derive(Parser)]
+#[command(name = "weir", version, about = "A programmable LLM gateway for the OpenAI and Anthropic APIs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// The gateway config (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a config file and print what it would serve; exits 1 on an error.
+    CheckConfig {
+        /// The config file to check.
+        config: PathBuf,
+    },
+    /// Run the built-in mock of the OpenAI and Anthropic APIs (for tests, benchmarks and demos).
+    MockUpstream {
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// Require this API key (Bearer for OpenAI paths, x-api-key for Anthropic paths).
+        #[arg(long, env = "WEIR_MOCK_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Serve { config } => {
+            let config = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(config.log.format, &config.log.level);
+            runtime().block_on(async {
+                match serve(config).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("{e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::MockUpstream { listen, api_key } => {
+            init_logging(LogFormat::Text, "info");
+            runtime().block_on(async {
+                match mock_upstream(listen, api_key).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("{e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")
+}
+
+fn check_config(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            println!("{}: OK\n{c}", path.display());
+            for (id, env) in c.missing_key_envs() {
+                eprintln!("warning: upstream `{id}`: environment variable `{env}` is not set; `weir serve` would refuse to start");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let opts = ServeOptions { header_timeout: config.limits.client_header_timeout, drain: config.limits.drain };
+
+    if let Some(addr) = config.mock_upstream {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("mock_upstream.listen {addr}: {e}"))?;
+        tracing::info!("built-in mock upstream on http://{addr}");
+        tokio::spawn(server::serve(listener, mock::router(None), opts, std::future::pending()));
+    }
+
+    let listen = config.listen;
+    let app = pipeline::App::new(config)?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let models = app.config.routes.len();
+    let upstreams = app.config.upstreams.len();
+    tracing::info!(
+        "weir {} listening on http://{} ({upstreams} upstreams, {models} models)",
+        env!("CARGO_PKG_VERSION"),
+        listener.local_addr()?
+    );
+
+    let drain_app = app.clone();
+    let shutdown = async move {
+        server::shutdown_signal().await;
+        drain_app.draining.store(true, Ordering::Relaxed);
+        tracing::info!(drain = ?drain_app.config.limits.drain, "shutting down: no new connections; draining open requests");
+    };
+    server::serve(listener, ingress::router(app), opts, shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn mock_upstream(listen: SocketAddr, api_key: Option<String>) -> anyhow::Result<()> {
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    tracing::info!(
+        "weir mock upstream (OpenAI + Anthropic) on http://{}{}",
+        listener.local_addr()?,
+        if api_key.is_some() { ", API key required" } else { "" }
+    );
+    let opts = ServeOptions { header_timeout: Duration::from_secs(10), drain: Duration::from_secs(1) };
+    server::serve(listener, mock::router(api_key), opts, server::shutdown_signal()).await;
+    Ok(())
+}

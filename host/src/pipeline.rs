@@ -1,0 +1,503 @@
+//! One proxied request from body to log line: parse → resolve the model's candidates → the attempt loop (retries and
+//! failover, before any byte reaches the client) → forward the answer (streamed event by event, or whole) through the
+//! usage tap → log the record.
+//!
+//! Streaming: [`ProxyStream`] pulls from the upstream only when the client side asks for more (hyper polls it when
+//! the socket can take data), so a slow client slows the upstream read instead of growing a buffer; at most one
+//! upstream chunk plus one incomplete event are held. When the client disconnects, hyper drops the body: the
+//! upstream response is dropped with it (closing that connection, which cancels the upstream request) and the
+//! record is logged as partial from its `Drop`.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::Stream;
+use futures_util::stream::BoxStream;
+use http::{HeaderMap, HeaderValue, header};
+use http_body_util::{BodyExt, Limited};
+use serde_json::value::RawValue;
+use tokio::time::Sleep;
+
+use crate::api::{Endpoint, Family};
+use crate::config::{Candidate, Config};
+use crate::error::{ApiError, ErrorKind};
+use crate::record::{Outcome, RequestRecord};
+use crate::sse::SseParser;
+use crate::upstream::retry::{self, FailureClass};
+use crate::upstream::{AnswerBody, AttemptRequest, Failure, Upstreams};
+use crate::usage::{UsageTap, Verdict};
+
+/// Everything request handlers share.
+pub struct App {
+    pub config: Config,
+    pub upstreams: Upstreams,
+    /// Set on SIGTERM: `/readyz` answers 503 so load balancers stop sending traffic.
+    pub draining: AtomicBool,
+}
+
+impl App {
+    pub fn new(config: Config) -> anyhow::Result<Arc<App>> {
+        let upstreams = Upstreams::new(&config)?;
+        Ok(Arc::new(App { config, upstreams, draining: AtomicBool::new(false) }))
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// What the pipeline forwards once an upstream answered.
+enum Forward {
+    /// A complete response (a non-streamed answer, or an upstream error passed through).
+    Whole(Response),
+    /// Headers are ready; the body is the upstream's SSE stream, forwarded through the tap.
+    Stream { resp: Response, upstream: reqwest::Response, tap: UsageTap },
+}
+
+/// Handles one request to a proxied endpoint. The record is finished here, or handed to the stream.
+pub async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
+    let mut rec = RequestRecord::new(endpoint);
+    let request_id = HeaderValue::from_str(&rec.request_id).expect("request ids are ASCII");
+    let mut resp = match run(&app, endpoint, &headers, body, &mut rec).await {
+        Ok(Forward::Whole(resp)) => {
+            rec.finish();
+            resp
+        }
+        Ok(Forward::Stream { mut resp, upstream, tap }) => {
+            let stream = ProxyStream::new(endpoint, upstream, tap, app.config.timeouts.idle, rec);
+            *resp.body_mut() = Body::from_stream(stream);
+            resp
+        }
+        Err(e) => {
+            rec.status = e.status().as_u16();
+            rec.outcome = Outcome::from_source(e.kind.source());
+            rec.error = Some(e.message.clone());
+            rec.finish();
+            e.to_response(endpoint.family())
+        }
+    };
+    resp.headers_mut().insert("x-request-id", request_id);
+    resp
+}
+
+async fn run(
+    app: &Arc<App>,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: Body,
+    rec: &mut RequestRecord,
+) -> Result<Forward, ApiError> {
+    let family = endpoint.family();
+    let bytes = read_body(headers, body, app.config.limits.max_body).await?;
+    let req = RequestBody::parse(&bytes, endpoint)?;
+    rec.model = Some(req.model.to_string());
+    rec.stream = req.stream;
+
+    let route = app.config.routes.get(req.model.as_ref()).ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::ModelNotFound,
+            format!("model `{}` is not served by this gateway; GET /v1/models lists the models it serves", req.model),
+        )
+    })?;
+    let plan = app.upstreams.plan(route, family);
+    if plan.is_empty() {
+        let other = match family {
+            Family::OpenAi => "/v1/messages (Anthropic API)",
+            Family::Anthropic => "/v1/chat/completions (OpenAI API)",
+        };
+        return Err(ApiError::new(
+            ErrorKind::InvalidRequest,
+            format!("model `{}` is served only by upstreams of the other API family; send it to {other}", req.model),
+        ));
+    }
+
+    let body_for = |c: &Candidate| req.render(c.model.as_deref());
+    let attempt = AttemptRequest { endpoint, client_headers: headers, stream: req.stream, body_for: &body_for };
+    let outcome = retry::run(&app.upstreams, &app.config.retry, &plan, &attempt).await;
+    rec.attempts = outcome.attempts;
+    let answer = match outcome.result {
+        Ok(a) => a,
+        Err(f) => return failure_response(app, f, rec),
+    };
+
+    rec.upstream = Some(app.upstreams.get(answer.upstream).id.clone());
+    rec.upstream_request_id = answer
+        .headers
+        .get("x-request-id")
+        .or_else(|| answer.headers.get("request-id"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    rec.status = answer.status.as_u16();
+    rec.outcome = Outcome::Ok;
+
+    let content_type =
+        answer.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
+    let mut tap = UsageTap::new(endpoint, req.injected_usage);
+    let (mut resp, upstream) = match answer.body {
+        AnswerBody::Full(b) => {
+            tap.on_body(&b);
+            (Response::new(Body::from(b)), None)
+        }
+        AnswerBody::Stream(upstream) => (Response::new(Body::empty()), Some(upstream)),
+    };
+    *resp.status_mut() = answer.status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    set_upstream_header(h, &app.upstreams.get(answer.upstream).id);
+    Ok(match upstream {
+        None => {
+            rec.tap = Some(tap);
+            Forward::Whole(resp)
+        }
+        Some(upstream) => {
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            Forward::Stream { resp, upstream, tap }
+        }
+    })
+}
+
+fn set_upstream_header(h: &mut HeaderMap, upstream_id: &str) {
+    if let Ok(v) = HeaderValue::from_str(upstream_id) {
+        h.insert("x-weir-upstream", v);
+    }
+}
+
+/// Turns the attempt loop's final failure into the client's response.
+fn failure_response(app: &App, f: Failure, rec: &mut RequestRecord) -> Result<Forward, ApiError> {
+    let id = &app.upstreams.get(f.upstream).id;
+    let n = rec.attempts.len();
+    let tries = if n == 1 { "1 attempt".to_string() } else { format!("{n} attempts") };
+    match (f.class, f.response) {
+        // The request itself was wrong, or the upstream rate-limits us and we could not wait: the upstream's own
+        // error body is already in the client's API shape, so it passes through unchanged.
+        (FailureClass::ClientError(_) | FailureClass::RateLimited, Some(r)) => {
+            rec.status = r.status.as_u16();
+            rec.outcome =
+                if f.class == FailureClass::RateLimited { Outcome::UpstreamError } else { Outcome::ClientError };
+            rec.upstream = Some(id.clone());
+            rec.error = Some(format!("upstream `{id}` {} after {tries}", f.detail));
+            let mut resp = Response::new(Body::from(r.body));
+            *resp.status_mut() = r.status;
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                r.content_type.unwrap_or(HeaderValue::from_static("application/json")),
+            );
+            h.insert(
+                "x-weir-error-source",
+                HeaderValue::from_static(if rec.outcome == Outcome::ClientError { "client" } else { "upstream" }),
+            );
+            if let Some(ra) = f.retry_after {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(ra.as_secs_f64().ceil() as u64));
+            }
+            set_upstream_header(h, id);
+            Ok(Forward::Whole(resp))
+        }
+        (FailureClass::Auth(s), _) => Err(ApiError::new(
+            ErrorKind::UpstreamAuth,
+            format!("upstream `{id}` rejected the gateway's credentials (HTTP {s}); check its api_key_env"),
+        )),
+        (FailureClass::Timeout, _) => {
+            Err(ApiError::new(ErrorKind::UpstreamTimeout, format!("upstream `{id}`: {} ({tries})", f.detail)))
+        }
+        (FailureClass::RateLimited, None) => Err(ApiError {
+            retry_after: f.retry_after,
+            ..ApiError::new(ErrorKind::RateLimited, format!("upstream `{id}` is rate limiting ({tries})"))
+        }),
+        (FailureClass::ClientError(_), None) => {
+            Err(ApiError::new(ErrorKind::UpstreamFailed, format!("upstream `{id}` {} ({tries})", f.detail)))
+        }
+        (FailureClass::Connect | FailureClass::ServerError(_) | FailureClass::Protocol, _) => {
+            let verb = if f.class == FailureClass::Connect { "unreachable: " } else { "" };
+            Err(ApiError::new(ErrorKind::UpstreamFailed, format!("upstream `{id}` {verb}{} ({tries})", f.detail)))
+        }
+    }
+}
+
+/// Reads the request body, refusing more than `limit` bytes with 413 (early, from `content-length`, when it says so).
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(ErrorKind::PayloadTooLarge, format!("request body is larger than the gateway's limit of {limit} bytes"))
+    };
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(ApiError::new(ErrorKind::InvalidRequest, format!("could not read the request body: {e}"))),
+    }
+}
+
+/// The request body as parsed by the gateway: top-level fields kept as raw JSON (borrowed, not copied), the few
+/// fields the gateway reads, and the rewrites it must make.
+struct RequestBody<'a> {
+    original: &'a Bytes,
+    fields: BTreeMap<Cow<'a, str>, &'a RawValue>,
+    model: Cow<'a, str>,
+    stream: bool,
+    /// `stream_options` with `include_usage: true`, when the gateway must ask for usage the client did not ask for.
+    injected_stream_options: Option<String>,
+    injected_usage: bool,
+}
+
+impl<'a> RequestBody<'a> {
+    fn parse(bytes: &'a Bytes, endpoint: Endpoint) -> Result<RequestBody<'a>, ApiError> {
+        let invalid = |m: String| ApiError::new(ErrorKind::InvalidRequest, m);
+        let fields: BTreeMap<Cow<'a, str>, &'a RawValue> = serde_json::from_slice(bytes).map_err(|e| {
+            if e.is_data() {
+                invalid("the request body must be a JSON object".into())
+            } else {
+                invalid(format!("the request body is not valid JSON: {e}"))
+            }
+        })?;
+        let model: Cow<'a, str> = match fields.get("model") {
+            None => return Err(invalid("the request body has no `model`".into())),
+            Some(raw) => serde_json::from_str(raw.get())
+                .map_err(|_| invalid("`model` must be a string".into()))?,
+        };
+        let stream = match fields.get("stream") {
+            Some(raw) if endpoint.can_stream() => match raw.get() {
+                "true" => true,
+                "false" | "null" => false,
+                _ => return Err(invalid("`stream` must be a boolean".into())),
+            },
+            _ => false,
+        };
+        let mut injected_stream_options = None;
+        if endpoint == Endpoint::ChatCompletions && stream {
+            let mut opts: serde_json::Map<String, serde_json::Value> = match fields.get("stream_options") {
+                Some(raw) if raw.get() != "null" => serde_json::from_str(raw.get())
+                    .map_err(|_| invalid("`stream_options` must be an object".into()))?,
+                _ => serde_json::Map::new(),
+            };
+            if opts.get("include_usage") != Some(&serde_json::Value::Bool(true)) {
+                opts.insert("include_usage".into(), serde_json::Value::Bool(true));
+                injected_stream_options = Some(serde_json::Value::Object(opts).to_string());
+            }
+        }
+        Ok(RequestBody {
+            original: bytes,
+            injected_usage: injected_stream_options.is_some(),
+            fields,
+            model,
+            stream,
+            injected_stream_options,
+        })
+    }
+
+    /// The body to send upstream: the client's bytes unchanged unless the model is rewritten or usage injected.
+    fn render(&self, model: Option<&str>) -> Bytes {
+        if model.is_none() && self.injected_stream_options.is_none() {
+            return self.original.clone();
+        }
+        let model_json = model.map(|m| serde_json::Value::from(m).to_string());
+        let mut out = Vec::with_capacity(self.original.len() + 64);
+        out.push(b'{');
+        let mut first = true;
+        let mut put = |k: &str, v: &str, out: &mut Vec<u8>| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+            out.extend_from_slice(serde_json::Value::from(k).to_string().as_bytes());
+            out.push(b':');
+            out.extend_from_slice(v.as_bytes());
+        };
+        for (k, v) in &self.fields {
+            let v = match k.as_ref() {
+                "model" => model_json.as_deref().unwrap_or(v.get()),
+                "stream_options" => self.injected_stream_options.as_deref().unwrap_or(v.get()),
+                _ => v.get(),
+            };
+            put(k, v, &mut out);
+        }
+        if let Some(opts) = &self.injected_stream_options
+            && !self.fields.contains_key("stream_options")
+        {
+            put("stream_options", opts, &mut out);
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+/// Streams an upstream SSE answer to the client event by event, through the usage tap, with the idle timeout.
+struct ProxyStream {
+    endpoint: Endpoint,
+    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    parser: SseParser,
+    tap: Option<UsageTap>,
+    idle: Duration,
+    idle_timer: Pin<Box<Sleep>>,
+    rec: Option<RequestRecord>,
+    /// An error event to send before ending.
+    error_event: Option<Bytes>,
+    done: bool,
+}
+
+impl ProxyStream {
+    fn new(endpoint: Endpoint, upstream: reqwest::Response, tap: UsageTap, idle: Duration, rec: RequestRecord) -> Self {
+        ProxyStream {
+            endpoint,
+            upstream: Box::pin(upstream.bytes_stream()),
+            parser: SseParser::new(),
+            tap: Some(tap),
+            idle,
+            idle_timer: Box::pin(tokio::time::sleep(idle)),
+            rec: Some(rec),
+            error_event: None,
+            done: false,
+        }
+    }
+
+    /// Ends the stream with an error event in the client's format.
+    fn fail(&mut self, e: ApiError) {
+        let seq = self.tap.as_ref().map_or(0, |t| t.events);
+        self.error_event = Some(e.sse_event(self.endpoint, seq));
+        if let Some(rec) = &mut self.rec {
+            rec.outcome = Outcome::from_source(e.kind.source());
+            rec.error = Some(e.message);
+        }
+    }
+
+    /// Logs the record with what the tap saw.
+    fn finish(&mut self) {
+        self.done = true;
+        if let Some(mut rec) = self.rec.take() {
+            let tap = self.tap.take();
+            if rec.error.is_none() {
+                rec.outcome = Outcome::Ok;
+                if let Some(e) = tap.as_ref().and_then(|t| t.stream_error.clone()) {
+                    rec.outcome = Outcome::UpstreamError;
+                    rec.error = Some(e);
+                }
+            }
+            rec.tap = tap;
+            rec.finish();
+        }
+    }
+}
+
+impl Stream for ProxyStream {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            if let Some(ev) = this.error_event.take() {
+                this.finish();
+                return Poll::Ready(Some(Ok(ev)));
+            }
+            if let Some(ev) = this.parser.next_event() {
+                let tap = this.tap.as_mut().expect("tap lives until finish");
+                if tap.on_event(&ev, Instant::now()) == Verdict::Forward {
+                    return Poll::Ready(Some(Ok(ev.raw)));
+                }
+                continue;
+            }
+            match this.upstream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.parser.push(&chunk);
+                    let deadline = tokio::time::Instant::now() + this.idle;
+                    this.idle_timer.as_mut().reset(deadline);
+                }
+                Poll::Ready(Some(Err(e))) => this.fail(ApiError::new(
+                    ErrorKind::UpstreamFailed,
+                    format!("the upstream connection broke mid-stream: {}", retry::describe_error(&e)),
+                )),
+                Poll::Ready(None) => {
+                    let rest = this.parser.take_rest();
+                    let finished = this.tap.as_ref().is_some_and(|t| t.finished);
+                    if !finished {
+                        this.fail(ApiError::new(
+                            ErrorKind::UpstreamFailed,
+                            "the upstream closed the stream before it was complete",
+                        ));
+                    } else {
+                        this.finish();
+                    }
+                    if let Some(rest) = rest {
+                        return Poll::Ready(Some(Ok(rest)));
+                    }
+                }
+                Poll::Pending => {
+                    if this.idle_timer.as_mut().poll(cx).is_ready() {
+                        this.fail(ApiError::new(
+                            ErrorKind::UpstreamTimeout,
+                            format!("the upstream sent nothing for {:?} (timeouts.idle)", this.idle),
+                        ));
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ProxyStream {
+    fn drop(&mut self) {
+        // Dropped before the end: the client went away. Record what was seen, marked partial.
+        if let Some(mut rec) = self.rec.take() {
+            rec.tap = self.tap.take();
+            drop(rec);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_passes_through_unless_rewritten() {
+        let b = Bytes::from_static(br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#);
+        let r = RequestBody::parse(&b, Endpoint::ChatCompletions).unwrap();
+        assert!(!r.stream && !r.injected_usage);
+        assert_eq!(r.render(None), b, "unchanged body is the same bytes");
+        let v: serde_json::Value = serde_json::from_slice(&r.render(Some("other"))).unwrap();
+        assert_eq!(v["model"], "other");
+        assert_eq!(v["messages"][0]["content"], "hi");
+    }
+
+    #[test]
+    fn injects_include_usage_keeping_other_options() {
+        let b = Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"x":1},"messages":[]}"#);
+        let r = RequestBody::parse(&b, Endpoint::ChatCompletions).unwrap();
+        assert!(r.stream && r.injected_usage);
+        let v: serde_json::Value = serde_json::from_slice(&r.render(None)).unwrap();
+        assert_eq!(v["stream_options"], serde_json::json!({"x": 1, "include_usage": true}));
+        let b = Bytes::from_static(br#"{"model":"m","stream":true,"messages":[]}"#);
+        let v: serde_json::Value =
+            serde_json::from_slice(&RequestBody::parse(&b, Endpoint::ChatCompletions).unwrap().render(None)).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        let b = Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#);
+        let r = RequestBody::parse(&b, Endpoint::ChatCompletions).unwrap();
+        assert!(!r.injected_usage, "the client asked itself");
+        assert_eq!(r.render(None), b);
+        let b = Bytes::from_static(br#"{"model":"m","stream":true}"#);
+        assert!(!RequestBody::parse(&b, Endpoint::Messages).unwrap().injected_usage, "Anthropic always reports usage");
+    }
+
+    #[test]
+    fn rejects_bad_bodies_clearly() {
+        let msg = |s: &'static str| RequestBody::parse(&Bytes::from_static(s.as_bytes()), Endpoint::Messages).err().unwrap().message;
+        assert!(msg("{\"model\": ").contains("not valid JSON"));
+        assert!(msg("[1,2]").contains("JSON object"));
+        assert!(msg("{\"messages\":[]}").contains("no `model`"));
+        assert!(msg("{\"model\":5}").contains("`model` must be a string"));
+        assert!(msg("{\"model\":\"m\",\"stream\":\"yes\"}").contains("`stream` must be a boolean"));
+    }
+}

@@ -1,0 +1,148 @@
+//! The per-request record: everything the gateway learns about one request, logged as exactly one structured line
+//! when the request ends — normally, with an error, or because the client went away (then marked `partial`).
+//!
+//! The record holds no prompt or completion text and no credentials, only ids, counts and timings.
+
+use std::time::{Duration, Instant};
+
+use crate::api::Endpoint;
+use crate::error::Source;
+use crate::upstream::retry::AttemptLog;
+use crate::usage::UsageTap;
+
+/// How a request ended, for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    ClientError,
+    UpstreamError,
+    GatewayError,
+    /// The client disconnected before the answer was complete.
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::ClientError => "client_error",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::GatewayError => "gateway_error",
+            Outcome::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn from_source(s: Source) -> Outcome {
+        match s {
+            Source::Client => Outcome::ClientError,
+            Source::Upstream => Outcome::UpstreamError,
+            Source::Gateway => Outcome::GatewayError,
+        }
+    }
+}
+
+/// One request's record. Dropping it unfinished logs it as cancelled.
+#[derive(Debug)]
+pub struct RequestRecord {
+    pub request_id: String,
+    pub endpoint: Endpoint,
+    pub started: Instant,
+    pub model: Option<String>,
+    pub stream: bool,
+    pub upstream: Option<String>,
+    pub upstream_request_id: Option<String>,
+    pub attempts: Vec<AttemptLog>,
+    pub status: u16,
+    pub outcome: Outcome,
+    pub error: Option<String>,
+    pub tap: Option<UsageTap>,
+    logged: bool,
+}
+
+impl RequestRecord {
+    pub fn new(endpoint: Endpoint) -> RequestRecord {
+        RequestRecord {
+            request_id: format!("req_{:016x}", fastrand::u64(..)),
+            endpoint,
+            started: Instant::now(),
+            model: None,
+            stream: false,
+            upstream: None,
+            upstream_request_id: None,
+            attempts: Vec::new(),
+            status: 0,
+            outcome: Outcome::Cancelled,
+            error: None,
+            tap: None,
+            logged: false,
+        }
+    }
+
+    /// Logs the record (once).
+    pub fn finish(mut self) {
+        self.log();
+    }
+
+    fn log(&mut self) {
+        if std::mem::replace(&mut self.logged, true) {
+            return;
+        }
+        let end = Instant::now();
+        let duration = end - self.started;
+        let tap = self.tap.as_ref();
+        let usage = tap.map(|t| t.usage).unwrap_or_default();
+        let first = tap.and_then(|t| t.first_token_at);
+        let ttft_ms = first.map(|f| ms(f - self.started));
+        let tokens_per_s = match (first, usage.output_tokens) {
+            (Some(f), Some(out)) if end > f && out > 0 => {
+                Some(((out as f64 / (end - f).as_secs_f64()) * 10.0).round() / 10.0)
+            }
+            _ => None,
+        };
+        let attempts: Vec<String> = self.attempts.iter().map(|a| format!("{}:{}:{}ms", a.upstream, a.outcome, ms(a.elapsed))).collect();
+        let partial = self.outcome == Outcome::Cancelled;
+        tracing::info!(
+            target: "weir::request",
+            request_id = %self.request_id,
+            endpoint = self.endpoint.as_str(),
+            family = self.endpoint.family().as_str(),
+            model = self.model.as_deref(),
+            stream = self.stream,
+            status = self.status,
+            outcome = self.outcome.as_str(),
+            partial,
+            upstream = self.upstream.as_deref(),
+            upstream_request_id = self.upstream_request_id.as_deref(),
+            attempts = self.attempts.len(),
+            attempt_outcomes = attempts.join(","),
+            response_model = tap.and_then(|t| t.response_model.as_deref()),
+            finish_reason = tap.and_then(|t| t.finish_reason.as_deref()),
+            input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens,
+            cached_tokens = usage.cached_tokens,
+            reasoning_tokens = usage.reasoning_tokens,
+            events = tap.map(|t| t.events),
+            ttft_ms,
+            tokens_per_s,
+            duration_ms = ms(duration),
+            error = self.error.as_deref(),
+            "request"
+        );
+    }
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        if !self.logged {
+            self.outcome = Outcome::Cancelled;
+            if self.error.is_none() {
+                self.error = Some("client went away before the answer was complete".into());
+            }
+            self.log();
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}

@@ -1,0 +1,184 @@
+//! Server-sent events framing: the one module that splits a byte stream into SSE events.
+//!
+//! [`SseParser`] is incremental: feed it whatever the network delivers, take out complete events. Each event keeps
+//! its original bytes (`raw`, including the terminating blank line) so forwarding it is a zero-copy pass-through;
+//! the fields are parsed lazily, only when the usage tap asks. Lines may end in `\n`, `\r\n` or `\r`, as the
+//! specification allows.
+
+use std::borrow::Cow;
+
+use bytes::{Bytes, BytesMut};
+
+/// One complete event as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    pub raw: Bytes,
+}
+
+/// The fields of an event that matter to the gateway.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fields<'a> {
+    /// The `event:` field, if any.
+    pub event: Option<&'a str>,
+    /// All `data:` lines joined with `\n` (borrowed when there is one line, the common case).
+    pub data: Cow<'a, str>,
+}
+
+impl SseEvent {
+    pub fn fields(&self) -> Fields<'_> {
+        let text = std::str::from_utf8(&self.raw).unwrap_or("");
+        let mut event = None;
+        let mut data: Option<Cow<str>> = None;
+        for line in text.split(['\n', '\r']) {
+            let (name, value) = match line.find(':') {
+                Some(0) => continue, // comment
+                Some(i) => {
+                    let v = &line[i + 1..];
+                    (&line[..i], v.strip_prefix(' ').unwrap_or(v))
+                }
+                None => (line, ""),
+            };
+            match name {
+                "event" => event = Some(value),
+                "data" => {
+                    data = Some(match data {
+                        None => Cow::Borrowed(value),
+                        Some(prev) => Cow::Owned(format!("{prev}\n{value}")),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Fields { event, data: data.unwrap_or(Cow::Borrowed("")) }
+    }
+}
+
+/// Incremental SSE splitter.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buf: BytesMut,
+    /// Next byte to scan.
+    pos: usize,
+    /// Start of the line being scanned.
+    line_start: usize,
+    /// The previous byte was a `\r` line end (so a following `\n` belongs to it).
+    after_cr: bool,
+}
+
+impl SseParser {
+    pub fn new() -> SseParser {
+        SseParser::default()
+    }
+
+    /// Appends bytes from the network.
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// Splits off the next complete event, if the buffer holds one.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        while self.pos < self.buf.len() {
+            let b = self.buf[self.pos];
+            let i = self.pos;
+            self.pos += 1;
+            if b == b'\n' && self.after_cr {
+                // Second half of a `\r\n` line end.
+                self.after_cr = false;
+                self.line_start = self.pos;
+                continue;
+            }
+            self.after_cr = b == b'\r';
+            if b == b'\n' || b == b'\r' {
+                let empty_line = i == self.line_start;
+                self.line_start = self.pos;
+                if empty_line {
+                    // A `\r` ending the blank line may still be followed by `\n`: include it if it has arrived.
+                    if b == b'\r' && self.buf.get(self.pos) == Some(&b'\n') {
+                        self.pos += 1;
+                        self.after_cr = false;
+                    }
+                    let raw = self.buf.split_to(self.pos).freeze();
+                    self.pos = 0;
+                    self.line_start = 0;
+                    return Some(SseEvent { raw });
+                }
+            }
+        }
+        None
+    }
+
+    /// At end of stream: whatever incomplete event is left.
+    pub fn take_rest(&mut self) -> Option<Bytes> {
+        self.pos = 0;
+        self.line_start = 0;
+        self.after_cr = false;
+        (!self.buf.is_empty()).then(|| self.buf.split().freeze())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = "event: message_start\ndata: {\"a\":1}\n\n: comment\n\ndata: one\ndata: two\n\nevent: x\r\ndata: crlf\r\n\r\ndata: [DONE]\n\n";
+
+    fn collect(chunks: &[&[u8]]) -> Vec<SseEvent> {
+        let mut p = SseParser::new();
+        let mut out = Vec::new();
+        for c in chunks {
+            p.push(c);
+            while let Some(e) = p.next_event() {
+                out.push(e);
+            }
+        }
+        assert_eq!(p.take_rest(), None);
+        out
+    }
+
+    #[test]
+    fn splits_events_and_reads_fields() {
+        let evs = collect(&[STREAM.as_bytes()]);
+        assert_eq!(evs.len(), 5);
+        assert_eq!(evs[0].fields(), Fields { event: Some("message_start"), data: "{\"a\":1}".into() });
+        assert_eq!(evs[1].fields().data, "");
+        assert_eq!(evs[2].fields().data, "one\ntwo");
+        assert_eq!(evs[3].fields(), Fields { event: Some("x"), data: "crlf".into() });
+        assert_eq!(evs[4].fields().data, "[DONE]");
+        let joined: Vec<u8> = evs.iter().flat_map(|e| e.raw.to_vec()).collect();
+        assert_eq!(joined, STREAM.as_bytes(), "raw bytes are passed through unchanged");
+    }
+
+    /// What a reader sees: each event's fields, and every byte passed through in order. (A `\r\n` blank line
+    /// split between its `\r` and `\n` ends the event at the `\r`, without waiting; the `\n` then leads the next
+    /// event's raw bytes, which changes no field.)
+    fn observed(evs: &[SseEvent]) -> (Vec<(Option<String>, String)>, Vec<u8>) {
+        let fields = evs
+            .iter()
+            .map(|e| {
+                let f = e.fields();
+                (f.event.map(str::to_string), f.data.into_owned())
+            })
+            .collect();
+        (fields, evs.iter().flat_map(|e| e.raw.to_vec()).collect())
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_events() {
+        let whole = observed(&collect(&[STREAM.as_bytes()]));
+        let b = STREAM.as_bytes();
+        for i in 0..=b.len() {
+            assert_eq!(observed(&collect(&[&b[..i], &b[i..]])), whole, "split at {i}");
+        }
+        let bytes: Vec<&[u8]> = b.chunks(1).collect();
+        assert_eq!(observed(&collect(&bytes)), whole, "byte by byte");
+    }
+
+    #[test]
+    fn incomplete_tail_is_returned_at_end() {
+        let mut p = SseParser::new();
+        p.push(b"data: a\n\ndata: partial");
+        assert!(p.next_event().is_some());
+        assert!(p.next_event().is_none());
+        assert_eq!(p.take_rest().unwrap(), Bytes::from_static(b"data: partial"));
+    }
+}

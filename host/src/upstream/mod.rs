@@ -1,0 +1,393 @@
+//! Upstreams: the HTTP client, one attempt against one upstream, per-upstream health (cooldown), and the order in
+//! which a request's candidates are tried. Retrying lives in [`retry`], and only there.
+//!
+//! Safety rules enforced here: URLs come only from the config (`base_url` + the endpoint's fixed path); redirects are
+//! never followed; the client's credentials are never forwarded (the upstream's own key, from the environment
+//! variable the config names, is set instead, marked sensitive); only headers the operator listed in
+//! `forward_headers` pass through.
+
+pub mod retry;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+
+use crate::api::{Endpoint, Family};
+use crate::config::{Candidate, Config, CooldownConfig, Timeouts, Upstream, UpstreamIdx, UpstreamKind};
+use retry::FailureClass;
+
+/// Anthropic API version sent when the client did not choose one.
+const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+/// Largest upstream error body kept (for pass-through and diagnostics).
+const MAX_ERROR_BODY: usize = 64 << 10;
+/// Largest non-streamed answer accepted from an upstream.
+const MAX_ANSWER_BODY: usize = 64 << 20;
+
+/// The upstreams of one config, with their keys and health.
+pub struct Upstreams {
+    client: reqwest::Client,
+    entries: Vec<Entry>,
+    timeouts: Timeouts,
+    cooldown: CooldownConfig,
+    forward_headers: Vec<String>,
+}
+
+struct Entry {
+    cfg: Upstream,
+    /// The credential header for this upstream, already formatted and marked sensitive.
+    auth: Option<(HeaderName, HeaderValue)>,
+    health: Health,
+}
+
+/// What one request asks of an upstream; the same for every attempt except the body's model.
+pub struct AttemptRequest<'a> {
+    pub endpoint: Endpoint,
+    pub client_headers: &'a HeaderMap,
+    pub stream: bool,
+    /// The body for a candidate (the model may be rewritten per candidate).
+    pub body_for: &'a (dyn Fn(&Candidate) -> Bytes + Sync),
+}
+
+/// A successful attempt.
+pub struct Answer {
+    pub upstream: UpstreamIdx,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: AnswerBody,
+}
+
+pub enum AnswerBody {
+    /// A non-streamed answer, read whole (so a failure while reading it could still be retried).
+    Full(Bytes),
+    /// An SSE stream, to be forwarded as it arrives.
+    Stream(reqwest::Response),
+}
+
+/// A failed attempt.
+#[derive(Debug)]
+pub struct Failure {
+    pub upstream: UpstreamIdx,
+    pub class: FailureClass,
+    pub retry_after: Option<Duration>,
+    /// Human explanation, safe to log (no credentials, no content).
+    pub detail: String,
+    /// The upstream's own error response, when it sent one.
+    pub response: Option<ErrorResponse>,
+}
+
+#[derive(Debug)]
+pub struct ErrorResponse {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: Bytes,
+}
+
+impl Upstreams {
+    /// Builds the client and resolves every upstream's key from its environment variable.
+    pub fn new(config: &Config) -> anyhow::Result<Upstreams> {
+        Upstreams::with_keys(config, |name| std::env::var(name).ok())
+    }
+
+    /// Like [`Upstreams::new`], with keys looked up by `key_of(env_var_name)`.
+    pub fn with_keys(config: &Config, key_of: impl Fn(&str) -> Option<String>) -> anyhow::Result<Upstreams> {
+        // TLS to real providers uses rustls with the `ring` provider (quick to build, no cmake); installing it twice
+        // is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(config.timeouts.connect)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .user_agent(concat!("weir/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let mut entries = Vec::new();
+        for u in &config.upstreams {
+            let auth = match &u.api_key_env {
+                None => None,
+                Some(env) => {
+                    let key = key_of(env).ok_or_else(|| {
+                        anyhow::anyhow!("upstream `{}`: environment variable `{env}` (api_key_env) is not set", u.id)
+                    })?;
+                    let (name, value) = match u.kind {
+                        UpstreamKind::Anthropic => (HeaderName::from_static("x-api-key"), key),
+                        _ => (header::AUTHORIZATION, format!("Bearer {key}")),
+                    };
+                    let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                        anyhow::anyhow!("upstream `{}`: the key in `{env}` is not a valid header value", u.id)
+                    })?;
+                    value.set_sensitive(true);
+                    Some((name, value))
+                }
+            };
+            entries.push(Entry { cfg: u.clone(), auth, health: Health::default() });
+        }
+        Ok(Upstreams {
+            client,
+            entries,
+            timeouts: config.timeouts,
+            cooldown: config.cooldown,
+            forward_headers: config.forward_headers.clone(),
+        })
+    }
+
+    pub fn get(&self, idx: UpstreamIdx) -> &Upstream {
+        &self.entries[idx.0].cfg
+    }
+
+    /// The order in which to try `route`'s candidates for a request of `family`: candidates of another family are
+    /// left out; upstreams in cooldown go last; then by priority; within one priority, a weighted random order.
+    pub fn plan(&self, route: &[Candidate], family: Family) -> Vec<Candidate> {
+        let now = now_ms();
+        let mut keyed: Vec<((bool, u32, f64), Candidate)> = route
+            .iter()
+            .filter(|c| self.entries[c.upstream.0].cfg.kind.family() == family)
+            .map(|c| {
+                let cooling = self.entries[c.upstream.0].health.cooling(now);
+                // Efraimidis–Spirakis: sorting by -ln(u)/w gives a weighted random permutation.
+                let r = if c.weight == 0 { f64::INFINITY } else { -(1.0 - fastrand::f64()).ln() / c.weight as f64 };
+                ((cooling, c.priority, r), c.clone())
+            })
+            .collect();
+        keyed.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        keyed.into_iter().map(|(_, c)| c).collect()
+    }
+
+    /// One attempt: send the request and, for non-streamed answers, read the whole body.
+    pub async fn attempt(&self, cand: &Candidate, req: &AttemptRequest<'_>) -> Result<Answer, Failure> {
+        let idx = cand.upstream;
+        let entry = &self.entries[idx.0];
+        let fail = |class, detail: String| Failure { upstream: idx, class, retry_after: None, detail, response: None };
+
+        let url = format!("{}{}", entry.cfg.base_url, req.endpoint.upstream_path());
+        let headers = self.upstream_headers(entry, req);
+        let send = self.client.post(url).headers(headers).body((req.body_for)(cand)).send();
+        let resp = match tokio::time::timeout(self.timeouts.first_byte, send).await {
+            Err(_) => {
+                return Err(fail(
+                    FailureClass::Timeout,
+                    format!("no response headers within {:?} (timeouts.first_byte)", self.timeouts.first_byte),
+                ));
+            }
+            Ok(Err(e)) => return Err(fail(retry::classify_error(&e), retry::describe_error(&e))),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+
+        if !status.is_success() {
+            let retry_after = retry::parse_retry_after(&headers);
+            let body = self.read_body(resp, MAX_ERROR_BODY).await.unwrap_or_default();
+            let class = retry::classify_status(status);
+            return Err(Failure {
+                upstream: idx,
+                class,
+                retry_after,
+                detail: format!("answered HTTP {status}"),
+                response: Some(ErrorResponse { status, content_type: headers.get(header::CONTENT_TYPE).cloned(), body }),
+            });
+        }
+
+        let is_sse = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        let body = if req.stream && is_sse {
+            AnswerBody::Stream(resp)
+        } else {
+            match self.read_body(resp, MAX_ANSWER_BODY).await {
+                Ok(b) => AnswerBody::Full(b),
+                Err((class, detail)) => return Err(fail(class, detail)),
+            }
+        };
+        Ok(Answer { upstream: idx, status, headers, body })
+    }
+
+    /// Reads a whole body, allowing at most `timeouts.idle` between chunks.
+    async fn read_body(&self, resp: reqwest::Response, limit: usize) -> Result<Bytes, (FailureClass, String)> {
+        let mut stream = resp.bytes_stream();
+        let mut buf = BytesMut::new();
+        loop {
+            match tokio::time::timeout(self.timeouts.idle, stream.next()).await {
+                Err(_) => {
+                    return Err((
+                        FailureClass::Timeout,
+                        format!("body stalled for {:?} (timeouts.idle)", self.timeouts.idle),
+                    ));
+                }
+                Ok(None) => return Ok(buf.freeze()),
+                Ok(Some(Err(e))) => return Err((FailureClass::Connect, retry::describe_error(&e))),
+                Ok(Some(Ok(chunk))) => {
+                    if buf.len() + chunk.len() > limit {
+                        return Err((FailureClass::Protocol, format!("body larger than {limit} bytes")));
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+            }
+        }
+    }
+
+    fn upstream_headers(&self, entry: &Entry, req: &AttemptRequest<'_>) -> HeaderMap {
+        let mut h = HeaderMap::with_capacity(8);
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::ACCEPT,
+            HeaderValue::from_static(if req.stream { "text/event-stream" } else { "application/json" }),
+        );
+        let client = req.client_headers;
+        if entry.cfg.kind == UpstreamKind::Anthropic {
+            let version = client
+                .get("anthropic-version")
+                .cloned()
+                .unwrap_or(HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+            h.insert("anthropic-version", version);
+            if let Some(beta) = client.get("anthropic-beta") {
+                h.insert("anthropic-beta", beta.clone());
+            }
+        }
+        if !self.forward_headers.is_empty() {
+            for (name, value) in client {
+                if header_matches(&self.forward_headers, name.as_str()) {
+                    h.append(name.clone(), value.clone());
+                }
+            }
+        }
+        for (name, value) in &entry.cfg.headers {
+            h.insert(name.clone(), value.clone());
+        }
+        if let Some((name, value)) = &entry.auth {
+            h.insert(name.clone(), value.clone());
+        }
+        h
+    }
+
+    /// Records an attempt's outcome for cooldown. Returns true when this failure put the upstream into cooldown.
+    pub fn record(&self, idx: UpstreamIdx, ok: bool) -> bool {
+        let health = &self.entries[idx.0].health;
+        if ok {
+            health.failures.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let n = health.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == self.cooldown.failures.max(1) {
+            health.until_ms.store(now_ms() + self.cooldown.duration.as_millis() as u64, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+}
+
+/// Whether `name` (lower-case) matches one of the `forward_headers` patterns.
+fn header_matches(patterns: &[String], name: &str) -> bool {
+    patterns.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => name == p,
+    })
+}
+
+/// Consecutive failures and the end of the current cooldown, per upstream.
+#[derive(Default)]
+struct Health {
+    failures: AtomicU32,
+    until_ms: AtomicU64,
+}
+
+impl Health {
+    fn cooling(&self, now_ms: u64) -> bool {
+        self.until_ms.load(Ordering::Relaxed) > now_ms
+    }
+}
+
+fn now_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_millis() as u64 + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            r#"
+listen = "127.0.0.1:0"
+forward_headers = ["x-mock-*", "x-trace"]
+{extra}
+[[upstreams]]
+id = "a"
+kind = "openai"
+base_url = "http://127.0.0.1:1/v1"
+models = ["m"]
+[[upstreams]]
+id = "b"
+kind = "openai"
+base_url = "http://127.0.0.1:2/v1"
+models = ["m"]
+weight = 3
+[[upstreams]]
+id = "c"
+kind = "anthropic"
+base_url = "http://127.0.0.1:3/v1"
+models = ["m"]
+[[routes]]
+model = "ordered"
+candidates = [{{ upstream = "b" }}, {{ upstream = "a" }}]
+"#
+        );
+        Config::parse(&text, Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn plan_filters_family_and_keeps_order() {
+        let c = config("");
+        let u = Upstreams::new(&c).unwrap();
+        let ids = |p: Vec<Candidate>| p.iter().map(|c| u.get(c.upstream).id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(u.plan(&c.routes["ordered"], Family::OpenAi)), ["b", "a"]);
+        assert_eq!(ids(u.plan(&c.routes["m"], Family::Anthropic)), ["c"]);
+        // Weighted split among a and b (weights 1 and 3): b first about 3/4 of the time.
+        let first_b = (0..4000).filter(|_| ids(u.plan(&c.routes["m"], Family::OpenAi))[0] == "b").count();
+        assert!((2700..3300).contains(&first_b), "b first {first_b}/4000 times");
+    }
+
+    #[test]
+    fn cooldown_moves_upstream_last() {
+        let c = config("[cooldown]\nfailures = 2\nduration = \"1m\"\n");
+        let u = Upstreams::new(&c).unwrap();
+        let b = c.routes["ordered"][0].upstream;
+        assert!(!u.record(b, false));
+        assert!(u.record(b, false), "second consecutive failure starts the cooldown");
+        let plan = u.plan(&c.routes["ordered"], Family::OpenAi);
+        assert_eq!(u.get(plan[0].upstream).id, "a");
+        assert_eq!(u.get(plan[1].upstream).id, "b", "a cooling upstream is still tried, last");
+    }
+
+    #[test]
+    fn headers_replace_credentials_and_filter() {
+        let mut cfg = config("");
+        cfg.upstreams[0].api_key_env = Some("KEY_A".into());
+        let u = Upstreams::with_keys(&cfg, |name| (name == "KEY_A").then(|| "sk-upstream".to_string())).unwrap();
+        assert!(Upstreams::with_keys(&cfg, |_| None).is_err(), "a missing key is an error at startup");
+        let mut client = HeaderMap::new();
+        client.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer client-key"));
+        client.insert("x-api-key", HeaderValue::from_static("client-key"));
+        client.insert("x-mock-delay-ms", HeaderValue::from_static("5"));
+        client.insert("x-other", HeaderValue::from_static("no"));
+        let body = |_: &Candidate| Bytes::new();
+        let req = AttemptRequest { endpoint: Endpoint::ChatCompletions, client_headers: &client, stream: true, body_for: &body };
+        let h = u.upstream_headers(&u.entries[0], &req);
+        assert_eq!(h[header::AUTHORIZATION], "Bearer sk-upstream");
+        assert!(h[header::AUTHORIZATION].is_sensitive());
+        assert!(!h.contains_key("x-api-key"));
+        assert_eq!(h["x-mock-delay-ms"], "5");
+        assert!(!h.contains_key("x-other"));
+        let h = u.upstream_headers(&u.entries[2], &req);
+        assert_eq!(h["anthropic-version"], DEFAULT_ANTHROPIC_VERSION);
+        assert!(!h.contains_key(header::AUTHORIZATION) && !h.contains_key("x-api-key"), "no key configured, none sent");
+    }
+}

@@ -1,0 +1,407 @@
+//! The usage tap: token usage, time to first token and the response's identity, read natively from every SSE event
+//! (streamed answers) or from the body (non-streamed answers), for both API families.
+//!
+//! The tap observes; it never fails a request. An event it cannot parse is passed on and ignored. Its one decision
+//! is [`Verdict::Drop`] for the usage-only chunk of an OpenAI chat stream when the gateway asked for it on the
+//! client's behalf (`stream_options.include_usage`) and the client did not.
+//!
+//! Token counts are normalised across families: `input_tokens` includes cached input (OpenAI reports it that way;
+//! for Anthropic the gateway adds `cache_read_input_tokens` and `cache_creation_input_tokens`), and
+//! `cached_tokens` is the part of the input read from the provider's prompt cache.
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+
+use crate::api::Endpoint;
+use crate::sse::SseEvent;
+
+/// Normalised token usage. `None` means the upstream did not report it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
+}
+
+/// What to do with an observed event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    Drop,
+}
+
+/// Accumulates what one response reveals.
+#[derive(Debug)]
+pub struct UsageTap {
+    endpoint: Endpoint,
+    /// The gateway injected `include_usage`; hide the usage-only chunk from the client.
+    strip_injected_usage: bool,
+    pub usage: Usage,
+    pub response_model: Option<String>,
+    pub response_id: Option<String>,
+    pub finish_reason: Option<String>,
+    /// When the first event carrying generated content was seen.
+    pub first_token_at: Option<Instant>,
+    pub events: u64,
+    /// The upstream reported an error inside the stream.
+    pub stream_error: Option<String>,
+    /// The stream's terminal event was seen (`[DONE]`, `message_stop`, `response.completed` …).
+    pub finished: bool,
+}
+
+impl UsageTap {
+    pub fn new(endpoint: Endpoint, strip_injected_usage: bool) -> UsageTap {
+        UsageTap {
+            endpoint,
+            strip_injected_usage,
+            usage: Usage::default(),
+            response_model: None,
+            response_id: None,
+            finish_reason: None,
+            first_token_at: None,
+            events: 0,
+            stream_error: None,
+            finished: false,
+        }
+    }
+
+    /// Observes one SSE event of a streamed answer.
+    pub fn on_event(&mut self, ev: &SseEvent, now: Instant) -> Verdict {
+        self.events += 1;
+        let f = ev.fields();
+        match self.endpoint {
+            Endpoint::ChatCompletions => {
+                if f.data.starts_with("[DONE]") {
+                    self.finished = true;
+                    return Verdict::Forward;
+                }
+                let Ok(c) = serde_json::from_str::<OaEnvelope>(&f.data) else { return Verdict::Forward };
+                if c.error.is_some() {
+                    self.stream_error = Some("upstream sent an error event".into());
+                }
+                if c.choices.iter().any(|ch| ch.delta.as_ref().is_some_and(Delta::has_content)) {
+                    self.first_token_at.get_or_insert(now);
+                }
+                for ch in &c.choices {
+                    if let Some(r) = &ch.finish_reason {
+                        self.finish_reason = Some(r.to_string());
+                    }
+                }
+                self.identity(c.id.as_deref(), c.model.as_deref());
+                if let Some(u) = &c.usage {
+                    self.usage = u.openai();
+                    if self.strip_injected_usage && c.choices.is_empty() {
+                        return Verdict::Drop;
+                    }
+                }
+            }
+            Endpoint::Responses => {
+                let ty = f.event.unwrap_or("");
+                if ty.ends_with(".delta") {
+                    if ty.starts_with("response.output_text")
+                        || ty.starts_with("response.refusal")
+                        || ty.starts_with("response.function_call_arguments")
+                    {
+                        self.first_token_at.get_or_insert(now);
+                    }
+                    return Verdict::Forward;
+                }
+                if ty == "error" {
+                    self.stream_error = Some("upstream sent an error event".into());
+                    return Verdict::Forward;
+                }
+                let Ok(e) = serde_json::from_str::<OaEnvelope>(&f.data) else { return Verdict::Forward };
+                if let Some(r) = &e.response {
+                    self.identity(r.id.as_deref(), r.model.as_deref());
+                    if let Some(u) = &r.usage {
+                        self.usage = u.openai();
+                    }
+                    if matches!(ty, "response.completed" | "response.incomplete" | "response.failed") {
+                        self.finish_reason = r.status.as_deref().map(str::to_string);
+                        self.finished = true;
+                    }
+                }
+            }
+            Endpoint::Messages => match f.event.unwrap_or("") {
+                "content_block_delta" => {
+                    self.first_token_at.get_or_insert(now);
+                }
+                "ping" | "content_block_start" | "content_block_stop" => {}
+                "message_stop" => self.finished = true,
+                "error" => self.stream_error = Some("upstream sent an error event".into()),
+                _ => {
+                    let Ok(e) = serde_json::from_str::<AnEnvelope>(&f.data) else { return Verdict::Forward };
+                    if let Some(m) = &e.message {
+                        self.identity(m.id.as_deref(), m.model.as_deref());
+                        if let Some(u) = &m.usage {
+                            self.usage = u.anthropic(self.usage);
+                        }
+                    }
+                    if let Some(u) = &e.usage {
+                        self.usage = u.anthropic(self.usage);
+                    }
+                    if let Some(r) = e.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
+                        self.finish_reason = Some(r.to_string());
+                    }
+                }
+            },
+            Endpoint::Embeddings | Endpoint::CountTokens => {}
+        }
+        Verdict::Forward
+    }
+
+    /// Observes the whole body of a non-streamed answer.
+    pub fn on_body(&mut self, body: &[u8]) {
+        match self.endpoint {
+            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Embeddings => {
+                let Ok(b) = serde_json::from_slice::<OaEnvelope>(body) else { return };
+                self.identity(b.id.as_deref(), b.model.as_deref());
+                if let Some(u) = &b.usage {
+                    self.usage = u.openai();
+                }
+                self.finish_reason = b
+                    .choices
+                    .iter()
+                    .find_map(|c| c.finish_reason.as_deref())
+                    .or(b.status.as_deref())
+                    .map(str::to_string);
+            }
+            Endpoint::Messages | Endpoint::CountTokens => {
+                let Ok(b) = serde_json::from_slice::<AnEnvelope>(body) else { return };
+                self.identity(b.id.as_deref(), b.model.as_deref());
+                if let Some(u) = &b.usage {
+                    self.usage = u.anthropic(self.usage);
+                }
+                if let Some(n) = b.input_tokens {
+                    self.usage.input_tokens = Some(n);
+                }
+                self.finish_reason = b.stop_reason.as_deref().map(str::to_string);
+            }
+        }
+        self.finished = true;
+    }
+
+    fn identity(&mut self, id: Option<&str>, model: Option<&str>) {
+        if self.response_id.is_none() {
+            self.response_id = id.map(str::to_string);
+        }
+        if self.response_model.is_none() {
+            self.response_model = model.map(str::to_string);
+        }
+    }
+}
+
+// ---- wire shapes (only the fields the tap reads; everything else is skipped) ----
+
+#[derive(Deserialize)]
+struct OaEnvelope<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    choices: Vec<Choice<'a>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    response: Option<Box<OaEnvelope<'a>>>,
+    #[serde(default)]
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+    #[serde(borrow, default)]
+    finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<IgnoredAny>,
+}
+
+impl Delta<'_> {
+    fn has_content(&self) -> bool {
+        self.content.as_ref().is_some_and(|c| !c.is_empty())
+            || self.refusal.as_ref().is_some_and(|c| !c.is_empty())
+            || self.tool_calls.is_some()
+    }
+}
+
+#[derive(Deserialize)]
+struct AnEnvelope<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: Option<WireUsage>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    message: Option<Box<AnEnvelope<'a>>>,
+    #[serde(borrow, default)]
+    delta: Option<AnDelta<'a>>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct AnDelta<'a> {
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+}
+
+/// Every usage field name either family uses.
+#[derive(Deserialize, Default)]
+struct WireUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    #[serde(alias = "input_tokens_details")]
+    prompt_tokens_details: Option<Details>,
+    #[serde(alias = "output_tokens_details")]
+    completion_tokens_details: Option<Details>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct Details {
+    cached_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    fn openai(&self) -> Usage {
+        Usage {
+            input_tokens: self.prompt_tokens.or(self.input_tokens),
+            output_tokens: self.completion_tokens.or(self.output_tokens),
+            cached_tokens: self.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens),
+            reasoning_tokens: self.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens),
+        }
+    }
+
+    /// Anthropic reports usage in `message_start` and again (cumulatively) in `message_delta`; later values win.
+    fn anthropic(&self, prev: Usage) -> Usage {
+        let cached = self.cache_read_input_tokens.or(prev.cached_tokens);
+        let input = self
+            .input_tokens
+            .map(|i| i + self.cache_read_input_tokens.unwrap_or(0) + self.cache_creation_input_tokens.unwrap_or(0))
+            .or(prev.input_tokens);
+        Usage {
+            input_tokens: input,
+            output_tokens: self.output_tokens.or(prev.output_tokens),
+            cached_tokens: cached,
+            reasoning_tokens: prev.reasoning_tokens,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sse::SseParser;
+
+    fn run(endpoint: Endpoint, strip: bool, stream: &str) -> (UsageTap, String) {
+        let mut tap = UsageTap::new(endpoint, strip);
+        let mut p = SseParser::new();
+        p.push(stream.as_bytes());
+        let mut out = String::new();
+        while let Some(ev) = p.next_event() {
+            if tap.on_event(&ev, Instant::now()) == Verdict::Forward {
+                out.push_str(std::str::from_utf8(&ev.raw).unwrap());
+            }
+        }
+        (tap, out)
+    }
+
+    const CHAT: &str = concat!(
+        "data: {\"id\":\"c1\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":null}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":1,\"total_tokens\":13,\"prompt_tokens_details\":{\"cached_tokens\":4},\"completion_tokens_details\":{\"reasoning_tokens\":0}}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[test]
+    fn openai_chat_stream_usage_and_strip() {
+        let (tap, out) = run(Endpoint::ChatCompletions, true, CHAT);
+        assert_eq!(
+            tap.usage,
+            Usage { input_tokens: Some(12), output_tokens: Some(1), cached_tokens: Some(4), reasoning_tokens: Some(0) }
+        );
+        assert_eq!(tap.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(tap.response_id.as_deref(), Some("c1"));
+        assert!(tap.first_token_at.is_some() && tap.finished);
+        assert!(!out.contains("prompt_tokens"), "injected usage chunk is hidden");
+        assert!(out.ends_with("data: [DONE]\n\n"));
+        let (_, out) = run(Endpoint::ChatCompletions, false, CHAT);
+        assert_eq!(out, CHAT, "a client that asked for usage gets every event unchanged");
+    }
+
+    #[test]
+    fn anthropic_stream_usage() {
+        let s = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-3-5-haiku-latest\",\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":5,\"cache_creation_input_tokens\":0,\"output_tokens\":1}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":7}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        let (tap, out) = run(Endpoint::Messages, false, s);
+        assert_eq!(out, s);
+        assert_eq!(
+            tap.usage,
+            Usage { input_tokens: Some(15), output_tokens: Some(7), cached_tokens: Some(5), reasoning_tokens: None }
+        );
+        assert_eq!(tap.finish_reason.as_deref(), Some("end_turn"));
+        assert_eq!(tap.response_model.as_deref(), Some("claude-3-5-haiku-latest"));
+        assert!(tap.finished);
+    }
+
+    #[test]
+    fn responses_stream_usage() {
+        let s = concat!(
+            "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_1\",\"model\":\"gpt-4o-mini\",\"status\":\"in_progress\",\"usage\":null}}\n\n",
+            "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n",
+            "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"resp_1\",\"model\":\"gpt-4o-mini\",\"status\":\"completed\",\"usage\":{\"input_tokens\":9,\"input_tokens_details\":{\"cached_tokens\":0},\"output_tokens\":3,\"output_tokens_details\":{\"reasoning_tokens\":2},\"total_tokens\":12}}}\n\n",
+        );
+        let (tap, _) = run(Endpoint::Responses, false, s);
+        assert_eq!(
+            tap.usage,
+            Usage { input_tokens: Some(9), output_tokens: Some(3), cached_tokens: Some(0), reasoning_tokens: Some(2) }
+        );
+        assert_eq!(tap.finish_reason.as_deref(), Some("completed"));
+        assert!(tap.first_token_at.is_some() && tap.finished);
+    }
+
+    #[test]
+    fn non_streamed_bodies() {
+        let mut t = UsageTap::new(Endpoint::Embeddings, false);
+        t.on_body(br#"{"object":"list","model":"text-embedding-3-small","usage":{"prompt_tokens":5,"total_tokens":5}}"#);
+        assert_eq!(t.usage.input_tokens, Some(5));
+        let mut t = UsageTap::new(Endpoint::CountTokens, false);
+        t.on_body(br#"{"input_tokens":42}"#);
+        assert_eq!(t.usage.input_tokens, Some(42));
+        let mut t = UsageTap::new(Endpoint::Messages, false);
+        t.on_body(br#"{"id":"m","model":"c","stop_reason":"end_turn","usage":{"input_tokens":3,"output_tokens":4}}"#);
+        assert_eq!((t.usage.input_tokens, t.usage.output_tokens), (Some(3), Some(4)));
+        let mut t = UsageTap::new(Endpoint::ChatCompletions, false);
+        t.on_body(b"not json");
+        assert_eq!(t.usage, Usage::default(), "garbage is ignored, never an error");
+    }
+}
