@@ -135,11 +135,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_body: 10 << 20,
-            client_header_timeout: Duration::from_secs(10),
-            drain: Duration::from_secs(30),
-        }
+        Limits { max_body: 10 << 20, client_header_timeout: Duration::from_secs(10), drain: Duration::from_secs(30) }
     }
 }
 
@@ -160,11 +156,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_secs(5),
-            first_byte: Duration::from_secs(60),
-            idle: Duration::from_secs(60),
-        }
+        Timeouts { connect: Duration::from_secs(5), first_byte: Duration::from_secs(60), idle: Duration::from_secs(60) }
     }
 }
 
@@ -316,8 +308,8 @@ const NEVER_FORWARDED: &[&str] = &[
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { file: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.to_path_buf(), source })?;
         Config::parse(&text, path)
     }
 
@@ -373,8 +365,8 @@ impl Config {
             if by_id.insert(id.clone(), UpstreamIdx(i)).is_some() {
                 return Err(at.invalid(&u.id, &key("id"), &format!("duplicate upstream id `{id}`")));
             }
-            let base_url = validate_base_url(u.base_url.get_ref())
-                .map_err(|m| at.invalid(&u.base_url, &key("base_url"), &m))?;
+            let base_url =
+                validate_base_url(u.base_url.get_ref()).map_err(|m| at.invalid(&u.base_url, &key("base_url"), &m))?;
             if let Some(env) = &u.api_key_env {
                 let name = env.get_ref();
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
@@ -599,7 +591,8 @@ impl fmt::Display for Config {
             let list: Vec<String> = cands
                 .iter()
                 .map(|c| {
-                    let mut s = format!("{} (priority {}, weight {})", self.upstream(c.upstream).id, c.priority, c.weight);
+                    let mut s =
+                        format!("{} (priority {}, weight {})", self.upstream(c.upstream).id, c.priority, c.weight);
                     if let Some(m) = &c.model {
                         s.push_str(&format!(" as `{m}`"));
                     }

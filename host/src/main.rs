@@ -105,7 +105,9 @@ fn check_config(path: &Path) -> ExitCode {
         Ok(c) => {
             println!("{}: OK\n{c}", path.display());
             for (id, env) in c.missing_key_envs() {
-                eprintln!("warning: upstream `{id}`: environment variable `{env}` is not set; `weir serve` would refuse to start");
+                eprintln!(
+                    "warning: upstream `{id}`: environment variable `{env}` is not set; `weir serve` would refuse to start"
+                );
             }
             ExitCode::SUCCESS
         }

@@ -68,7 +68,15 @@ pub struct Record {
     pub events_sent: usize,
     /// `streaming`, `completed`, `disconnected`, `reset`, `stalled`, `error_status`, `unauthorized`.
     pub outcome: &'static str,
+    /// Milliseconds from the request's arrival to its end (for streams: to the last event or the disconnect).
     pub ms: f64,
+    /// Wall-clock arrival and end, in Unix milliseconds, so tests in another process can compare times.
+    pub started_unix_ms: f64,
+    pub ended_unix_ms: Option<f64>,
+}
+
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
 pub fn router(api_key: Option<String>) -> Router {
@@ -202,6 +210,8 @@ async fn handle(mock: Arc<Mock>, endpoint: Endpoint, headers: HeaderMap, body: B
         events_sent: 0,
         outcome: "streaming",
         ms: 0.0,
+        started_unix_ms: unix_ms(),
+        ended_unix_ms: None,
     };
 
     let hits = match &c.tag {
@@ -267,6 +277,8 @@ async fn handle(mock: Arc<Mock>, endpoint: Endpoint, headers: HeaderMap, body: B
             tokio::time::sleep(c.delay).await;
         }
         if c.reset_after == Some(i) {
+            // Let the events before the reset reach the wire first (hyper flushes when the body is pending).
+            tokio::time::sleep(Duration::from_millis(10)).await;
             g.outcome = "reset";
             let err = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock reset");
             return Some((Err(err), (Arc::new(Vec::new()), usize::MAX, g, c)));
@@ -309,6 +321,7 @@ impl Drop for StreamGuard {
             r.events_sent = self.sent;
             r.outcome = self.outcome;
             r.ms = self.started.elapsed().as_secs_f64() * 1e3;
+            r.ended_unix_ms = Some(unix_ms());
         }
     }
 }
@@ -318,6 +331,9 @@ impl Mock {
     fn record(&self, c: &Controls, mut r: Record, started: Instant) -> Option<(String, usize)> {
         let tag = c.tag.clone()?;
         r.ms = started.elapsed().as_secs_f64() * 1e3;
+        if r.outcome != "streaming" {
+            r.ended_unix_ms = Some(unix_ms());
+        }
         let mut tags = self.tags.lock().unwrap();
         if tags.len() > 10_000 {
             tags.clear();
@@ -346,7 +362,12 @@ impl Mock {
         if let Some(a) = self.cache.lock().unwrap().get(&key) {
             return a.clone();
         }
-        let u = UsageNumbers { input: req.prompt_tokens, output: c.chunks as u64, cached: c.cached, reasoning: c.reasoning };
+        let u = UsageNumbers {
+            input: req.prompt_tokens,
+            output: c.chunks as u64,
+            cached: c.cached,
+            reasoning: c.reasoning,
+        };
         let answer = Arc::new(match (endpoint, stream) {
             (Endpoint::ChatCompletions, true) => chat_stream(&req.model, c.chunks, req.include_usage, u),
             (Endpoint::ChatCompletions, false) => vec![json_bytes(&chat_body(&req.model, c.chunks, u))],
@@ -447,7 +468,11 @@ fn chat_body(model: &str, chunks: usize, u: UsageNumbers) -> Value {
 }
 
 fn output_message(chunks: usize, done: bool) -> Value {
-    let content = if done { json!([{"type": "output_text", "annotations": [], "logprobs": [], "text": text(chunks)}]) } else { json!([]) };
+    let content = if done {
+        json!([{"type": "output_text", "annotations": [], "logprobs": [], "text": text(chunks)}])
+    } else {
+        json!([])
+    };
     json!({"id": "msg_weirmock", "type": "message", "status": if done { "completed" } else { "in_progress" },
         "content": content, "role": "assistant"})
 }
@@ -490,13 +515,19 @@ fn responses_stream(model: &str, chunks: usize, u: UsageNumbers) -> Vec<Bytes> {
         ev("response.created", json!({"response": response_object(model, chunks, u, false)})),
         ev("response.in_progress", json!({"response": response_object(model, chunks, u, false)})),
         ev("response.output_item.added", json!({"output_index": 0, "item": output_message(chunks, false)})),
-        ev("response.content_part.added", item(json!({"part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}}))),
+        ev(
+            "response.content_part.added",
+            item(json!({"part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}})),
+        ),
     ];
     for i in 0..chunks {
         out.push(ev("response.output_text.delta", item(json!({"delta": WORDS[i % WORDS.len()], "logprobs": []}))));
     }
     out.push(ev("response.output_text.done", item(json!({"text": full, "logprobs": []}))));
-    out.push(ev("response.content_part.done", item(json!({"part": {"type": "output_text", "annotations": [], "logprobs": [], "text": full}}))));
+    out.push(ev(
+        "response.content_part.done",
+        item(json!({"part": {"type": "output_text", "annotations": [], "logprobs": [], "text": full}})),
+    ));
     out.push(ev("response.output_item.done", json!({"output_index": 0, "item": output_message(chunks, true)})));
     out.push(ev("response.completed", json!({"response": response_object(model, chunks, u, true)})));
     out
@@ -523,7 +554,10 @@ fn messages_stream(model: &str, chunks: usize, u: UsageNumbers) -> Vec<Bytes> {
     start["usage"] = anthropic_usage(u, 1);
     let mut out = vec![
         named_event("message_start", &json!({"type": "message_start", "message": start})),
-        named_event("content_block_start", &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})),
+        named_event(
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
         named_event("ping", &json!({"type": "ping"})),
     ];
     for i in 0..chunks {

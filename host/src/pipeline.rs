@@ -187,10 +187,7 @@ fn failure_response(app: &App, f: Failure, rec: &mut RequestRecord) -> Result<Fo
             let mut resp = Response::new(Body::from(r.body));
             *resp.status_mut() = r.status;
             let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                r.content_type.unwrap_or(HeaderValue::from_static("application/json")),
-            );
+            h.insert(header::CONTENT_TYPE, r.content_type.unwrap_or(HeaderValue::from_static("application/json")));
             h.insert(
                 "x-weir-error-source",
                 HeaderValue::from_static(if rec.outcome == Outcome::ClientError { "client" } else { "upstream" }),
@@ -225,7 +222,10 @@ fn failure_response(app: &App, f: Failure, rec: &mut RequestRecord) -> Result<Fo
 /// Reads the request body, refusing more than `limit` bytes with 413 (early, from `content-length`, when it says so).
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
-        ApiError::new(ErrorKind::PayloadTooLarge, format!("request body is larger than the gateway's limit of {limit} bytes"))
+        ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("request body is larger than the gateway's limit of {limit} bytes"),
+        )
     };
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
@@ -262,8 +262,7 @@ impl<'a> RequestBody<'a> {
         })?;
         let model: Cow<'a, str> = match fields.get("model") {
             None => return Err(invalid("the request body has no `model`".into())),
-            Some(raw) => serde_json::from_str(raw.get())
-                .map_err(|_| invalid("`model` must be a string".into()))?,
+            Some(raw) => serde_json::from_str(raw.get()).map_err(|_| invalid("`model` must be a string".into()))?,
         };
         let stream = match fields.get("stream") {
             Some(raw) if endpoint.can_stream() => match raw.get() {
@@ -276,8 +275,9 @@ impl<'a> RequestBody<'a> {
         let mut injected_stream_options = None;
         if endpoint == Endpoint::ChatCompletions && stream {
             let mut opts: serde_json::Map<String, serde_json::Value> = match fields.get("stream_options") {
-                Some(raw) if raw.get() != "null" => serde_json::from_str(raw.get())
-                    .map_err(|_| invalid("`stream_options` must be an object".into()))?,
+                Some(raw) if raw.get() != "null" => {
+                    serde_json::from_str(raw.get()).map_err(|_| invalid("`stream_options` must be an object".into()))?
+                }
                 _ => serde_json::Map::new(),
             };
             if opts.get("include_usage") != Some(&serde_json::Value::Bool(true)) {
@@ -493,7 +493,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_bodies_clearly() {
-        let msg = |s: &'static str| RequestBody::parse(&Bytes::from_static(s.as_bytes()), Endpoint::Messages).err().unwrap().message;
+        let msg = |s: &'static str| {
+            RequestBody::parse(&Bytes::from_static(s.as_bytes()), Endpoint::Messages).err().unwrap().message
+        };
         assert!(msg("{\"model\": ").contains("not valid JSON"));
         assert!(msg("[1,2]").contains("JSON object"));
         assert!(msg("{\"messages\":[]}").contains("no `model`"));

@@ -99,7 +99,8 @@ impl RequestRecord {
             }
             _ => None,
         };
-        let attempts: Vec<String> = self.attempts.iter().map(|a| format!("{}:{}:{}ms", a.upstream, a.outcome, ms(a.elapsed))).collect();
+        let attempts: Vec<String> =
+            self.attempts.iter().map(|a| format!("{}:{}:{}ms", a.upstream, a.outcome, ms(a.elapsed))).collect();
         let partial = self.outcome == Outcome::Cancelled;
         tracing::info!(
             target: "weir::request",

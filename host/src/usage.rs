@@ -392,7 +392,9 @@ mod tests {
     #[test]
     fn non_streamed_bodies() {
         let mut t = UsageTap::new(Endpoint::Embeddings, false);
-        t.on_body(br#"{"object":"list","model":"text-embedding-3-small","usage":{"prompt_tokens":5,"total_tokens":5}}"#);
+        t.on_body(
+            br#"{"object":"list","model":"text-embedding-3-small","usage":{"prompt_tokens":5,"total_tokens":5}}"#,
+        );
         assert_eq!(t.usage.input_tokens, Some(5));
         let mut t = UsageTap::new(Endpoint::CountTokens, false);
         t.on_body(br#"{"input_tokens":42}"#);

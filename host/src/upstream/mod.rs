@@ -8,8 +8,8 @@
 
 pub mod retry;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -189,7 +189,11 @@ impl Upstreams {
                 class,
                 retry_after,
                 detail: format!("answered HTTP {status}"),
-                response: Some(ErrorResponse { status, content_type: headers.get(header::CONTENT_TYPE).cloned(), body }),
+                response: Some(ErrorResponse {
+                    status,
+                    content_type: headers.get(header::CONTENT_TYPE).cloned(),
+                    body,
+                }),
             });
         }
 
@@ -241,10 +245,8 @@ impl Upstreams {
         );
         let client = req.client_headers;
         if entry.cfg.kind == UpstreamKind::Anthropic {
-            let version = client
-                .get("anthropic-version")
-                .cloned()
-                .unwrap_or(HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+            let version =
+                client.get("anthropic-version").cloned().unwrap_or(HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
             h.insert("anthropic-version", version);
             if let Some(beta) = client.get("anthropic-beta") {
                 h.insert("anthropic-beta", beta.clone());
@@ -379,7 +381,12 @@ candidates = [{{ upstream = "b" }}, {{ upstream = "a" }}]
         client.insert("x-mock-delay-ms", HeaderValue::from_static("5"));
         client.insert("x-other", HeaderValue::from_static("no"));
         let body = |_: &Candidate| Bytes::new();
-        let req = AttemptRequest { endpoint: Endpoint::ChatCompletions, client_headers: &client, stream: true, body_for: &body };
+        let req = AttemptRequest {
+            endpoint: Endpoint::ChatCompletions,
+            client_headers: &client,
+            stream: true,
+            body_for: &body,
+        };
         let h = u.upstream_headers(&u.entries[0], &req);
         assert_eq!(h[header::AUTHORIZATION], "Bearer sk-upstream");
         assert!(h[header::AUTHORIZATION].is_sensitive());

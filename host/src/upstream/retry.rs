@@ -150,7 +150,11 @@ pub async fn run(ups: &Upstreams, policy: &RetryConfig, plan: &[Candidate], req:
                 return Outcome { result: Ok(answer), attempts };
             }
             Err(f) => {
-                attempts.push(AttemptLog { upstream: id.clone(), outcome: f.class.as_str(), elapsed: started.elapsed() });
+                attempts.push(AttemptLog {
+                    upstream: id.clone(),
+                    outcome: f.class.as_str(),
+                    elapsed: started.elapsed(),
+                });
                 if f.class.is_upstream_fault() && ups.record(cand.upstream, false) {
                     tracing::warn!(upstream = %id, reason = f.class.as_str(), "upstream put in cooldown after consecutive failures");
                 }
@@ -186,7 +190,11 @@ mod tests {
         assert_eq!(classify_status(StatusCode::from_u16(529).unwrap()), FailureClass::ServerError(529));
         assert_eq!(classify_status(StatusCode::UNAUTHORIZED), FailureClass::Auth(401));
         assert_eq!(classify_status(StatusCode::BAD_REQUEST), FailureClass::ClientError(400));
-        assert_eq!(classify_status(StatusCode::FOUND), FailureClass::Protocol, "redirects are failures, never followed");
+        assert_eq!(
+            classify_status(StatusCode::FOUND),
+            FailureClass::Protocol,
+            "redirects are failures, never followed"
+        );
         assert_eq!(FailureClass::ClientError(400).retry_on(), None);
         assert!(!FailureClass::ClientError(400).is_upstream_fault());
     }

@@ -1,0 +1,239 @@
+"""End-to-end harness: the real `weir` binary, its mock upstream, and the official OpenAI and Anthropic SDKs.
+
+Every test talks to a gateway process over loopback. The mock upstream requires a canary API key, so a successful
+request proves the gateway replaced the client's credentials with the upstream's configured key.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+WEIR = Path(os.environ.get("WEIR_BIN", ROOT / "target" / "debug" / "weir"))
+
+# Canaries: these must never appear in the gateway's logs.
+UPSTREAM_KEY = "sk-upstream-canary-7f3a9c1e"
+CLIENT_KEY = "sk-client-canary-b52d8e04"
+
+# The mock's deterministic answer: delta i is WORDS[i % len(WORDS)] (see host/src/mock.rs).
+WORDS = ["Hello", " from", " the", " Weir", " mock", " upstream", ".", " This", " answer", " is", " deterministic", "."]
+
+
+def expected_text(chunks=8):
+    return "".join(WORDS[i % len(WORDS)] for i in range(chunks))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=30.0, proc=None, log=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}: {log.read_text() if log else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def http_json(url):
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return json.loads(r.read())
+
+
+class Mock:
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp / "mock.log"
+        env = dict(os.environ, WEIR_MOCK_API_KEY=UPSTREAM_KEY)
+        self.proc = subprocess.Popen(
+            [str(WEIR), "mock-upstream", "--listen", f"127.0.0.1:{self.port}"],
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=env,
+        )
+        wait_http(self.url + "/v1/models", proc=self.proc, log=self.log)
+
+    def requests(self, tag):
+        return http_json(f"{self.url}/_mock/requests?tag={tag}")
+
+    def wait_requests(self, tag, pred, timeout=5.0):
+        deadline = time.time() + timeout
+        while True:
+            recs = self.requests(tag)
+            if pred(recs) or time.time() > deadline:
+                return recs
+            time.sleep(0.02)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def gateway_config(mock_port, port, **over):
+    """The test gateway's config. `over` replaces sections by name."""
+    sections = {
+        "limits": 'max_body = "1MiB"\nclient_header_timeout = "1s"\ndrain = "5s"',
+        "timeouts": 'connect = "1s"\nfirst_byte = "1s"\nidle = "1s"',
+        "retry": 'attempts = 2\nbackoff_base = "50ms"\nbackoff_cap = "200ms"\nmax_retry_after = "3s"',
+        "cooldown": 'failures = 1000\nduration = "1s"',
+    }
+    sections.update(over)
+    dead = free_port()  # nothing listens here: connections are refused
+    mock = f"http://127.0.0.1:{mock_port}/v1"
+    text = f"""
+listen = "127.0.0.1:{port}"
+forward_headers = ["x-mock-*"]
+
+[log]
+format = "json"
+level = "info"
+""" + "".join(f"\n[{k}]\n{v}\n" for k, v in sections.items()) + f"""
+[[upstreams]]
+id = "mock-openai"
+kind = "openai"
+base_url = "{mock}"
+api_key_env = "WEIR_TEST_UPSTREAM_KEY"
+models = ["gpt-4o-mini", "text-embedding-3-small"]
+
+[[upstreams]]
+id = "mock-anthropic"
+kind = "anthropic"
+base_url = "{mock}"
+api_key_env = "WEIR_TEST_UPSTREAM_KEY"
+models = ["claude-haiku-4-5"]
+
+[[upstreams]]
+id = "dead-openai"
+kind = "openai"
+base_url = "http://127.0.0.1:{dead}/v1"
+api_key_env = "WEIR_TEST_UPSTREAM_KEY"
+
+[[upstreams]]
+id = "dead-anthropic"
+kind = "anthropic"
+base_url = "http://127.0.0.1:{dead}/v1"
+api_key_env = "WEIR_TEST_UPSTREAM_KEY"
+
+[[upstreams]]
+id = "flaky-openai"
+kind = "openai"
+base_url = "{mock}"
+api_key_env = "WEIR_TEST_UPSTREAM_KEY"
+headers = {{ "x-mock-status" = "503" }}
+
+[[upstreams]]
+id = "wrong-key"
+kind = "openai"
+base_url = "{mock}"
+api_key_env = "WEIR_TEST_WRONG_KEY"
+models = ["wrong-key-model"]
+
+[[routes]]
+model = "failover-refused"
+candidates = [{{ upstream = "dead-openai", model = "gpt-4o-mini" }}, {{ upstream = "mock-openai", model = "gpt-4o-mini" }}]
+
+[[routes]]
+model = "failover-503"
+candidates = [{{ upstream = "flaky-openai", model = "gpt-4o-mini" }}, {{ upstream = "mock-openai", model = "gpt-4o-mini" }}]
+
+[[routes]]
+model = "claude-failover"
+candidates = [{{ upstream = "dead-anthropic", model = "claude-haiku-4-5" }}, {{ upstream = "mock-anthropic", model = "claude-haiku-4-5" }}]
+"""
+    return text
+
+
+class Gateway:
+    def __init__(self, tmp, mock, name="gateway", **over):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = tmp / f"{name}.toml"
+        self.config.write_text(gateway_config(mock.port, self.port, **over))
+        self.log = tmp / f"{name}.log"
+        env = dict(os.environ, WEIR_TEST_UPSTREAM_KEY=UPSTREAM_KEY, WEIR_TEST_WRONG_KEY="sk-wrong-key-canary-0000")
+        self.proc = subprocess.Popen(
+            [str(WEIR), "serve", "--config", str(self.config)],
+            stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=env,
+        )
+        wait_http(self.url + "/readyz", proc=self.proc, log=self.log)
+
+    def log_text(self):
+        return self.log.read_text()
+
+    def records(self):
+        out = []
+        for line in self.log_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if rec.get("target") == "weir::request":
+                out.append(rec)
+        return out
+
+    def record(self, request_id, timeout=5.0):
+        """The request's log record (streams log theirs when they end, so wait for it)."""
+        deadline = time.time() + timeout
+        while True:
+            for r in self.records():
+                if r.get("request_id") == request_id:
+                    return r
+            if time.time() > deadline:
+                raise AssertionError(f"no log record for {request_id}:\n{self.log_text()[-3000:]}")
+            time.sleep(0.02)
+
+    def terminate(self):
+        self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def session_tmp(tmp_path_factory):
+    return tmp_path_factory.mktemp("weir")
+
+
+@pytest.fixture(scope="session")
+def mock(session_tmp):
+    m = Mock(session_tmp)
+    yield m
+    m.stop()
+
+
+@pytest.fixture(scope="session")
+def gw(session_tmp, mock):
+    g = Gateway(session_tmp, mock)
+    yield g
+    g.stop()
+
+
+@pytest.fixture
+def oai(gw):
+    import openai
+
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+
+
+@pytest.fixture
+def ant(gw):
+    import anthropic
+
+    return anthropic.Anthropic(base_url=gw.url, api_key=CLIENT_KEY, max_retries=0, timeout=20)

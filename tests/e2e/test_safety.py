@@ -1,0 +1,76 @@
+"""Credentials stay out of logs, slow clients are dropped, and SIGTERM drains open streams within the drain time."""
+
+import socket
+import threading
+import time
+
+import anthropic
+import openai
+import pytest
+
+from conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, expected_text
+
+
+def test_canary_keys_never_logged(gw, oai, ant):
+    # Traffic of every kind: success, streams, client errors, upstream errors, failover.
+    oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "canary prompt text"}])
+    list(oai.chat.completions.create(model="failover-refused", messages=[{"role": "user", "content": "x"}], stream=True))
+    ant.messages.create(model="claude-haiku-4-5", max_tokens=5, messages=[{"role": "user", "content": "canary prompt text"}])
+    with pytest.raises(openai.APIStatusError):
+        oai.chat.completions.create(model="wrong-key-model", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.APIStatusError):
+        oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
+                                    extra_headers={"x-mock-status": "500"})
+    log = gw.log_text()
+    assert "weir::request" in log, "the log has request lines (so the check below can fail)"
+    for secret in (UPSTREAM_KEY, CLIENT_KEY, "sk-wrong-key-canary", "canary prompt text"):
+        assert secret not in log, f"{secret!r} leaked into the gateway log"
+
+
+def test_slow_client_headers_are_dropped(gw):
+    """A client that never finishes its request headers is disconnected after client_header_timeout (1 s here)."""
+    s = socket.create_connection(("127.0.0.1", gw.port))
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: appl")
+    s.settimeout(10)
+    started = time.monotonic()
+    try:
+        data = s.recv(4096)
+    except ConnectionResetError:
+        data = b""
+    waited = time.monotonic() - started
+    s.close()
+    assert waited < 5, f"connection still open after {waited:.1f}s"
+    assert data == b"" or data.startswith(b"HTTP/1.1 408"), data
+
+
+def test_sigterm_drains_open_streams_then_exits(session_tmp, mock):
+    g = Gateway(session_tmp, mock, name="drain", limits='max_body = "1MiB"\nclient_header_timeout = "1s"\ndrain = "2s"')
+    client = anthropic.Anthropic(base_url=g.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
+    results = {}
+
+    def run(name, chunks):
+        try:
+            with client.messages.stream(
+                model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}],
+                extra_headers={"x-mock-chunks": str(chunks), "x-mock-delay-ms": "100"},
+            ) as s:
+                results[name] = "".join(s.text_stream)
+        except Exception as e:  # noqa: BLE001 - the long stream is expected to break
+            results[name] = e
+
+    short = threading.Thread(target=run, args=("short", 8))  # ~1.1 s: finishes within the drain time
+    long = threading.Thread(target=run, args=("long", 100))  # ~10 s: cut at the drain time
+    short.start()
+    long.start()
+    time.sleep(0.4)
+    sent = time.monotonic()
+    g.terminate()
+    code = g.proc.wait(15)
+    exited = time.monotonic() - sent
+    short.join(10)
+    long.join(10)
+    assert code == 0
+    assert results["short"] == expected_text(8), "an open stream that fits in the drain time completes"
+    assert isinstance(results["long"], Exception), "a stream longer than the drain time is cut"
+    assert 1.5 < exited < 6, f"exited {exited:.1f}s after SIGTERM with drain = 2s"
+    assert "draining open requests" in g.log_text()
