@@ -16,6 +16,7 @@ mod sse;
 mod upstream;
 mod usage;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -103,7 +104,8 @@ fn runtime() -> tokio::runtime::Runtime {
 fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
-            println!("{}: OK\n{c}", path.display());
+            // Ignore write errors: `weir check-config x | head` must not panic on a closed pipe.
+            let _ = writeln!(std::io::stdout(), "{}: OK\n{c}", path.display());
             for (id, env) in c.missing_key_envs() {
                 eprintln!(
                     "warning: upstream `{id}`: environment variable `{env}` is not set; `weir serve` would refuse to start"

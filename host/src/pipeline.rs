@@ -55,6 +55,8 @@ impl App {
 }
 
 /// What the pipeline forwards once an upstream answered.
+// Built and moved once per request; boxing the larger variant would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Forward {
     /// A complete response (a non-streamed answer, or an upstream error passed through).
     Whole(Response),
