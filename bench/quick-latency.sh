@@ -27,7 +27,7 @@ base_url = "http://$mock/v1"
 models = ["gpt-4o-mini"]
 TOML
 "$bin" mock-upstream --listen "$mock" >"$tmp/mock.log" 2>&1 &
-"$bin" serve --config "$tmp/weir.toml" >"$tmp/gw.log" 2>&1 &
+${WEIR_ENV:-} "$bin" serve --config "$tmp/weir.toml" >"$tmp/gw.log" 2>&1 &
 for url in "http://$mock/v1/models" "http://$gw/readyz"; do
   for _ in $(seq 100); do curl -sf "$url" >/dev/null && break; sleep 0.1; done
 done
