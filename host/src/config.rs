@@ -47,6 +47,145 @@ pub struct Config {
     pub routes: BTreeMap<String, Vec<Candidate>>,
     /// Run the built-in mock upstream inside the gateway process (for demos and offline use).
     pub mock_upstream: Option<SocketAddr>,
+    /// Plugins listed in the config, in order.
+    pub plugins: Vec<PluginSpec>,
+    /// A directory watched for `<name>.wasm` (+ optional `<name>.toml`) plugins.
+    pub plugins_dir: Option<PathBuf>,
+    pub plugin_runtime: PluginRuntime,
+}
+
+/// Host capabilities a plugin can be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    Log,
+    Config,
+    Kv,
+    Trace,
+    Clock,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 5] =
+        [Capability::Log, Capability::Config, Capability::Kv, Capability::Trace, Capability::Clock];
+
+    /// The WIT interface name of this capability.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::Config => "config",
+            Capability::Kv => "kv",
+            Capability::Trace => "trace",
+            Capability::Clock => "clock",
+        }
+    }
+}
+
+/// What happens to a request when a plugin fails (traps, times out, runs out of memory, returns an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailurePolicy {
+    /// The request fails with a gateway error naming the plugin (the default: auth, redaction and routing must
+    /// never silently pass through).
+    #[default]
+    FailClosed,
+    /// The plugin is skipped for this request.
+    FailOpen,
+}
+
+/// Per-hook deadlines.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HookTimeouts {
+    #[serde(deserialize_with = "de_duration")]
+    pub on_request: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub on_chunk: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub on_complete: Duration,
+}
+
+impl Default for HookTimeouts {
+    fn default() -> Self {
+        HookTimeouts {
+            on_request: Duration::from_millis(20),
+            on_chunk: Duration::from_millis(5),
+            on_complete: Duration::from_millis(20),
+        }
+    }
+}
+
+/// How one plugin runs: everything but where its code comes from. Shared by `[[plugins]]` entries and the
+/// `<name>.toml` files of the plugins directory.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginSettings {
+    /// Lower runs first; ties by name.
+    pub order: i32,
+    pub failure: FailurePolicy,
+    pub capabilities: Vec<Capability>,
+    /// Memory cap per instance.
+    #[serde(deserialize_with = "de_bytes")]
+    pub memory: usize,
+    pub timeouts: HookTimeouts,
+    /// Reuse up to this many instances across requests instead of a fresh one per request (weaker isolation:
+    /// guest globals survive between requests; an instance that failed is never reused). For guests whose
+    /// instantiation is expensive (Python, JavaScript). 0 = fresh instance per request.
+    pub warm_instances: usize,
+    /// The plugin's own settings, readable through the `config` capability.
+    pub config: toml::Table,
+}
+
+impl Default for PluginSettings {
+    fn default() -> Self {
+        PluginSettings {
+            order: 100,
+            failure: FailurePolicy::FailClosed,
+            capabilities: Vec::new(),
+            memory: 32 << 20,
+            timeouts: HookTimeouts::default(),
+            warm_instances: 0,
+            config: toml::Table::new(),
+        }
+    }
+}
+
+/// A `[[plugins]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSpec {
+    pub name: String,
+    pub file: PathBuf,
+    pub settings: PluginSettings,
+}
+
+/// Engine-wide plugin settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginRuntime {
+    /// Plugin instances alive at once (across all requests); sizes the pooling allocator.
+    pub max_instances: u32,
+    /// Largest memory cap any plugin may ask for.
+    #[serde(deserialize_with = "de_bytes")]
+    pub max_memory: usize,
+    /// Where compiled plugins are cached, keyed by content hash and engine settings.
+    pub cache_dir: Option<PathBuf>,
+    /// Consecutive failures after which a plugin is quarantined (skipped if fail-open, refusing if fail-closed).
+    pub quarantine_after: u32,
+    /// First quarantine period; doubles on each new quarantine, up to 5 minutes.
+    #[serde(deserialize_with = "de_duration")]
+    pub quarantine_for: Duration,
+}
+
+impl Default for PluginRuntime {
+    fn default() -> Self {
+        PluginRuntime {
+            max_instances: 1000,
+            max_memory: 256 << 20,
+            cache_dir: None,
+            quarantine_after: 5,
+            quarantine_for: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Index of an upstream in [`Config::upstreams`].
@@ -241,7 +380,14 @@ struct RawConfig {
     routes: Vec<RawRoute>,
     #[serde(default)]
     mock_upstream: Option<RawMock>,
+    #[serde(default)]
+    plugins: Vec<Spanned<toml::Table>>,
+    #[serde(default)]
+    plugins_dir: Option<PathBuf>,
+    #[serde(default)]
+    plugin_runtime: PluginRuntime,
 }
+
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -289,7 +435,7 @@ fn one() -> u32 {
 }
 
 /// Headers a client may never choose for the upstream: credentials, cookies, and hop-by-hop headers.
-const NEVER_FORWARDED: &[&str] = &[
+pub const NEVER_FORWARDED: &[&str] = &[
     "authorization",
     "x-api-key",
     "api-key",
@@ -448,7 +594,37 @@ impl Config {
             routes.insert(model.clone(), candidates);
         }
 
+        let base = at.file.parent().unwrap_or(Path::new("."));
+        let mut plugins = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, entry) in raw.plugins.iter().enumerate() {
+            // `name` and `file` say where the code is; everything else is the plugin's settings.
+            let mut rest = entry.get_ref().clone();
+            let mut take = |key: &str| match rest.remove(key) {
+                Some(toml::Value::String(s)) => Ok(s),
+                Some(_) => Err(at.invalid(entry, &format!("plugins[{i}].{key}"), "must be a string")),
+                None => Err(at.invalid(entry, &format!("plugins[{i}].{key}"), "is required")),
+            };
+            let name = take("name")?;
+            let file = take("file")?;
+            if !valid_plugin_name(&name) {
+                return Err(at.invalid(entry, &format!("plugins[{i}].name"), "use letters, digits, `-` and `_`"));
+            }
+            if !names.insert(name.clone()) {
+                return Err(at.invalid(entry, &format!("plugins[{i}].name"), &format!("two plugins are named `{name}`")));
+            }
+            let settings: PluginSettings = toml::Value::Table(rest)
+                .try_into()
+                .map_err(|e: toml::de::Error| at.invalid(entry, &format!("plugins[{i}]"), e.message()))?;
+            check_plugin_settings(&settings, &raw.plugin_runtime)
+                .map_err(|m| at.invalid(entry, &format!("plugins[{i}]"), &m))?;
+            plugins.push(PluginSpec { name, file: base.join(file), settings });
+        }
+
         Ok(Config {
+            plugins,
+            plugins_dir: raw.plugins_dir.map(|d| base.join(d)),
+            plugin_runtime: raw.plugin_runtime,
             listen,
             log: raw.log,
             limits: raw.limits,
@@ -474,6 +650,34 @@ impl Config {
             .filter(|(_, e)| std::env::var_os(e).is_none())
             .collect()
     }
+}
+
+/// Plugin names become file names, metric labels and kv namespaces.
+pub fn valid_plugin_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Checks what types cannot about one plugin's settings.
+pub fn check_plugin_settings(s: &PluginSettings, rt: &PluginRuntime) -> Result<(), String> {
+    if s.memory < (1 << 20) || s.memory > rt.max_memory {
+        return Err(format!("memory must be between 1MiB and plugin_runtime.max_memory ({} bytes)", rt.max_memory));
+    }
+    let t = &s.timeouts;
+    for (name, d) in [("on_request", t.on_request), ("on_chunk", t.on_chunk), ("on_complete", t.on_complete)] {
+        if d.is_zero() || d > Duration::from_secs(10) {
+            return Err(format!("timeouts.{name} must be between 1ms and 10s"));
+        }
+    }
+    Ok(())
+}
+
+/// Reads a `<name>.toml` beside a plugin in the plugins directory.
+pub fn load_plugin_settings(path: &Path, rt: &PluginRuntime) -> Result<PluginSettings, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.to_path_buf(), source })?;
+    let s: PluginSettings =
+        toml::from_str(&text).map_err(|e| ConfigError::Parse { file: path.to_path_buf(), message: e.to_string() })?;
+    check_plugin_settings(&s, rt).map_err(|message| ConfigError::Parse { file: path.to_path_buf(), message })?;
+    Ok(s)
 }
 
 /// Maps byte offsets to line/column for error messages.
@@ -600,6 +804,21 @@ impl fmt::Display for Config {
                 })
                 .collect();
             writeln!(f, "  {model:<28} -> {}", list.join(", "))?;
+        }
+        for p in &self.plugins {
+            let caps: Vec<&str> = p.settings.capabilities.iter().map(|c| c.interface()).collect();
+            writeln!(
+                f,
+                "plugin {:<16} {} (order {}, {:?}, capabilities [{}])",
+                p.name,
+                p.file.display(),
+                p.settings.order,
+                p.settings.failure,
+                caps.join(", ")
+            )?;
+        }
+        if let Some(d) = &self.plugins_dir {
+            writeln!(f, "plugins directory (watched): {}", d.display())?;
         }
         write!(
             f,

@@ -60,6 +60,10 @@ pub enum ErrorKind {
     UpstreamTimeout,
     /// The upstream rejected the gateway's own credentials: an operator problem, not the client's.
     UpstreamAuth,
+    /// A fail-closed plugin failed (trapped, timed out, ran out of memory, returned an error) or is quarantined.
+    PluginFailed,
+    /// A plugin refused the request; the status is the plugin's.
+    Rejected,
 }
 
 impl ErrorKind {
@@ -72,6 +76,8 @@ impl ErrorKind {
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::UpstreamFailed | ErrorKind::UpstreamAuth => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::PluginFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Rejected => StatusCode::FORBIDDEN,
         }
     }
 
@@ -83,7 +89,8 @@ impl ErrorKind {
             | ErrorKind::ModelNotFound
             | ErrorKind::PayloadTooLarge => Source::Client,
             ErrorKind::RateLimited | ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => Source::Upstream,
-            ErrorKind::UpstreamAuth => Source::Gateway,
+            ErrorKind::UpstreamAuth | ErrorKind::PluginFailed => Source::Gateway,
+            ErrorKind::Rejected => Source::Client,
         }
     }
 
@@ -99,6 +106,8 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed => ("upstream_error", "upstream_failed"),
             ErrorKind::UpstreamTimeout => ("upstream_error", "upstream_timeout"),
             ErrorKind::UpstreamAuth => ("server_error", "upstream_auth_failed"),
+            ErrorKind::PluginFailed => ("server_error", "plugin_failed"),
+            ErrorKind::Rejected => ("invalid_request_error", "rejected"),
         }
     }
 
@@ -109,7 +118,10 @@ impl ErrorKind {
             ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
             ErrorKind::PayloadTooLarge => "request_too_large",
             ErrorKind::RateLimited => "rate_limit_error",
-            ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout | ErrorKind::UpstreamAuth => "api_error",
+            ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout | ErrorKind::UpstreamAuth | ErrorKind::PluginFailed => {
+                "api_error"
+            }
+            ErrorKind::Rejected => "permission_error",
         }
     }
 }
@@ -120,26 +132,57 @@ pub struct ApiError {
     pub kind: ErrorKind,
     pub message: String,
     pub retry_after: Option<Duration>,
+    /// Overrides the kind's status (a plugin's rejection carries its own).
+    pub status: Option<StatusCode>,
 }
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
-        ApiError { kind, message: message.into(), retry_after: None }
+        ApiError { kind, message: message.into(), retry_after: None, status: None }
+    }
+
+    /// A plugin's refusal with its own status. The error types follow the status, as the providers' do.
+    pub fn rejected(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status: Some(status), ..ApiError::new(ErrorKind::Rejected, message) }
     }
 
     pub fn status(&self) -> StatusCode {
-        self.kind.status()
+        self.status.unwrap_or(self.kind.status())
+    }
+
+    /// Who is at fault: for rejections, a 5xx status means the gateway.
+    pub fn source(&self) -> Source {
+        match self.status {
+            Some(s) if s.is_server_error() => Source::Gateway,
+            _ => self.kind.source(),
+        }
+    }
+
+    fn types(&self) -> (&'static str, &'static str, &'static str) {
+        let (oa_type, code) = self.kind.openai();
+        let an_type = self.kind.anthropic();
+        if self.kind != ErrorKind::Rejected {
+            return (oa_type, code, an_type);
+        }
+        match self.status().as_u16() {
+            401 => ("authentication_error", code, "authentication_error"),
+            403 => ("permission_error", code, "permission_error"),
+            404 => ("invalid_request_error", code, "not_found_error"),
+            429 => ("rate_limit_error", code, "rate_limit_error"),
+            400..=499 => ("invalid_request_error", code, "invalid_request_error"),
+            _ => ("server_error", code, "api_error"),
+        }
     }
 
     /// The JSON error body in `family`'s shape.
     pub fn body(&self, family: Family) -> serde_json::Value {
         match family {
             Family::OpenAi => {
-                let (ty, code) = self.kind.openai();
+                let (ty, code, _) = self.types();
                 json!({"error": {"message": self.message, "type": ty, "param": null, "code": code}})
             }
             Family::Anthropic => {
-                json!({"type": "error", "error": {"type": self.kind.anthropic(), "message": self.message}})
+                json!({"type": "error", "error": {"type": self.types().2, "message": self.message}})
             }
         }
     }
@@ -150,7 +193,7 @@ impl ApiError {
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert("x-weir-error-source", HeaderValue::from_static(self.kind.source().as_str()));
+        h.insert("x-weir-error-source", HeaderValue::from_static(self.source().as_str()));
         if let Some(ra) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(ra.as_secs_f64().ceil() as u64));
         }
@@ -163,7 +206,7 @@ impl ApiError {
     ///   object so that the SDK raises it rather than yielding it;
     /// - messages: an `event: error` with the Anthropic error body.
     pub fn sse_event(&self, endpoint: Endpoint, sequence_number: u64) -> Bytes {
-        let (ty, code) = self.kind.openai();
+        let (ty, code, _) = self.types();
         let text = match endpoint {
             Endpoint::Messages | Endpoint::CountTokens => {
                 format!("event: error\ndata: {}\n\n", self.body(Family::Anthropic))

@@ -31,6 +31,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/models", get(models).fallback(method_not_allowed))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/admin/plugins", get(admin_plugins))
         .fallback(not_found)
         .with_state(app)
 }
@@ -56,6 +57,14 @@ async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         }
     };
     axum::Json(body).into_response()
+}
+
+/// The loaded plugins: name, version, source, calls, failures, quarantine, last error.
+async fn admin_plugins(State(app): State<Arc<App>>) -> Response {
+    match &app.plugins {
+        Some(r) => axum::Json(r.admin()).into_response(),
+        None => axum::Json(json!({"plugins": [], "plugins_dir": null})).into_response(),
+    }
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {

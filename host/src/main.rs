@@ -10,6 +10,7 @@ mod error;
 mod ingress;
 mod mock;
 mod pipeline;
+mod plugin;
 mod record;
 mod server;
 mod sse;
@@ -49,6 +50,9 @@ enum Command {
         /// The config file to check.
         config: PathBuf,
     },
+    /// Plugin tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Run the built-in mock of the OpenAI and Anthropic APIs (for tests, benchmarks and demos).
     MockUpstream {
         #[arg(long, default_value = "127.0.0.1:8081")]
@@ -59,10 +63,20 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Validate a plugin component offline: its exports, imports, and the capabilities it needs.
+    Check {
+        /// The `.wasm` component.
+        file: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
+        Command::Plugin(PluginCommand::Check { file }) => plugin_check(&file),
         Command::Serve { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -120,6 +134,40 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
+fn plugin_check(path: &Path) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("error: {}: {msg}", path.display());
+        ExitCode::FAILURE
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("cannot read: {e}")),
+    };
+    let rt = config::PluginRuntime { max_instances: 8, ..Default::default() };
+    let engine = match plugin::engine::PluginEngine::new(&rt) {
+        Ok(e) => e,
+        Err(e) => return fail(format!("{e:#}")),
+    };
+    // Check with every capability granted, then report which ones the component actually needs.
+    match engine.compile(&bytes, &config::Capability::ALL) {
+        Ok(c) => {
+            let needed: Vec<&str> =
+                plugin::engine::needed_capabilities(&c.imports).iter().map(|c| c.interface()).collect();
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "{}: OK ({} bytes, sha256 {})", path.display(), bytes.len(), c.hash);
+            let _ = writeln!(out, "exports:\n  {}", c.exports.join("\n  "));
+            let _ = writeln!(out, "imports:\n  {}", c.imports.join("\n  "));
+            let _ = writeln!(
+                out,
+                "needs capabilities: [{}]  (grant them with `capabilities = [...]`)\nWASI 0.2 is linked deny-all: no files, no sockets, no environment",
+                needed.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e.to_string()),
+    }
+}
+
 fn init_logging(format: LogFormat, level: &str) {
     let filter = EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
@@ -141,7 +189,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     let listen = config.listen;
-    let app = pipeline::App::new(config)?;
+    let plugins = if config.plugins.is_empty() && config.plugins_dir.is_none() {
+        None
+    } else {
+        let cfg = config.clone();
+        let registry = tokio::task::spawn_blocking(move || plugin::Registry::new(&cfg)).await??;
+        registry.watch()?;
+        Some(registry)
+    };
+    let app = pipeline::App::new(config, plugins)?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let models = app.config.routes.len();

@@ -2,35 +2,38 @@
 //! failover, before any byte reaches the client) → forward the answer (streamed event by event, or whole) through the
 //! usage tap → log the record.
 //!
-//! Streaming: [`ProxyStream`] pulls from the upstream only when the client side asks for more (hyper polls it when
-//! the socket can take data), so a slow client slows the upstream read instead of growing a buffer; at most one
-//! upstream chunk plus one incomplete event are held. When the client disconnects, hyper drops the body: the
+//! Plugins (when configured) run at three points: `on-request` after the body is validated and before routing;
+//! `on-chunk` for every event (or once for a whole non-streamed body), with held text flushed before the event that
+//! ends the text; `on-complete` after the record is logged, off the response path.
+//!
+//! Streaming: [`AnswerStream`] pulls from the upstream only when the client side asks for more (hyper polls it
+//! when the socket can take data), so a slow client slows the upstream read instead of growing a buffer; at most
+//! one upstream chunk plus one incomplete event are held. When the client disconnects, hyper drops the body: the
 //! upstream response is dropped with it (closing that connection, which cancels the upstream request) and the
 //! record is logged as partial from its `Drop`.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::pin::Pin;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::Stream;
 use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::value::RawValue;
-use tokio::time::Sleep;
 
 use crate::api::{Endpoint, Family};
-use crate::config::{Candidate, Config};
+use crate::config::{Candidate, Config, UpstreamIdx};
+use crate::plugin::bindings::types;
+use crate::plugin::{Chain, ChunkVerdict, Registry, RequestEffects, RequestView, text};
 use crate::error::{ApiError, ErrorKind};
 use crate::record::{Outcome, RequestRecord};
-use crate::sse::SseParser;
+use crate::sse::{SseEvent, SseParser};
 use crate::upstream::retry::{self, FailureClass};
 use crate::upstream::{AnswerBody, AttemptRequest, Failure, Upstreams};
 use crate::usage::{UsageTap, Verdict};
@@ -39,14 +42,16 @@ use crate::usage::{UsageTap, Verdict};
 pub struct App {
     pub config: Config,
     pub upstreams: Upstreams,
+    /// The plugin runtime, when any plugin or a plugins directory is configured.
+    pub plugins: Option<Arc<Registry>>,
     /// Set on SIGTERM: `/readyz` answers 503 so load balancers stop sending traffic.
     pub draining: AtomicBool,
 }
 
 impl App {
-    pub fn new(config: Config) -> anyhow::Result<Arc<App>> {
+    pub fn new(config: Config, plugins: Option<Arc<Registry>>) -> anyhow::Result<Arc<App>> {
         let upstreams = Upstreams::new(&config)?;
-        Ok(Arc::new(App { config, upstreams, draining: AtomicBool::new(false) }))
+        Ok(Arc::new(App { config, upstreams, plugins, draining: AtomicBool::new(false) }))
     }
 
     pub fn is_draining(&self) -> bool {
@@ -58,15 +63,21 @@ impl App {
 // Built and moved once per request; boxing the larger variant would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 enum Forward {
-    /// A complete response (a non-streamed answer, or an upstream error passed through).
+    /// A complete response (a non-streamed answer, a plugin's answer, or an upstream error passed through).
     Whole(Response),
-    /// Headers are ready; the body is the upstream's SSE stream, forwarded through the tap.
+    /// Headers are ready; the body is the upstream's SSE stream, forwarded through the tap (and the plugins).
     Stream { resp: Response, upstream: reqwest::Response, tap: UsageTap },
 }
 
 /// Handles one request to a proxied endpoint. The record is finished here, or handed to the stream.
 pub async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let mut rec = RequestRecord::new(endpoint);
+    // One snapshot of the plugin set for the whole request, streams included.
+    rec.chain = app
+        .plugins
+        .as_ref()
+        .map(|r| Chain::new(r.snapshot(), endpoint.family()))
+        .filter(|c| !c.is_empty());
     let request_id = HeaderValue::from_str(&rec.request_id).expect("request ids are ASCII");
     let mut resp = match run(&app, endpoint, &headers, body, &mut rec).await {
         Ok(Forward::Whole(resp)) => {
@@ -74,13 +85,13 @@ pub async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: 
             resp
         }
         Ok(Forward::Stream { mut resp, upstream, tap }) => {
-            let stream = ProxyStream::new(endpoint, upstream, tap, app.config.timeouts.idle, rec);
-            *resp.body_mut() = Body::from_stream(stream);
+            let stream = AnswerStream::new(endpoint, upstream, tap, app.config.timeouts.idle, rec);
+            *resp.body_mut() = Body::from_stream(stream.into_stream());
             resp
         }
         Err(e) => {
             rec.status = e.status().as_u16();
-            rec.outcome = Outcome::from_source(e.kind.source());
+            rec.outcome = Outcome::from_source(e.source());
             rec.error = Some(e.message.clone());
             rec.finish();
             e.to_response(endpoint.family())
@@ -98,17 +109,53 @@ async fn run(
     rec: &mut RequestRecord,
 ) -> Result<Forward, ApiError> {
     let family = endpoint.family();
-    let bytes = read_body(headers, body, app.config.limits.max_body).await?;
+    let mut bytes = read_body(headers, body, app.config.limits.max_body).await?;
+    let mut effects = RequestEffects::default();
+    if let Some(chain) = rec.chain.as_mut() {
+        // Malformed input is refused before any plugin sees it.
+        let parsed = RequestBody::parse(&bytes, endpoint)?;
+        let mut view = RequestView {
+            id: &rec.request_id,
+            endpoint,
+            headers,
+            body: bytes.clone(),
+            model: parsed.model.to_string(),
+            stream: parsed.stream,
+        };
+        drop(parsed);
+        effects = chain.on_request(&mut view).await?;
+        rec.principal = chain.principal.as_ref().map(|p| p.id.clone());
+        if let Some(r) = effects.respond.take() {
+            rec.status = r.status;
+            rec.outcome = Outcome::Ok;
+            rec.model = Some(view.model);
+            return Ok(Forward::Whole(plugin_response(r)));
+        }
+        if effects.body.is_some() || effects.model.is_some() {
+            let body = effects.body.take().unwrap_or(view.body);
+            bytes = match &effects.model {
+                Some(m) => RequestBody::parse(&body, endpoint)?.render(Some(m)),
+                None => body,
+            };
+        }
+    }
     let req = RequestBody::parse(&bytes, endpoint)?;
     rec.model = Some(req.model.to_string());
     rec.stream = req.stream;
 
-    let route = app.config.routes.get(req.model.as_ref()).ok_or_else(|| {
-        ApiError::new(
-            ErrorKind::ModelNotFound,
-            format!("model `{}` is not served by this gateway; GET /v1/models lists the models it serves", req.model),
-        )
-    })?;
+    let routed;
+    let route: &[Candidate] = match effects.route.take() {
+        Some(targets) => {
+            routed = plugin_route(&app.config, targets)?;
+            &routed
+        }
+        None => app.config.routes.get(req.model.as_ref()).ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::ModelNotFound,
+                format!("model `{}` is not served by this gateway; GET /v1/models lists the models it serves", req.model),
+            )
+        })?,
+    };
     let plan = app.upstreams.plan(route, family);
     if plan.is_empty() {
         let other = match family {
@@ -122,7 +169,13 @@ async fn run(
     }
 
     let body_for = |c: &Candidate| req.render(c.model.as_deref());
-    let attempt = AttemptRequest { endpoint, client_headers: headers, stream: req.stream, body_for: &body_for };
+    let attempt = AttemptRequest {
+        endpoint,
+        client_headers: headers,
+        extra_headers: &effects.headers,
+        stream: req.stream,
+        body_for: &body_for,
+    };
     let outcome = retry::run(&app.upstreams, &app.config.retry, &plan, &attempt).await;
     rec.attempts = outcome.attempts;
     let answer = match outcome.result {
@@ -146,6 +199,10 @@ async fn run(
     let (mut resp, upstream) = match answer.body {
         AnswerBody::Full(b) => {
             tap.on_body(&b);
+            let b = match rec.chain.as_mut() {
+                Some(chain) => whole_body_plugins(chain, endpoint, b).await?,
+                None => b,
+            };
             (Response::new(Body::from(b)), None)
         }
         AnswerBody::Stream(upstream) => (Response::new(Body::empty()), Some(upstream)),
@@ -164,6 +221,57 @@ async fn run(
             Forward::Stream { resp, upstream, tap }
         }
     })
+}
+
+/// A plugin's own answer.
+fn plugin_response(r: crate::plugin::bindings::types::Response) -> Response {
+    let mut resp = Response::new(Body::from(r.body));
+    *resp.status_mut() = http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::OK);
+    let ct = r.content_type.as_deref().and_then(|c| HeaderValue::from_str(c).ok());
+    resp.headers_mut().insert(header::CONTENT_TYPE, ct.unwrap_or(HeaderValue::from_static("application/json")));
+    resp
+}
+
+/// A plugin's route: upstream ids from the config, in order, never URLs.
+fn plugin_route(config: &Config, targets: Vec<(String, Option<String>)>) -> Result<Vec<Candidate>, ApiError> {
+    targets
+        .into_iter()
+        .enumerate()
+        .map(|(i, (id, model))| {
+            let idx = config.upstreams.iter().position(|u| u.id == id).ok_or_else(|| {
+                ApiError::new(ErrorKind::PluginFailed, format!("a plugin routed to upstream `{id}`, which is not in the config"))
+            })?;
+            Ok(Candidate { upstream: UpstreamIdx(idx), weight: 1, priority: i as u32, model })
+        })
+        .collect()
+}
+
+/// Runs `on-chunk` once over a whole non-streamed answer.
+async fn whole_body_plugins(chain: &mut Chain, endpoint: Endpoint, body: Bytes) -> Result<Bytes, ApiError> {
+    let Ok(data) = std::str::from_utf8(&body) else { return Ok(body) };
+    let chunk = types::Chunk {
+        index: 0,
+        event: None,
+        data: data.to_string(),
+        text_delta: text::extract(endpoint, None, data, true),
+        whole_body: true,
+    };
+    match chain.on_chunk(chunk, 0).await? {
+        ChunkVerdict::Forward { text: None, data: None } => Ok(body),
+        ChunkVerdict::Forward { text, data } => {
+            let mut d = data.unwrap_or_else(|| data_string(&body));
+            if let Some(t) = text {
+                d = text::replace(endpoint, None, &d, &t, true).unwrap_or(d);
+            }
+            Ok(Bytes::from(d))
+        }
+        ChunkVerdict::Drop => Err(ApiError::rejected(http::StatusCode::FORBIDDEN, "the answer was withheld by a plugin")),
+        ChunkVerdict::Abort(reason) => Err(ApiError::rejected(http::StatusCode::FORBIDDEN, reason)),
+    }
+}
+
+fn data_string(b: &Bytes) -> String {
+    String::from_utf8_lossy(b).into_owned()
 }
 
 fn set_upstream_header(h: &mut HeaderMap, upstream_id: &str) {
@@ -332,43 +440,158 @@ impl<'a> RequestBody<'a> {
     }
 }
 
-/// Streams an upstream SSE answer to the client event by event, through the usage tap, with the idle timeout.
-struct ProxyStream {
+/// Streams an upstream SSE answer to the client event by event, through the usage tap and the plugins' `on-chunk`,
+/// with the idle timeout. Written as an async state machine (driven by `futures_util::stream::unfold`) so that
+/// plugin hooks can be awaited between events.
+struct AnswerStream {
     endpoint: Endpoint,
     upstream: BoxStream<'static, reqwest::Result<Bytes>>,
     parser: SseParser,
     tap: Option<UsageTap>,
     idle: Duration,
-    idle_timer: Pin<Box<Sleep>>,
     rec: Option<RequestRecord>,
-    /// An error event to send before ending.
-    error_event: Option<Bytes>,
+    /// Bytes ready for the client.
+    ready: VecDeque<Bytes>,
+    /// Plugin bookkeeping: events seen, the last text event (a template for flushed text), whether flushed.
+    index: u32,
+    text_template: Option<(Option<String>, String)>,
+    flushed: bool,
     done: bool,
 }
 
-impl ProxyStream {
+impl AnswerStream {
     fn new(endpoint: Endpoint, upstream: reqwest::Response, tap: UsageTap, idle: Duration, rec: RequestRecord) -> Self {
-        ProxyStream {
+        AnswerStream {
             endpoint,
             upstream: Box::pin(upstream.bytes_stream()),
             parser: SseParser::new(),
             tap: Some(tap),
             idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
             rec: Some(rec),
-            error_event: None,
+            ready: VecDeque::new(),
+            index: 0,
+            text_template: None,
+            flushed: false,
             done: false,
+        }
+    }
+
+    fn into_stream(self) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
+        futures_util::stream::unfold(self, |mut s| async move { s.next().await.map(|b| (Ok(b), s)) })
+    }
+
+    /// The next bytes for the client, or `None` at the end.
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Some(b);
+            }
+            if self.done {
+                return None;
+            }
+            if let Some(ev) = self.parser.next_event() {
+                self.on_event(ev).await;
+                continue;
+            }
+            match tokio::time::timeout(self.idle, self.upstream.next()).await {
+                Ok(Some(Ok(chunk))) => self.parser.push(&chunk),
+                Ok(Some(Err(e))) => self.fail(ApiError::new(
+                    ErrorKind::UpstreamFailed,
+                    format!("the upstream connection broke mid-stream: {}", retry::describe_error(&e)),
+                )),
+                Ok(None) => {
+                    if let Some(rest) = self.parser.take_rest() {
+                        self.ready.push_back(rest);
+                    }
+                    if self.tap.as_ref().is_some_and(|t| t.finished) {
+                        self.finish();
+                    } else {
+                        self.fail(ApiError::new(
+                            ErrorKind::UpstreamFailed,
+                            "the upstream closed the stream before it was complete",
+                        ));
+                    }
+                }
+                Err(_) => self.fail(ApiError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!("the upstream sent nothing for {:?} (timeouts.idle)", self.idle),
+                )),
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: SseEvent) {
+        let tap = self.tap.as_mut().expect("tap lives until the end");
+        if tap.on_event(&ev, Instant::now()) == Verdict::Drop {
+            return;
+        }
+        let text_over = tap.finished || tap.finish_reason.is_some();
+        let Some(chain) = self.rec.as_mut().and_then(|r| r.chain.as_mut()) else {
+            self.ready.push_back(ev.raw);
+            return;
+        };
+        let f = ev.fields();
+        let event = f.event.map(str::to_string);
+        let text = text::extract(self.endpoint, f.event, &f.data, false);
+        let ends_text = text_over
+            || matches!(f.event, Some("content_block_stop" | "response.output_text.done"))
+            || f.data.starts_with("[DONE]");
+        // Held text is released before the event that ends the text.
+        if ends_text && !self.flushed {
+            self.flushed = true;
+            match chain.flush().await {
+                Err(e) => return self.fail(e),
+                Ok(Err(reason)) => return self.fail(ApiError::rejected(http::StatusCode::FORBIDDEN, reason)),
+                Ok(Ok(texts)) => {
+                    for t in texts {
+                        match &self.text_template {
+                            Some((tev, tdata)) => {
+                                let data = text::replace(self.endpoint, tev.as_deref(), tdata, &t, false)
+                                    .unwrap_or_else(|| tdata.clone());
+                                self.ready.push_back(text::frame(tev.as_deref(), &data));
+                            }
+                            None => tracing::warn!("plugin flushed text but the answer had no text event to carry it"),
+                        }
+                    }
+                }
+            }
+        }
+        if text.is_some() {
+            self.text_template = Some((event.clone(), f.data.to_string()));
+        }
+        let chunk = types::Chunk {
+            index: self.index,
+            event: event.clone(),
+            data: f.data.to_string(),
+            text_delta: text,
+            whole_body: false,
+        };
+        self.index += 1;
+        let chain = self.rec.as_mut().and_then(|r| r.chain.as_mut()).expect("checked above");
+        match chain.on_chunk(chunk, 0).await {
+            Err(e) => self.fail(e),
+            Ok(ChunkVerdict::Forward { text: None, data: None }) => self.ready.push_back(ev.raw),
+            Ok(ChunkVerdict::Forward { text, data }) => {
+                let mut d = data.unwrap_or_else(|| f.data.to_string());
+                if let Some(t) = text {
+                    d = text::replace(self.endpoint, event.as_deref(), &d, &t, false).unwrap_or(d);
+                }
+                self.ready.push_back(text::frame(event.as_deref(), &d));
+            }
+            Ok(ChunkVerdict::Drop) => {}
+            Ok(ChunkVerdict::Abort(reason)) => self.fail(ApiError::rejected(http::StatusCode::FORBIDDEN, reason)),
         }
     }
 
     /// Ends the stream with an error event in the client's format.
     fn fail(&mut self, e: ApiError) {
         let seq = self.tap.as_ref().map_or(0, |t| t.events);
-        self.error_event = Some(e.sse_event(self.endpoint, seq));
+        self.ready.push_back(e.sse_event(self.endpoint, seq));
         if let Some(rec) = &mut self.rec {
-            rec.outcome = Outcome::from_source(e.kind.source());
+            rec.outcome = Outcome::from_source(e.source());
             rec.error = Some(e.message);
         }
+        self.finish();
     }
 
     /// Logs the record with what the tap saw.
@@ -376,12 +599,11 @@ impl ProxyStream {
         self.done = true;
         if let Some(mut rec) = self.rec.take() {
             let tap = self.tap.take();
-            if rec.error.is_none() {
-                rec.outcome = Outcome::Ok;
-                if let Some(e) = tap.as_ref().and_then(|t| t.stream_error.clone()) {
-                    rec.outcome = Outcome::UpstreamError;
-                    rec.error = Some(e);
-                }
+            if rec.error.is_none()
+                && let Some(e) = tap.as_ref().and_then(|t| t.stream_error.clone())
+            {
+                rec.outcome = Outcome::UpstreamError;
+                rec.error = Some(e);
             }
             rec.tap = tap;
             rec.finish();
@@ -389,67 +611,7 @@ impl ProxyStream {
     }
 }
 
-impl Stream for ProxyStream {
-    type Item = Result<Bytes, std::convert::Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        loop {
-            if this.done {
-                return Poll::Ready(None);
-            }
-            if let Some(ev) = this.error_event.take() {
-                this.finish();
-                return Poll::Ready(Some(Ok(ev)));
-            }
-            if let Some(ev) = this.parser.next_event() {
-                let tap = this.tap.as_mut().expect("tap lives until finish");
-                if tap.on_event(&ev, Instant::now()) == Verdict::Forward {
-                    return Poll::Ready(Some(Ok(ev.raw)));
-                }
-                continue;
-            }
-            match this.upstream.as_mut().poll_next(cx) {
-                Poll::Ready(Some(Ok(chunk))) => {
-                    this.parser.push(&chunk);
-                    let deadline = tokio::time::Instant::now() + this.idle;
-                    this.idle_timer.as_mut().reset(deadline);
-                }
-                Poll::Ready(Some(Err(e))) => this.fail(ApiError::new(
-                    ErrorKind::UpstreamFailed,
-                    format!("the upstream connection broke mid-stream: {}", retry::describe_error(&e)),
-                )),
-                Poll::Ready(None) => {
-                    let rest = this.parser.take_rest();
-                    let finished = this.tap.as_ref().is_some_and(|t| t.finished);
-                    if !finished {
-                        this.fail(ApiError::new(
-                            ErrorKind::UpstreamFailed,
-                            "the upstream closed the stream before it was complete",
-                        ));
-                    } else {
-                        this.finish();
-                    }
-                    if let Some(rest) = rest {
-                        return Poll::Ready(Some(Ok(rest)));
-                    }
-                }
-                Poll::Pending => {
-                    if this.idle_timer.as_mut().poll(cx).is_ready() {
-                        this.fail(ApiError::new(
-                            ErrorKind::UpstreamTimeout,
-                            format!("the upstream sent nothing for {:?} (timeouts.idle)", this.idle),
-                        ));
-                        continue;
-                    }
-                    return Poll::Pending;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for ProxyStream {
+impl Drop for AnswerStream {
     fn drop(&mut self) {
         // Dropped before the end: the client went away. Record what was seen, marked partial.
         if let Some(mut rec) = self.rec.take() {

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use crate::api::Endpoint;
 use crate::error::Source;
+use crate::plugin::Chain;
+use crate::plugin::bindings::types;
 use crate::upstream::retry::AttemptLog;
 use crate::usage::UsageTap;
 
@@ -56,6 +58,10 @@ pub struct RequestRecord {
     pub outcome: Outcome,
     pub error: Option<String>,
     pub tap: Option<UsageTap>,
+    /// The principal id a plugin established (never a key).
+    pub principal: Option<String>,
+    /// This request's plugin instances; `on-complete` runs on them after the record is logged.
+    pub chain: Option<Chain>,
     logged: bool,
 }
 
@@ -74,6 +80,8 @@ impl RequestRecord {
             outcome: Outcome::Cancelled,
             error: None,
             tap: None,
+            principal: None,
+            chain: None,
             logged: false,
         }
     }
@@ -102,6 +110,9 @@ impl RequestRecord {
         let attempts: Vec<String> =
             self.attempts.iter().map(|a| format!("{}:{}:{}ms", a.upstream, a.outcome, ms(a.elapsed))).collect();
         let partial = self.outcome == Outcome::Cancelled;
+        let attributes = self.chain.as_ref().map(|c| c.attributes()).filter(|a| !a.is_empty()).map(|a| {
+            a.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+        });
         tracing::info!(
             target: "weir::request",
             request_id = %self.request_id,
@@ -127,8 +138,35 @@ impl RequestRecord {
             tokens_per_s,
             duration_ms = ms(duration),
             error = self.error.as_deref(),
+            principal = self.principal.as_deref(),
+            plugin_attributes = attributes.as_deref(),
             "request"
         );
+        if let Some(chain) = self.chain.take() {
+            let summary = types::Summary {
+                request_id: self.request_id.clone(),
+                model: self.model.clone().unwrap_or_default(),
+                status: self.status,
+                outcome: self.outcome.as_str().to_string(),
+                upstream: self.upstream.clone(),
+                attempts: self.attempts.len() as u32,
+                usage: types::Usage {
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    cached_tokens: usage.cached_tokens,
+                    reasoning_tokens: usage.reasoning_tokens,
+                },
+                ttft_ms,
+                duration_ms: ms(duration),
+                principal: None,
+                error: self.error.clone(),
+                partial,
+            };
+            // Off the response path: accounting never delays the client.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(chain.on_complete(summary));
+            }
+        }
     }
 }
 

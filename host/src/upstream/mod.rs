@@ -47,6 +47,8 @@ struct Entry {
 pub struct AttemptRequest<'a> {
     pub endpoint: Endpoint,
     pub client_headers: &'a HeaderMap,
+    /// Headers set by plugins (already validated: no credentials, no hop-by-hop headers).
+    pub extra_headers: &'a [(HeaderName, HeaderValue)],
     pub stream: bool,
     /// The body for a candidate (the model may be rewritten per candidate).
     pub body_for: &'a (dyn Fn(&Candidate) -> Bytes + Sync),
@@ -259,6 +261,9 @@ impl Upstreams {
                 }
             }
         }
+        for (name, value) in req.extra_headers {
+            h.insert(name.clone(), value.clone());
+        }
         for (name, value) in &entry.cfg.headers {
             h.insert(name.clone(), value.clone());
         }
@@ -384,6 +389,7 @@ candidates = [{{ upstream = "b" }}, {{ upstream = "a" }}]
         let req = AttemptRequest {
             endpoint: Endpoint::ChatCompletions,
             client_headers: &client,
+            extra_headers: &[],
             stream: true,
             body_for: &body,
         };

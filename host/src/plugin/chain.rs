@@ -1,0 +1,441 @@
+//! One request's run through the plugin chain: an instance per plugin (created at its first hook, kept until the
+//! request ends), each hook under its deadline, and each failure handled by the plugin's failure policy.
+//!
+//! A plugin that fails (trap, deadline, memory cap, returned error, invalid decision) is not called again in this
+//! request: its store may be dead. `fail-closed` turns the failure into a gateway error for this request only;
+//! `fail-open` skips the plugin. Either way the failure is counted, and a run of failures quarantines the plugin.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use wasmtime::Store;
+
+use super::bindings::Plugin;
+use super::bindings::types::{self, ChunkDecision, RequestDecision};
+use super::host::State;
+use super::registry::{LoadedPlugin, PluginSet};
+use crate::api::{Endpoint, Family};
+use crate::config::{FailurePolicy, NEVER_FORWARDED};
+use crate::error::{ApiError, ErrorKind};
+
+/// A live instance.
+pub struct Live {
+    pub store: Store<State>,
+    pub bindings: Plugin,
+}
+
+impl Live {
+    /// Logs what the guest wrote to stdout/stderr.
+    fn drain_output(&self, plugin: &str) {
+        let out = self.store.data().output.contents();
+        if !out.is_empty() {
+            for line in String::from_utf8_lossy(&out).lines().filter(|l| !l.trim().is_empty()) {
+                tracing::info!(target: "weir::plugin", plugin, "guest output: {line}");
+            }
+        }
+    }
+}
+
+enum Slot {
+    /// Not instantiated yet.
+    Idle,
+    Live(Box<Live>),
+    /// Failed (or skipped while quarantined) in this request: not called again.
+    Out,
+}
+
+/// What the request looks like to `on-request`.
+pub struct RequestView<'a> {
+    pub id: &'a str,
+    pub endpoint: Endpoint,
+    pub headers: &'a http::HeaderMap,
+    pub body: Bytes,
+    pub model: String,
+    pub stream: bool,
+}
+
+/// What the chain decided for a request.
+#[derive(Default)]
+pub struct RequestEffects {
+    /// A new body (when any plugin replaced it).
+    pub body: Option<Bytes>,
+    /// A new model name.
+    pub model: Option<String>,
+    /// Headers to set on the upstream request.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Upstream ids (with model rewrites) to try instead of the model's configured candidates.
+    pub route: Option<Vec<(String, Option<String>)>>,
+    /// Answer without calling an upstream.
+    pub respond: Option<types::Response>,
+}
+
+/// The chain's verdict on one piece of the answer.
+#[derive(Debug, PartialEq)]
+pub enum ChunkVerdict {
+    /// Forward, with the text and/or the data replaced where `Some`.
+    Forward { text: Option<String>, data: Option<String> },
+    Drop,
+    Abort(String),
+}
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.set.plugins.iter().map(|p| &p.name)).finish()
+    }
+}
+
+/// One request's plugin instances.
+pub struct Chain {
+    set: Arc<PluginSet>,
+    slots: Vec<Slot>,
+    family: Family,
+    pub principal: Option<types::Principal>,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// The hook being called, for deadlines and messages.
+#[derive(Clone, Copy)]
+enum Hook {
+    OnRequest,
+    OnChunk,
+    Flush,
+    OnComplete,
+}
+
+impl Hook {
+    fn name(self) -> &'static str {
+        match self {
+            Hook::OnRequest => "on-request",
+            Hook::OnChunk => "on-chunk",
+            Hook::Flush => "flush",
+            Hook::OnComplete => "on-complete",
+        }
+    }
+    fn deadline(self, p: &LoadedPlugin) -> Duration {
+        let t = &p.settings.timeouts;
+        match self {
+            Hook::OnRequest => t.on_request,
+            Hook::OnChunk | Hook::Flush => t.on_chunk,
+            Hook::OnComplete => t.on_complete,
+        }
+    }
+}
+
+impl Chain {
+    pub fn new(set: Arc<PluginSet>, family: Family) -> Chain {
+        let slots = set.plugins.iter().map(|_| Slot::Idle).collect();
+        Chain { set, slots, family, principal: None, metadata: Vec::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.plugins.is_empty()
+    }
+
+    /// The live instance of plugin `i`, creating it on first use. `Ok(None)`: the plugin is out for this request.
+    async fn instance(&mut self, i: usize, hook: Hook) -> Result<Option<&mut Live>, ApiError> {
+        let p = self.set.plugins[i].clone();
+        if matches!(self.slots[i], Slot::Idle) {
+            if let Some(until) = p.quarantined_for() {
+                self.slots[i] = Slot::Out;
+                let msg = format!("is quarantined for {until:?} more after repeated failures");
+                return match p.settings.failure {
+                    FailurePolicy::FailOpen => Ok(None),
+                    FailurePolicy::FailClosed => Err(plugin_error(&p, hook, &msg)),
+                };
+            }
+            let live = match p.take_warm() {
+                Some(live) => Ok(live),
+                None => {
+                    let mut store = p.engine.store(p.context.clone());
+                    store.data_mut().deadline = Instant::now() + hook.deadline(&p);
+                    match p.pre.instantiate_async(&mut store).await {
+                        Ok(bindings) => Ok(Live { store, bindings }),
+                        Err(e) => Err(describe(&e, &store, hook, &p)),
+                    }
+                }
+            };
+            match live {
+                Ok(live) => self.slots[i] = Slot::Live(Box::new(live)),
+                Err(msg) => {
+                    self.slots[i] = Slot::Out;
+                    self.fail(i, hook, &format!("could not be instantiated: {msg}"))?;
+                    return Ok(None);
+                }
+            }
+        }
+        match &mut self.slots[i] {
+            Slot::Live(live) => {
+                live.store.data_mut().deadline = Instant::now() + hook.deadline(&p);
+                Ok(Some(live))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Records a failure of plugin `i`, takes it out of this request, and applies its failure policy.
+    fn fail(&mut self, i: usize, hook: Hook, msg: &str) -> Result<(), ApiError> {
+        let p = &self.set.plugins[i];
+        if let Slot::Live(live) = std::mem::replace(&mut self.slots[i], Slot::Out) {
+            live.drain_output(&p.name);
+        }
+        p.record_failure(&format!("{}: {msg}", hook.name()));
+        tracing::warn!(target: "weir::plugin", plugin = %p.name, version = %p.version, hook = hook.name(), policy = ?p.settings.failure, "plugin failed: {msg}");
+        match p.settings.failure {
+            FailurePolicy::FailOpen => Ok(()),
+            FailurePolicy::FailClosed => Err(plugin_error(p, hook, msg)),
+        }
+    }
+
+    /// Runs `on-request` through every plugin in order.
+    pub async fn on_request(&mut self, view: &mut RequestView<'_>) -> Result<RequestEffects, ApiError> {
+        let mut fx = RequestEffects::default();
+        for i in 0..self.set.plugins.len() {
+            let req = types::Request {
+                id: view.id.to_string(),
+                family: match self.family {
+                    Family::OpenAi => types::ApiFamily::Openai,
+                    Family::Anthropic => types::ApiFamily::Anthropic,
+                },
+                endpoint: view.endpoint.as_str().to_string(),
+                headers: view
+                    .headers
+                    .iter()
+                    .map(|(n, v)| types::Header {
+                        name: n.as_str().to_string(),
+                        value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    })
+                    .collect(),
+                body: view.body.to_vec(),
+                model: view.model.clone(),
+                stream: view.stream,
+                principal: self.principal.clone(),
+                metadata: self.metadata.clone(),
+            };
+            let p = self.set.plugins[i].clone();
+            let Some(live) = self.instance(i, Hook::OnRequest).await? else { continue };
+            let result = live.bindings.weir_plugin_hooks().call_on_request(&mut live.store, &req).await;
+            let decision = match result {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => {
+                    self.fail(i, Hook::OnRequest, &format!("returned an error: {}", e.message))?;
+                    continue;
+                }
+                Err(e) => {
+                    let msg = describe(&e, &live.store, Hook::OnRequest, &p);
+                    self.fail(i, Hook::OnRequest, &msg)?;
+                    continue;
+                }
+            };
+            self.set.plugins[i].record_success();
+            match decision {
+                RequestDecision::Continue => {}
+                RequestDecision::ContinueWith(c) => {
+                    if let Err(msg) = self.apply_changes(c, view, &mut fx) {
+                        self.fail(i, Hook::OnRequest, &msg)?;
+                    }
+                }
+                RequestDecision::Route(targets) => {
+                    if targets.is_empty() {
+                        self.fail(i, Hook::OnRequest, "returned an empty route")?;
+                        continue;
+                    }
+                    fx.route = Some(targets.into_iter().map(|t| (t.upstream, t.model)).collect());
+                }
+                RequestDecision::Respond(r) => {
+                    fx.respond = Some(r);
+                    return Ok(fx);
+                }
+                RequestDecision::Reject(r) => {
+                    let p = &self.set.plugins[i];
+                    let status = http::StatusCode::from_u16(r.status)
+                        .ok()
+                        .filter(|s| s.is_client_error() || s.is_server_error())
+                        .unwrap_or(http::StatusCode::FORBIDDEN);
+                    tracing::debug!(target: "weir::plugin", plugin = %p.name, status = status.as_u16(), "request rejected by plugin");
+                    return Err(ApiError::rejected(status, r.message));
+                }
+            }
+        }
+        Ok(fx)
+    }
+
+    fn apply_changes(
+        &mut self,
+        c: types::RequestChanges,
+        view: &mut RequestView<'_>,
+        fx: &mut RequestEffects,
+    ) -> Result<(), String> {
+        for h in c.set_headers {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| format!("returned an invalid header name {:?}", h.name))?;
+            if NEVER_FORWARDED.contains(&name.as_str()) {
+                return Err(format!("tried to set `{name}`, which only the gateway may set"));
+            }
+            let value = HeaderValue::from_str(&h.value)
+                .map_err(|_| format!("returned an invalid value for header `{name}` (control characters?)"))?;
+            fx.headers.retain(|(n, _)| n != name);
+            fx.headers.push((name, value));
+        }
+        if let Some(body) = c.body {
+            serde_json::from_slice::<serde::de::IgnoredAny>(&body)
+                .map_err(|e| format!("returned a body that is not JSON: {e}"))?;
+            view.body = Bytes::from(body);
+            fx.body = Some(view.body.clone());
+        }
+        if let Some(m) = c.model {
+            view.model = m.clone();
+            fx.model = Some(m);
+        }
+        for (k, v) in c.metadata {
+            self.metadata.retain(|(key, _)| *key != k);
+            self.metadata.push((k, v));
+        }
+        if c.principal.is_some() {
+            self.principal = c.principal;
+        }
+        Ok(())
+    }
+
+    /// Runs one plugin's `on-chunk`. `Ok(None)`: the plugin is out (fail-open) and the chunk goes on unchanged.
+    async fn chunk_one(&mut self, i: usize, chunk: &types::Chunk) -> Result<Option<ChunkDecision>, ApiError> {
+        if !matches!(self.slots[i], Slot::Live(_)) {
+            return Ok(None);
+        }
+        let p = self.set.plugins[i].clone();
+        let Some(live) = self.instance(i, Hook::OnChunk).await? else { return Ok(None) };
+        match live.bindings.weir_plugin_hooks().call_on_chunk(&mut live.store, chunk).await {
+            Ok(Ok(d)) => {
+                self.set.plugins[i].record_success();
+                Ok(Some(d))
+            }
+            Ok(Err(e)) => self.fail(i, Hook::OnChunk, &format!("returned an error: {}", e.message)).map(|()| None),
+            Err(e) => {
+                let msg = describe(&e, &live.store, Hook::OnChunk, &p);
+                self.fail(i, Hook::OnChunk, &msg).map(|()| None)
+            }
+        }
+    }
+
+    /// Runs `on-chunk` through the plugins from `from` on. Each sees what the previous ones made of the chunk.
+    pub async fn on_chunk(&mut self, mut chunk: types::Chunk, from: usize) -> Result<ChunkVerdict, ApiError> {
+        let (mut text, mut data) = (None, None);
+        for i in from..self.set.plugins.len() {
+            match self.chunk_one(i, &chunk).await? {
+                None | Some(ChunkDecision::Pass) => {}
+                Some(ChunkDecision::ReplaceText(t)) => {
+                    if chunk.text_delta.is_none() {
+                        self.fail(i, Hook::OnChunk, "replaced the text of an event that has no text")?;
+                        continue;
+                    }
+                    chunk.text_delta = Some(t.clone());
+                    text = Some(t);
+                }
+                Some(ChunkDecision::ReplaceData(d)) => {
+                    chunk.data = d.clone();
+                    data = Some(d);
+                    text = None;
+                }
+                Some(ChunkDecision::Drop | ChunkDecision::Hold) => return Ok(ChunkVerdict::Drop),
+                Some(ChunkDecision::Abort(reason)) => {
+                    let p = &self.set.plugins[i];
+                    return Ok(ChunkVerdict::Abort(format!("the answer was stopped by plugin `{}`: {reason}", p.name)));
+                }
+            }
+        }
+        Ok(ChunkVerdict::Forward { text, data })
+    }
+
+    /// At the end of a normal answer: each plugin's held text, passed through the plugins after it. Returns the
+    /// texts to send, in order.
+    pub async fn flush(&mut self) -> Result<Result<Vec<String>, String>, ApiError> {
+        let mut out = Vec::new();
+        for i in 0..self.set.plugins.len() {
+            if !matches!(self.slots[i], Slot::Live(_)) {
+                continue;
+            }
+            let p = self.set.plugins[i].clone();
+            let Some(live) = self.instance(i, Hook::Flush).await? else { continue };
+            let held = match live.bindings.weir_plugin_hooks().call_flush(&mut live.store).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    self.fail(i, Hook::Flush, &format!("returned an error: {}", e.message))?;
+                    None
+                }
+                Err(e) => {
+                    let msg = describe(&e, &live.store, Hook::Flush, &p);
+                    self.fail(i, Hook::Flush, &msg)?;
+                    None
+                }
+            };
+            let Some(text) = held.filter(|t| !t.is_empty()) else { continue };
+            let chunk =
+                types::Chunk { index: u32::MAX, event: None, data: String::new(), text_delta: Some(text.clone()), whole_body: false };
+            match self.on_chunk(chunk, i + 1).await? {
+                ChunkVerdict::Forward { text: t, .. } => out.push(t.unwrap_or(text)),
+                ChunkVerdict::Drop => {}
+                ChunkVerdict::Abort(reason) => return Ok(Err(reason)),
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    /// Runs `on-complete` on every live instance, then releases them (to the warm pool where configured).
+    pub async fn on_complete(mut self, summary: types::Summary) {
+        let mut summary = summary;
+        summary.principal = self.principal.clone();
+        for i in 0..self.set.plugins.len() {
+            if !matches!(self.slots[i], Slot::Live(_)) {
+                continue;
+            }
+            let p = self.set.plugins[i].clone();
+            let Ok(Some(live)) = self.instance(i, Hook::OnComplete).await else { continue };
+            match live.bindings.weir_plugin_hooks().call_on_complete(&mut live.store, &summary).await {
+                Ok(()) => self.set.plugins[i].record_success(),
+                Err(e) => {
+                    let msg = describe(&e, &live.store, Hook::OnComplete, &p);
+                    let _ = self.fail(i, Hook::OnComplete, &msg);
+                }
+            }
+        }
+        for (i, slot) in std::mem::take(&mut self.slots).into_iter().enumerate() {
+            if let Slot::Live(live) = slot {
+                let p = &self.set.plugins[i];
+                live.drain_output(&p.name);
+                p.put_warm(*live);
+            }
+        }
+    }
+
+    /// Trace attributes the plugins set in this request.
+    pub fn attributes(&self) -> Vec<(String, String)> {
+        self.slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Live(l) => Some(l.store.data().attributes.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+}
+
+/// Why a call failed, in words (the failure is the plugin's, never the gateway's).
+fn describe(e: &wasmtime::Error, store: &Store<State>, hook: Hook, p: &LoadedPlugin) -> String {
+    if store.data().out_of_memory {
+        return format!("exceeded its memory limit of {} MiB", p.settings.memory >> 20);
+    }
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => {
+            format!("exceeded its {} deadline of {:?}", hook.name(), hook.deadline(p))
+        }
+        Some(wasmtime::Trap::StackOverflow) => "overflowed its stack".to_string(),
+        Some(t) => format!("trapped: {t}"),
+        None => format!("failed: {e:#}"),
+    }
+}
+
+fn plugin_error(p: &LoadedPlugin, hook: Hook, msg: &str) -> ApiError {
+    ApiError::new(ErrorKind::PluginFailed, format!("plugin `{}` {msg} (in {}; policy fail-closed)", p.name, hook.name()))
+}

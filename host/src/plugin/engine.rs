@@ -1,0 +1,263 @@
+//! The wasmtime engine for plugins: one per process. Pooling allocator, epoch interruption (a 1 ms ticker thread),
+//! compiled components cached on disk by content hash and engine settings, one linker with every host import and
+//! a deny-all WASI 0.2, and the load-time checks (exports, imports versus granted capabilities).
+
+use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
+
+use super::bindings::{Plugin, PluginPre};
+use super::host::{PluginContext, State};
+use crate::config::{Capability, PluginRuntime};
+
+/// The WIT package this gateway speaks.
+pub const WIT_PACKAGE: &str = "weir:plugin";
+pub const WIT_VERSION: &str = "0.1.0";
+/// Epoch tick: the granularity of hook deadlines and of yielding to other requests.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Shared engine state.
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Linker<State>,
+    cache_dir: PathBuf,
+    /// Hash of the engine settings that compiled artifacts depend on.
+    compat: u64,
+}
+
+/// A component compiled, checked and linked, ready to instantiate.
+pub struct Compiled {
+    pub pre: PluginPre<State>,
+    /// Hex SHA-256 of the `.wasm` bytes.
+    pub hash: String,
+    pub imports: Vec<String>,
+    pub exports: Vec<String>,
+    /// Whether the compiled artifact came from the disk cache.
+    pub cached: bool,
+    pub compile_time: Duration,
+}
+
+/// Why a component cannot be loaded. Messages say how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error(
+        "imports `{import}`, which is neither {WIT_PACKAGE}@{WIT_VERSION} nor WASI 0.2; plugins cannot reach anything else"
+    )]
+    ForeignImport { import: String },
+    #[error("imports `{import}` but the `{capability}` capability is not granted (add it to `capabilities`)")]
+    NotGranted { import: String, capability: &'static str },
+    #[error("uses `{found}`; this gateway accepts {WIT_PACKAGE}@{WIT_VERSION} (rebuild the plugin against this gateway's wit/)")]
+    WrongVersion { found: String },
+    #[error("does not export `{WIT_PACKAGE}/hooks@{WIT_VERSION}` (it exports: {exports}); build it against the `plugin` world")]
+    NoHooks { exports: String },
+    #[error("failed its smoke test: {0}")]
+    Smoke(String),
+}
+
+impl PluginEngine {
+    pub fn new(rt: &PluginRuntime) -> anyhow::Result<Arc<PluginEngine>> {
+        let mut pool = PoolingAllocationConfig::default();
+        let n = rt.max_instances.max(8);
+        // Python and JavaScript guests need many core instances, tables and table elements per component.
+        pool.total_component_instances(n)
+            .total_core_instances(n * 8)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .total_stacks(n)
+            .max_memory_size(rt.max_memory)
+            .table_elements(200_000)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(16)
+            .max_tables_per_component(16)
+            .max_component_instance_size(4 << 20)
+            .max_core_instance_size(4 << 20);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .wasm_component_model(true)
+            .concurrency_support(false)
+            .memory_reservation(rt.max_memory as u64)
+            .memory_guard_size(64 << 10)
+            .memory_reservation_for_growth(0)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("plugin engine: {e}"))?;
+
+        let mut linker: Linker<State> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
+        Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
+
+        // The ticker drives every store's deadline checks; it holds only a weak handle so it ends with the engine.
+        let weak = engine.weak();
+        std::thread::Builder::new().name("weir-epoch".into()).spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })?;
+
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        let cache_dir = rt.cache_dir.clone().unwrap_or_else(default_cache_dir);
+        Ok(Arc::new(PluginEngine { engine, linker, cache_dir, compat: h.finish() }))
+    }
+
+    /// Compiles (or loads from the cache), checks exports and imports against `granted`, and links.
+    pub fn compile(&self, bytes: &[u8], granted: &[Capability]) -> Result<Compiled, LoadError> {
+        let started = Instant::now();
+        let hash = hex(&Sha256::digest(bytes));
+        let (component, cached) = self.compile_cached(bytes, &hash)?;
+        let ty = component.component_type();
+        let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        check_imports(&imports, granted)?;
+        let hooks = format!("{WIT_PACKAGE}/hooks@{WIT_VERSION}");
+        if !exports.contains(&hooks) {
+            if let Some(other) = exports.iter().find(|e| e.starts_with(&format!("{WIT_PACKAGE}/hooks@"))) {
+                return Err(LoadError::WrongVersion { found: other.clone() });
+            }
+            return Err(LoadError::NoHooks { exports: exports.join(", ") });
+        }
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let pre = PluginPre::new(pre).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        Ok(Compiled { pre, hash, imports, exports, cached, compile_time: started.elapsed() })
+    }
+
+    /// A compiled component, from the cache when this exact file was compiled by this engine before. Only
+    /// artifacts the gateway wrote itself (in its cache directory, named by hash) are ever deserialized.
+    fn compile_cached(&self, bytes: &[u8], hash: &str) -> Result<(Component, bool), LoadError> {
+        let path = self.cache_dir.join(format!("{hash}-{:016x}.cwasm", self.compat));
+        if path.exists() {
+            // SAFETY: the file is a `Component::serialize` output written by this gateway (atomically, below),
+            // for these exact bytes and engine settings (both are in its name).
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable compiled plugin cache entry"),
+            }
+        }
+        let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        if let Err(e) = self.write_cache(&path, &component) {
+            tracing::warn!(dir = %self.cache_dir.display(), error = %e, "cannot cache the compiled plugin");
+        }
+        Ok((component, false))
+    }
+
+    fn write_cache(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.cache_dir)?;
+        let data = component.serialize().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, data)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    /// A store for one instance, with its memory cap and epoch deadline handling: at every tick past the deadline
+    /// the call traps; before it, the guest yields to the tokio scheduler so that a busy plugin does not hold a
+    /// worker thread for longer than one tick.
+    pub fn store(&self, plugin: Arc<PluginContext>) -> Store<State> {
+        let mut store = Store::new(&self.engine, State::new(plugin));
+        store.limiter(|s| s);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(wasmtime::UpdateDeadline::Interrupt)
+            } else {
+                Ok(wasmtime::UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+            }
+        });
+        store
+    }
+}
+
+/// Every import must be a granted capability of our package, our shared `types`, or a WASI 0.2 interface.
+fn check_imports(imports: &[String], granted: &[Capability]) -> Result<(), LoadError> {
+    for import in imports {
+        let Some((pkg_iface, version)) = import.split_once('@') else {
+            return Err(LoadError::ForeignImport { import: import.clone() });
+        };
+        let Some((pkg, iface)) = pkg_iface.split_once('/') else {
+            return Err(LoadError::ForeignImport { import: import.clone() });
+        };
+        if pkg == WIT_PACKAGE {
+            if version != WIT_VERSION {
+                return Err(LoadError::WrongVersion { found: import.clone() });
+            }
+            if iface == "types" {
+                continue;
+            }
+            match Capability::ALL.iter().find(|c| c.interface() == iface) {
+                Some(c) if granted.contains(c) => continue,
+                Some(c) => return Err(LoadError::NotGranted { import: import.clone(), capability: c.interface() }),
+                None => return Err(LoadError::ForeignImport { import: import.clone() }),
+            }
+        }
+        // WASI 0.2 is linked with a deny-all context: no preopened directories, no permitted socket addresses,
+        // no environment. A guest may import it (every toolchain does) and gets errors when it tries anything.
+        let wasi_ok = matches!(pkg, "wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:filesystem" | "wasi:sockets")
+            && version.starts_with("0.2.");
+        if !wasi_ok {
+            return Err(LoadError::ForeignImport { import: import.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// The capabilities a component's imports need (for `weir plugin check`).
+pub fn needed_capabilities(imports: &[String]) -> BTreeSet<Capability> {
+    imports
+        .iter()
+        .filter_map(|i| i.strip_prefix(&format!("{WIT_PACKAGE}/"))?.split('@').next())
+        .filter_map(|iface| Capability::ALL.iter().copied().find(|c| c.interface() == iface))
+        .collect()
+}
+
+fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("weir").join("plugins");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache").join("weir").join("plugins");
+    }
+    std::env::temp_dir().join("weir-plugin-cache")
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn imports_are_checked_against_grants() {
+        let wasi = ["wasi:cli/environment@0.2.6", "wasi:io/streams@0.2.6", "wasi:filesystem/preopens@0.2.6"];
+        assert!(check_imports(&s(&wasi), &[]).is_ok(), "WASI 0.2 is always linked (deny-all)");
+        assert!(check_imports(&s(&["weir:plugin/types@0.1.0"]), &[]).is_ok());
+        let e = check_imports(&s(&["weir:plugin/kv@0.1.0"]), &[Capability::Log]).unwrap_err().to_string();
+        assert!(e.contains("weir:plugin/kv@0.1.0") && e.contains("`kv` capability"), "{e}");
+        assert!(check_imports(&s(&["weir:plugin/kv@0.1.0"]), &[Capability::Kv]).is_ok());
+        let e = check_imports(&s(&["wasi:http/outgoing-handler@0.2.6"]), &Capability::ALL).unwrap_err().to_string();
+        assert!(e.contains("wasi:http/outgoing-handler@0.2.6") && e.contains("neither"), "{e}");
+        let e = check_imports(&s(&["weir:plugin/kv@0.2.0"]), &Capability::ALL).unwrap_err().to_string();
+        assert!(e.contains("accepts weir:plugin@0.1.0"), "{e}");
+        assert!(check_imports(&s(&["wasi:sockets/tcp@0.2.6"]), &[]).is_ok(), "linked, but no address is permitted");
+        assert_eq!(
+            needed_capabilities(&s(&["weir:plugin/kv@0.1.0", "weir:plugin/types@0.1.0", "wasi:io/streams@0.2.6"])),
+            [Capability::Kv].into_iter().collect()
+        );
+    }
+}

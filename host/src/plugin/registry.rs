@@ -1,0 +1,405 @@
+//! The live plugin set: plugins from `[[plugins]]` and from the watched `plugins_dir`, published as one immutable
+//! [`PluginSet`] behind an `ArcSwap`. A request takes one snapshot when it starts and keeps it to its end, so a
+//! stream that started on one version finishes on it while new requests get the new one.
+//!
+//! The directory is watched with `notify`, debounced, and rescanned as a whole. A file is loaded only when it is
+//! complete: it must hash differently from the loaded version and compile, link, pass the import checks,
+//! instantiate under its limits and survive a smoke call. Anything less is logged and counted, and the previous
+//! version keeps serving. Names starting with `.` and names that are not valid plugin names (editors' and copy
+//! tools' temporary files) are ignored.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::bindings::PluginPre;
+use super::chain::Live;
+use super::engine::{LoadError, PluginEngine, hex};
+use super::host::{PluginContext, State};
+use super::kv::{Kv, MemoryKv};
+use crate::config::{Config, PluginRuntime, PluginSettings, load_plugin_settings, valid_plugin_name};
+
+/// Quarantine never lasts longer than this.
+const MAX_QUARANTINE: Duration = Duration::from_secs(300);
+/// Events closer together than this are handled as one rescan.
+const DEBOUNCE: Duration = Duration::from_millis(25);
+
+/// One loaded plugin version.
+pub struct LoadedPlugin {
+    pub name: String,
+    /// First 12 hex digits of the `.wasm` SHA-256.
+    pub version: String,
+    /// Where it came from (`config: path` or `dir: path`).
+    pub source: String,
+    pub loaded_at: SystemTime,
+    pub settings: PluginSettings,
+    pub engine: Arc<PluginEngine>,
+    pub pre: PluginPre<State>,
+    pub context: Arc<PluginContext>,
+    pub imports: Vec<String>,
+    /// Content key (wasm + settings) used to detect changes.
+    key: String,
+    stats: Stats,
+    warm: Mutex<Vec<Live>>,
+    rt_quarantine_after: u32,
+    rt_quarantine_for: Duration,
+}
+
+#[derive(Default)]
+struct Stats {
+    calls: AtomicU64,
+    failures: AtomicU64,
+    consecutive: AtomicU32,
+    quarantines: AtomicU32,
+    /// Milliseconds since process start until which the plugin is quarantined.
+    quarantined_until: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+fn now_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_millis() as u64
+}
+
+impl LoadedPlugin {
+    /// How much longer the plugin is quarantined, if it is.
+    pub fn quarantined_for(&self) -> Option<Duration> {
+        let until = self.stats.quarantined_until.load(Ordering::Relaxed);
+        let now = now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    pub fn record_success(&self) {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.consecutive.store(0, Ordering::Relaxed);
+    }
+
+    pub fn record_failure(&self, message: &str) {
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        *self.stats.last_error.lock().unwrap() = Some(message.to_string());
+        let n = self.stats.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.rt_quarantine_after.max(1) {
+            self.stats.consecutive.store(0, Ordering::Relaxed);
+            let k = self.stats.quarantines.fetch_add(1, Ordering::Relaxed).min(16);
+            let period = self.rt_quarantine_for.saturating_mul(1 << k).min(MAX_QUARANTINE);
+            self.stats.quarantined_until.store(now_ms() + period.as_millis() as u64, Ordering::Relaxed);
+            tracing::warn!(target: "weir::plugin", plugin = %self.name, version = %self.version, failures = n, quarantine = ?period,
+                "plugin quarantined after consecutive failures");
+        }
+    }
+
+    /// A warm instance, when warm reuse is configured.
+    pub fn take_warm(&self) -> Option<Live> {
+        if self.settings.warm_instances == 0 {
+            return None;
+        }
+        self.warm.lock().unwrap().pop()
+    }
+
+    /// Returns a healthy instance for reuse (only when configured; otherwise it is dropped).
+    pub fn put_warm(&self, mut live: Live) {
+        if self.settings.warm_instances == 0 {
+            return;
+        }
+        live.store.data_mut().attributes.clear();
+        let mut warm = self.warm.lock().unwrap();
+        if warm.len() < self.settings.warm_instances {
+            warm.push(live);
+        }
+    }
+
+    fn admin(&self) -> serde_json::Value {
+        let s = &self.stats;
+        json!({
+            "name": self.name,
+            "version": self.version,
+            "source": self.source,
+            "loaded_at": httpdate::fmt_http_date(self.loaded_at),
+            "order": self.settings.order,
+            "failure_policy": format!("{:?}", self.settings.failure),
+            "capabilities": self.settings.capabilities.iter().map(|c| c.interface()).collect::<Vec<_>>(),
+            "imports": self.imports,
+            "calls": s.calls.load(Ordering::Relaxed),
+            "failures": s.failures.load(Ordering::Relaxed),
+            "quarantined": self.quarantined_for().is_some(),
+            "quarantines": s.quarantines.load(Ordering::Relaxed),
+            "last_error": s.last_error.lock().unwrap().clone(),
+        })
+    }
+}
+
+/// An immutable, ordered set of plugins: what one request runs.
+#[derive(Default)]
+pub struct PluginSet {
+    pub plugins: Vec<Arc<LoadedPlugin>>,
+}
+
+/// Loads plugins and publishes the live set.
+pub struct Registry {
+    engine: Arc<PluginEngine>,
+    kv: Arc<dyn Kv>,
+    runtime: PluginRuntime,
+    live: ArcSwap<PluginSet>,
+    from_config: Vec<Arc<LoadedPlugin>>,
+    dir: Option<PathBuf>,
+    from_dir: Mutex<BTreeMap<String, Arc<LoadedPlugin>>>,
+    /// Last load error per file in the directory (shown in admin until that file loads).
+    dir_errors: Mutex<BTreeMap<String, String>>,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+}
+
+impl Registry {
+    /// Loads the config's plugins (an error is fatal at startup) and the directory's (errors are logged).
+    pub fn new(config: &Config) -> anyhow::Result<Arc<Registry>> {
+        let engine = PluginEngine::new(&config.plugin_runtime)?;
+        let kv: Arc<dyn Kv> = Arc::new(MemoryKv::default());
+        let mut from_config = Vec::new();
+        for spec in &config.plugins {
+            let bytes = std::fs::read(&spec.file)
+                .map_err(|e| anyhow::anyhow!("plugin `{}`: cannot read {}: {e}", spec.name, spec.file.display()))?;
+            let p = load(
+                &engine,
+                &kv,
+                &config.plugin_runtime,
+                &spec.name,
+                &bytes,
+                spec.settings.clone(),
+                format!("config: {}", spec.file.display()),
+                String::new(),
+            )
+            .map_err(|e| anyhow::anyhow!("plugin `{}` ({}): {e}", spec.name, spec.file.display()))?;
+            from_config.push(Arc::new(p));
+        }
+        let reg = Arc::new(Registry {
+            engine,
+            kv,
+            runtime: config.plugin_runtime.clone(),
+            live: ArcSwap::from_pointee(PluginSet::default()),
+            from_config,
+            dir: config.plugins_dir.clone(),
+            from_dir: Mutex::new(BTreeMap::new()),
+            dir_errors: Mutex::new(BTreeMap::new()),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+        });
+        if let Some(dir) = &reg.dir {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("plugins_dir {}: cannot create: {e}", dir.display()))?;
+            reg.rescan();
+        }
+        reg.publish();
+        Ok(reg)
+    }
+
+    /// The current set, for one request.
+    pub fn snapshot(&self) -> Arc<PluginSet> {
+        self.live.load_full()
+    }
+
+    fn publish(&self) {
+        let mut plugins: Vec<Arc<LoadedPlugin>> = self.from_config.clone();
+        plugins.extend(self.from_dir.lock().unwrap().values().cloned());
+        plugins.sort_by(|a, b| (a.settings.order, &a.name).cmp(&(b.settings.order, &b.name)));
+        let names: Vec<String> = plugins.iter().map(|p| format!("{}@{}", p.name, p.version)).collect();
+        self.live.store(Arc::new(PluginSet { plugins }));
+        tracing::info!(target: "weir::plugin", plugins = %names.join(" → "), "plugin chain");
+    }
+
+    /// Re-reads the whole directory and swaps in what changed.
+    pub fn rescan(&self) {
+        let Some(dir) = &self.dir else { return };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(dir = %dir.display(), error = %e, "cannot read plugins_dir");
+                return;
+            }
+        };
+        let mut seen = BTreeMap::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(name) = plugin_file_name(&path) else { continue };
+            if self.from_config.iter().any(|p| p.name == name) {
+                tracing::warn!(file = %path.display(), "ignored: a plugin of this name is defined in the config");
+                continue;
+            }
+            seen.insert(name, path);
+        }
+        let mut changed = false;
+        {
+            let mut current = self.from_dir.lock().unwrap();
+            let removed: Vec<String> = current.keys().filter(|n| !seen.contains_key(*n)).cloned().collect();
+            for name in removed {
+                current.remove(&name);
+                self.dir_errors.lock().unwrap().remove(&name);
+                tracing::info!(target: "weir::plugin", plugin = %name, "plugin removed (its file is gone)");
+                changed = true;
+            }
+            for (name, path) in seen {
+                match self.load_file(&name, &path, current.get(&name).map(|p| p.key.as_str())) {
+                    Ok(None) => {}
+                    Ok(Some(p)) => {
+                        tracing::info!(target: "weir::plugin", plugin = %name, version = %p.version, file = %path.display(), "plugin loaded");
+                        self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                        self.dir_errors.lock().unwrap().remove(&name);
+                        current.insert(name, Arc::new(p));
+                        changed = true;
+                    }
+                    Err(msg) => {
+                        let previous = current.get(&name).map(|p| p.version.clone());
+                        tracing::error!(target: "weir::plugin", plugin = %name, file = %path.display(),
+                            keeping = previous.as_deref().unwrap_or("nothing"), "plugin not loaded: {msg}");
+                        self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                        self.dir_errors.lock().unwrap().insert(name, msg);
+                    }
+                }
+            }
+        }
+        if changed {
+            self.publish();
+        }
+    }
+
+    /// Loads `<name>.wasm` (+ `<name>.toml`) unless its content key equals `loaded_key`.
+    fn load_file(&self, name: &str, wasm: &Path, loaded_key: Option<&str>) -> Result<Option<LoadedPlugin>, String> {
+        let bytes = std::fs::read(wasm).map_err(|e| format!("cannot read: {e}"))?;
+        let toml_path = wasm.with_extension("toml");
+        let toml_text = std::fs::read(&toml_path).unwrap_or_default();
+        let key = format!("{}-{}", hex(&Sha256::digest(&bytes)), hex(&Sha256::digest(&toml_text)));
+        if loaded_key == Some(key.as_str()) {
+            return Ok(None);
+        }
+        let settings = if toml_text.is_empty() {
+            PluginSettings::default()
+        } else {
+            load_plugin_settings(&toml_path, &self.runtime).map_err(|e| e.to_string())?
+        };
+        load(&self.engine, &self.kv, &self.runtime, name, &bytes, settings, format!("dir: {}", wasm.display()), key)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Watches the plugins directory until the process ends.
+    pub fn watch(self: &Arc<Self>) -> anyhow::Result<()> {
+        use notify::Watcher;
+        let Some(dir) = self.dir.clone() else { return Ok(()) };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            if let Ok(ev) = ev
+                && !matches!(ev.kind, notify::EventKind::Access(notify::event::AccessKind::Open(_) | notify::event::AccessKind::Read))
+            {
+                let _ = tx.send(());
+            }
+        })?;
+        watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
+        let reg = self.clone();
+        tokio::spawn(async move {
+            let _watcher = watcher;
+            while rx.recv().await.is_some() {
+                tokio::time::sleep(DEBOUNCE).await;
+                while rx.try_recv().is_ok() {}
+                let r = reg.clone();
+                let _ = tokio::task::spawn_blocking(move || r.rescan()).await;
+            }
+        });
+        tracing::info!(target: "weir::plugin", dir = %dir.display(), "watching for plugins (<name>.wasm, optional <name>.toml)");
+        Ok(())
+    }
+
+    /// The `GET /admin/plugins` document.
+    pub fn admin(&self) -> serde_json::Value {
+        let set = self.snapshot();
+        json!({
+            "plugins": set.plugins.iter().map(|p| p.admin()).collect::<Vec<_>>(),
+            "plugins_dir": self.dir.as_ref().map(|d| d.display().to_string()),
+            "load_errors": self.dir_errors.lock().unwrap().clone(),
+            "reloads": {"ok": self.reloads_ok.load(Ordering::Relaxed), "failed": self.reloads_failed.load(Ordering::Relaxed)},
+        })
+    }
+}
+
+/// `dir/<name>.wasm` → `name`, for valid plugin names only (temporary and hidden files are ignored).
+fn plugin_file_name(path: &Path) -> Option<String> {
+    if path.extension()? != "wasm" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    (!stem.starts_with('.') && valid_plugin_name(stem)).then(|| stem.to_string())
+}
+
+/// Compiles, checks, links, instantiates and smoke-calls one plugin.
+fn load(
+    engine: &Arc<PluginEngine>,
+    kv: &Arc<dyn Kv>,
+    rt: &PluginRuntime,
+    name: &str,
+    bytes: &[u8],
+    settings: PluginSettings,
+    source: String,
+    key: String,
+) -> Result<LoadedPlugin, LoadError> {
+    let compiled = engine.compile(bytes, &settings.capabilities)?;
+    let config_json = serde_json::to_string(&settings.config).unwrap_or_else(|_| "{}".into());
+    let context =
+        Arc::new(PluginContext { name: name.to_string(), config_json, kv: kv.clone(), memory_cap: settings.memory });
+    smoke(engine, &compiled.pre, &context, &settings)?;
+    tracing::debug!(target: "weir::plugin", plugin = name, cached = compiled.cached, compile = ?compiled.compile_time, "plugin compiled");
+    Ok(LoadedPlugin {
+        name: name.to_string(),
+        version: compiled.hash[..12].to_string(),
+        source,
+        loaded_at: SystemTime::now(),
+        key,
+        settings,
+        engine: engine.clone(),
+        pre: compiled.pre,
+        context,
+        imports: compiled.imports,
+        stats: Stats::default(),
+        warm: Mutex::new(Vec::new()),
+        rt_quarantine_after: rt.quarantine_after,
+        rt_quarantine_for: rt.quarantine_for,
+    })
+}
+
+/// Instantiates under the plugin's limits and calls `flush` (which has no inputs and no effects in a fresh
+/// instance). Runs on its own thread and runtime, so that loading works from any context (startup, the watcher).
+fn smoke(
+    engine: &Arc<PluginEngine>,
+    pre: &PluginPre<State>,
+    context: &Arc<PluginContext>,
+    settings: &PluginSettings,
+) -> Result<(), LoadError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .map_err(|e| LoadError::Smoke(e.to_string()))?;
+                rt.block_on(async {
+                    let mut store = engine.store(context.clone());
+                    store.data_mut().deadline =
+                        Instant::now() + settings.timeouts.on_request.max(Duration::from_millis(200));
+                    let plugin = pre
+                        .instantiate_async(&mut store)
+                        .await
+                        .map_err(|e| LoadError::Smoke(format!("instantiate: {e:#}")))?;
+                    match plugin.weir_plugin_hooks().call_flush(&mut store).await {
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(LoadError::Smoke(format!("flush: {e:#}"))),
+                    }
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| Err(LoadError::Smoke("panicked".into())))
+    })
+}
