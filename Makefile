@@ -5,7 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 WEIR_CONFIG ?= examples/weir.toml
 
-.PHONY: run test build check unit e2e clean
+.PHONY: run test build check unit e2e guests clean
+
+# Wasm components built from source for the tests: first-party plugins and the test guests.
+GUESTS := weir-plugin-allowlist guest-misbehave guest-chunky guest-foreign
+WASM   := target/wasm32-wasip2/plugin
 
 ## Build (release) and start the gateway with the example config and the built-in mock upstream.
 run:
@@ -21,11 +25,23 @@ build:
 check:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy --locked --target wasm32-wasip2 -p weir-sdk $(addprefix -p ,$(GUESTS)) -- -D warnings
 
 unit:
 	$(CARGO) test --workspace --locked
 
-e2e: $(VENV)/.installed
+guests:
+	rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	$(CARGO) build --locked --target wasm32-wasip2 --profile plugin $(addprefix -p ,$(GUESTS))
+	mkdir -p target/guests
+	for g in allowlist:weir_plugin_allowlist misbehave:guest_misbehave chunky:guest_chunky foreign:guest_foreign; do \
+	  cp $(WASM)/$${g#*:}.wasm target/guests/$${g%%:*}.wasm; done
+	# Two builds of one guest, for the hot-swap tests.
+	for v in A B; do \
+	  WEIR_GUEST_VERSION=$$v $(CARGO) build --locked --target wasm32-wasip2 --profile plugin -p guest-version && \
+	  cp $(WASM)/guest_version.wasm target/guests/version-$$v.wasm; done
+
+e2e: $(VENV)/.installed guests
 	$(CARGO) build -p weir --locked
 	WEIR_BIN=$(CURDIR)/target/debug/weir $(VENV)/bin/python -m pytest tests/e2e -q -p no:cacheprovider
 

@@ -388,7 +388,6 @@ struct RawConfig {
     plugin_runtime: PluginRuntime,
 }
 
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMock {
@@ -611,7 +610,11 @@ impl Config {
                 return Err(at.invalid(entry, &format!("plugins[{i}].name"), "use letters, digits, `-` and `_`"));
             }
             if !names.insert(name.clone()) {
-                return Err(at.invalid(entry, &format!("plugins[{i}].name"), &format!("two plugins are named `{name}`")));
+                return Err(at.invalid(
+                    entry,
+                    &format!("plugins[{i}].name"),
+                    &format!("two plugins are named `{name}`"),
+                ));
             }
             let settings: PluginSettings = toml::Value::Table(rest)
                 .try_into()
@@ -673,7 +676,8 @@ pub fn check_plugin_settings(s: &PluginSettings, rt: &PluginRuntime) -> Result<(
 
 /// Reads a `<name>.toml` beside a plugin in the plugins directory.
 pub fn load_plugin_settings(path: &Path, rt: &PluginRuntime) -> Result<PluginSettings, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.to_path_buf(), source })?;
     let s: PluginSettings =
         toml::from_str(&text).map_err(|e| ConfigError::Parse { file: path.to_path_buf(), message: e.to_string() })?;
     check_plugin_settings(&s, rt).map_err(|message| ConfigError::Parse { file: path.to_path_buf(), message })?;

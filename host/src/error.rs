@@ -118,9 +118,10 @@ impl ErrorKind {
             ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
             ErrorKind::PayloadTooLarge => "request_too_large",
             ErrorKind::RateLimited => "rate_limit_error",
-            ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout | ErrorKind::UpstreamAuth | ErrorKind::PluginFailed => {
-                "api_error"
-            }
+            ErrorKind::UpstreamFailed
+            | ErrorKind::UpstreamTimeout
+            | ErrorKind::UpstreamAuth
+            | ErrorKind::PluginFailed => "api_error",
             ErrorKind::Rejected => "permission_error",
         }
     }

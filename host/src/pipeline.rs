@@ -29,9 +29,9 @@ use serde_json::value::RawValue;
 
 use crate::api::{Endpoint, Family};
 use crate::config::{Candidate, Config, UpstreamIdx};
+use crate::error::{ApiError, ErrorKind};
 use crate::plugin::bindings::types;
 use crate::plugin::{Chain, ChunkVerdict, Registry, RequestEffects, RequestView, text};
-use crate::error::{ApiError, ErrorKind};
 use crate::record::{Outcome, RequestRecord};
 use crate::sse::{SseEvent, SseParser};
 use crate::upstream::retry::{self, FailureClass};
@@ -73,11 +73,7 @@ enum Forward {
 pub async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let mut rec = RequestRecord::new(endpoint);
     // One snapshot of the plugin set for the whole request, streams included.
-    rec.chain = app
-        .plugins
-        .as_ref()
-        .map(|r| Chain::new(r.snapshot(), endpoint.family()))
-        .filter(|c| !c.is_empty());
+    rec.chain = app.plugins.as_ref().map(|r| Chain::new(r.snapshot(), endpoint.family())).filter(|c| !c.is_empty());
     let request_id = HeaderValue::from_str(&rec.request_id).expect("request ids are ASCII");
     let mut resp = match run(&app, endpoint, &headers, body, &mut rec).await {
         Ok(Forward::Whole(resp)) => {
@@ -152,7 +148,10 @@ async fn run(
         None => app.config.routes.get(req.model.as_ref()).ok_or_else(|| {
             ApiError::new(
                 ErrorKind::ModelNotFound,
-                format!("model `{}` is not served by this gateway; GET /v1/models lists the models it serves", req.model),
+                format!(
+                    "model `{}` is not served by this gateway; GET /v1/models lists the models it serves",
+                    req.model
+                ),
             )
         })?,
     };
@@ -239,7 +238,10 @@ fn plugin_route(config: &Config, targets: Vec<(String, Option<String>)>) -> Resu
         .enumerate()
         .map(|(i, (id, model))| {
             let idx = config.upstreams.iter().position(|u| u.id == id).ok_or_else(|| {
-                ApiError::new(ErrorKind::PluginFailed, format!("a plugin routed to upstream `{id}`, which is not in the config"))
+                ApiError::new(
+                    ErrorKind::PluginFailed,
+                    format!("a plugin routed to upstream `{id}`, which is not in the config"),
+                )
             })?;
             Ok(Candidate { upstream: UpstreamIdx(idx), weight: 1, priority: i as u32, model })
         })
@@ -265,7 +267,9 @@ async fn whole_body_plugins(chain: &mut Chain, endpoint: Endpoint, body: Bytes) 
             }
             Ok(Bytes::from(d))
         }
-        ChunkVerdict::Drop => Err(ApiError::rejected(http::StatusCode::FORBIDDEN, "the answer was withheld by a plugin")),
+        ChunkVerdict::Drop => {
+            Err(ApiError::rejected(http::StatusCode::FORBIDDEN, "the answer was withheld by a plugin"))
+        }
         ChunkVerdict::Abort(reason) => Err(ApiError::rejected(http::StatusCode::FORBIDDEN, reason)),
     }
 }

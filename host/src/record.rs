@@ -110,9 +110,12 @@ impl RequestRecord {
         let attempts: Vec<String> =
             self.attempts.iter().map(|a| format!("{}:{}:{}ms", a.upstream, a.outcome, ms(a.elapsed))).collect();
         let partial = self.outcome == Outcome::Cancelled;
-        let attributes = self.chain.as_ref().map(|c| c.attributes()).filter(|a| !a.is_empty()).map(|a| {
-            a.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-        });
+        let attributes = self
+            .chain
+            .as_ref()
+            .map(|c| c.attributes())
+            .filter(|a| !a.is_empty())
+            .map(|a| a.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
         tracing::info!(
             target: "weir::request",
             request_id = %self.request_id,

@@ -84,8 +84,11 @@ class Mock:
         self.proc.wait(10)
 
 
-def gateway_config(mock_port, port, **over):
-    """The test gateway's config. `over` replaces sections by name."""
+GUESTS = ROOT / "target" / "guests"
+
+
+def gateway_config(mock_port, port, top="", tail="", **over):
+    """The test gateway's config. `over` replaces sections by name; `top` adds top-level keys, `tail` tables."""
     sections = {
         "limits": 'max_body = "1MiB"\nclient_header_timeout = "1s"\ndrain = "5s"',
         "timeouts": 'connect = "1s"\nfirst_byte = "1s"\nidle = "1s"',
@@ -98,6 +101,7 @@ def gateway_config(mock_port, port, **over):
     text = f"""
 listen = "127.0.0.1:{port}"
 forward_headers = ["x-mock-*"]
+{top}
 
 [log]
 format = "json"
@@ -154,16 +158,16 @@ candidates = [{{ upstream = "flaky-openai", model = "gpt-4o-mini" }}, {{ upstrea
 [[routes]]
 model = "claude-failover"
 candidates = [{{ upstream = "dead-anthropic", model = "claude-haiku-4-5" }}, {{ upstream = "mock-anthropic", model = "claude-haiku-4-5" }}]
-"""
+""" + tail
     return text
 
 
 class Gateway:
-    def __init__(self, tmp, mock, name="gateway", **over):
+    def __init__(self, tmp, mock, name="gateway", top="", tail="", **over):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = tmp / f"{name}.toml"
-        self.config.write_text(gateway_config(mock.port, self.port, **over))
+        self.config.write_text(gateway_config(mock.port, self.port, top=top, tail=tail, **over))
         self.log = tmp / f"{name}.log"
         env = dict(os.environ, WEIR_TEST_UPSTREAM_KEY=UPSTREAM_KEY, WEIR_TEST_WRONG_KEY="sk-wrong-key-canary-0000")
         self.proc = subprocess.Popen(
@@ -195,6 +199,16 @@ class Gateway:
                     return r
             if time.time() > deadline:
                 raise AssertionError(f"no log record for {request_id}:\n{self.log_text()[-3000:]}")
+            time.sleep(0.02)
+
+    def admin(self):
+        return http_json(self.url + "/admin/plugins")
+
+    def wait_log(self, needle, timeout=5.0):
+        deadline = time.time() + timeout
+        while needle not in self.log_text():
+            if time.time() > deadline:
+                raise AssertionError(f"{needle!r} not in the log:\n{self.log_text()[-3000:]}")
             time.sleep(0.02)
 
     def terminate(self):

@@ -6,7 +6,7 @@
 //! `fail-open` skips the plugin. Either way the failure is counted, and a run of failures quarantines the plugin.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -75,7 +75,10 @@ pub struct RequestEffects {
 #[derive(Debug, PartialEq)]
 pub enum ChunkVerdict {
     /// Forward, with the text and/or the data replaced where `Some`.
-    Forward { text: Option<String>, data: Option<String> },
+    Forward {
+        text: Option<String>,
+        data: Option<String>,
+    },
     Drop,
     Abort(String),
 }
@@ -149,7 +152,7 @@ impl Chain {
                 Some(live) => Ok(live),
                 None => {
                     let mut store = p.engine.store(p.context.clone());
-                    store.data_mut().deadline = Instant::now() + hook.deadline(&p);
+                    store.data_mut().start_call(hook.deadline(&p));
                     match p.pre.instantiate_async(&mut store).await {
                         Ok(bindings) => Ok(Live { store, bindings }),
                         Err(e) => Err(describe(&e, &store, hook, &p)),
@@ -167,7 +170,7 @@ impl Chain {
         }
         match &mut self.slots[i] {
             Slot::Live(live) => {
-                live.store.data_mut().deadline = Instant::now() + hook.deadline(&p);
+                live.store.data_mut().start_call(hook.deadline(&p));
                 Ok(Some(live))
             }
             _ => Ok(None),
@@ -370,8 +373,13 @@ impl Chain {
                 }
             };
             let Some(text) = held.filter(|t| !t.is_empty()) else { continue };
-            let chunk =
-                types::Chunk { index: u32::MAX, event: None, data: String::new(), text_delta: Some(text.clone()), whole_body: false };
+            let chunk = types::Chunk {
+                index: u32::MAX,
+                event: None,
+                data: String::new(),
+                text_delta: Some(text.clone()),
+                whole_body: false,
+            };
             match self.on_chunk(chunk, i + 1).await? {
                 ChunkVerdict::Forward { text: t, .. } => out.push(t.unwrap_or(text)),
                 ChunkVerdict::Drop => {}
@@ -437,5 +445,8 @@ fn describe(e: &wasmtime::Error, store: &Store<State>, hook: Hook, p: &LoadedPlu
 }
 
 fn plugin_error(p: &LoadedPlugin, hook: Hook, msg: &str) -> ApiError {
-    ApiError::new(ErrorKind::PluginFailed, format!("plugin `{}` {msg} (in {}; policy fail-closed)", p.name, hook.name()))
+    ApiError::new(
+        ErrorKind::PluginFailed,
+        format!("plugin `{}` {msg} (in {}; policy fail-closed)", p.name, hook.name()),
+    )
 }

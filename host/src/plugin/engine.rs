@@ -54,9 +54,13 @@ pub enum LoadError {
     ForeignImport { import: String },
     #[error("imports `{import}` but the `{capability}` capability is not granted (add it to `capabilities`)")]
     NotGranted { import: String, capability: &'static str },
-    #[error("uses `{found}`; this gateway accepts {WIT_PACKAGE}@{WIT_VERSION} (rebuild the plugin against this gateway's wit/)")]
+    #[error(
+        "uses `{found}`; this gateway accepts {WIT_PACKAGE}@{WIT_VERSION} (rebuild the plugin against this gateway's wit/)"
+    )]
     WrongVersion { found: String },
-    #[error("does not export `{WIT_PACKAGE}/hooks@{WIT_VERSION}` (it exports: {exports}); build it against the `plugin` world")]
+    #[error(
+        "does not export `{WIT_PACKAGE}/hooks@{WIT_VERSION}` (it exports: {exports}); build it against the `plugin` world"
+    )]
     NoHooks { exports: String },
     #[error("failed its smoke test: {0}")]
     Smoke(String),
@@ -141,7 +145,9 @@ impl PluginEngine {
             // for these exact bytes and engine settings (both are in its name).
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
                 Ok(c) => return Ok((c, true)),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable compiled plugin cache entry"),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable compiled plugin cache entry")
+                }
             }
         }
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
@@ -160,19 +166,34 @@ impl PluginEngine {
         Ok(())
     }
 
-    /// A store for one instance, with its memory cap and epoch deadline handling: at every tick past the deadline
-    /// the call traps; before it, the guest yields to the tokio scheduler so that a busy plugin does not hold a
-    /// worker thread for longer than one tick.
+    /// A store for one instance, with its memory cap and deadline handling. At every epoch tick the guest's
+    /// running time since it last resumed is charged to the call; over budget, the call traps; otherwise the guest
+    /// yields to the tokio scheduler, so a busy plugin never holds a worker thread for more than one tick.
+    ///
+    /// What is charged is the guest's own time, not the scheduler's: time spent yielded is not charged (wasmtime
+    /// sets the next deadline after the yield completes), and one stretch between two ticks is charged at most two
+    /// ticks, so a quick hook that the OS happened to preempt on a loaded machine is not blamed for it. A guest that
+    /// really spins is charged about one tick per tick and stops within a tick or two of its budget.
     pub fn store(&self, plugin: Arc<PluginContext>) -> Store<State> {
         let mut store = Store::new(&self.engine, State::new(plugin));
         store.limiter(|s| s);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Ok(wasmtime::UpdateDeadline::Interrupt)
-            } else {
-                Ok(wasmtime::UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())))
+        store.epoch_deadline_callback(|mut ctx| {
+            let now = Instant::now();
+            let data = ctx.data_mut();
+            let since = *data.running_since.lock().unwrap();
+            data.used += now.saturating_duration_since(since).min(2 * TICK);
+            if data.used >= data.budget {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
+            let resumed = data.running_since.clone();
+            Ok(wasmtime::UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    *resumed.lock().unwrap() = Instant::now();
+                }),
+            ))
         });
         store
     }
@@ -202,8 +223,9 @@ fn check_imports(imports: &[String], granted: &[Capability]) -> Result<(), LoadE
         }
         // WASI 0.2 is linked with a deny-all context: no preopened directories, no permitted socket addresses,
         // no environment. A guest may import it (every toolchain does) and gets errors when it tries anything.
-        let wasi_ok = matches!(pkg, "wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:filesystem" | "wasi:sockets")
-            && version.starts_with("0.2.");
+        let wasi_ok =
+            matches!(pkg, "wasi:cli" | "wasi:io" | "wasi:clocks" | "wasi:random" | "wasi:filesystem" | "wasi:sockets")
+                && version.starts_with("0.2.");
         if !wasi_ok {
             return Err(LoadError::ForeignImport { import: import.clone() });
         }

@@ -30,8 +30,12 @@ pub struct State {
     wasi: WasiCtx,
     table: ResourceTable,
     pub plugin: Arc<PluginContext>,
-    /// When the current hook call must end (checked at every epoch tick).
-    pub deadline: Instant,
+    /// The current hook call's budget of guest running time, and what it has used (checked at every epoch tick;
+    /// time spent yielded to other requests is not charged).
+    pub budget: Duration,
+    pub used: Duration,
+    /// When the guest last started running (set again each time it resumes after yielding).
+    pub running_since: Arc<std::sync::Mutex<Instant>>,
     /// Set when the guest tried to grow past its memory cap.
     pub out_of_memory: bool,
     /// `trace` attributes set by the guest, namespaced.
@@ -50,11 +54,20 @@ impl State {
             wasi,
             table: ResourceTable::new(),
             plugin,
-            deadline: Instant::now() + Duration::from_secs(3600),
+            budget: Duration::from_secs(3600),
+            used: Duration::ZERO,
+            running_since: Arc::new(std::sync::Mutex::new(Instant::now())),
             out_of_memory: false,
             attributes: Vec::new(),
             output,
         }
+    }
+
+    /// Starts a hook call with this budget of guest running time.
+    pub fn start_call(&mut self, budget: Duration) {
+        self.budget = budget;
+        self.used = Duration::ZERO;
+        *self.running_since.lock().unwrap() = Instant::now();
     }
 
     fn key(&self, key: &str) -> String {

@@ -294,7 +294,10 @@ impl Registry {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             if let Ok(ev) = ev
-                && !matches!(ev.kind, notify::EventKind::Access(notify::event::AccessKind::Open(_) | notify::event::AccessKind::Read))
+                && !matches!(
+                    ev.kind,
+                    notify::EventKind::Access(notify::event::AccessKind::Open(_) | notify::event::AccessKind::Read)
+                )
             {
                 let _ = tx.send(());
             }
@@ -387,8 +390,7 @@ fn smoke(
                     .map_err(|e| LoadError::Smoke(e.to_string()))?;
                 rt.block_on(async {
                     let mut store = engine.store(context.clone());
-                    store.data_mut().deadline =
-                        Instant::now() + settings.timeouts.on_request.max(Duration::from_millis(200));
+                    store.data_mut().start_call(settings.timeouts.on_request.max(Duration::from_millis(200)));
                     let plugin = pre
                         .instantiate_async(&mut store)
                         .await

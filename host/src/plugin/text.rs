@@ -44,13 +44,14 @@ fn locate<'a>(endpoint: Endpoint, event: Option<&str>, v: &'a mut Value, whole: 
     .filter(|t| t.is_string())
 }
 
-/// The text carried by an event's data (or a whole body).
+/// The text carried by an event's data (or a whole body); none when there is none or it is empty (e.g. the
+/// opening chat chunk, `"content": ""`).
 pub fn extract(endpoint: Endpoint, event: Option<&str>, data: &str, whole: bool) -> Option<String> {
     if !whole && !data.starts_with('{') {
         return None;
     }
     let mut v: Value = serde_json::from_str(data).ok()?;
-    locate(endpoint, event, &mut v, whole)?.as_str().map(str::to_string)
+    locate(endpoint, event, &mut v, whole)?.as_str().filter(|t| !t.is_empty()).map(str::to_string)
 }
 
 /// `data` with its text replaced by `text`, in the same format.
@@ -90,10 +91,15 @@ mod tests {
         assert_eq!(extract(Endpoint::Messages, Some("content_block_delta"), an, false).as_deref(), Some("hi"));
         assert_eq!(extract(Endpoint::Messages, Some("message_delta"), an, false), None);
         let resp = r#"{"type":"response.output_text.delta","delta":"yo"}"#;
-        assert_eq!(extract(Endpoint::Responses, Some("response.output_text.delta"), resp, false).as_deref(), Some("yo"));
+        assert_eq!(
+            extract(Endpoint::Responses, Some("response.output_text.delta"), resp, false).as_deref(),
+            Some("yo")
+        );
         assert_eq!(extract(Endpoint::ChatCompletions, None, "[DONE]", false), None);
         let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant"}}]}"#;
         assert_eq!(extract(Endpoint::ChatCompletions, None, role, false), None);
+        let empty = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
+        assert_eq!(extract(Endpoint::ChatCompletions, None, empty, false), None);
     }
 
     #[test]

@@ -1,0 +1,67 @@
+//! `allowlist`: refuses requests for models that are not on the configured list (403, in the client's API shape),
+//! counts requests per model in `kv`, and marks allowed requests with a header and a trace attribute.
+//!
+//! Config: `models = ["gpt-4o-mini", "claude-*"]` (a trailing `*` matches a prefix).
+//! Capabilities: `config`, `kv`, `trace`.
+
+use weir_sdk::{ChangesExt, Plugin, PluginError, Request, RequestDecision};
+
+#[derive(Default)]
+pub struct Allowlist;
+
+fn allowed(patterns: &[serde_json::Value], model: &str) -> bool {
+    patterns.iter().filter_map(|p| p.as_str()).any(|p| match p.strip_suffix('*') {
+        Some(prefix) => model.starts_with(prefix),
+        None => model == p,
+    })
+}
+
+impl Plugin for Allowlist {
+    fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
+        let config = weir_sdk::config::json();
+        let models = config.get("models").and_then(|m| m.as_array()).cloned().unwrap_or_default();
+        if !allowed(&models, &req.model) {
+            weir_sdk::trace::set_attribute("verdict", "denied");
+            return Ok(weir_sdk::reject(403, format!("model `{}` is not allowed by this gateway's policy", req.model)));
+        }
+        let n = weir_sdk::kv::increment(&format!("requests/{}", req.model), 1, None);
+        weir_sdk::trace::set_attribute("verdict", "allowed");
+        Ok(RequestDecision::ContinueWith(
+            weir_sdk::changes().header("x-weir-allowlist", "allowed").meta("allowlist.count", &n.to_string()),
+        ))
+    }
+}
+
+weir_sdk::export!(Allowlist);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_sdk::testing;
+
+    #[test]
+    fn allows_listed_models_and_counts() {
+        testing::reset(r#"{"models": ["gpt-4o-mini", "claude-*"]}"#);
+        let mut p = Allowlist;
+        for model in ["gpt-4o-mini", "claude-haiku-4-5", "gpt-4o-mini"] {
+            match p.on_request(&testing::request(model, b"{}")).unwrap() {
+                RequestDecision::ContinueWith(c) => assert_eq!(c.set_headers[0].value, "allowed"),
+                _ => panic!("{model} should be allowed"),
+            }
+        }
+        assert_eq!(weir_sdk::kv::get("requests/gpt-4o-mini").as_deref(), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn rejects_others_with_403() {
+        testing::reset(r#"{"models": ["gpt-4o-mini"]}"#);
+        match Allowlist.on_request(&testing::request("gpt-4o", b"{}")).unwrap() {
+            RequestDecision::Reject(r) => {
+                assert_eq!(r.status, 403);
+                assert!(r.message.contains("gpt-4o"));
+            }
+            _ => panic!("gpt-4o should be refused"),
+        }
+        assert_eq!(testing::attributes(), [("verdict".to_string(), "denied".to_string())]);
+    }
+}

@@ -1,0 +1,69 @@
+//! A guest that exercises every `on-chunk` decision, chosen per request by the `x-chunky` header (read in
+//! `on-request` and kept in the instance: per-request state). Also writes kv, reads config, sets trace attributes,
+//! and logs its `on-complete` summary.
+//!
+//! Modes: `redact` (replace "Weir" with "W***"), `hold` (hold all text, flush it upper-cased at the end),
+//! `pairs` (hold every other text event and release it with the next), `drop` (drop text containing "mock"),
+//! `abort` (abort on "deterministic"), `data` (replace the data of non-text events: only on whole bodies).
+
+use weir_sdk::{Chunk, ChunkDecision, Plugin, PluginError, Request, RequestDecision, RequestExt, Summary, log::Level};
+
+#[derive(Default)]
+pub struct Chunky {
+    mode: String,
+    held: String,
+    text_events: u32,
+}
+
+impl Plugin for Chunky {
+    fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
+        let default = weir_sdk::config::json().get("default_mode").and_then(|m| m.as_str()).unwrap_or("").to_string();
+        self.mode = req.header("x-chunky").map(str::to_string).unwrap_or(default);
+        weir_sdk::trace::set_attribute("mode", &self.mode);
+        let n = weir_sdk::kv::increment("requests", 1, None);
+        weir_sdk::log::write(Level::Info, &format!("chunky request {n} mode={}", self.mode));
+        Ok(RequestDecision::Continue)
+    }
+
+    fn on_chunk(&mut self, chunk: &Chunk) -> Result<ChunkDecision, PluginError> {
+        let Some(text) = &chunk.text_delta else { return Ok(ChunkDecision::Pass) };
+        self.text_events += 1;
+        Ok(match self.mode.as_str() {
+            "redact" => ChunkDecision::ReplaceText(text.replace("Weir", "W***")),
+            "hold" => {
+                self.held.push_str(text);
+                ChunkDecision::Hold
+            }
+            "pairs" if self.text_events % 2 == 1 => {
+                self.held.push_str(text);
+                ChunkDecision::Hold
+            }
+            "pairs" => ChunkDecision::ReplaceText(std::mem::take(&mut self.held) + text),
+            "drop" if text.contains("mock") => ChunkDecision::Drop,
+            "abort" if text.contains("deterministic") => ChunkDecision::Abort("the answer mentions determinism".into()),
+            _ => ChunkDecision::Pass,
+        })
+    }
+
+    fn flush(&mut self) -> Result<Option<String>, PluginError> {
+        let held = std::mem::take(&mut self.held);
+        Ok((!held.is_empty()).then(|| if self.mode == "hold" { held.to_uppercase() } else { held }))
+    }
+
+    fn on_complete(&mut self, s: &Summary) {
+        weir_sdk::log::write(
+            Level::Info,
+            &format!(
+                "chunky summary request={} outcome={} status={} output_tokens={} partial={} text_events={}",
+                s.request_id,
+                s.outcome,
+                s.status,
+                s.usage.output_tokens.unwrap_or(0),
+                s.partial,
+                self.text_events
+            ),
+        );
+    }
+}
+
+weir_sdk::export!(Chunky);
