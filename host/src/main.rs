@@ -70,6 +70,16 @@ enum PluginCommand {
         /// The `.wasm` component.
         file: PathBuf,
     },
+    /// Measure a plugin's cost in process: instantiation, on-request, on-chunk per event (median and p99).
+    Bench {
+        /// The `.wasm` component.
+        file: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+        /// The plugin's config table, as JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -77,6 +87,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Plugin(PluginCommand::Check { file }) => plugin_check(&file),
+        Command::Plugin(PluginCommand::Bench { file, iterations, config }) => {
+            match std::fs::read(&file).map_err(anyhow::Error::from).and_then(|b| plugin::bench::run(&b, iterations.max(10), &config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {}: {e:#}", file.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,

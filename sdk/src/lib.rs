@@ -18,8 +18,8 @@
 //!
 //! Build with `cargo build --target wasm32-wasip2 --release` and drop the `.wasm` into the gateway's plugins
 //! directory. Every hook has a default (continue, pass, nothing to flush, nothing on complete), so implement only
-//! what you need. The gateway creates a fresh instance per request (unless configured otherwise), so `self` holds
-//! per-request state: it is created with `Default` at the first hook of each request.
+//! what you need. `self` holds per-request state: it is created with `Default` at each request's `on-request`
+//! (also when the gateway reuses a warm instance, so state in `self` never crosses requests; `static`s would).
 //!
 //! Host capabilities are in [`log`], [`config`], [`kv`], [`trace`] and [`clock`]; each must be granted to the plugin in
 //! the gateway config. With the `testing` feature (and on a non-Wasm target) they run against an in-memory
@@ -135,6 +135,11 @@ pub mod __private {
         static STATE: RefCell<Option<Box<dyn std::any::Any>>> = const { RefCell::new(None) };
     }
 
+    /// Starts a request: a fresh plugin value, also when the gateway reuses a warm instance.
+    pub fn reset<P: Plugin>() {
+        STATE.with(|s| *s.borrow_mut() = Some(Box::new(P::default())));
+    }
+
     /// Runs `f` on this instance's plugin value, creating it with `Default` on first use.
     pub fn with<P: Plugin, R>(f: impl FnOnce(&mut P) -> R) -> R {
         STATE.with(|s| {
@@ -153,6 +158,7 @@ macro_rules! export {
             struct __WeirHooks;
             impl $crate::bindings::exports::weir::plugin::hooks::Guest for __WeirHooks {
                 fn on_request(req: $crate::Request) -> Result<$crate::RequestDecision, $crate::PluginError> {
+                    $crate::__private::reset::<$ty>();
                     $crate::__private::with::<$ty, _>(|p| <$ty as $crate::Plugin>::on_request(p, &req))
                 }
                 fn on_chunk(chunk: $crate::Chunk) -> Result<$crate::ChunkDecision, $crate::PluginError> {

@@ -225,6 +225,31 @@ def test_on_complete_gets_the_summary(pg, poai):
     pg.wait_log(f"chunky summary request={rid} outcome=ok status=200 output_tokens=8 partial=false text_events=8")
 
 
+def test_fresh_instance_per_request_leaks_nothing(pg, poai):
+    for mode in ("hold", "pairs", "redact"):
+        streamed_text(chat(poai, {"x-chunky": mode}, stream=True))
+    lines = [l for l in pg.log_text().splitlines() if "chunky request" in l]
+    assert lines and all("instance_requests=1 " in l for l in lines), "every request got a fresh instance"
+
+
+def test_warm_instances_are_reused_without_leaking_plugin_state(session_tmp, mock):
+    d = session_tmp / "warm.d"
+    d.mkdir()
+    install(d, "chunky", "chunky.wasm", 'capabilities = ["config", "kv", "trace", "log"]\nwarm_instances = 2\n')
+    g = Gateway(session_tmp, mock, name="warm", top=f'plugins_dir = "{d}"\n')
+    try:
+        c = openai.OpenAI(base_url=g.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+        for mode in ("hold", "pairs", "hold", "redact"):
+            text = streamed_text(chat(c, {"x-chunky": mode}, stream=True, chunks=7))
+            assert text == {"hold": expected_text(7).upper(), "pairs": expected_text(7),
+                            "redact": expected_text(7).replace("Weir", "W***")}[mode]
+        lines = [l for l in g.log_text().splitlines() if "chunky request" in l]
+        assert any("instance_requests=4 " in l for l in lines), "one warm instance served all four"
+        assert all("leaked_state=false" in l for l in lines), "the SDK resets per-request state"
+    finally:
+        g.stop()
+
+
 def test_foreign_import_is_refused_and_nothing_changes(pg, poai):
     install(pg.dir, "foreign", "foreign.wasm")
     deadline = time.time() + 5

@@ -6,8 +6,10 @@
 //! - [`kv`]: the store behind the `kv` capability;
 //! - [`registry`]: loading, the live set (`ArcSwap`), the watched directory, admin;
 //! - [`chain`]: one request's run through the plugins, with failure policies and quarantine;
-//! - [`text`]: the provider-neutral text of answers, read and re-encoded for `on-chunk`.
+//! - [`text`]: the provider-neutral text of answers, read and re-encoded for `on-chunk`;
+//! - [`bench`]: `weir plugin bench`, a plugin's cost measured in process.
 
+pub mod bench;
 pub mod bindings;
 pub mod chain;
 pub mod engine;

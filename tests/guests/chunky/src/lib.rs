@@ -8,6 +8,9 @@
 
 use weir_sdk::{Chunk, ChunkDecision, Plugin, PluginError, Request, RequestDecision, RequestExt, Summary, log::Level};
 
+/// Requests this instance has served: 1 with a fresh instance per request, more only with warm reuse.
+static INSTANCE_REQUESTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 #[derive(Default)]
 pub struct Chunky {
     mode: String,
@@ -21,7 +24,12 @@ impl Plugin for Chunky {
         self.mode = req.header("x-chunky").map(str::to_string).unwrap_or(default);
         weir_sdk::trace::set_attribute("mode", &self.mode);
         let n = weir_sdk::kv::increment("requests", 1, None);
-        weir_sdk::log::write(Level::Info, &format!("chunky request {n} mode={}", self.mode));
+        let here = INSTANCE_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let leaked = !self.held.is_empty() || self.text_events != 0;
+        weir_sdk::log::write(
+            Level::Info,
+            &format!("chunky request {n} mode={} instance_requests={here} leaked_state={leaked}", self.mode),
+        );
         Ok(RequestDecision::Continue)
     }
 
