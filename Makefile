@@ -13,7 +13,9 @@ WASM   := target/wasm32-wasip2/plugin
 
 ## Build (release) and start the gateway with the example config and the built-in mock upstream.
 run:
+	rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 	$(CARGO) build --release -p weir
+	$(CARGO) build --target wasm32-wasip2 --profile plugin -p weir-plugin-allowlist
 	./target/release/weir serve --config $(WEIR_CONFIG)
 
 ## Install what the tests need and run every test: format, lints, unit tests, end-to-end tests through the SDKs.

@@ -88,7 +88,10 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Plugin(PluginCommand::Check { file }) => plugin_check(&file),
         Command::Plugin(PluginCommand::Bench { file, iterations, config }) => {
-            match std::fs::read(&file).map_err(anyhow::Error::from).and_then(|b| plugin::bench::run(&b, iterations.max(10), &config)) {
+            match std::fs::read(&file)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| plugin::bench::run(&b, iterations.max(10), &config))
+            {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {}: {e:#}", file.display());

@@ -83,6 +83,8 @@ impl PluginEngine {
             .max_tables_per_component(16)
             .max_component_instance_size(4 << 20)
             .max_core_instance_size(4 << 20);
+        // Tried: `linear_memory_keep_resident` / `table_keep_resident` / `async_stack_keep_resident` to avoid page
+        // faults in fresh instances; per-request cost did not improve in `weir plugin bench`, so they are not set.
         let mut config = Config::new();
         config
             .epoch_interruption(true)

@@ -15,18 +15,21 @@ pub trait Kv: Send + Sync {
     fn delete(&self, key: &str);
 }
 
+/// A value and its expiry.
+type Entry = (Vec<u8>, Option<Instant>);
+
 /// In-process store: one map behind a mutex, expired entries swept as the map grows.
 #[derive(Default)]
 pub struct MemoryKv {
-    map: Mutex<HashMap<String, (Vec<u8>, Option<Instant>)>>,
+    map: Mutex<HashMap<String, Entry>>,
 }
 
 impl MemoryKv {
-    fn live(entry: &(Vec<u8>, Option<Instant>), now: Instant) -> bool {
+    fn live(entry: &Entry, now: Instant) -> bool {
         entry.1.is_none_or(|t| t > now)
     }
 
-    fn sweep(map: &mut HashMap<String, (Vec<u8>, Option<Instant>)>) {
+    fn sweep(map: &mut HashMap<String, Entry>) {
         if map.len() > 10_000 && map.len().is_power_of_two() {
             let now = Instant::now();
             map.retain(|_, e| Self::live(e, now));

@@ -166,9 +166,7 @@ impl Registry {
             let bytes = std::fs::read(&spec.file)
                 .map_err(|e| anyhow::anyhow!("plugin `{}`: cannot read {}: {e}", spec.name, spec.file.display()))?;
             let p = load(
-                &engine,
-                &kv,
-                &config.plugin_runtime,
+                &Loader { engine: &engine, kv: &kv, rt: &config.plugin_runtime },
                 &spec.name,
                 &bytes,
                 spec.settings.clone(),
@@ -282,7 +280,8 @@ impl Registry {
         } else {
             load_plugin_settings(&toml_path, &self.runtime).map_err(|e| e.to_string())?
         };
-        load(&self.engine, &self.kv, &self.runtime, name, &bytes, settings, format!("dir: {}", wasm.display()), key)
+        let loader = Loader { engine: &self.engine, kv: &self.kv, rt: &self.runtime };
+        load(&loader, name, &bytes, settings, format!("dir: {}", wasm.display()), key)
             .map(Some)
             .map_err(|e| e.to_string())
     }
@@ -338,17 +337,23 @@ fn plugin_file_name(path: &Path) -> Option<String> {
     (!stem.starts_with('.') && valid_plugin_name(stem)).then(|| stem.to_string())
 }
 
+/// What every load shares.
+struct Loader<'a> {
+    engine: &'a Arc<PluginEngine>,
+    kv: &'a Arc<dyn Kv>,
+    rt: &'a PluginRuntime,
+}
+
 /// Compiles, checks, links, instantiates and smoke-calls one plugin.
 fn load(
-    engine: &Arc<PluginEngine>,
-    kv: &Arc<dyn Kv>,
-    rt: &PluginRuntime,
+    l: &Loader<'_>,
     name: &str,
     bytes: &[u8],
     settings: PluginSettings,
     source: String,
     key: String,
 ) -> Result<LoadedPlugin, LoadError> {
+    let (engine, kv, rt) = (l.engine, l.kv, l.rt);
     let compiled = engine.compile(bytes, &settings.capabilities)?;
     let config_json = serde_json::to_string(&settings.config).unwrap_or_else(|_| "{}".into());
     let context =
