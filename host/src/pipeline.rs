@@ -110,6 +110,8 @@ async fn run(
     if let Some(chain) = rec.chain.as_mut() {
         // Malformed input is refused before any plugin sees it.
         let parsed = RequestBody::parse(&bytes, endpoint)?;
+        rec.model = Some(parsed.model.to_string());
+        rec.stream = parsed.stream;
         let mut view = RequestView {
             id: &rec.request_id,
             endpoint,
