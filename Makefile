@@ -44,7 +44,7 @@ guests:
 	  cp $(WASM)/guest_version.wasm target/guests/version-$$v.wasm; done
 
 e2e: $(VENV)/.installed guests
-	$(CARGO) build -p weir --locked
+	$(CARGO) build --workspace --locked
 	WEIR_BIN=$(CURDIR)/target/debug/weir $(VENV)/bin/python -m pytest tests/e2e -q -p no:cacheprovider
 
 $(VENV)/.installed: tests/requirements.txt
