@@ -460,7 +460,8 @@ struct AnswerStream {
     ready: VecDeque<Bytes>,
     /// Plugin bookkeeping: events seen, the last text event (a template for flushed text), whether flushed.
     index: u32,
-    text_template: Option<(Option<String>, String)>,
+    /// The last event that carried text (a refcounted view of its bytes, parsed only if a flush needs it).
+    text_template: Option<SseEvent>,
     flushed: bool,
     done: bool,
 }
@@ -551,10 +552,11 @@ impl AnswerStream {
                 Ok(Ok(texts)) => {
                     for t in texts {
                         match &self.text_template {
-                            Some((tev, tdata)) => {
-                                let data = text::replace(self.endpoint, tev.as_deref(), tdata, &t, false)
-                                    .unwrap_or_else(|| tdata.clone());
-                                self.ready.push_back(text::frame(tev.as_deref(), &data));
+                            Some(template) => {
+                                let tf = template.fields();
+                                let data = text::replace(self.endpoint, tf.event, &tf.data, &t, false)
+                                    .unwrap_or_else(|| tf.data.to_string());
+                                self.ready.push_back(text::frame(tf.event, &data));
                             }
                             None => tracing::warn!("plugin flushed text but the answer had no text event to carry it"),
                         }
@@ -563,7 +565,7 @@ impl AnswerStream {
             }
         }
         if text.is_some() {
-            self.text_template = Some((event.clone(), f.data.to_string()));
+            self.text_template = Some(ev.clone());
         }
         let chunk = types::Chunk {
             index: self.index,

@@ -194,28 +194,29 @@ impl Chain {
     /// Runs `on-request` through every plugin in order.
     pub async fn on_request(&mut self, view: &mut RequestView<'_>) -> Result<RequestEffects, ApiError> {
         let mut fx = RequestEffects::default();
+        // Built once; a plugin's changes are applied to it for the plugins after it.
+        let mut req = types::Request {
+            id: view.id.to_string(),
+            family: match self.family {
+                Family::OpenAi => types::ApiFamily::Openai,
+                Family::Anthropic => types::ApiFamily::Anthropic,
+            },
+            endpoint: view.endpoint.as_str().to_string(),
+            headers: view
+                .headers
+                .iter()
+                .map(|(n, v)| types::Header {
+                    name: n.as_str().to_string(),
+                    value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                })
+                .collect(),
+            body: view.body.to_vec(),
+            model: view.model.clone(),
+            stream: view.stream,
+            principal: self.principal.clone(),
+            metadata: self.metadata.clone(),
+        };
         for i in 0..self.set.plugins.len() {
-            let req = types::Request {
-                id: view.id.to_string(),
-                family: match self.family {
-                    Family::OpenAi => types::ApiFamily::Openai,
-                    Family::Anthropic => types::ApiFamily::Anthropic,
-                },
-                endpoint: view.endpoint.as_str().to_string(),
-                headers: view
-                    .headers
-                    .iter()
-                    .map(|(n, v)| types::Header {
-                        name: n.as_str().to_string(),
-                        value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    })
-                    .collect(),
-                body: view.body.to_vec(),
-                model: view.model.clone(),
-                stream: view.stream,
-                principal: self.principal.clone(),
-                metadata: self.metadata.clone(),
-            };
             let p = self.set.plugins[i].clone();
             let Some(live) = self.instance(i, Hook::OnRequest).await? else { continue };
             let result = live.bindings.weir_plugin_hooks().call_on_request(&mut live.store, &req).await;
@@ -235,7 +236,7 @@ impl Chain {
             match decision {
                 RequestDecision::Continue => {}
                 RequestDecision::ContinueWith(c) => {
-                    if let Err(msg) = self.apply_changes(c, view, &mut fx) {
+                    if let Err(msg) = self.apply_changes(c, view, &mut req, &mut fx) {
                         self.fail(i, Hook::OnRequest, &msg)?;
                     }
                 }
@@ -268,6 +269,7 @@ impl Chain {
         &mut self,
         c: types::RequestChanges,
         view: &mut RequestView<'_>,
+        req: &mut types::Request,
         fx: &mut RequestEffects,
     ) -> Result<(), String> {
         for h in c.set_headers {
@@ -284,19 +286,25 @@ impl Chain {
         if let Some(body) = c.body {
             serde_json::from_slice::<serde::de::IgnoredAny>(&body)
                 .map_err(|e| format!("returned a body that is not JSON: {e}"))?;
+            req.body.clone_from(&body);
             view.body = Bytes::from(body);
             fx.body = Some(view.body.clone());
         }
         if let Some(m) = c.model {
-            view.model = m.clone();
+            req.model.clone_from(&m);
+            view.model.clone_from(&m);
             fx.model = Some(m);
         }
-        for (k, v) in c.metadata {
-            self.metadata.retain(|(key, _)| *key != k);
-            self.metadata.push((k, v));
+        if !c.metadata.is_empty() {
+            for (k, v) in c.metadata {
+                self.metadata.retain(|(key, _)| *key != k);
+                self.metadata.push((k, v));
+            }
+            req.metadata.clone_from(&self.metadata);
         }
         if c.principal.is_some() {
             self.principal = c.principal;
+            req.principal.clone_from(&self.principal);
         }
         Ok(())
     }
