@@ -4,36 +4,14 @@
 # compile cache after the first two swaps, as in a re-deploy). Needs the test guests (`make guests`).
 #
 #   bench/hot-swap.sh [swaps]
-set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 swaps=${1:-20}
 [ -f target/guests/version-A.wasm ] || make guests
-cargo build --release -p weir --locked -q
-bin=target/release/weir
-tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
+bench_setup 18098 18097
 mkdir "$tmp/plugins.d"
 cp target/guests/version-A.wasm "$tmp/plugins.d/version.wasm"
-mock=127.0.0.1:18098
-gw=127.0.0.1:18097
-cat > "$tmp/weir.toml" <<TOML
-listen = "$gw"
-plugins_dir = "$tmp/plugins.d"
-[log]
-level = "warn"
-[plugin_runtime]
-cache_dir = "$tmp/cache"
-[[upstreams]]
-id = "mock"
-kind = "openai"
-base_url = "http://$mock/v1"
-models = ["gpt-4o-mini"]
-TOML
-"$bin" mock-upstream --listen "$mock" >"$tmp/mock.log" 2>&1 &
-"$bin" serve --config "$tmp/weir.toml" >"$tmp/gw.log" 2>&1 &
-for url in "http://$mock/v1/models" "http://$gw/readyz"; do
-  for _ in $(seq 100); do curl -sf "$url" >/dev/null && break; sleep 0.1; done
-done
+bench_start "plugins_dir = \"$tmp/plugins.d\"" "[plugin_runtime]
+cache_dir = \"$tmp/cache\""
 python3 - "$gw" "$tmp/plugins.d" "$swaps" target/guests <<'PY'
 import json, os, shutil, sys, time, urllib.request
 gw, d, swaps, guests = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]

@@ -263,7 +263,7 @@ async fn whole_body_plugins(chain: &mut Chain, endpoint: Endpoint, body: Bytes) 
     match chain.on_chunk(chunk, 0).await? {
         ChunkVerdict::Forward { text: None, data: None } => Ok(body),
         ChunkVerdict::Forward { text, data } => {
-            let mut d = data.unwrap_or_else(|| data_string(&body));
+            let mut d = data.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
             if let Some(t) = text {
                 d = text::replace(endpoint, None, &d, &t, true).unwrap_or(d);
             }
@@ -274,10 +274,6 @@ async fn whole_body_plugins(chain: &mut Chain, endpoint: Endpoint, body: Bytes) 
         }
         ChunkVerdict::Abort(reason) => Err(ApiError::rejected(http::StatusCode::FORBIDDEN, reason)),
     }
-}
-
-fn data_string(b: &Bytes) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn set_upstream_header(h: &mut HeaderMap, upstream_id: &str) {
