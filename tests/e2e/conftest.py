@@ -239,15 +239,25 @@ def gw(session_tmp, mock):
     g.stop()
 
 
-@pytest.fixture
-def oai(gw):
+def openai_client(g, timeout=20):
+    """An official OpenAI client for gateway `g`, without SDK retries (so the gateway's are what is tested)."""
     import openai
 
-    return openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    return openai.OpenAI(base_url=g.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=timeout)
+
+
+def anthropic_client(g, timeout=20):
+    """An official Anthropic client for gateway `g`, without SDK retries."""
+    import anthropic
+
+    return anthropic.Anthropic(base_url=g.url, api_key=CLIENT_KEY, max_retries=0, timeout=timeout)
+
+
+@pytest.fixture
+def oai(gw):
+    return openai_client(gw)
 
 
 @pytest.fixture
 def ant(gw):
-    import anthropic
-
-    return anthropic.Anthropic(base_url=gw.url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    return anthropic_client(gw)

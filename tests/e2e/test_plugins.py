@@ -10,11 +10,10 @@ import time
 import urllib.error
 import urllib.request
 
-import anthropic
 import openai
 import pytest
 
-from conftest import CLIENT_KEY, GUESTS, WEIR, Gateway, expected_text
+from conftest import GUESTS, WEIR, Gateway, anthropic_client, expected_text, openai_client
 
 MSG = [{"role": "user", "content": "Say hello"}]
 
@@ -59,12 +58,12 @@ config = {{ models = ["gpt-4o-mini", "claude-*", "failover-*"] }}
 
 @pytest.fixture
 def poai(pg):
-    return openai.OpenAI(base_url=pg.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    return openai_client(pg)
 
 
 @pytest.fixture
 def pant(pg):
-    return anthropic.Anthropic(base_url=pg.url, api_key=CLIENT_KEY, max_retries=0, timeout=20)
+    return anthropic_client(pg)
 
 
 def chat(client, headers=None, stream=False, chunks=8):
@@ -238,7 +237,7 @@ def test_warm_instances_are_reused_without_leaking_plugin_state(session_tmp, moc
     install(d, "chunky", "chunky.wasm", 'capabilities = ["config", "kv", "trace", "log"]\nwarm_instances = 2\n')
     g = Gateway(session_tmp, mock, name="warm", top=f'plugins_dir = "{d}"\n')
     try:
-        c = openai.OpenAI(base_url=g.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+        c = openai_client(g)
         for mode in ("hold", "pairs", "hold", "redact"):
             text = streamed_text(chat(c, {"x-chunky": mode}, stream=True, chunks=7))
             assert text == {"hold": expected_text(7).upper(), "pairs": expected_text(7),
@@ -287,7 +286,7 @@ def test_quarantine_after_repeated_failures(session_tmp, mock):
     g = Gateway(session_tmp, mock, name="quarantine", top=f'plugins_dir = "{d}"\n',
                 tail='[plugin_runtime]\nquarantine_after = 3\nquarantine_for = "1s"\n')
     try:
-        c = openai.OpenAI(base_url=g.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+        c = openai_client(g)
         for _ in range(3):
             with pytest.raises(openai.InternalServerError):
                 chat(c, {"x-closed": "error"})
@@ -309,7 +308,7 @@ def test_hot_swap_under_load(session_tmp, mock):
     install(d, "version", "version-A.wasm")
     g = Gateway(session_tmp, mock, name="swap", top=f'plugins_dir = "{d}"\n',
                 tail=f'[plugin_runtime]\ncache_dir = "{session_tmp / "swap-cache"}"\n')
-    c = openai.OpenAI(base_url=g.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=30)
+    c = openai_client(g, timeout=30)
 
     def one_stream(_):
         raw = chat(c, {"x-mock-delay-ms": "20"}, stream=True, chunks=15)

@@ -4,11 +4,10 @@ import socket
 import threading
 import time
 
-import anthropic
 import openai
 import pytest
 
-from conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, expected_text
+from conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, anthropic_client, expected_text
 
 
 def test_canary_keys_never_logged(gw, oai, ant):
@@ -45,7 +44,7 @@ def test_slow_client_headers_are_dropped(gw):
 
 def test_sigterm_drains_open_streams_then_exits(session_tmp, mock):
     g = Gateway(session_tmp, mock, name="drain", limits='max_body = "1MiB"\nclient_header_timeout = "1s"\ndrain = "2s"')
-    client = anthropic.Anthropic(base_url=g.url, api_key=CLIENT_KEY, max_retries=0, timeout=30)
+    client = anthropic_client(g, timeout=30)
     results = {}
 
     def run(name, chunks):
