@@ -3,7 +3,7 @@
 //! It answers `POST /v1/chat/completions`, `/v1/responses`, `/v1/embeddings`, `/v1/messages`,
 //! `/v1/messages/count_tokens` and `GET /v1/models` with the providers' framing: the same SSE event types and order,
 //! usage objects, `[DONE]`, error bodies and request-id headers. Output is deterministic: answer chunk `i` is
-//! `WORDS[i % WORDS.len()]`, input tokens are the size of the prompt fields divided by four. Like OpenAI, it sends
+//! `WORDS[i % WORDS.len()]` (or the deltas given in `x-mock-deltas`), input tokens are the size of the prompt fields divided by four. Like OpenAI, it sends
 //! the usage chunk of a chat stream only when `stream_options.include_usage` is true.
 //!
 //! Per-request behaviour is scripted with headers (all optional):
@@ -11,6 +11,7 @@
 //! | header | effect |
 //! |---|---|
 //! | `x-mock-chunks: N` | N content deltas (default 8) |
+//! | `x-mock-deltas: ["a", "b"]` | exactly these content deltas (a JSON array of strings), instead of `WORDS` |
 //! | `x-mock-delay-ms: D` | D ms between events of a stream |
 //! | `x-mock-header-delay-ms: D` | wait D ms before sending the response headers |
 //! | `x-mock-status: S` | answer with HTTP S and the family's error body |
@@ -19,7 +20,7 @@
 //! | `x-mock-reset-after: N` | abort the connection after N events (or half of a non-streamed body) |
 //! | `x-mock-stall-after: N` | stop sending after N events, keeping the connection open |
 //! | `x-mock-cached-tokens: N`, `x-mock-reasoning-tokens: N` | report these in usage |
-//! | `x-mock-tag: T` | record the request under T, readable at `GET /_mock/requests?tag=T` |
+//! | `x-mock-tag: T` | record the request under T (with its headers and body), readable at `GET /_mock/requests?tag=T` |
 //!
 //! With `--api-key KEY`, requests must carry that key the provider's way (`Authorization: Bearer` for OpenAI,
 //! `x-api-key` for Anthropic) or get the provider's 401.
@@ -73,6 +74,9 @@ pub struct Record {
     /// Wall-clock arrival and end, in Unix milliseconds, so tests in another process can compare times.
     pub started_unix_ms: f64,
     pub ended_unix_ms: Option<f64>,
+    /// The request's headers (lower-case names) and JSON body, as the upstream received them.
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
 }
 
 fn unix_ms() -> f64 {
@@ -99,6 +103,8 @@ pub fn router(api_key: Option<String>) -> Router {
 #[derive(Debug, Default)]
 struct Controls {
     chunks: usize,
+    /// `x-mock-deltas`, raw (part of the answer cache key) and parsed.
+    deltas: Option<(String, Vec<String>)>,
     delay: Duration,
     header_delay: Duration,
     status: Option<u16>,
@@ -117,6 +123,8 @@ impl Controls {
         let n = |n: &str| s(n).and_then(|v| v.trim().parse::<u64>().ok());
         Controls {
             chunks: n("x-mock-chunks").map_or(8, |c| (c as usize).min(MAX_CHUNKS)),
+            deltas: s("x-mock-deltas")
+                .and_then(|raw| Some((raw.to_string(), serde_json::from_str::<Vec<String>>(raw).ok()?))),
             delay: Duration::from_millis(n("x-mock-delay-ms").unwrap_or(0)),
             header_delay: Duration::from_millis(n("x-mock-header-delay-ms").unwrap_or(0)),
             status: n("x-mock-status").map(|s| s as u16),
@@ -212,7 +220,16 @@ async fn handle(mock: Arc<Mock>, endpoint: Endpoint, headers: HeaderMap, body: B
         ms: 0.0,
         started_unix_ms: unix_ms(),
         ended_unix_ms: None,
+        headers: Vec::new(),
+        body: Value::Null,
     };
+    if c.tag.is_some() {
+        record.headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        record.body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    }
 
     let hits = match &c.tag {
         Some(t) => mock.tags.lock().unwrap().get(t).map_or(0, Vec::len) + 1,
@@ -347,10 +364,11 @@ impl Mock {
     fn answer(&self, endpoint: Endpoint, req: &Req, c: &Controls) -> Arc<Vec<Bytes>> {
         let stream = req.stream && endpoint.can_stream();
         let key = format!(
-            "{}|{stream}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
+            "{}|{stream}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             endpoint.as_str(),
             req.model,
             c.chunks,
+            c.deltas.as_ref().map_or("", |d| d.0.as_str()),
             req.include_usage,
             req.prompt_tokens,
             c.cached,
@@ -362,19 +380,24 @@ impl Mock {
         if let Some(a) = self.cache.lock().unwrap().get(&key) {
             return a.clone();
         }
+        let deltas: Vec<&str> = match &c.deltas {
+            Some((_, d)) => d.iter().map(String::as_str).collect(),
+            None => (0..c.chunks).map(|i| WORDS[i % WORDS.len()]).collect(),
+        };
+        let chunks = deltas.as_slice();
         let u = UsageNumbers {
             input: req.prompt_tokens,
-            output: c.chunks as u64,
+            output: chunks.len() as u64,
             cached: c.cached,
             reasoning: c.reasoning,
         };
         let answer = Arc::new(match (endpoint, stream) {
-            (Endpoint::ChatCompletions, true) => chat_stream(&req.model, c.chunks, req.include_usage, u),
-            (Endpoint::ChatCompletions, false) => vec![json_bytes(&chat_body(&req.model, c.chunks, u))],
-            (Endpoint::Responses, true) => responses_stream(&req.model, c.chunks, u),
-            (Endpoint::Responses, false) => vec![json_bytes(&response_object(&req.model, c.chunks, u, true))],
-            (Endpoint::Messages, true) => messages_stream(&req.model, c.chunks, u),
-            (Endpoint::Messages, false) => vec![json_bytes(&message_body(&req.model, c.chunks, u))],
+            (Endpoint::ChatCompletions, true) => chat_stream(&req.model, chunks, req.include_usage, u),
+            (Endpoint::ChatCompletions, false) => vec![json_bytes(&chat_body(&req.model, chunks, u))],
+            (Endpoint::Responses, true) => responses_stream(&req.model, chunks, u),
+            (Endpoint::Responses, false) => vec![json_bytes(&response_object(&req.model, chunks, u, true))],
+            (Endpoint::Messages, true) => messages_stream(&req.model, chunks, u),
+            (Endpoint::Messages, false) => vec![json_bytes(&message_body(&req.model, chunks, u))],
             (Endpoint::Embeddings, _) => vec![json_bytes(&embeddings(req))],
             (Endpoint::CountTokens, _) => vec![json_bytes(&json!({"input_tokens": req.prompt_tokens}))],
         });
@@ -395,8 +418,8 @@ struct UsageNumbers {
     reasoning: u64,
 }
 
-fn text(chunks: usize) -> String {
-    (0..chunks).map(|i| WORDS[i % WORDS.len()]).collect()
+fn text(chunks: &[&str]) -> String {
+    chunks.concat()
 }
 
 fn json_bytes(v: &Value) -> Bytes {
@@ -431,7 +454,7 @@ fn chat_chunk(model: &str, choices: Value, usage: Option<Value>) -> Value {
     v
 }
 
-fn chat_stream(model: &str, chunks: usize, include_usage: bool, u: UsageNumbers) -> Vec<Bytes> {
+fn chat_stream(model: &str, chunks: &[&str], include_usage: bool, u: UsageNumbers) -> Vec<Bytes> {
     // With include_usage, every chunk carries `"usage": null` and a final chunk with empty choices carries usage.
     let null = include_usage.then_some(Value::Null);
     let mut out = vec![data_event(&chat_chunk(
@@ -439,10 +462,10 @@ fn chat_stream(model: &str, chunks: usize, include_usage: bool, u: UsageNumbers)
         json!([{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": null}, "logprobs": null, "finish_reason": null}]),
         null.clone(),
     ))];
-    for i in 0..chunks {
+    for delta in chunks {
         out.push(data_event(&chat_chunk(
             model,
-            json!([{"index": 0, "delta": {"content": WORDS[i % WORDS.len()]}, "logprobs": null, "finish_reason": null}]),
+            json!([{"index": 0, "delta": {"content": delta}, "logprobs": null, "finish_reason": null}]),
             null.clone(),
         )));
     }
@@ -458,7 +481,7 @@ fn chat_stream(model: &str, chunks: usize, include_usage: bool, u: UsageNumbers)
     out
 }
 
-fn chat_body(model: &str, chunks: usize, u: UsageNumbers) -> Value {
+fn chat_body(model: &str, chunks: &[&str], u: UsageNumbers) -> Value {
     json!({
         "id": "chatcmpl-weirmock", "object": "chat.completion", "created": CREATED, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text(chunks), "refusal": null, "annotations": []},
@@ -467,7 +490,7 @@ fn chat_body(model: &str, chunks: usize, u: UsageNumbers) -> Value {
     })
 }
 
-fn output_message(chunks: usize, done: bool) -> Value {
+fn output_message(chunks: &[&str], done: bool) -> Value {
     let content = if done {
         json!([{"type": "output_text", "annotations": [], "logprobs": [], "text": text(chunks)}])
     } else {
@@ -477,7 +500,7 @@ fn output_message(chunks: usize, done: bool) -> Value {
         "content": content, "role": "assistant"})
 }
 
-fn response_object(model: &str, chunks: usize, u: UsageNumbers, done: bool) -> Value {
+fn response_object(model: &str, chunks: &[&str], u: UsageNumbers, done: bool) -> Value {
     json!({
         "id": "resp_weirmock", "object": "response", "created_at": CREATED,
         "status": if done { "completed" } else { "in_progress" },
@@ -497,7 +520,7 @@ fn response_object(model: &str, chunks: usize, u: UsageNumbers, done: bool) -> V
     })
 }
 
-fn responses_stream(model: &str, chunks: usize, u: UsageNumbers) -> Vec<Bytes> {
+fn responses_stream(model: &str, chunks: &[&str], u: UsageNumbers) -> Vec<Bytes> {
     let mut seq = 0u64;
     let mut ev = |name: &str, mut v: Value| {
         v["type"] = json!(name);
@@ -520,8 +543,8 @@ fn responses_stream(model: &str, chunks: usize, u: UsageNumbers) -> Vec<Bytes> {
             item(json!({"part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}})),
         ),
     ];
-    for i in 0..chunks {
-        out.push(ev("response.output_text.delta", item(json!({"delta": WORDS[i % WORDS.len()], "logprobs": []}))));
+    for delta in chunks {
+        out.push(ev("response.output_text.delta", item(json!({"delta": delta, "logprobs": []}))));
     }
     out.push(ev("response.output_text.done", item(json!({"text": full, "logprobs": []}))));
     out.push(ev(
@@ -539,7 +562,7 @@ fn anthropic_usage(u: UsageNumbers, output: u64) -> Value {
         "cache_read_input_tokens": u.cached, "output_tokens": output, "service_tier": "standard"})
 }
 
-fn message_body(model: &str, chunks: usize, u: UsageNumbers) -> Value {
+fn message_body(model: &str, chunks: &[&str], u: UsageNumbers) -> Value {
     json!({
         "id": "msg_weirmock", "type": "message", "role": "assistant", "model": model,
         "content": [{"type": "text", "text": text(chunks)}],
@@ -547,8 +570,8 @@ fn message_body(model: &str, chunks: usize, u: UsageNumbers) -> Value {
     })
 }
 
-fn messages_stream(model: &str, chunks: usize, u: UsageNumbers) -> Vec<Bytes> {
-    let mut start = message_body(model, 0, u);
+fn messages_stream(model: &str, chunks: &[&str], u: UsageNumbers) -> Vec<Bytes> {
+    let mut start = message_body(model, &[], u);
     start["content"] = json!([]);
     start["stop_reason"] = Value::Null;
     start["usage"] = anthropic_usage(u, 1);
@@ -560,10 +583,10 @@ fn messages_stream(model: &str, chunks: usize, u: UsageNumbers) -> Vec<Bytes> {
         ),
         named_event("ping", &json!({"type": "ping"})),
     ];
-    for i in 0..chunks {
+    for delta in chunks {
         out.push(named_event(
             "content_block_delta",
-            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": WORDS[i % WORDS.len()]}}),
+            &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": delta}}),
         ));
     }
     out.push(named_event("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));

@@ -185,6 +185,9 @@ async fn run(
     };
 
     rec.upstream = Some(app.upstreams.get(answer.upstream).id.clone());
+    if let Some(m) = &answer.model {
+        rec.upstream_model = Some(m.clone());
+    }
     rec.upstream_request_id = answer
         .headers
         .get("x-request-id")

@@ -50,6 +50,8 @@ pub struct RequestRecord {
     pub endpoint: Endpoint,
     pub started: Instant,
     pub model: Option<String>,
+    /// The model name sent to the upstream that answered, when routing rewrote it.
+    pub upstream_model: Option<String>,
     pub stream: bool,
     pub upstream: Option<String>,
     pub upstream_request_id: Option<String>,
@@ -72,6 +74,7 @@ impl RequestRecord {
             endpoint,
             started: Instant::now(),
             model: None,
+            upstream_model: None,
             stream: false,
             upstream: None,
             upstream_request_id: None,
@@ -100,76 +103,131 @@ impl RequestRecord {
         let tap = self.tap.as_ref();
         let usage = tap.map(|t| t.usage).unwrap_or_default();
         let first = tap.and_then(|t| t.first_token_at);
-        let ttft_ms = first.map(|f| ms(f - self.started));
         let tokens_per_s = match (first, usage.output_tokens) {
             (Some(f), Some(out)) if end > f && out > 0 => {
                 Some(((out as f64 / (end - f).as_secs_f64()) * 10.0).round() / 10.0)
             }
             _ => None,
         };
-        let attempts: Vec<String> =
-            self.attempts.iter().map(|a| format!("{}:{}:{}ms", a.upstream, a.outcome, ms(a.elapsed))).collect();
-        let partial = self.outcome == Outcome::Cancelled;
-        let attributes = self
-            .chain
-            .as_ref()
+        let line = Line {
+            request_id: std::mem::take(&mut self.request_id),
+            endpoint: self.endpoint,
+            model: self.model.take(),
+            upstream_model: self.upstream_model.take(),
+            stream: self.stream,
+            status: self.status,
+            outcome: self.outcome,
+            upstream: self.upstream.take(),
+            upstream_request_id: self.upstream_request_id.take(),
+            attempts: self.attempts.iter().map(|a| format!("{}:{}:{}ms", a.upstream, a.outcome, ms(a.elapsed))).collect(),
+            response_model: tap.and_then(|t| t.response_model.clone()),
+            finish_reason: tap.and_then(|t| t.finish_reason.clone()),
+            usage,
+            events: tap.map(|t| t.events),
+            ttft_ms: first.map(|f| ms(f - self.started)),
+            tokens_per_s,
+            duration_ms: ms(duration),
+            error: self.error.take(),
+            principal: self.principal.take(),
+        };
+        let Some(chain) = self.chain.take() else { return line.emit(None) };
+        let rt = match tokio::runtime::Handle::try_current() {
+            Ok(rt) => rt,
+            Err(_) => return line.emit(Some(&chain)),
+        };
+        // `on-complete` runs off the response path (accounting never delays the client), and the line is written
+        // after it, so attributes that plugins set there (a request's cost) are on it.
+        rt.spawn(async move {
+            let chain = chain.on_complete(line.summary()).await;
+            line.emit(Some(&chain));
+            chain.release();
+        });
+    }
+}
+
+/// The owned contents of a request's log line.
+struct Line {
+    request_id: String,
+    endpoint: Endpoint,
+    model: Option<String>,
+    upstream_model: Option<String>,
+    stream: bool,
+    status: u16,
+    outcome: Outcome,
+    upstream: Option<String>,
+    upstream_request_id: Option<String>,
+    attempts: Vec<String>,
+    response_model: Option<String>,
+    finish_reason: Option<String>,
+    usage: crate::usage::Usage,
+    events: Option<u64>,
+    ttft_ms: Option<f64>,
+    tokens_per_s: Option<f64>,
+    duration_ms: f64,
+    error: Option<String>,
+    principal: Option<String>,
+}
+
+impl Line {
+    fn summary(&self) -> types::Summary {
+        let u = &self.usage;
+        types::Summary {
+            request_id: self.request_id.clone(),
+            model: self.upstream_model.clone().or_else(|| self.model.clone()).unwrap_or_default(),
+            status: self.status,
+            outcome: self.outcome.as_str().to_string(),
+            upstream: self.upstream.clone(),
+            attempts: self.attempts.len() as u32,
+            usage: types::Usage {
+                input_tokens: u.input_tokens,
+                output_tokens: u.output_tokens,
+                cached_tokens: u.cached_tokens,
+                reasoning_tokens: u.reasoning_tokens,
+            },
+            ttft_ms: self.ttft_ms,
+            duration_ms: self.duration_ms,
+            principal: None,
+            error: self.error.clone(),
+            partial: self.outcome == Outcome::Cancelled,
+        }
+    }
+
+    fn emit(&self, chain: Option<&Chain>) {
+        let attributes = chain
             .map(|c| c.attributes())
             .filter(|a| !a.is_empty())
             .map(|a| a.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
+        let u = &self.usage;
         tracing::info!(
             target: "weir::request",
             request_id = %self.request_id,
             endpoint = self.endpoint.as_str(),
             family = self.endpoint.family().as_str(),
             model = self.model.as_deref(),
+            upstream_model = self.upstream_model.as_deref(),
             stream = self.stream,
             status = self.status,
             outcome = self.outcome.as_str(),
-            partial,
+            partial = self.outcome == Outcome::Cancelled,
             upstream = self.upstream.as_deref(),
             upstream_request_id = self.upstream_request_id.as_deref(),
             attempts = self.attempts.len(),
-            attempt_outcomes = attempts.join(","),
-            response_model = tap.and_then(|t| t.response_model.as_deref()),
-            finish_reason = tap.and_then(|t| t.finish_reason.as_deref()),
-            input_tokens = usage.input_tokens,
-            output_tokens = usage.output_tokens,
-            cached_tokens = usage.cached_tokens,
-            reasoning_tokens = usage.reasoning_tokens,
-            events = tap.map(|t| t.events),
-            ttft_ms,
-            tokens_per_s,
-            duration_ms = ms(duration),
+            attempt_outcomes = self.attempts.join(","),
+            response_model = self.response_model.as_deref(),
+            finish_reason = self.finish_reason.as_deref(),
+            input_tokens = u.input_tokens,
+            output_tokens = u.output_tokens,
+            cached_tokens = u.cached_tokens,
+            reasoning_tokens = u.reasoning_tokens,
+            events = self.events,
+            ttft_ms = self.ttft_ms,
+            tokens_per_s = self.tokens_per_s,
+            duration_ms = self.duration_ms,
             error = self.error.as_deref(),
             principal = self.principal.as_deref(),
             plugin_attributes = attributes.as_deref(),
             "request"
         );
-        if let Some(chain) = self.chain.take() {
-            let summary = types::Summary {
-                request_id: self.request_id.clone(),
-                model: self.model.clone().unwrap_or_default(),
-                status: self.status,
-                outcome: self.outcome.as_str().to_string(),
-                upstream: self.upstream.clone(),
-                attempts: self.attempts.len() as u32,
-                usage: types::Usage {
-                    input_tokens: usage.input_tokens,
-                    output_tokens: usage.output_tokens,
-                    cached_tokens: usage.cached_tokens,
-                    reasoning_tokens: usage.reasoning_tokens,
-                },
-                ttft_ms,
-                duration_ms: ms(duration),
-                principal: None,
-                error: self.error.clone(),
-                partial,
-            };
-            // Off the response path: accounting never delays the client.
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(chain.on_complete(summary));
-            }
-        }
     }
 }
 

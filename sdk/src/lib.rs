@@ -38,6 +38,8 @@ pub mod bindings {
 
 use std::cell::RefCell;
 
+pub mod util;
+
 pub use bindings::weir::plugin::types::{
     ApiFamily, Chunk, ChunkDecision, Header, PluginError, Principal, Rejection, Request, RequestChanges,
     RequestDecision, Response, RouteTarget, Summary, Usage,

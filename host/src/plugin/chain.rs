@@ -397,8 +397,9 @@ impl Chain {
         Ok(Ok(out))
     }
 
-    /// Runs `on-complete` on every live instance, then releases them (to the warm pool where configured).
-    pub async fn on_complete(mut self, summary: types::Summary) {
+    /// Runs `on-complete` on every live instance. Returns the chain for its trace attributes; [`Chain::release`]
+    /// it after.
+    pub async fn on_complete(mut self, summary: types::Summary) -> Chain {
         let mut summary = summary;
         summary.principal = self.principal.clone();
         for i in 0..self.set.plugins.len() {
@@ -415,6 +416,11 @@ impl Chain {
                 }
             }
         }
+        self
+    }
+
+    /// Releases the instances after `on-complete` (to the warm pool where configured), logging guest output.
+    pub fn release(mut self) {
         for (i, slot) in std::mem::take(&mut self.slots).into_iter().enumerate() {
             if let Slot::Live(live) = slot {
                 let p = &self.set.plugins[i];

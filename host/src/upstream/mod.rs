@@ -57,6 +57,8 @@ pub struct AttemptRequest<'a> {
 /// A successful attempt.
 pub struct Answer {
     pub upstream: UpstreamIdx,
+    /// The model name sent to that upstream, when the candidate rewrote it.
+    pub model: Option<String>,
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: AnswerBody,
@@ -211,7 +213,7 @@ impl Upstreams {
                 Err((class, detail)) => return Err(fail(class, detail)),
             }
         };
-        Ok(Answer { upstream: idx, status, headers, body })
+        Ok(Answer { upstream: idx, model: cand.model.clone(), status, headers, body })
     }
 
     /// Reads a whole body, allowing at most `timeouts.idle` between chunks.

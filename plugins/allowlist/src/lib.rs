@@ -10,10 +10,7 @@ use weir_sdk::{ChangesExt, Plugin, PluginError, Request, RequestDecision};
 pub struct Allowlist;
 
 fn allowed(patterns: &[serde_json::Value], model: &str) -> bool {
-    patterns.iter().filter_map(|p| p.as_str()).any(|p| match p.strip_suffix('*') {
-        Some(prefix) => model.starts_with(prefix),
-        None => model == p,
-    })
+    weir_sdk::util::matches_any(patterns.iter().filter_map(|p| p.as_str()), model)
 }
 
 impl Plugin for Allowlist {

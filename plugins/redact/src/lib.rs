@@ -1,0 +1,193 @@
+//! `redact`: finds PII and secrets — email addresses, phone numbers, credit-card numbers (Luhn-checked), IBANs
+//! (checksum-verified), IPv4 addresses, API keys and tokens (`sk-…`, `AKIA…`, `Bearer …`, private-key blocks) — in
+//! what clients send and in what models answer, streamed or not, in both API families.
+//!
+//! Per kind, a mode: `mask` (`[EMAIL]`), `hash` (`[EMAIL:1f2e3d4c]`, the same value gives the same tag within a
+//! request), `block` (refuse the request with 400, or stop the answer), or `off`.
+//!
+//! Requests: the text of messages, system prompts, instructions and inputs (plain strings and the text parts of
+//! structured content). Answers: each text delta goes through a [`redact::Stream`], which emits exactly what
+//! redacting the whole text would give, holding back only from the first place where a pattern might be starting
+//! (see `detect.rs`); events that carry whole texts (a non-streamed body, the Responses API's `*.done` and
+//! `response.completed`) are redacted whole. Capabilities: `config`, `trace`.
+
+pub mod detect;
+pub mod redact;
+
+use std::collections::HashMap;
+
+use detect::{KINDS, Kind};
+use redact::{Blocked, Mode, Policy, Stream};
+use serde::Deserialize;
+use serde_json::Value;
+use weir_sdk::{Chunk, ChunkDecision, Plugin, PluginError, Request, RequestDecision};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// Redact requests (default true).
+    #[serde(default = "yes")]
+    requests: bool,
+    /// Redact answers (default true).
+    #[serde(default = "yes")]
+    responses: bool,
+    /// The mode for kinds not in `modes` (default `mask`).
+    #[serde(default = "mask")]
+    default: Mode,
+    /// Per kind: `email`, `phone`, `credit_card`, `iban`, `ipv4`, `secret`.
+    #[serde(default)]
+    modes: HashMap<String, Mode>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn mask() -> Mode {
+    Mode::Mask
+}
+
+impl Config {
+    fn modes(&self) -> Result<HashMap<Kind, Mode>, String> {
+        if let Some(bad) = self.modes.keys().find(|k| !KINDS.iter().any(|kind| kind.name() == k.as_str())) {
+            let names: Vec<&str> = KINDS.iter().map(|k| k.name()).collect();
+            return Err(format!("config: modes.{bad}: unknown kind (known: {})", names.join(", ")));
+        }
+        Ok(KINDS.iter().map(|&k| (k, self.modes.get(k.name()).copied().unwrap_or(self.default))).collect())
+    }
+}
+
+thread_local! {
+    static CONFIG: Result<(Config, HashMap<Kind, Mode>), String> =
+        serde_json::from_value::<Config>(weir_sdk::config::json())
+            .map_err(|e| format!("config: {e}"))
+            .and_then(|c| c.modes().map(|m| (c, m)));
+}
+
+/// Keys whose string values are text a person or a model wrote (in requests and answers of both families).
+const TEXT_KEYS: &[&str] =
+    &["content", "text", "input", "instructions", "system", "prompt", "delta", "arguments", "refusal", "partial_json"];
+
+/// Redacts every text string in a JSON value. Returns whether anything changed.
+fn redact_json(policy: &Policy, v: &mut Value) -> Result<bool, Blocked> {
+    let mut changed = false;
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                let text_key = TEXT_KEYS.contains(&k.as_str());
+                match v {
+                    Value::String(s) if text_key => {
+                        if let Some(new) = policy.text(s)? {
+                            *s = new;
+                            changed = true;
+                        }
+                    }
+                    _ => changed |= redact_json(policy, v)?,
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    // Arrays of plain strings under a text key (`"input": ["…", "…"]`).
+                    Value::String(s) => {
+                        if let Some(new) = policy.text(s)? {
+                            *s = new;
+                            changed = true;
+                        }
+                    }
+                    _ => changed |= redact_json(policy, item)?,
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(changed)
+}
+
+#[derive(Default)]
+pub struct Redact {
+    /// This request's policy (set by `on-request`).
+    policy: Option<Policy>,
+    stream: Stream,
+    /// A blocked finding in text released by `flush`: the next event stops the answer.
+    blocked: Option<Kind>,
+}
+
+fn blocked_answer(kind: Kind) -> ChunkDecision {
+    weir_sdk::trace::set_attribute("blocked", kind.name());
+    ChunkDecision::Abort(format!("the answer contained {}, which this gateway's policy blocks", kind.describe()))
+}
+
+impl Plugin for Redact {
+    fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
+        CONFIG.with(|c| {
+            let (config, modes) = c.as_ref().map_err(|e| weir_sdk::error(e.clone()))?;
+            let policy = Policy::new(modes.clone(), &req.id);
+            let mut decision = RequestDecision::Continue;
+            if config.requests {
+                let mut body: Value = serde_json::from_slice(&req.body).map_err(|e| weir_sdk::error(e.to_string()))?;
+                match redact_json(&policy, &mut body) {
+                    Err(Blocked(kind)) => {
+                        weir_sdk::trace::set_attribute("blocked", kind.name());
+                        let msg = format!(
+                            "the request contains {}, which this gateway's policy does not allow to be sent",
+                            kind.describe()
+                        );
+                        return Ok(weir_sdk::reject(400, msg));
+                    }
+                    Ok(true) => {
+                        weir_sdk::trace::set_attribute("request", "redacted");
+                        let mut changes = weir_sdk::changes();
+                        changes.body = Some(serde_json::to_vec(&body).map_err(|e| weir_sdk::error(e.to_string()))?);
+                        decision = RequestDecision::ContinueWith(changes);
+                    }
+                    Ok(false) => {}
+                }
+            }
+            if config.responses {
+                self.policy = Some(policy);
+            }
+            Ok(decision)
+        })
+    }
+
+    fn on_chunk(&mut self, chunk: &Chunk) -> Result<ChunkDecision, PluginError> {
+        let Some(policy) = &self.policy else { return Ok(ChunkDecision::Pass) };
+        if let Some(kind) = self.blocked {
+            return Ok(blocked_answer(kind));
+        }
+        if let (Some(delta), false) = (&chunk.text_delta, chunk.whole_body) {
+            let was_holding = self.stream.holding();
+            return Ok(match self.stream.push(policy, delta) {
+                Err(Blocked(kind)) => blocked_answer(kind),
+                Ok(out) if out.is_empty() => ChunkDecision::Hold,
+                Ok(out) if !was_holding && !self.stream.holding() && out == *delta => ChunkDecision::Pass,
+                Ok(out) => ChunkDecision::ReplaceText(out),
+            });
+        }
+        // A whole body, or an event that repeats whole texts (`response.output_text.done`, `response.completed`…).
+        if chunk.data.starts_with("[DONE]") || !chunk.data.starts_with('{') {
+            return Ok(ChunkDecision::Pass);
+        }
+        let mut v: Value = serde_json::from_str(&chunk.data).map_err(|e| weir_sdk::error(e.to_string()))?;
+        Ok(match redact_json(policy, &mut v) {
+            Err(Blocked(kind)) => blocked_answer(kind),
+            Ok(true) => ChunkDecision::ReplaceData(v.to_string()),
+            Ok(false) => ChunkDecision::Pass,
+        })
+    }
+
+    fn flush(&mut self) -> Result<Option<String>, PluginError> {
+        let Some(policy) = &self.policy else { return Ok(None) };
+        match self.stream.finish(policy) {
+            Ok(rest) => Ok(Some(rest).filter(|r| !r.is_empty())),
+            Err(Blocked(kind)) => {
+                self.blocked = Some(kind);
+                Ok(None)
+            }
+        }
+    }
+}
+
+weir_sdk::export!(Redact);
