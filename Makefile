@@ -8,14 +8,15 @@ WEIR_CONFIG ?= examples/weir.toml
 .PHONY: run test build check unit e2e guests clean
 
 # Wasm components built from source for the tests: first-party plugins and the test guests.
-GUESTS := weir-plugin-allowlist guest-misbehave guest-chunky guest-foreign
+PLUGINS := allowlist auth router redact cost
+GUESTS := $(addprefix weir-plugin-,$(PLUGINS)) guest-misbehave guest-chunky guest-foreign
 WASM   := target/wasm32-wasip2/plugin
 
 ## Build (release) and start the gateway with the example config and the built-in mock upstream.
 run:
 	rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 	$(CARGO) build --release -p weir
-	$(CARGO) build --target wasm32-wasip2 --profile plugin -p weir-plugin-allowlist
+	$(CARGO) build --locked --target wasm32-wasip2 --profile plugin $(addprefix -p weir-plugin-,$(PLUGINS))
 	./target/release/weir serve --config $(WEIR_CONFIG)
 
 ## Install what the tests need and run every test: format, lints, unit tests, end-to-end tests through the SDKs.
@@ -36,8 +37,8 @@ guests:
 	rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 	$(CARGO) build --locked --target wasm32-wasip2 --profile plugin $(addprefix -p ,$(GUESTS))
 	mkdir -p target/guests
-	for g in allowlist:weir_plugin_allowlist misbehave:guest_misbehave chunky:guest_chunky foreign:guest_foreign; do \
-	  cp $(WASM)/$${g#*:}.wasm target/guests/$${g%%:*}.wasm; done
+	for p in $(PLUGINS); do cp $(WASM)/weir_plugin_$$p.wasm target/guests/$$p.wasm; done
+	for g in misbehave chunky foreign; do cp $(WASM)/guest_$$g.wasm target/guests/$$g.wasm; done
 	# Two builds of one guest, for the hot-swap tests.
 	for v in A B; do \
 	  WEIR_GUEST_VERSION=$$v $(CARGO) build --locked --target wasm32-wasip2 --profile plugin -p guest-version && \

@@ -52,6 +52,9 @@ pub struct Config {
     /// A directory watched for `<name>.wasm` (+ optional `<name>.toml`) plugins.
     pub plugins_dir: Option<PathBuf>,
     pub plugin_runtime: PluginRuntime,
+    /// The environment variable holding the admin API's bearer token (`[admin] token_env`). Without it, the admin
+    /// routes that change state are off.
+    pub admin_token_env: Option<String>,
 }
 
 /// Host capabilities a plugin can be granted.
@@ -386,6 +389,14 @@ struct RawConfig {
     plugins_dir: Option<PathBuf>,
     #[serde(default)]
     plugin_runtime: PluginRuntime,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    token_env: String,
 }
 
 #[derive(Deserialize)]
@@ -638,6 +649,7 @@ impl Config {
             upstreams,
             routes,
             mock_upstream,
+            admin_token_env: raw.admin.map(|a| a.token_env),
         })
     }
 

@@ -32,6 +32,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/admin/plugins", get(admin_plugins))
+        .route("/admin/plugins/{name}/kv/{*key}", get(admin_kv).put(admin_kv).delete(admin_kv))
         .fallback(not_found)
         .with_state(app)
 }
@@ -65,6 +66,62 @@ async fn admin_plugins(State(app): State<Arc<App>>) -> Response {
         Some(r) => axum::Json(r.admin()).into_response(),
         None => axum::Json(json!({"plugins": [], "plugins_dir": null})).into_response(),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct KvQuery {
+    ttl_ms: Option<u64>,
+}
+
+/// A plugin's `kv` entry: `GET` reads it, `PUT` sets it to the request body (`?ttl_ms=` to expire), `DELETE`
+/// removes it. For operators (issuing virtual keys, reading spend), so it needs the admin token.
+async fn admin_kv(
+    State(app): State<Arc<App>>,
+    axum::extract::Path((name, key)): axum::extract::Path<(String, String)>,
+    axum::extract::Query(q): axum::extract::Query<KvQuery>,
+    method: http::Method,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let error = |status: StatusCode, message: String| (status, axum::Json(json!({"error": message}))).into_response();
+    let Some(token) = &app.admin_token else {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the admin API is off: set [admin] token_env to the name of an environment variable holding its token"
+                .into(),
+        );
+    };
+    let given =
+        headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+        return error(StatusCode::UNAUTHORIZED, "the admin API needs `Authorization: Bearer <admin token>`".into());
+    }
+    let Some(registry) = &app.plugins else {
+        return error(StatusCode::NOT_FOUND, "no plugins are configured".into());
+    };
+    if !crate::config::valid_plugin_name(&name) {
+        return error(StatusCode::BAD_REQUEST, format!("`{name}` is not a plugin name"));
+    }
+    let kv = registry.kv();
+    let full = format!("{name}/{key}");
+    match method {
+        http::Method::GET => match kv.get(&full) {
+            Some(v) => ([(http::header::CONTENT_TYPE, "application/octet-stream")], v).into_response(),
+            None => error(StatusCode::NOT_FOUND, format!("plugin `{name}` has no kv key `{key}`")),
+        },
+        http::Method::PUT => {
+            kv.set(&full, body.to_vec(), q.ttl_ms.map(std::time::Duration::from_millis));
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => {
+            kv.delete(&full);
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {

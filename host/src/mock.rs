@@ -224,10 +224,8 @@ async fn handle(mock: Arc<Mock>, endpoint: Endpoint, headers: HeaderMap, body: B
         body: Value::Null,
     };
     if c.tag.is_some() {
-        record.headers = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
+        record.headers =
+            headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
         record.body = serde_json::from_slice(&body).unwrap_or(Value::Null);
     }
 
@@ -693,13 +691,15 @@ mod tests {
         UsageNumbers { input: 10, output: 3, cached: 2, reasoning: 1 }
     }
 
+    const THREE: &[&str] = &["a", "b", "c"];
+
     #[test]
     fn streams_are_well_framed_and_carry_usage() {
         let all = |evs: Vec<Bytes>| evs.iter().flat_map(|b| b.to_vec()).collect::<Vec<u8>>();
         for (endpoint, evs) in [
-            (Endpoint::ChatCompletions, chat_stream("m", 3, true, u())),
-            (Endpoint::Responses, responses_stream("m", 3, u())),
-            (Endpoint::Messages, messages_stream("m", 3, u())),
+            (Endpoint::ChatCompletions, chat_stream("m", THREE, true, u())),
+            (Endpoint::Responses, responses_stream("m", THREE, u())),
+            (Endpoint::Messages, messages_stream("m", THREE, u())),
         ] {
             let n = evs.len();
             let mut p = SseParser::new();
@@ -716,7 +716,7 @@ mod tests {
             assert_eq!(tap.usage.output_tokens, Some(3), "{endpoint:?}");
             assert_eq!(tap.usage.cached_tokens, Some(2), "{endpoint:?}");
         }
-        let no_usage = all(chat_stream("m", 3, false, u()));
+        let no_usage = all(chat_stream("m", THREE, false, u()));
         assert!(!String::from_utf8(no_usage).unwrap().contains("prompt_tokens"), "usage only when asked");
     }
 

@@ -46,12 +46,21 @@ pub struct App {
     pub plugins: Option<Arc<Registry>>,
     /// Set on SIGTERM: `/readyz` answers 503 so load balancers stop sending traffic.
     pub draining: AtomicBool,
+    /// The admin API's bearer token (from `[admin] token_env`).
+    pub admin_token: Option<String>,
 }
 
 impl App {
     pub fn new(config: Config, plugins: Option<Arc<Registry>>) -> anyhow::Result<Arc<App>> {
         let upstreams = Upstreams::new(&config)?;
-        Ok(Arc::new(App { config, upstreams, plugins, draining: AtomicBool::new(false) }))
+        let admin_token = match &config.admin_token_env {
+            None => None,
+            Some(env) => match std::env::var(env) {
+                Ok(t) if !t.is_empty() => Some(t),
+                _ => anyhow::bail!("[admin] token_env: environment variable `{env}` is not set"),
+            },
+        };
+        Ok(Arc::new(App { config, upstreams, plugins, draining: AtomicBool::new(false), admin_token }))
     }
 
     pub fn is_draining(&self) -> bool {
@@ -497,6 +506,10 @@ impl AnswerStream {
             }
             if let Some(ev) = self.parser.next_event() {
                 self.on_event(ev).await;
+                // The answer's last event: end here, so a client that closes right after it still counts as served.
+                if !self.done && self.tap.as_ref().is_some_and(|t| t.finished) {
+                    self.finish();
+                }
                 continue;
             }
             match tokio::time::timeout(self.idle, self.upstream.next()).await {

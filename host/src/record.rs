@@ -119,7 +119,11 @@ impl RequestRecord {
             outcome: self.outcome,
             upstream: self.upstream.take(),
             upstream_request_id: self.upstream_request_id.take(),
-            attempts: self.attempts.iter().map(|a| format!("{}:{}:{}ms", a.upstream, a.outcome, ms(a.elapsed))).collect(),
+            attempts: self
+                .attempts
+                .iter()
+                .map(|a| format!("{}:{}:{}ms", a.upstream, a.outcome, ms(a.elapsed)))
+                .collect(),
             response_model: tap.and_then(|t| t.response_model.clone()),
             finish_reason: tap.and_then(|t| t.finish_reason.clone()),
             usage,

@@ -163,13 +163,14 @@ candidates = [{{ upstream = "dead-anthropic", model = "claude-haiku-4-5" }}, {{ 
 
 
 class Gateway:
-    def __init__(self, tmp, mock, name="gateway", top="", tail="", **over):
+    def __init__(self, tmp, mock, name="gateway", top="", tail="", env=None, **over):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = tmp / f"{name}.toml"
         self.config.write_text(gateway_config(mock.port, self.port, top=top, tail=tail, **over))
         self.log = tmp / f"{name}.log"
-        env = dict(os.environ, WEIR_TEST_UPSTREAM_KEY=UPSTREAM_KEY, WEIR_TEST_WRONG_KEY="sk-wrong-key-canary-0000")
+        env = dict(os.environ, WEIR_TEST_UPSTREAM_KEY=UPSTREAM_KEY, WEIR_TEST_WRONG_KEY="sk-wrong-key-canary-0000",
+                   **(env or {}))
         self.proc = subprocess.Popen(
             [str(WEIR), "serve", "--config", str(self.config)],
             stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=env,

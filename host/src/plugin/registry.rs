@@ -157,6 +157,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// The store behind the `kv` capability (keys are `<plugin name>/<key>`).
+    pub fn kv(&self) -> &Arc<dyn Kv> {
+        &self.kv
+    }
+
     /// Loads the config's plugins (an error is fatal at startup) and the directory's (errors are logged).
     pub fn new(config: &Config) -> anyhow::Result<Arc<Registry>> {
         let engine = PluginEngine::new(&config.plugin_runtime)?;

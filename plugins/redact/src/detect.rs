@@ -278,7 +278,8 @@ impl Scanner<'_> {
     fn card(&self, i: usize) -> Scan {
         Self::finish((|| {
             let (end, digits) = self.grouped_digits(i, b" -")?;
-            let ok = (13..=19).contains(&digits.len()) && luhn(&digits) && self.ends(end, |b| b.is_ascii_alphanumeric())?;
+            let ok =
+                (13..=19).contains(&digits.len()) && luhn(&digits) && self.ends(end, |b| b.is_ascii_alphanumeric())?;
             Ok(if ok { Scan::Match(end) } else { Scan::No })
         })())
     }
@@ -340,9 +341,8 @@ impl Scanner<'_> {
                     _ => break,
                 }
             }
-            let ok = (10..=15).contains(&digits)
-                && (plus || groups >= 3)
-                && self.ends(j, |b| b.is_ascii_alphanumeric())?;
+            let ok =
+                (10..=15).contains(&digits) && (plus || groups >= 3) && self.ends(j, |b| b.is_ascii_alphanumeric())?;
             Ok(if ok { Scan::Match(j) } else { Scan::No })
         })())
     }
@@ -392,7 +392,7 @@ fn luhn(digits: &[u8]) -> bool {
             if k % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn iban_checksum(compact: &[u8]) -> bool {

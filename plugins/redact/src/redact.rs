@@ -35,7 +35,8 @@ pub struct Blocked(pub Kind);
 
 impl Policy {
     pub fn new(modes: HashMap<Kind, Mode>, salt: &str) -> Policy {
-        let enabled = KINDS.iter().copied().filter(|k| modes.get(k).copied().unwrap_or(Mode::Mask) != Mode::Off).collect();
+        let enabled =
+            KINDS.iter().copied().filter(|k| modes.get(k).copied().unwrap_or(Mode::Mask) != Mode::Off).collect();
         Policy { modes, enabled, salt: salt.to_string() }
     }
 

@@ -17,7 +17,10 @@ const SAMPLES: &[(&str, &str)] = &[
     ("secret", "Your key is sk-proj-AbCdEfGhIjKlMnOpQrStUv0123456789 keep it safe"),
     ("secret", "aws_access_key_id = AKIAIOSFODNN7EXAMPLE\n"),
     ("secret", "curl -H 'Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig_abc' …"),
-    ("secret", "Here:\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\nDone."),
+    (
+        "secret",
+        "Here:\n-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\nDone.",
+    ),
     ("mixed", "📧 a.b@c.io, ☎ +44 20 7946 0958, 💳 4012888888881881 and 8.8.8.8 — all in one line"),
 ];
 

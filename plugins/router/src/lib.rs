@@ -75,7 +75,10 @@ impl Rule {
     fn applies(&self, req: &Request) -> bool {
         let principal = req.principal.as_ref();
         matches(&self.model, &req.model)
-            && self.team.as_deref().is_none_or(|t| principal.and_then(|p| p.team.as_deref()).is_some_and(|v| matches(t, v)))
+            && self
+                .team
+                .as_deref()
+                .is_none_or(|t| principal.and_then(|p| p.team.as_deref()).is_some_and(|v| matches(t, v)))
             && self.principal.as_deref().is_none_or(|id| principal.is_some_and(|p| matches(id, &p.id)))
             && self.headers.iter().all(|(k, pat)| req.header(k).is_some_and(|v| matches(pat, v)))
             && self.metadata.iter().all(|(k, pat)| req.meta(k).is_some_and(|v| matches(pat, v)))

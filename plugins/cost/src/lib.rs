@@ -1,0 +1,338 @@
+//! `cost`: what each request cost, who spent it, and budgets.
+//!
+//! On completion the cost is computed from the usage the gateway measured and a price table in the config (USD
+//! per million tokens: input, output, cached input), set as the trace attribute `usd`, and added to the caller's
+//! spend in `kv`: per key and per team (from the principal an auth plugin set), per UTC day and per month, in
+//! nano-dollars under `spend/{key,team}/<id>/<YYYY-MM-DD|YYYY-MM>`.
+//!
+//! Budgets (`budgets = [{ key = "…" | team = "…", usd = 5.0, period = "day" | "month" }]`, `"*"` for every key or
+//! team) refuse a request with 429 when the spend is already at or over the budget. Concurrent requests cannot
+//! all slip under it: each request first *reserves* an estimate (prompt bytes / 4 input tokens, plus `max_tokens`
+//! or `default_max_tokens` output tokens) with one atomic increment per counter, is refused if the spend before its
+//! own reservation had reached the budget (and then takes the reservation back), and on completion settles the
+//! reservation to the actual cost — or to nothing if the request failed. So a budget is overspent by at most one
+//! request's reservation (plus what a request costs beyond its estimate).
+//! Capabilities: `config`, `kv`, `trace`, `clock`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+use weir_sdk::{Plugin, PluginError, Request, RequestDecision, Summary};
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    /// Defaults to the input price.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Period {
+    Day,
+    Month,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Budget {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    team: Option<String>,
+    usd: f64,
+    period: Period,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    /// Model name (or a trailing-`*` prefix) → price. `default` prices models not listed.
+    prices: BTreeMap<String, Price>,
+    #[serde(default)]
+    budgets: Vec<Budget>,
+    /// The output estimate for requests that set no `max_tokens`.
+    #[serde(default = "default_max_tokens")]
+    default_max_tokens: u64,
+}
+
+fn default_max_tokens() -> u64 {
+    4096
+}
+
+thread_local! {
+    static CONFIG: Result<Config, String> = serde_json::from_value::<Config>(weir_sdk::config::json())
+        .map_err(|e| format!("config: {e}"))
+        .and_then(|c| {
+            match c.budgets.iter().position(|b| b.key.is_some() == b.team.is_some() || b.usd.is_nan() || b.usd < 0.0) {
+                Some(i) => Err(format!("config: budgets[{i}] needs exactly one of `key` and `team`, and `usd` >= 0")),
+                None => Ok(c),
+            }
+        });
+}
+
+const NANO: f64 = 1e9;
+const DAY_MS: u64 = 86_400_000;
+
+impl Config {
+    /// The price of `model`: exact name, else the longest matching `prefix*`, else `default`.
+    fn price(&self, model: &str) -> Option<Price> {
+        if let Some(p) = self.prices.get(model) {
+            return Some(*p);
+        }
+        let prefixed = self
+            .prices
+            .iter()
+            .filter_map(|(k, p)| Some((k.strip_suffix('*')?, p)))
+            .filter(|(prefix, _)| model.starts_with(prefix))
+            .max_by_key(|(prefix, _)| prefix.len());
+        prefixed.map(|(_, p)| *p).or_else(|| self.prices.get("default").copied())
+    }
+
+    /// The most any listed model charges, for estimates of models without a price.
+    fn dearest(&self) -> Price {
+        let max = |f: fn(&Price) -> f64| self.prices.values().map(f).fold(0.0, f64::max);
+        Price { input: max(|p| p.input), output: max(|p| p.output), cached_input: None }
+    }
+}
+
+/// Cost in nano-dollars.
+pub fn cost_nano(p: Price, input: u64, cached: u64, output: u64) -> i64 {
+    let uncached = input.saturating_sub(cached) as f64;
+    let per_token = |usd_per_m: f64| usd_per_m * NANO / 1e6;
+    let c = uncached * per_token(p.input)
+        + cached as f64 * per_token(p.cached_input.unwrap_or(p.input))
+        + output as f64 * per_token(p.output);
+    c.round() as i64
+}
+
+fn usd(nano: i64) -> String {
+    format!("{:.6}", nano as f64 / NANO)
+}
+
+/// One spend counter this request reserved on.
+#[derive(Debug)]
+struct Counter {
+    key: String,
+    ttl_ms: u64,
+}
+
+#[derive(Default)]
+pub struct Cost {
+    counters: Vec<Counter>,
+    reserved: i64,
+    /// Set when the request was refused: nothing to settle.
+    refused: bool,
+}
+
+fn counters(req_principal: &weir_sdk::Principal, now_ms: u64) -> Vec<(Counter, &'static str, String, Period)> {
+    let (y, m, d) = weir_sdk::util::date(now_ms);
+    let day = format!("{y:04}-{m:02}-{d:02}");
+    let month = format!("{y:04}-{m:02}");
+    let mut out = Vec::new();
+    let mut add = |scope: &'static str, id: &str| {
+        for (period, label, ttl) in [(Period::Day, &day, 2 * DAY_MS), (Period::Month, &month, 32 * DAY_MS)] {
+            let key = format!("spend/{scope}/{id}/{label}");
+            out.push((Counter { key, ttl_ms: ttl }, scope, id.to_string(), period));
+        }
+    };
+    add("key", &req_principal.id);
+    if let Some(team) = &req_principal.team {
+        add("team", team);
+    }
+    out
+}
+
+/// Prompt bytes / 4 input tokens, plus the output limit the client set (or the default).
+fn estimate(config: &Config, req: &Request) -> i64 {
+    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+    let max_out = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+        .unwrap_or(config.default_max_tokens);
+    let input = (req.body.len() as u64).div_ceil(4);
+    cost_nano(config.price(&req.model).unwrap_or_else(|| config.dearest()), input, 0, max_out)
+}
+
+impl Plugin for Cost {
+    fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
+        CONFIG.with(|c| {
+            let config = c.as_ref().map_err(|e| weir_sdk::error(e.clone()))?;
+            let Some(principal) = &req.principal else { return Ok(RequestDecision::Continue) };
+            let est = estimate(config, req);
+            let now = weir_sdk::clock::now_unix_ms();
+            let mut taken: Vec<Counter> = Vec::new();
+            for (counter, scope, id, period) in counters(principal, now) {
+                let after = weir_sdk::kv::increment(&counter.key, est, Some(counter.ttl_ms));
+                let before = after - est;
+                taken.push(counter);
+                let over = config.budgets.iter().find(|b| {
+                    let pattern = if scope == "key" { &b.key } else { &b.team };
+                    b.period == period
+                        && pattern.as_deref().is_some_and(|p| weir_sdk::util::matches(p, &id))
+                        && before >= (b.usd * NANO).round() as i64
+                });
+                if let Some(b) = over {
+                    for c in &taken {
+                        weir_sdk::kv::increment(&c.key, -est, None);
+                    }
+                    self.refused = true;
+                    let when = if period == Period::Day { "today (UTC)" } else { "this month (UTC)" };
+                    weir_sdk::trace::set_attribute("budget", "exceeded");
+                    return Ok(weir_sdk::reject(
+                        429,
+                        format!(
+                            "budget exceeded: {scope} `{id}` has spent ${} of its ${:.2} budget {when}",
+                            usd(before),
+                            b.usd
+                        ),
+                    ));
+                }
+            }
+            weir_sdk::trace::set_attribute("reserved_usd", &usd(est));
+            self.counters = taken;
+            self.reserved = est;
+            Ok(RequestDecision::Continue)
+        })
+    }
+
+    fn on_complete(&mut self, s: &Summary) {
+        if self.refused {
+            return;
+        }
+        CONFIG.with(|c| {
+            let Ok(config) = c else { return };
+            let u = &s.usage;
+            let actual = match config.price(&s.model) {
+                Some(p) => {
+                    let c = cost_nano(
+                        p,
+                        u.input_tokens.unwrap_or(0),
+                        u.cached_tokens.unwrap_or(0),
+                        u.output_tokens.unwrap_or(0),
+                    );
+                    weir_sdk::trace::set_attribute("usd", &usd(c));
+                    c
+                }
+                None => {
+                    weir_sdk::trace::set_attribute("usd", "unknown");
+                    weir_sdk::log::write(
+                        weir_sdk::log::Level::Warn,
+                        &format!("no price for model `{}`: its cost is not counted", s.model),
+                    );
+                    0
+                }
+            };
+            // Settle the reservation to the actual cost (a failed request costs what it used, usually nothing).
+            for c in &self.counters {
+                weir_sdk::kv::increment(&c.key, actual - self.reserved, None);
+            }
+            if self.counters.is_empty()
+                && let Some(p) = &s.principal
+            {
+                // No reservation was made (no principal at on-request time): count it now.
+                for (c, ..) in counters(p, weir_sdk::clock::now_unix_ms()) {
+                    weir_sdk::kv::increment(&c.key, actual, Some(c.ttl_ms));
+                }
+            }
+        });
+    }
+}
+
+weir_sdk::export!(Cost);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_sdk::{Principal, Usage, testing};
+
+    const CONFIG: &str = r#"{
+        "prices": {"gpt-4o-mini": {"input": 0.15, "output": 0.6, "cached_input": 0.075},
+                   "claude-*": {"input": 1.0, "output": 5.0}},
+        "budgets": [{"key": "small", "usd": 0.0001, "period": "day"}, {"team": "*", "usd": 100, "period": "month"}],
+        "default_max_tokens": 100
+    }"#;
+
+    fn request(key: &str) -> Request {
+        let mut r = testing::request("gpt-4o-mini", br#"{"model":"gpt-4o-mini","max_tokens":50}"#);
+        r.principal = Some(Principal { id: key.into(), team: Some("ml".into()) });
+        r
+    }
+
+    fn summary(key: &str, input: u64, output: u64) -> Summary {
+        Summary {
+            request_id: "req_test".into(),
+            model: "gpt-4o-mini".into(),
+            status: 200,
+            outcome: "ok".into(),
+            upstream: Some("openai".into()),
+            attempts: 1,
+            usage: Usage {
+                input_tokens: Some(input),
+                output_tokens: Some(output),
+                cached_tokens: None,
+                reasoning_tokens: None,
+            },
+            ttft_ms: None,
+            duration_ms: 1.0,
+            principal: Some(Principal { id: key.into(), team: Some("ml".into()) }),
+            error: None,
+            partial: false,
+        }
+    }
+
+    fn spend(key: &str) -> i64 {
+        let v = weir_sdk::kv::get(key).unwrap_or_default();
+        String::from_utf8(v).unwrap().parse().unwrap_or(0)
+    }
+
+    #[test]
+    fn prices() {
+        assert_eq!(
+            cost_nano(Price { input: 0.15, output: 0.6, cached_input: Some(0.075) }, 1000, 200, 500),
+            120_000 + 15_000 + 300_000
+        );
+        let c: Config = serde_json::from_str(CONFIG).unwrap();
+        assert_eq!(c.price("claude-haiku-4-5").unwrap().output, 5.0);
+        assert!(c.price("gpt-4o").is_none());
+    }
+
+    #[test]
+    fn reserves_then_settles_to_the_actual_cost() {
+        testing::reset(CONFIG);
+        testing::set_now_ms(1_795_305_600_000);
+        let mut p = Cost::default();
+        assert!(matches!(p.on_request(&request("k")).unwrap(), RequestDecision::Continue));
+        let reserved = spend("spend/key/k/2026-11-22");
+        assert!(reserved > 0);
+        assert_eq!(spend("spend/team/ml/2026-11"), reserved);
+        p.on_complete(&summary("k", 1000, 500));
+        assert_eq!(spend("spend/key/k/2026-11-22"), 150_000 + 300_000);
+        assert_eq!(spend("spend/key/k/2026-11"), 450_000);
+        assert_eq!(testing::attributes().last().unwrap(), &("usd".to_string(), "0.000450".to_string()));
+    }
+
+    #[test]
+    fn refuses_once_the_budget_is_spent() {
+        testing::reset(CONFIG);
+        testing::set_now_ms(1_795_305_600_000);
+        let mut first = Cost::default();
+        assert!(matches!(first.on_request(&request("small")).unwrap(), RequestDecision::Continue));
+        first.on_complete(&summary("small", 100_000, 100_000));
+        let mut second = Cost::default();
+        match second.on_request(&request("small")).unwrap() {
+            RequestDecision::Reject(r) => {
+                assert_eq!(r.status, 429);
+                assert!(r.message.contains("key `small`"), "{}", r.message);
+            }
+            _ => panic!("over budget"),
+        }
+        second.on_complete(&summary("small", 0, 0));
+        assert_eq!(spend("spend/key/small/2026-11-22"), 75_000_000, "the refused request reserved nothing");
+    }
+}
