@@ -14,13 +14,20 @@ bench_setup() {
   trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
 }
 
-# bench_start [TOP-LEVEL TOML] [TRAILING TOML]: writes $tmp/weir.toml (one OpenAI upstream: the mock, serving
-# gpt-4o-mini), starts the mock and the gateway (with $WEIR_ENV before it, e.g. "env TOKIO_WORKER_THREADS=1"),
-# and waits until both answer.
+# bench_start [TOP-LEVEL TOML] [TRAILING TOML]: starts the mock and the gateway $gw (see bench_gateway).
 bench_start() {
-  cat > "$tmp/weir.toml" <<TOML
-listen = "$gw"
-${1:-}
+  "$bin" mock-upstream --listen "$mock" >"$tmp/mock.log" 2>&1 &
+  bench_wait "http://$mock/v1/models"
+  bench_gateway gw "$gw" "${1:-}" "${2:-}"
+}
+
+# bench_gateway NAME ADDR [TOP-LEVEL TOML] [TRAILING TOML]: writes $tmp/NAME.toml (one OpenAI upstream `mock`: the
+# mock, serving gpt-4o-mini) and starts a gateway on ADDR with it ($WEIR_ENV before it, e.g.
+# "env TOKIO_WORKER_THREADS=1"); waits until it is ready. Its log is $tmp/NAME.log.
+bench_gateway() {
+  cat > "$tmp/$1.toml" <<TOML
+listen = "$2"
+${3:-}
 [log]
 level = "${BENCH_LOG_LEVEL:-warn}"
 [[upstreams]]
@@ -28,14 +35,15 @@ id = "mock"
 kind = "openai"
 base_url = "http://$mock/v1"
 models = ["gpt-4o-mini"]
-${2:-}
+${4:-}
 TOML
-  "$bin" mock-upstream --listen "$mock" >"$tmp/mock.log" 2>&1 &
-  ${WEIR_ENV:-} "$bin" serve --config "$tmp/weir.toml" >"$tmp/gw.log" 2>&1 &
-  local url
-  for url in "http://$mock/v1/models" "http://$gw/readyz"; do
-    for _ in $(seq 100); do curl -sf "$url" >/dev/null && break; sleep 0.1; done
-  done
+  ${WEIR_ENV:-} "$bin" serve --config "$tmp/$1.toml" >"$tmp/$1.log" 2>&1 &
+  bench_wait "http://$2/readyz"
+}
+
+bench_wait() {
+  for _ in $(seq 300); do curl -sf "$1" >/dev/null && return; sleep 0.1; done
+  echo "not ready: $1" >&2; cat "$tmp"/*.log >&2; exit 1
 }
 
 # wrk prints e.g. "     50%   45.00us"; `pct 50` reads that line, in microseconds.

@@ -821,7 +821,10 @@ impl fmt::Display for Config {
                 .collect();
             writeln!(f, "  {model:<28} -> {}", list.join(", "))?;
         }
-        for p in &self.plugins {
+        // In the order they run (the registry's: `order`, then name).
+        let mut plugins: Vec<&PluginSpec> = self.plugins.iter().collect();
+        plugins.sort_by(|a, b| (a.settings.order, &a.name).cmp(&(b.settings.order, &b.name)));
+        for p in plugins {
             let caps: Vec<&str> = p.settings.capabilities.iter().map(|c| c.interface()).collect();
             writeln!(
                 f,

@@ -55,6 +55,7 @@ token_env = "WEIR_TEST_ADMIN_TOKEN"
 
 [[plugins]]
 name = "auth"
+order = 10
 file = "{GUESTS / 'auth.wasm'}"
 capabilities = ["config", "kv", "trace", "clock"]
 [plugins.config]
@@ -64,6 +65,7 @@ keys = [
 
 [[plugins]]
 name = "router"
+order = 20
 file = "{GUESTS / 'router.wasm'}"
 capabilities = ["config", "trace"]
 [[plugins.config.rules]]
@@ -88,12 +90,14 @@ fallbacks = [{{ upstream = "mock-openai", model = "gpt-4o-mini" }}, {{ upstream 
 
 [[plugins]]
 name = "redact"
+order = 30
 file = "{GUESTS / 'redact.wasm'}"
 capabilities = ["config", "trace"]
 config = {{ modes = {{ phone = "hash", secret = "block" }} }}
 
 [[plugins]]
 name = "cost"
+order = 40
 file = "{GUESTS / 'cost.wasm'}"
 capabilities = ["log", "config", "kv", "trace", "clock"]
 [plugins.config]
@@ -129,6 +133,10 @@ def admin_kv(g, plugin, key, method="GET", body=None, token=ADMIN_TOKEN):
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+
+
+def test_chain_runs_in_the_configured_order(gw4):
+    assert [p["name"] for p in gw4.admin()["plugins"]] == ["auth", "router", "redact", "cost"]
 
 
 # ---- auth ----
