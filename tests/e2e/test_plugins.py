@@ -306,8 +306,10 @@ def test_hot_swap_under_load(session_tmp, mock):
     d = session_tmp / "swap.d"
     d.mkdir()
     install(d, "version", "version-A.wasm")
+    # Generous upstream timeouts: this test is about swaps, and 50 streams on a debug build on 2 cores are slow.
     g = Gateway(session_tmp, mock, name="swap", top=f'plugins_dir = "{d}"\n',
-                tail=f'[plugin_runtime]\ncache_dir = "{session_tmp / "swap-cache"}"\n')
+                tail=f'[plugin_runtime]\ncache_dir = "{session_tmp / "swap-cache"}"\n',
+                timeouts='connect = "1s"\nfirst_byte = "10s"\nidle = "10s"')
     c = openai_client(g, timeout=30)
 
     def one_stream(_):

@@ -380,19 +380,31 @@ def test_concurrent_requests_overspend_a_budget_by_at_most_one_reservation(gw4):
 
     with concurrent.futures.ThreadPoolExecutor(24) as pool:
         results = list(pool.map(one, range(60)))
+    refused_in_burst = sum(1 for r in results if r is None)
+    # Reservations exceed actual costs, so once they settle there may be budget left: spend it, one at a time,
+    # until the gateway refuses.
+    for _ in range(50):
+        results.append(one(None))
+        if results[-1] is None:
+            break
+    assert results[-1] is None, "the budget was never enforced"
     ok = [r for r in results if r]
-    refused = len(results) - len(ok)
     spent = sum(cost_nano(u.prompt_tokens, u.completion_tokens) for _, u in ok)
     reservations = []
     for rid, _ in ok:
         attrs = gw4.record(rid)["plugin_attributes"]
         reservations.append(float(re.search(r"reserved_usd=([0-9.]+)", attrs).group(1)))
     one_reservation = max(reservations) * 1e9
-    assert refused > 0 and len(ok) > 0
-    assert spent <= BUDGET_USD * 1e9 + one_reservation, (spent, len(ok), refused)
+    assert refused_in_burst > 0, "24 concurrent requests against a small budget: some must be refused"
+    assert BUDGET_USD * 1e9 - one_reservation <= spent <= BUDGET_USD * 1e9 + one_reservation, (spent, len(ok))
     # What the plugin settled in kv is exactly the actual cost of what was served.
     day = time.strftime("%Y-%m-%d", time.gmtime())
     status, body = admin_kv(gw4, "cost", f"spend/key/budget/{day}")
     assert status == 200 and int(body) == spent, (int(body), spent)
-    with pytest.raises(openai.RateLimitError):
-        client.chat.completions.create(model="gpt-4o-mini", messages=MSG)
+    print(f"budget ${BUDGET_USD}: {len(ok)} served, {len(results) - len(ok)} refused, spent ${spent / 1e9:.6f}, "
+          f"one reservation ${one_reservation / 1e9:.6f}")
+
+
+def test_admin_kv_is_off_without_a_token_configured(gw):
+    status, body = admin_kv(gw, "auth", "keys/x", "PUT", b"{}")
+    assert status == 403 and b"token_env" in body
