@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 WEIR_CONFIG ?= examples/weir.toml
 
-.PHONY: run test build check unit e2e guests clean
+.PHONY: run test bench build check unit e2e guests clean
 
 # Wasm components built from source for the tests: first-party plugins and the test guests.
 PLUGINS := allowlist auth router redact cost
@@ -21,6 +21,10 @@ run:
 
 ## Install what the tests need and run every test: format, lints, unit tests, end-to-end tests through the SDKs.
 test: check unit e2e
+
+## Benchmarks (not part of `test`): starts everything on loopback, prints each measure against its budget.
+bench:
+	bash bench/run.sh
 
 build:
 	$(CARGO) build --release -p weir

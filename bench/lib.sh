@@ -1,5 +1,5 @@
-# Shared by the bench scripts (sourced, not run): build, a temp dir removed on exit, a mock upstream and a gateway
-# on loopback, and the percentile helpers for wrk's output.
+# Shared by bench/run.sh (the harness, `make bench`) and bench/plugin-spin.sh (sourced, not run): build, a temp dir
+# removed on exit, a mock upstream and gateways on loopback, and the percentile helpers for wrk's output.
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
