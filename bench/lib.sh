@@ -22,11 +22,12 @@ bench_start() {
 }
 
 # bench_gateway NAME ADDR [TOP-LEVEL TOML] [TRAILING TOML]: writes $tmp/NAME.toml (one OpenAI upstream `mock`: the
-# mock, serving gpt-4o-mini) and starts a gateway on ADDR with it ($WEIR_ENV before it, e.g.
+# mock, serving gpt-4o-mini; x-mock-* headers forwarded so clients can script the mock) and starts a gateway on ADDR with it ($WEIR_ENV before it, e.g.
 # "env TOKIO_WORKER_THREADS=1"); waits until it is ready. Its log is $tmp/NAME.log.
 bench_gateway() {
   cat > "$tmp/$1.toml" <<TOML
 listen = "$2"
+forward_headers = ["x-mock-*"]
 ${3:-}
 [log]
 level = "${BENCH_LOG_LEVEL:-warn}"

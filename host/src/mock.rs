@@ -20,6 +20,7 @@
 //! | `x-mock-reset-after: N` | abort the connection after N events (or half of a non-streamed body) |
 //! | `x-mock-stall-after: N` | stop sending after N events, keeping the connection open |
 //! | `x-mock-cached-tokens: N`, `x-mock-reasoning-tokens: N` | report these in usage |
+//! | `x-mock-stamp: 1` | prefix each streamed event with the SSE comment `: sent_us=<Unix µs>` (benchmarks) |
 //! | `x-mock-tag: T` | record the request under T (with its headers and body), readable at `GET /_mock/requests?tag=T` |
 //!
 //! With `--api-key KEY`, requests must carry that key the provider's way (`Authorization: Bearer` for OpenAI,
@@ -115,6 +116,8 @@ struct Controls {
     cached: u64,
     reasoning: u64,
     tag: Option<String>,
+    /// `x-mock-stamp`: prefix each streamed event with an SSE comment `: sent_us=<Unix µs>` (for benchmarks).
+    stamp: bool,
 }
 
 impl Controls {
@@ -135,6 +138,7 @@ impl Controls {
             cached: n("x-mock-cached-tokens").unwrap_or(0),
             reasoning: n("x-mock-reasoning-tokens").unwrap_or(0),
             tag: s("x-mock-tag").map(str::to_string),
+            stamp: s("x-mock-stamp").is_some(),
         }
     }
 }
@@ -304,7 +308,11 @@ async fn handle(mock: Arc<Mock>, endpoint: Endpoint, headers: HeaderMap, body: B
             drop(g);
             return None;
         }
-        let ev = events.get(i)?.clone();
+        let mut ev = events.get(i)?.clone();
+        if c.stamp {
+            let us = (unix_ms() * 1e3) as u64;
+            ev = Bytes::from([format!(": sent_us={us}\n").as_bytes(), &ev].concat());
+        }
         g.sent = i + 1;
         if g.sent == events.len() {
             g.outcome = "completed";

@@ -1,9 +1,9 @@
 //! `weir-loadgen`: the benchmark harness's streaming client (`bench/run.sh`).
 //!
 //! Opens `--conns` HTTP/1.1 connections to `--url`; on each, sends `--requests` streamed chat completions one after
-//! the other and timestamps every SSE event as it arrives. Prints one line of `key=value` pairs: time to first token
-//! (request sent → first event with content) and the gaps between consecutive content events, as percentiles in
-//! microseconds, plus the streams completed and failed.
+//! the other and timestamps every SSE event as it arrives. Prints one line of `key=value` pairs: time to the first
+//! event, time to first token (request sent → first event with content) and the gaps between consecutive content
+//! events, as percentiles in microseconds, plus the streams completed and failed.
 //!
 //! `--hold S`: once every connection has seen its first token, print `ready` and keep all streams open for S seconds
 //! (for memory per open stream), then exit.
@@ -57,8 +57,12 @@ fn args() -> Result<Args, String> {
 
 #[derive(Default)]
 struct Stats {
+    /// Request sent → first SSE event of any kind (no timer of the mock's in between, unlike the first token).
+    ttfe: Vec<u64>,
     ttft: Vec<u64>,
     gaps: Vec<u64>,
+    /// With `x-mock-stamp`: the mock's send time → arrival here, per text event (same host, same clock).
+    delivery: Vec<u64>,
     ok: usize,
     failed: usize,
     errors: Vec<String>,
@@ -129,6 +133,7 @@ async fn one_connection(
         let mut body = resp.into_body();
         let mut buf: Vec<u8> = Vec::new();
         let mut last: Option<Instant> = None;
+        let mut first_event = true;
         let mut broken = false;
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else {
@@ -140,8 +145,14 @@ async fn one_connection(
             buf.extend_from_slice(data);
             while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
                 let event: Vec<u8> = buf.drain(..end + 2).collect();
+                if std::mem::take(&mut first_event) {
+                    st.ttfe.push((now - sent).as_micros() as u64);
+                }
                 if !has_content(&event) {
                     continue;
+                }
+                if let Some(sent_us) = stamp(&event) {
+                    st.delivery.push(unix_us().saturating_sub(sent_us));
                 }
                 match last {
                     None => {
@@ -168,6 +179,16 @@ async fn one_connection(
         }
     }
     st
+}
+
+/// The mock's `: sent_us=N` comment, if the event carries one.
+fn stamp(event: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(event).ok()?;
+    s.lines().find_map(|l| l.strip_prefix(": sent_us=")?.trim().parse().ok())
+}
+
+fn unix_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
 fn pct(v: &mut [u64], p: f64) -> u64 {
@@ -204,24 +225,32 @@ async fn main() {
     let mut all = Stats::default();
     for t in tasks {
         if let Ok(s) = t.await {
+            all.ttfe.extend(s.ttfe);
             all.ttft.extend(s.ttft);
             all.gaps.extend(s.gaps);
+            all.delivery.extend(s.delivery);
             all.ok += s.ok;
             all.failed += s.failed;
             all.errors.extend(s.errors);
         }
     }
-    let (t, g) = (&mut all.ttft, &mut all.gaps);
+    let (e, t, g, d) = (&mut all.ttfe, &mut all.ttft, &mut all.gaps, &mut all.delivery);
     println!(
-        "streams_ok={} streams_failed={} ttft_p50_us={} ttft_p99_us={} gap_p50_us={} gap_p99_us={} gap_max_us={} gaps={}",
+        "streams_ok={} streams_failed={} ttfe_p50_us={} ttfe_p99_us={} ttft_p50_us={} ttft_p99_us={} gap_p50_us={} \
+         gap_p99_us={} gap_max_us={} gaps={} delivery_p50_us={} delivery_p99_us={} delivered={}",
         all.ok,
         all.failed,
+        pct(e, 50.0),
+        pct(e, 99.0),
         pct(t, 50.0),
         pct(t, 99.0),
         pct(g, 50.0),
         pct(g, 99.0),
         pct(g, 100.0),
-        g.len()
+        g.len(),
+        pct(d, 50.0),
+        pct(d, 99.0),
+        d.len()
     );
     if let Some(e) = all.errors.first() {
         eprintln!("first error: {e} ({} errors)", all.errors.len());
