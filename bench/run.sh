@@ -229,7 +229,7 @@ if [[ " $sections " == *" streaming "* ]]; then
   }
   say "## Streaming: 64 deltas paced 20 ms, 10 concurrent streams × 5 each (µs)"
   say ""
-  say "Delivery: the mock stamps each event with its send time (\\\`x-mock-stamp\\\`); delivery is send → arrival at the"
+  say 'Delivery: the mock stamps each event with its send time (`x-mock-stamp`); delivery is send → arrival at the'
   say "client, per text event, so the gateway's addition is measured per event without the mock's 1 ms timer in it."
   say "The first text event's addition is the added time to first token; an added delay that varies from event to"
   say "event is what widens the gaps between them. Gaps: between text events as the client saw them."

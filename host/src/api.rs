@@ -39,6 +39,15 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint, in declaration order (so `ALL[e as usize] == e`).
+    pub const ALL: [Endpoint; 5] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Responses,
+        Endpoint::Embeddings,
+        Endpoint::Messages,
+        Endpoint::CountTokens,
+    ];
+
     pub fn family(self) -> Family {
         match self {
             Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Embeddings => Family::OpenAi,
@@ -71,5 +80,17 @@ impl Endpoint {
     /// Whether a `"stream": true` request body asks for SSE on this endpoint.
     pub fn can_stream(self) -> bool {
         matches!(self, Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Messages)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_is_in_declaration_order() {
+        for (i, e) in Endpoint::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i, "{e:?}");
+        }
     }
 }

@@ -17,6 +17,10 @@ mod sse;
 mod upstream;
 mod usage;
 
+// mimalloc instead of glibc malloc: allocation was ~11% of the gateway's CPU per request in profiles (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -29,7 +29,8 @@ struct Args {
 }
 
 fn args() -> Result<Args, String> {
-    let mut a = Args { url: String::new(), conns: 1, requests: 1, body: String::new(), headers: Vec::new(), hold: None };
+    let mut a =
+        Args { url: String::new(), conns: 1, requests: 1, body: String::new(), headers: Vec::new(), hold: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
