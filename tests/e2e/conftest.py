@@ -240,18 +240,21 @@ def gw(session_tmp, mock):
     g.stop()
 
 
-def openai_client(g, timeout=20):
-    """An official OpenAI client for gateway `g`, without SDK retries (so the gateway's are what is tested)."""
+def openai_client(g, timeout=20, api_key=CLIENT_KEY):
+    """An official OpenAI client for gateway `g` (or a base URL), without SDK retries (so the gateway's are what
+    is tested)."""
     import openai
 
-    return openai.OpenAI(base_url=g.url + "/v1", api_key=CLIENT_KEY, max_retries=0, timeout=timeout)
+    url = g if isinstance(g, str) else g.url
+    return openai.OpenAI(base_url=url + "/v1", api_key=api_key, max_retries=0, timeout=timeout)
 
 
-def anthropic_client(g, timeout=20):
-    """An official Anthropic client for gateway `g`, without SDK retries."""
+def anthropic_client(g, timeout=20, api_key=CLIENT_KEY):
+    """An official Anthropic client for gateway `g` (or a base URL), without SDK retries."""
     import anthropic
 
-    return anthropic.Anthropic(base_url=g.url, api_key=CLIENT_KEY, max_retries=0, timeout=timeout)
+    url = g if isinstance(g, str) else g.url
+    return anthropic.Anthropic(base_url=url, api_key=api_key, max_retries=0, timeout=timeout)
 
 
 @pytest.fixture

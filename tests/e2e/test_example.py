@@ -5,11 +5,10 @@ plugin paths moved so the test can run beside a `make run`."""
 import json
 import subprocess
 
-import anthropic
 import openai
 import pytest
 
-from conftest import GUESTS, ROOT, WEIR, free_port, wait_http
+from conftest import GUESTS, ROOT, WEIR, anthropic_client, free_port, openai_client, wait_http
 
 
 @pytest.fixture(scope="module")
@@ -38,30 +37,30 @@ def example(tmp_path_factory):
 
 
 def test_readme_sdk_snippets_work_with_the_demo_key(example):
-    client = openai.OpenAI(base_url=example + "/v1", api_key="sk-weir-demo", max_retries=0)
+    client = openai_client(example, api_key="sk-weir-demo")
     text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}], stream=True) if c.choices)
     assert text.startswith("Hello from the Weir mock")
-    with anthropic.Anthropic(base_url=example, api_key="sk-weir-demo", max_retries=0).messages.stream(
+    with anthropic_client(example, api_key="sk-weir-demo").messages.stream(
             model="claude-haiku-4-5", max_tokens=256, messages=[{"role": "user", "content": "Hello"}]) as s:
         assert "".join(s.text_stream).startswith("Hello from the Weir mock")
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=example + "/v1", api_key="sk-something-else", max_retries=0).chat.completions.create(
+        openai_client(example, api_key="sk-something-else").chat.completions.create(
             model="gpt-4o-mini", messages=[{"role": "user", "content": "Hello"}])
 
 
 def test_fast_alias_serves_both_apis(example):
-    r = openai.OpenAI(base_url=example + "/v1", api_key="sk-weir-demo", max_retries=0).chat.completions \
+    r = openai_client(example, api_key="sk-weir-demo").chat.completions \
         .with_raw_response.create(model="fast", messages=[{"role": "user", "content": "Hello"}])
     assert (r.headers["x-weir-upstream"], r.parse().model) == ("openai", "gpt-4o-mini")
-    r = anthropic.Anthropic(base_url=example, api_key="sk-weir-demo", max_retries=0).messages \
+    r = anthropic_client(example, api_key="sk-weir-demo").messages \
         .with_raw_response.create(model="fast", max_tokens=64, messages=[{"role": "user", "content": "Hello"}])
     assert (r.headers["x-weir-upstream"], r.parse().model) == ("anthropic", "claude-haiku-4-5")
 
 
 def test_readme_redaction_demo(example):
     deltas = ["Mail jane", ".doe@exa", "mple.com or call +1 415", " 555 0132."]
-    client = openai.OpenAI(base_url=example + "/v1", api_key="sk-weir-demo", max_retries=0)
+    client = openai_client(example, api_key="sk-weir-demo")
     text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
         model="fast", messages=[{"role": "user", "content": "Hello"}], stream=True,
         extra_headers={"x-mock-deltas": json.dumps(deltas)}) if c.choices)

@@ -13,7 +13,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import GUESTS, Gateway
+from conftest import GUESTS, Gateway, anthropic_client, openai_client
 
 ADMIN_TOKEN = "admin-canary-3c91f0"
 
@@ -114,11 +114,11 @@ budgets = [{{ key = "budget", usd = {BUDGET_USD}, period = "day" }}]
 
 
 def oai(g, key="sk-weir-demo"):
-    return openai.OpenAI(base_url=g.url + "/v1", api_key=key, max_retries=0, timeout=20)
+    return openai_client(g, api_key=key)
 
 
 def ant(g, key="sk-weir-demo"):
-    return anthropic.Anthropic(base_url=g.url, api_key=key, max_retries=0, timeout=20)
+    return anthropic_client(g, api_key=key)
 
 
 MSG = [{"role": "user", "content": "Say hello"}]
