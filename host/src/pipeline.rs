@@ -188,15 +188,13 @@ async fn run(
     };
     let outcome = retry::run(&app.upstreams, &app.config.retry, &plan, &attempt).await;
     rec.attempts = outcome.attempts;
-    let answer = match outcome.result {
+    let mut answer = match outcome.result {
         Ok(a) => a,
         Err(f) => return failure_response(app, f, rec),
     };
 
     rec.upstream = Some(app.upstreams.get(answer.upstream).id.clone());
-    if let Some(m) = &answer.model {
-        rec.upstream_model = Some(m.clone());
-    }
+    rec.upstream_model = answer.model.take();
     rec.upstream_request_id = answer
         .headers
         .get("x-request-id")

@@ -41,7 +41,7 @@ struct Entry {
     /// The credential header for this upstream, already formatted and marked sensitive.
     auth: Option<(HeaderName, HeaderValue)>,
     /// `base_url` + each endpoint's path, parsed once (parsing per request showed in profiles).
-    urls: [reqwest::Url; Endpoint::ALL.len()],
+    urls: Vec<reqwest::Url>,
     health: Health,
 }
 
@@ -131,17 +131,11 @@ impl Upstreams {
                     Some((name, value))
                 }
             };
-            let url = |e: Endpoint| {
-                reqwest::Url::parse(&format!("{}{}", u.base_url, e.upstream_path()))
-                    .map_err(|err| anyhow::anyhow!("upstream `{}`: base_url: {err}", u.id))
-            };
-            let urls = [
-                url(Endpoint::ALL[0])?,
-                url(Endpoint::ALL[1])?,
-                url(Endpoint::ALL[2])?,
-                url(Endpoint::ALL[3])?,
-                url(Endpoint::ALL[4])?,
-            ];
+            let urls = Endpoint::ALL
+                .iter()
+                .map(|e| reqwest::Url::parse(&format!("{}{}", u.base_url, e.upstream_path())))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| anyhow::anyhow!("upstream `{}`: base_url: {err}", u.id))?;
             entries.push(Entry { cfg: u.clone(), auth, urls, health: Health::default() });
         }
         Ok(Upstreams {

@@ -74,35 +74,34 @@ fn redact_json(policy: &Policy, v: &mut Value) -> Result<bool, Blocked> {
     match v {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                let text_key = TEXT_KEYS.contains(&k.as_str());
-                match v {
-                    Value::String(s) if text_key => {
-                        if let Some(new) = policy.text(s)? {
-                            *s = new;
-                            changed = true;
-                        }
-                    }
-                    _ => changed |= redact_json(policy, v)?,
-                }
+                changed |= match v {
+                    Value::String(s) if TEXT_KEYS.contains(&k.as_str()) => redact_string(policy, s)?,
+                    _ => redact_json(policy, v)?,
+                };
             }
         }
+        // Arrays of plain strings sit under a text key (`"input": ["…", "…"]`).
         Value::Array(items) => {
             for item in items {
-                match item {
-                    // Arrays of plain strings under a text key (`"input": ["…", "…"]`).
-                    Value::String(s) => {
-                        if let Some(new) = policy.text(s)? {
-                            *s = new;
-                            changed = true;
-                        }
-                    }
-                    _ => changed |= redact_json(policy, item)?,
-                }
+                changed |= match item {
+                    Value::String(s) => redact_string(policy, s)?,
+                    _ => redact_json(policy, item)?,
+                };
             }
         }
         _ => {}
     }
     Ok(changed)
+}
+
+fn redact_string(policy: &Policy, s: &mut String) -> Result<bool, Blocked> {
+    Ok(match policy.text(s)? {
+        Some(new) => {
+            *s = new;
+            true
+        }
+        None => false,
+    })
 }
 
 #[derive(Default)]
