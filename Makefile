@@ -5,12 +5,19 @@ PYTHON ?= python3
 VENV   := .venv
 WEIR_CONFIG ?= examples/weir.toml
 
-.PHONY: run test bench build check unit e2e guests clean
+.PHONY: run test bench build check unit e2e guests polyglot clean
 
 # Wasm components built from source for the tests: first-party plugins and the test guests.
 PLUGINS := allowlist auth router redact cost
-GUESTS := $(addprefix weir-plugin-,$(PLUGINS)) guest-misbehave guest-chunky guest-foreign
+GUESTS := $(addprefix weir-plugin-,$(PLUGINS)) guest-misbehave guest-chunky guest-foreign guest-conformance
 WASM   := target/wasm32-wasip2/plugin
+
+# Python and JavaScript guests, built from source with componentize-py (pip, into $(VENV)) and componentize-js (npm,
+# into tools/node_modules): the conformance plugin in each language and the two example policies.
+COMPONENTIZE_PY := $(VENV)/bin/componentize-py
+COMPONENTIZE_JS := tools/node_modules/.bin/componentize-js
+POLYGLOT := target/guests/conformance-python.wasm target/guests/conformance-js.wasm \
+            target/guests/guard.wasm target/guests/tier-router.wasm
 
 ## Build (release) and start the gateway with the example config and the built-in mock upstream.
 run:
@@ -43,12 +50,42 @@ guests:
 	mkdir -p target/guests
 	for p in $(PLUGINS); do cp $(WASM)/weir_plugin_$$p.wasm target/guests/$$p.wasm; done
 	for g in misbehave chunky foreign; do cp $(WASM)/guest_$$g.wasm target/guests/$$g.wasm; done
+	cp $(WASM)/guest_conformance.wasm target/guests/conformance-rust.wasm
 	# Two builds of one guest, for the hot-swap tests.
 	for v in A B; do \
 	  WEIR_GUEST_VERSION=$$v $(CARGO) build --locked --target wasm32-wasip2 --profile plugin -p guest-version && \
 	  cp $(WASM)/guest_version.wasm target/guests/version-$$v.wasm; done
 
-e2e: $(VENV)/.installed guests
+polyglot: $(POLYGLOT)
+
+# componentize-py <module dir> <module> <out>; written to a temporary name first so a failed build leaves nothing.
+define componentize_py
+	mkdir -p target/guests
+	$(COMPONENTIZE_PY) -d wit -w plugin componentize -p $(1) $(2) -o $(3).tmp
+	mv $(3).tmp $(3)
+endef
+define componentize_js
+	mkdir -p target/guests
+	$(COMPONENTIZE_JS) $(1) --wit wit -n plugin -d http fetch-event -o $(2).tmp
+	mv $(2).tmp $(2)
+endef
+
+target/guests/conformance-python.wasm: tests/conformance/python/app.py wit/plugin.wit $(VENV)/.installed
+	$(call componentize_py,tests/conformance/python,app,$@)
+target/guests/guard.wasm: examples/python-guard/app.py wit/plugin.wit $(VENV)/.installed
+	$(call componentize_py,examples/python-guard,app,$@)
+target/guests/conformance-js.wasm: tests/conformance/js/app.js wit/plugin.wit tools/node_modules/.installed
+	$(call componentize_js,tests/conformance/js/app.js,$@)
+target/guests/tier-router.wasm: examples/js-router/app.js wit/plugin.wit tools/node_modules/.installed
+	$(call componentize_js,examples/js-router/app.js,$@)
+
+tools/node_modules/.installed: tools/package.json tools/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js 18+ (Debian: apt-get install nodejs npm)"; exit 1; }
+	# `npm install`, not `npm ci`: npm leaves other platforms' optional packages out of the lock, which `ci` rejects.
+	npm install --prefix tools --no-audit --no-fund --loglevel=error
+	touch $@
+
+e2e: $(VENV)/.installed guests polyglot
 	$(CARGO) build --workspace --locked
 	WEIR_BIN=$(CURDIR)/target/debug/weir $(VENV)/bin/python -m pytest tests/e2e -q -p no:cacheprovider
 

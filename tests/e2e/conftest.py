@@ -6,10 +6,12 @@ request proves the gateway replaced the client's credentials with the upstream's
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -21,6 +23,8 @@ WEIR = Path(os.environ.get("WEIR_BIN", ROOT / "target" / "debug" / "weir"))
 # Canaries: these must never appear in the gateway's logs.
 UPSTREAM_KEY = "sk-upstream-canary-7f3a9c1e"
 CLIENT_KEY = "sk-client-canary-b52d8e04"
+# The admin API's bearer token, for gateways whose config has `[admin] token_env = "WEIR_TEST_ADMIN_TOKEN"`.
+ADMIN_TOKEN = "admin-canary-3c91f0"
 
 # The mock's deterministic answer: delta i is WORDS[i % len(WORDS)] (see host/src/mock.rs).
 WORDS = ["Hello", " from", " the", " Weir", " mock", " upstream", ".", " This", " answer", " is", " deterministic", "."]
@@ -85,6 +89,28 @@ class Mock:
 
 
 GUESTS = ROOT / "target" / "guests"
+
+
+def install(dir_, name, wasm, settings=""):
+    """Drops a plugin into the watched directory the way a user would: the .toml first, then the .wasm (copied
+    under a temporary name and renamed, so the gateway never sees half a file)."""
+    if settings:
+        (dir_ / f"{name}.toml").write_text(settings)
+    tmp = dir_ / f".{name}.wasm.partial"
+    shutil.copy(GUESTS / wasm if isinstance(wasm, str) else wasm, tmp)
+    tmp.rename(dir_ / f"{name}.wasm")
+
+
+def admin_kv(g, plugin, key, method="GET", body=None, token=ADMIN_TOKEN):
+    """A plugin's kv entry through the admin API: (status, body bytes)."""
+    req = urllib.request.Request(f"{g.url}/admin/plugins/{plugin}/kv/{key}", data=body, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
 
 
 def gateway_config(mock_port, port, top="", tail="", **over):
@@ -169,8 +195,8 @@ class Gateway:
         self.config = tmp / f"{name}.toml"
         self.config.write_text(gateway_config(mock.port, self.port, top=top, tail=tail, **over))
         self.log = tmp / f"{name}.log"
-        env = dict(os.environ, WEIR_TEST_UPSTREAM_KEY=UPSTREAM_KEY, WEIR_TEST_WRONG_KEY="sk-wrong-key-canary-0000",
-                   **(env or {}))
+        env = {**os.environ, "WEIR_TEST_UPSTREAM_KEY": UPSTREAM_KEY, "WEIR_TEST_WRONG_KEY": "sk-wrong-key-canary-0000",
+               "WEIR_TEST_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
         self.proc = subprocess.Popen(
             [str(WEIR), "serve", "--config", str(self.config)],
             stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=env,

@@ -3,7 +3,6 @@ directory, driven through the official SDKs."""
 
 import concurrent.futures
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -13,18 +12,10 @@ import urllib.request
 import openai
 import pytest
 
-from conftest import GUESTS, WEIR, Gateway, anthropic_client, expected_text, openai_client
+from conftest import GUESTS, WEIR, Gateway, install, anthropic_client, expected_text, openai_client
 
 MSG = [{"role": "user", "content": "Say hello"}]
 
-
-def install(dir_, name, wasm, settings=""):
-    """Drops a plugin into the watched directory the way a user would: the .toml first, then the .wasm."""
-    if settings:
-        (dir_ / f"{name}.toml").write_text(settings)
-    tmp = dir_ / f".{name}.wasm.partial"
-    shutil.copy(GUESTS / wasm, tmp)
-    tmp.rename(dir_ / f"{name}.wasm")
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ import anthropic
 import openai
 import pytest
 
-from conftest import GUESTS, Gateway, anthropic_client, openai_client
+from conftest import ADMIN_TOKEN, GUESTS, Gateway, admin_kv, anthropic_client, openai_client
 
-ADMIN_TOKEN = "admin-canary-3c91f0"
 
 KEYS = {  # virtual key -> (id, team, extra)
     "sk-weir-demo": ("demo", "platform", ""),
@@ -123,16 +122,6 @@ def ant(g, key="sk-weir-demo"):
 
 MSG = [{"role": "user", "content": "Say hello"}]
 
-
-def admin_kv(g, plugin, key, method="GET", body=None, token=ADMIN_TOKEN):
-    req = urllib.request.Request(f"{g.url}/admin/plugins/{plugin}/kv/{key}", data=body, method=method)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
 
 
 def test_chain_runs_in_the_configured_order(gw4):

@@ -43,6 +43,9 @@ pub struct LoadedPlugin {
     pub pre: PluginPre<State>,
     pub context: Arc<PluginContext>,
     pub imports: Vec<String>,
+    /// Compile time (or cache load time), and whether the compiled artifact came from the disk cache.
+    pub compile_time: std::time::Duration,
+    pub from_cache: bool,
     /// Content key (wasm + settings) used to detect changes.
     key: String,
     stats: Stats,
@@ -126,6 +129,8 @@ impl LoadedPlugin {
             "failure_policy": format!("{:?}", self.settings.failure),
             "capabilities": self.settings.capabilities.iter().map(|c| c.interface()).collect::<Vec<_>>(),
             "imports": self.imports,
+            "compile_ms": self.compile_time.as_millis() as u64,
+            "compiled_from_cache": self.from_cache,
             "calls": s.calls.load(Ordering::Relaxed),
             "failures": s.failures.load(Ordering::Relaxed),
             "quarantined": self.quarantined_for().is_some(),
@@ -250,7 +255,8 @@ impl Registry {
                 match self.load_file(&name, &path, current.get(&name).map(|p| p.key.as_str())) {
                     Ok(None) => {}
                     Ok(Some(p)) => {
-                        tracing::info!(target: "weir::plugin", plugin = %name, version = %p.version, file = %path.display(), "plugin loaded");
+                        tracing::info!(target: "weir::plugin", plugin = %name, version = %p.version, file = %path.display(),
+                            compile_ms = p.compile_time.as_millis() as u64, cached = p.from_cache, "plugin loaded");
                         self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                         self.dir_errors.lock().unwrap().remove(&name);
                         current.insert(name, Arc::new(p));
@@ -364,7 +370,6 @@ fn load(
     let context =
         Arc::new(PluginContext { name: name.to_string(), config_json, kv: kv.clone(), memory_cap: settings.memory });
     smoke(engine, &compiled.pre, &context, &settings)?;
-    tracing::debug!(target: "weir::plugin", plugin = name, cached = compiled.cached, compile = ?compiled.compile_time, "plugin compiled");
     Ok(LoadedPlugin {
         name: name.to_string(),
         version: compiled.hash[..12].to_string(),
@@ -376,6 +381,8 @@ fn load(
         pre: compiled.pre,
         context,
         imports: compiled.imports,
+        compile_time: compiled.compile_time,
+        from_cache: compiled.cached,
         stats: Stats::default(),
         warm: Mutex::new(Vec::new()),
         rt_quarantine_after: rt.quarantine_after,

@@ -1,0 +1,103 @@
+"""guard: a prompt-injection and banned-topic guard, written in Python and built with componentize-py.
+
+Each rule is a name, a regular expression (Python `re`, case-insensitive) and where it applies: `request` (the
+client's prompt text: messages, system, instructions, input, prompt, in both API families), `answer` (the generated
+text, streamed or not) or `both`. A request that matches is refused with `status` (default 400); an answer that
+matches is stopped with an error event (streams) or an error response (whole bodies). The client is told which rule
+matched, never the matching text. Counts per rule go to kv (`blocked/<rule>`), the verdict to the trace.
+"""
+
+import json
+import re
+
+from wit_world import exports
+from wit_world.imports import config, kv, log, trace
+from wit_world.imports.types import (
+    ChunkDecision_Abort,
+    ChunkDecision_Pass,
+    Rejection,
+    RequestDecision_Continue,
+    RequestDecision_Reject,
+)
+
+# Per-instance state. The gateway makes a fresh instance per request (unless `warm_instances` is set), so the rules
+# are compiled at the first hook of each instance and the answer window lives one request.
+_rules = None
+_window = ""
+_settings = {}
+
+
+def rules():
+    """[(name, compiled pattern, applies to request, applies to answer)], from the plugin's config."""
+    global _rules, _settings
+    if _rules is None:
+        _settings = json.loads(config.get_json())
+        _rules = []
+        for r in _settings.get("rules", []):
+            on = r.get("on", "both")
+            _rules.append((r["name"], re.compile(r["pattern"], re.IGNORECASE), on in ("request", "both"),
+                           on in ("answer", "both")))
+    return _rules
+
+
+def texts(value):
+    """Every string a person wrote in a chat-style value: a string, a list of parts or messages, a dict with text."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from texts(item)
+    elif isinstance(value, dict):
+        for key in ("text", "content", "input"):
+            if key in value:
+                yield from texts(value[key])
+
+
+def prompt_text(body):
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return ""
+    if not isinstance(doc, dict):
+        return ""
+    return "\n".join(t for key in ("system", "instructions", "messages", "input", "prompt") for t in texts(doc.get(key)))
+
+
+def block(where, name):
+    kv.increment(f"blocked/{name}", 1, None)
+    trace.set_attribute("verdict", "blocked")
+    trace.set_attribute("rule", name)
+    log.write(log.Level.INFO, f"guard: {where} blocked by rule {name}")
+
+
+class Hooks(exports.Hooks):
+    def on_request(self, req):
+        global _window
+        _window = ""
+        text = prompt_text(req.body)
+        for name, pattern, on_request, _ in rules():
+            if on_request and pattern.search(text):
+                block("request", name)
+                status = int(_settings.get("status", 400))
+                return RequestDecision_Reject(Rejection(status, f"request blocked by guard rule '{name}'"))
+        trace.set_attribute("verdict", "allowed")
+        return RequestDecision_Continue()
+
+    def on_chunk(self, chunk):
+        global _window
+        if chunk.text_delta is None:
+            return ChunkDecision_Pass()
+        # Search the new text together with the tail of what came before, so a phrase split across events is seen.
+        seen = _window + chunk.text_delta
+        for name, pattern, _, on_answer in rules():
+            if on_answer and pattern.search(seen):
+                block("answer", name)
+                return ChunkDecision_Abort(f"answer stopped by guard rule '{name}'")
+        _window = seen[-int(_settings.get("window", 256)):]
+        return ChunkDecision_Pass()
+
+    def flush(self):
+        return None
+
+    def on_complete(self, summary):
+        pass

@@ -1,0 +1,120 @@
+// The conformance plugin in JavaScript (componentize-js). Behaviour: ../README.md.
+import { getJson } from "weir:plugin/config@0.1.0";
+import * as kv from "weir:plugin/kv@0.1.0";
+import { write } from "weir:plugin/log@0.1.0";
+import { setAttribute } from "weir:plugin/trace@0.1.0";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+// Per-request state: a fresh instance per request, and reset at every onRequest for warm reuse.
+let state = { mode: "pass", held: "", textEvents: 0 };
+
+const settings = () => JSON.parse(getJson());
+
+function answer(req, text) {
+  const body =
+    req.family === "anthropic"
+      ? {
+          id: "conformance", type: "message", role: "assistant", model: req.model,
+          content: [{ type: "text", text }], stop_reason: "end_turn", stop_sequence: null,
+          usage: { input_tokens: 0, output_tokens: 0 },
+        }
+      : {
+          id: "conformance", object: "chat.completion", created: 0, model: req.model,
+          choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" }],
+          usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
+        };
+  return encoder.encode(JSON.stringify(body));
+}
+
+function onRequest(req) {
+  const cfg = settings();
+  const mode = req.headers.find((h) => h.name === "x-conformance")?.value || cfg.default_mode || "pass";
+  state = { mode, held: "", textEvents: 0 };
+  const n = kv.increment("requests", 1n, undefined);
+  kv.set("last_mode", encoder.encode(mode), undefined);
+  setAttribute("mode", mode);
+  setAttribute("requests", String(n));
+  write("info", `conformance request ${n} mode=${mode}`);
+
+  switch (mode) {
+    case "reject":
+      return { tag: "reject", val: { status: 403, message: `${cfg.reject_message} (${req.model})` } };
+    case "respond": {
+      const stored = kv.get("greeting");
+      const text = stored === undefined ? cfg.greeting : decoder.decode(stored);
+      return { tag: "respond", val: { status: 200, contentType: undefined, body: answer(req, text) } };
+    }
+    case "rewrite":
+      return {
+        tag: "continue-with",
+        val: {
+          setHeaders: [{ name: "x-conformance-seen", value: "rewrite" }],
+          body: undefined,
+          model: cfg.rewrite_model,
+          metadata: [["conformance.mode", "rewrite"]],
+          principal: { id: "conformance-user", team: "conformance-team" },
+        },
+      };
+    case "route":
+      return { tag: "route", val: [{ upstream: cfg.route_upstream, model: cfg.route_model }] };
+    case "error":
+      // A thrown value is the hook's `plugin-error`.
+      throw { message: "conformance error requested" };
+    case "forget":
+      kv.delete("greeting");
+  }
+  return { tag: "continue" };
+}
+
+function onChunk(chunk) {
+  const text = chunk.textDelta;
+  if (text === undefined) return { tag: "pass" };
+  state.textEvents += 1;
+  const mode = state.mode;
+  if (mode === "upper") return { tag: "replace-text", val: text.toUpperCase() };
+  if (mode === "hold" || (mode === "pairs" && state.textEvents % 2 === 1)) {
+    state.held += text;
+    return { tag: "hold" };
+  }
+  if (mode === "pairs") {
+    const held = state.held;
+    state.held = "";
+    return { tag: "replace-text", val: held + text };
+  }
+  if (mode === "drop" && text.includes("mock")) return { tag: "drop" };
+  if (mode === "abort") {
+    const word = settings().abort_word;
+    if (text.includes(word)) return { tag: "abort", val: `conformance abort: ${word}` };
+  }
+  return { tag: "pass" };
+}
+
+function flush() {
+  const held = state.held;
+  state.held = "";
+  if (held === "") return undefined;
+  return state.mode === "hold" ? `[${held}]` : held;
+}
+
+function onComplete(s) {
+  const summary = {
+    model: s.model,
+    status: s.status,
+    outcome: s.outcome,
+    upstream: s.upstream ?? null,
+    attempts: s.attempts,
+    input_tokens: s.usage.inputTokens === undefined ? null : Number(s.usage.inputTokens),
+    output_tokens: s.usage.outputTokens === undefined ? null : Number(s.usage.outputTokens),
+    partial: s.partial,
+    principal: s.principal === undefined ? null : s.principal.id,
+    has_ttft: s.ttftMs !== undefined,
+    has_error: s.error !== undefined,
+    text_events: state.textEvents,
+  };
+  kv.set(`summary/${s.requestId}`, encoder.encode(JSON.stringify(summary)), undefined);
+  kv.increment("completed", 1n, undefined);
+}
+
+export const hooks = { onRequest, onChunk, flush, onComplete };

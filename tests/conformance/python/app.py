@@ -1,0 +1,130 @@
+"""The conformance plugin in Python (componentize-py). Behaviour: ../README.md."""
+
+import json
+
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.imports import config, kv, log, trace
+from wit_world.imports.types import (
+    ApiFamily,
+    ChunkDecision_Abort,
+    ChunkDecision_Drop,
+    ChunkDecision_Hold,
+    ChunkDecision_Pass,
+    ChunkDecision_ReplaceText,
+    Header,
+    PluginError,
+    Principal,
+    Rejection,
+    RequestChanges,
+    RequestDecision_Continue,
+    RequestDecision_ContinueWith,
+    RequestDecision_Reject,
+    RequestDecision_Respond,
+    RequestDecision_Route,
+    Response,
+    RouteTarget,
+)
+
+# Per-request state: a fresh instance per request, and reset at every on-request for warm reuse.
+state = {"mode": "pass", "held": "", "text_events": 0}
+
+
+def settings():
+    return json.loads(config.get_json())
+
+
+def answer(req, text):
+    if req.family == ApiFamily.ANTHROPIC:
+        body = {
+            "id": "conformance", "type": "message", "role": "assistant", "model": req.model,
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+    else:
+        body = {
+            "id": "conformance", "object": "chat.completion", "created": 0, "model": req.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }
+    return json.dumps(body).encode()
+
+
+class Hooks(exports.Hooks):
+    def on_request(self, req):
+        cfg = settings()
+        mode = next((h.value for h in req.headers if h.name == "x-conformance"), None) or cfg.get("default_mode") or "pass"
+        state.update(mode=mode, held="", text_events=0)
+        n = kv.increment("requests", 1, None)
+        kv.set("last_mode", mode.encode(), None)
+        trace.set_attribute("mode", mode)
+        trace.set_attribute("requests", str(n))
+        log.write(log.Level.INFO, f"conformance request {n} mode={mode}")
+
+        if mode == "reject":
+            return RequestDecision_Reject(Rejection(403, f"{cfg['reject_message']} ({req.model})"))
+        if mode == "respond":
+            stored = kv.get("greeting")
+            text = stored.decode() if stored is not None else cfg["greeting"]
+            return RequestDecision_Respond(Response(200, None, answer(req, text)))
+        if mode == "rewrite":
+            return RequestDecision_ContinueWith(RequestChanges(
+                set_headers=[Header("x-conformance-seen", "rewrite")],
+                body=None,
+                model=cfg["rewrite_model"],
+                metadata=[("conformance.mode", "rewrite")],
+                principal=Principal("conformance-user", "conformance-team"),
+            ))
+        if mode == "route":
+            return RequestDecision_Route([RouteTarget(cfg["route_upstream"], cfg["route_model"])])
+        if mode == "error":
+            raise Err(PluginError("conformance error requested"))
+        if mode == "forget":
+            kv.delete("greeting")
+        return RequestDecision_Continue()
+
+    def on_chunk(self, chunk):
+        text = chunk.text_delta
+        if text is None:
+            return ChunkDecision_Pass()
+        state["text_events"] += 1
+        mode = state["mode"]
+        if mode == "upper":
+            return ChunkDecision_ReplaceText(text.upper())
+        if mode == "hold" or (mode == "pairs" and state["text_events"] % 2 == 1):
+            state["held"] += text
+            return ChunkDecision_Hold()
+        if mode == "pairs":
+            held, state["held"] = state["held"], ""
+            return ChunkDecision_ReplaceText(held + text)
+        if mode == "drop" and "mock" in text:
+            return ChunkDecision_Drop()
+        if mode == "abort":
+            word = settings()["abort_word"]
+            if word in text:
+                return ChunkDecision_Abort(f"conformance abort: {word}")
+        return ChunkDecision_Pass()
+
+    def flush(self):
+        held, state["held"] = state["held"], ""
+        if not held:
+            return None
+        return f"[{held}]" if state["mode"] == "hold" else held
+
+    def on_complete(self, s):
+        summary = {
+            "model": s.model,
+            "status": s.status,
+            "outcome": s.outcome,
+            "upstream": s.upstream,
+            "attempts": s.attempts,
+            "input_tokens": s.usage.input_tokens,
+            "output_tokens": s.usage.output_tokens,
+            "partial": s.partial,
+            "principal": s.principal.id if s.principal is not None else None,
+            "has_ttft": s.ttft_ms is not None,
+            "has_error": s.error is not None,
+            "text_events": state["text_events"],
+        }
+        kv.set(f"summary/{s.request_id}", json.dumps(summary).encode(), None)
+        kv.increment("completed", 1, None)

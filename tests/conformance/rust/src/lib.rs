@@ -1,0 +1,131 @@
+//! The conformance plugin in Rust (`weir-sdk`). Behaviour: `tests/conformance/README.md`; the same plugin exists in
+//! Python and JavaScript, and `tests/e2e/test_conformance.py` checks that all three behave identically.
+
+use serde_json::{Value, json};
+use weir_sdk::{
+    ApiFamily, ChangesExt, Chunk, ChunkDecision, Plugin, PluginError, Principal, Request, RequestDecision, RequestExt,
+    Response, RouteTarget, Summary, config, kv, log, trace,
+};
+
+#[derive(Default)]
+pub struct Conformance {
+    mode: String,
+    held: String,
+    text_events: u32,
+}
+
+fn setting(cfg: &Value, key: &str) -> String {
+    cfg.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn answer(req: &Request, text: &str) -> Vec<u8> {
+    let body = match req.family {
+        ApiFamily::Anthropic => json!({
+            "id": "conformance", "type": "message", "role": "assistant", "model": req.model,
+            "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }),
+        ApiFamily::Openai => json!({
+            "id": "conformance", "object": "chat.completion", "created": 0, "model": req.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        }),
+    };
+    body.to_string().into_bytes()
+}
+
+impl Plugin for Conformance {
+    fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
+        let cfg = config::json();
+        let mode = req.header("x-conformance").filter(|m| !m.is_empty()).map(str::to_string);
+        let mode = mode
+            .unwrap_or_else(|| Some(setting(&cfg, "default_mode")).filter(|m| !m.is_empty()).unwrap_or("pass".into()));
+        // The SDK resets the plugin value at each on-request; this is the whole per-request state.
+        *self = Conformance { mode: mode.clone(), ..Default::default() };
+        let n = kv::increment("requests", 1, None);
+        kv::set("last_mode", mode.as_bytes(), None);
+        trace::set_attribute("mode", &mode);
+        trace::set_attribute("requests", &n.to_string());
+        log::write(log::Level::Info, &format!("conformance request {n} mode={mode}"));
+
+        Ok(match mode.as_str() {
+            "reject" => weir_sdk::reject(403, format!("{} ({})", setting(&cfg, "reject_message"), req.model)),
+            "respond" => {
+                let text = kv::get("greeting")
+                    .map_or_else(|| setting(&cfg, "greeting"), |v| String::from_utf8_lossy(&v).into());
+                RequestDecision::Respond(Response { status: 200, content_type: None, body: answer(req, &text) })
+            }
+            "rewrite" => {
+                let mut changes = weir_sdk::changes().header("x-conformance-seen", "rewrite");
+                changes.model = Some(setting(&cfg, "rewrite_model"));
+                changes.metadata.push(("conformance.mode".into(), "rewrite".into()));
+                changes.principal =
+                    Some(Principal { id: "conformance-user".into(), team: Some("conformance-team".into()) });
+                RequestDecision::ContinueWith(changes)
+            }
+            "route" => RequestDecision::Route(vec![RouteTarget {
+                upstream: setting(&cfg, "route_upstream"),
+                model: Some(setting(&cfg, "route_model")),
+            }]),
+            "error" => return Err(weir_sdk::error("conformance error requested")),
+            "forget" => {
+                kv::delete("greeting");
+                RequestDecision::Continue
+            }
+            _ => RequestDecision::Continue,
+        })
+    }
+
+    fn on_chunk(&mut self, chunk: &Chunk) -> Result<ChunkDecision, PluginError> {
+        let Some(text) = &chunk.text_delta else { return Ok(ChunkDecision::Pass) };
+        self.text_events += 1;
+        Ok(match self.mode.as_str() {
+            "upper" => ChunkDecision::ReplaceText(text.to_uppercase()),
+            "hold" => {
+                self.held.push_str(text);
+                ChunkDecision::Hold
+            }
+            "pairs" if self.text_events % 2 == 1 => {
+                self.held.push_str(text);
+                ChunkDecision::Hold
+            }
+            "pairs" => ChunkDecision::ReplaceText(std::mem::take(&mut self.held) + text),
+            "drop" if text.contains("mock") => ChunkDecision::Drop,
+            "abort" => {
+                let word = setting(&config::json(), "abort_word");
+                if text.contains(&word) {
+                    ChunkDecision::Abort(format!("conformance abort: {word}"))
+                } else {
+                    ChunkDecision::Pass
+                }
+            }
+            _ => ChunkDecision::Pass,
+        })
+    }
+
+    fn flush(&mut self) -> Result<Option<String>, PluginError> {
+        let held = std::mem::take(&mut self.held);
+        Ok((!held.is_empty()).then(|| if self.mode == "hold" { format!("[{held}]") } else { held }))
+    }
+
+    fn on_complete(&mut self, s: &Summary) {
+        let summary = json!({
+            "model": s.model,
+            "status": s.status,
+            "outcome": s.outcome,
+            "upstream": s.upstream,
+            "attempts": s.attempts,
+            "input_tokens": s.usage.input_tokens,
+            "output_tokens": s.usage.output_tokens,
+            "partial": s.partial,
+            "principal": s.principal.as_ref().map(|p| &p.id),
+            "has_ttft": s.ttft_ms.is_some(),
+            "has_error": s.error.is_some(),
+            "text_events": self.text_events,
+        });
+        kv::set(&format!("summary/{}", s.request_id), summary.to_string().as_bytes(), None);
+        kv::increment("completed", 1, None);
+    }
+}
+
+weir_sdk::export!(Conformance);

@@ -1,0 +1,314 @@
+"""The conformance suite: one plugin written in Rust, Python and JavaScript (tests/conformance/), each loaded by
+dropping it into a gateway's watched plugins directory, and the same scenarios run against all three.
+
+Each scenario returns what can be observed from outside — what the SDK client got, what the upstream received, the
+request's log line (trace attributes, principal), the plugin's kv (through the admin API, including the `on-complete`
+summary the plugin writes there) — and the test asserts that the three observations are identical and right.
+"""
+
+import json
+import time
+
+import anthropic
+import openai
+import pytest
+
+from conftest import (
+    GUESTS, WORDS, Gateway, admin_kv, anthropic_client, expected_text, install, openai_client,
+)
+
+LANGS = ["rust", "python", "js"]
+MSG = [{"role": "user", "content": "Say hello"}]
+SETTINGS = """order = 10
+capabilities = ["log", "config", "kv", "trace", "clock"]
+memory = "64MiB"
+timeouts = { on_request = "500ms", on_chunk = "500ms", on_complete = "500ms" }
+
+[config]
+greeting = "Hello from the conformance plugin"
+reject_message = "Blocked by conformance"
+rewrite_model = "gpt-4o"
+route_upstream = "mock-openai"
+route_model = "gpt-4o"
+abort_word = "deterministic"
+"""
+
+
+@pytest.fixture(scope="module")
+def gws(session_tmp, mock):
+    """One gateway per language, each with an empty watched directory into which the plugin is then dropped."""
+    gateways = {}
+    for lang in LANGS:
+        d = session_tmp / f"conformance-{lang}.d"
+        d.mkdir()
+        tail = f"""
+[admin]
+token_env = "WEIR_TEST_ADMIN_TOKEN"
+
+[plugin_runtime]
+cache_dir = "{session_tmp / "plugin-cache"}"
+
+[[routes]]
+model = "gpt-4o"
+candidates = [{{ upstream = "mock-openai", model = "gpt-4o" }}]
+"""
+        gateways[lang] = Gateway(session_tmp, mock, name=f"conformance-{lang}", top=f'plugins_dir = "{d}"\n', tail=tail)
+        install(d, "conformance", f"conformance-{lang}.wasm", SETTINGS)
+    # Python and JavaScript components take seconds to compile (once: the artifact is then cached on disk).
+    deadline = time.time() + 240
+    for lang, g in gateways.items():
+        while [p["name"] for p in g.admin()["plugins"]] != ["conformance"]:
+            assert not g.admin()["load_errors"], g.admin()["load_errors"]
+            assert time.time() < deadline, f"{lang}: plugin not loaded:\n{g.log_text()[-2000:]}"
+            time.sleep(0.1)
+    yield gateways
+    for g in gateways.values():
+        g.stop()
+
+
+def kv(g, key):
+    status, body = admin_kv(g, "conformance", key)
+    return body.decode() if status == 200 else None
+
+
+def summary(g, request_id):
+    """The summary the plugin wrote in on-complete (which runs after the response; wait for it)."""
+    deadline = time.time() + 10
+    while (value := kv(g, f"summary/{request_id}")) is None:
+        assert time.time() < deadline, f"no summary for {request_id}"
+        time.sleep(0.02)
+    return json.loads(value)
+
+
+def attributes(g, request_id):
+    """The plugin's trace attributes on the request's log line (but `requests`, a counter checked on its own)."""
+    attrs = g.record(request_id).get("plugin_attributes") or ""
+    return dict(a.split("=", 1) for a in attrs.split(",") if a and not a.startswith("weir.plugin.conformance.requests="))
+
+
+def chat(g, mode, stream=False, chunks=8, model="gpt-4o-mini", **headers):
+    client = openai_client(g)
+    h = {"x-conformance": mode, "x-mock-chunks": str(chunks), **headers}
+    return client.chat.completions.with_raw_response.create(model=model, messages=MSG, stream=stream, extra_headers=h)
+
+
+def messages(g, mode, stream=False, chunks=8):
+    client = anthropic_client(g)
+    h = {"x-conformance": mode, "x-mock-chunks": str(chunks)}
+    return client.messages.with_raw_response.create(
+        model="claude-haiku-4-5", max_tokens=64, messages=MSG, stream=stream, extra_headers=h)
+
+
+def openai_deltas(raw):
+    return [c.choices[0].delta.content for c in raw.parse() if c.choices and c.choices[0].delta.content]
+
+
+def anthropic_deltas(raw):
+    return [e.delta.text for e in raw.parse() if e.type == "content_block_delta" and e.delta.type == "text_delta"]
+
+
+def observe(g, raw, content):
+    rid = raw.headers["x-request-id"]
+    return {"status": raw.status_code, "content": content, "summary": summary(g, rid), "attributes": attributes(g, rid)}
+
+
+def same(scenario, gws):
+    """Runs `scenario(g)` on every language's gateway; asserts identical observations and returns one of them."""
+    seen = {lang: scenario(g) for lang, g in gws.items()}
+    for lang in LANGS[1:]:
+        assert seen[lang] == seen["rust"], f"{lang} differs from rust:\n{seen[lang]}\n{seen['rust']}"
+    return seen["rust"]
+
+
+def test_all_three_load_from_the_watched_directory(gws):
+    def scenario(g):
+        (p,) = g.admin()["plugins"]
+        return {k: p[k] for k in ("name", "order", "failure_policy", "capabilities")}
+
+    assert same(scenario, gws) == {"name": "conformance", "order": 10, "failure_policy": "FailClosed",
+                                   "capabilities": ["log", "config", "kv", "trace", "clock"]}
+
+
+def test_pass_non_streamed(gws):
+    def scenario(g):
+        raw = chat(g, "pass")
+        return observe(g, raw, raw.parse().choices[0].message.content)
+
+    o = same(scenario, gws)
+    assert o["content"] == expected_text(8)
+    s = o["summary"]
+    assert (s["status"], s["outcome"], s["upstream"], s["attempts"], s["partial"]) == (200, "ok", "mock-openai", 1, False)
+    assert s["output_tokens"] == 8 and s["input_tokens"] > 0 and s["has_error"] is False
+    assert s["text_events"] == 1  # a whole body is one on-chunk call
+    assert o["attributes"]["weir.plugin.conformance.mode"] == "pass"
+
+
+@pytest.mark.parametrize("family", ["openai", "anthropic"])
+def test_replace_text_upper_cases_every_delta(gws, family):
+    def scenario(g):
+        if family == "openai":
+            raw = chat(g, "upper", stream=True)
+            return observe(g, raw, openai_deltas(raw))
+        raw = messages(g, "upper", stream=True)
+        return observe(g, raw, anthropic_deltas(raw))
+
+    o = same(scenario, gws)
+    assert o["content"] == [w.upper() for w in WORDS[:8]]
+    assert o["summary"]["text_events"] == 8 and o["summary"]["has_ttft"] is True
+
+
+def test_hold_everything_then_flush(gws):
+    def scenario(g):
+        raw = chat(g, "hold", stream=True)
+        return observe(g, raw, openai_deltas(raw))
+
+    o = same(scenario, gws)
+    assert o["content"] == ["[" + expected_text(8) + "]"]  # nothing until the flush, then all of it at once
+
+
+@pytest.mark.parametrize("chunks", [8, 7])
+def test_hold_and_release_in_pairs(gws, chunks):
+    def scenario(g):
+        raw = messages(g, "pairs", stream=True, chunks=chunks)
+        return observe(g, raw, anthropic_deltas(raw))
+
+    o = same(scenario, gws)
+    pairs = [WORDS[i] + (WORDS[i + 1] if i + 1 < chunks else "") for i in range(0, chunks, 2)]
+    assert o["content"] == pairs  # with 7 deltas the last one is held until flush
+    assert o["summary"]["text_events"] == chunks
+
+
+def test_drop(gws):
+    def scenario(g):
+        raw = chat(g, "drop", stream=True)
+        return observe(g, raw, openai_deltas(raw))
+
+    o = same(scenario, gws)
+    assert o["content"] == [w for w in WORDS[:8] if "mock" not in w]
+
+
+def test_abort_mid_stream(gws):
+    def scenario(g):
+        raw = chat(g, "abort", stream=True, chunks=12)
+        got = []
+        with pytest.raises(openai.APIError) as e:
+            for c in raw.parse():
+                if c.choices and c.choices[0].delta.content:
+                    got.append(c.choices[0].delta.content)
+        return {**observe(g, raw, got), "error": e.value.message}
+
+    o = same(scenario, gws)
+    assert o["content"] == WORDS[:10]  # everything before the event with the word
+    assert "conformance abort: deterministic" in o["error"]
+    assert o["summary"]["has_error"] is True
+
+
+@pytest.mark.parametrize("family", ["openai", "anthropic"])
+def test_reject(gws, family):
+    def scenario(g):
+        if family == "openai":
+            with pytest.raises(openai.PermissionDeniedError) as e:
+                chat(g, "reject")
+        else:
+            with pytest.raises(anthropic.PermissionDeniedError) as e:
+                messages(g, "reject")
+        rid = e.value.response.headers["x-request-id"]
+        return {"status": e.value.status_code, "body": e.value.body, "summary": summary(g, rid)}
+
+    o = same(scenario, gws)
+    model = "gpt-4o-mini" if family == "openai" else "claude-haiku-4-5"
+    message = f"Blocked by conformance ({model})"
+    assert o["status"] == 403
+    if family == "openai":
+        assert o["body"]["message"] == message
+    else:
+        assert o["body"]["error"]["message"] == message
+    assert o["summary"]["upstream"] is None and o["summary"]["attempts"] == 0
+
+
+@pytest.mark.parametrize("family", ["openai", "anthropic"])
+def test_respond_with_greeting_from_config_then_kv(gws, family):
+    def answer(g, mode="respond"):
+        if family == "openai":
+            return chat(g, mode).parse().choices[0].message.content
+        return messages(g, mode).parse().content[0].text
+
+    def scenario(g):
+        texts = [answer(g)]
+        assert admin_kv(g, "conformance", "greeting", "PUT", b"Hello from kv")[0] == 204
+        texts.append(answer(g))
+        answer(g, "forget")  # the plugin deletes the kv greeting
+        texts.append(answer(g))
+        return texts
+
+    assert same(scenario, gws) == ["Hello from the conformance plugin", "Hello from kv",
+                                   "Hello from the conformance plugin"]
+
+
+def test_rewrite_headers_model_metadata_principal(gws, mock):
+    def scenario(g):
+        tag = f"conformance-rewrite-{g.port}"
+        raw = chat(g, "rewrite", **{"x-mock-tag": tag})
+        (rec,) = mock.wait_requests(tag, lambda r: len(r) == 1)
+        o = observe(g, raw, raw.parse().choices[0].message.content)
+        log = g.record(raw.headers["x-request-id"])
+        return {**o, "upstream_header": dict(rec["headers"]).get("x-conformance-seen"), "upstream_model": rec["body"]["model"],
+                "principal": log["principal"]}
+
+    o = same(scenario, gws)
+    assert o["upstream_header"] == "rewrite" and o["upstream_model"] == "gpt-4o"
+    assert o["principal"] == "conformance-user" and o["summary"]["principal"] == "conformance-user"
+    assert o["summary"]["model"] == "gpt-4o"
+
+
+def test_route(gws):
+    def scenario(g):
+        raw = chat(g, "route", model="no-such-model")
+        o = observe(g, raw, raw.parse().choices[0].message.content)
+        return {**o, "upstream_model": g.record(raw.headers["x-request-id"])["upstream_model"]}
+
+    o = same(scenario, gws)
+    assert o["upstream_model"] == "gpt-4o"
+    assert (o["summary"]["upstream"], o["summary"]["model"]) == ("mock-openai", "gpt-4o")
+
+
+def test_plugin_error_fails_closed(gws):
+    def scenario(g):
+        with pytest.raises(openai.InternalServerError) as e:
+            chat(g, "error")
+        log = g.record(e.value.response.headers["x-request-id"])
+        return {"status": e.value.status_code, "message": e.value.message, "outcome": log["outcome"],
+                "attempts": log["attempts"], "error": log["error"]}
+
+    o = same(scenario, gws)
+    assert o["status"] == 500 and "`conformance`" in o["message"] and "conformance error requested" in o["message"]
+    assert (o["outcome"], o["attempts"]) == ("gateway_error", 0)
+    # A plugin whose hook failed is not called again in that request (no on-complete, so no summary).
+
+
+def test_cancelled_stream_is_summarised_as_partial(gws):
+    def scenario(g):
+        raw = chat(g, "pass", stream=True, chunks=50, **{"x-mock-delay-ms": "20"})
+        stream = raw.parse()
+        next(iter(stream))
+        stream.close()
+        s = summary(g, raw.headers["x-request-id"])
+        return {"outcome": s["outcome"], "partial": s["partial"], "status": s["status"]}
+
+    assert same(scenario, gws) == {"outcome": "cancelled", "partial": True, "status": 200}
+
+
+def test_kv_counters(gws):
+    def scenario(g):
+        before = int(kv(g, "requests"))
+        chat(g, "upper")
+        after = int(kv(g, "requests"))
+        return {"delta": after - before, "last_mode": kv(g, "last_mode")}
+
+    assert same(scenario, gws) == {"delta": 1, "last_mode": "upper"}
+    # Every language counted the same requests in on-request and the same completions in on-complete (fewer: a
+    # plugin whose on-request failed is not called again for that request). on-complete runs after the response.
+    deadline = time.time() + 5
+    while len(set(counts := {lang: (kv(g, "requests"), kv(g, "completed")) for lang, g in gws.items()}.values())) > 1:
+        assert time.time() < deadline, counts
+        time.sleep(0.05)
