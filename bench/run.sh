@@ -25,7 +25,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 bench_setup 18201 18200
 cargo build --release --locked -q -p weir-loadgen
-make -s guests >/dev/null
+make -s guests polyglot >/dev/null
 loadgen=target/release/weir-loadgen
 guests=$PWD/target/guests
 out=target/bench/results.md
@@ -281,11 +281,28 @@ if [[ " $sections " == *" plugins "* ]]; then
       "cost|{\"prices\":{\"gpt-4o-mini\":{\"input\":0.15,\"output\":0.6}}}"; do
     name=${spec%%|*}; cfg=${spec#*|}
     o=$("$bin" plugin bench "$guests/$name.wasm" --iterations 3000 --config "$cfg")
-    req=$(echo "$o" | awk '/^per request/ {print $(NF-1), $NF}')
+    req=$(echo "$o" | awk '/^per request:/ {print $(NF-1), $NF}')
     chunk=$(echo "$o" | awk '/^on-chunk call/ {print $(NF-1), $NF}')
     set -- $req $chunk
     size=$(( $(stat -c %s "$guests/$name.wasm") / 1024 ))
     say "| $name | $size | $1 | $2 | $3 | $4 | request ≤ 10, chunk ≤ 2 | request $(verdict "$1" 10), chunk $(verdict "$3" 2) |"
+  done
+  say ""
+  say "One plugin in three languages (tests/conformance, mode \`upper\`: config parse, kv increment + set, two trace"
+  say "attributes and a log line per request, replace-text per event); compile from an empty cache (µs unless noted):"
+  say ""
+  say "| language | size KB | compile (fresh) ms | per request, fresh instance median / p99 | per request, warm instance median / p99 | on-chunk median / p99 |"
+  say "|---|---|---|---|---|---|"
+  for lang in rust python js; do
+    f="$guests/conformance-$lang.wasm"
+    rm -rf "$tmp/fresh-cache"
+    o=$(XDG_CACHE_HOME="$tmp/fresh-cache" "$bin" plugin bench "$f" --iterations 2000 \
+        --config '{"default_mode":"upper","greeting":"hi","abort_word":"zzz"}')
+    compile=$(echo "$o" | awk '/^compiled in/ {print $3}')
+    req=$(echo "$o" | awk '/^per request:/ {print $(NF-1) " / " $NF}')
+    warm=$(echo "$o" | awk '/^per request, warm/ {print $(NF-1) " / " $NF}')
+    chunk=$(echo "$o" | awk '/^on-chunk call/ {print $(NF-1) " / " $NF}')
+    say "| $lang | $(( $(stat -c %s "$f") / 1024 )) | $compile | $req | $warm | $chunk |"
   done
   say ""
 fi
