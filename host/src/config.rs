@@ -55,6 +55,47 @@ pub struct Config {
     /// The environment variable holding the admin API's bearer token (`[admin] token_env`). Without it, the admin
     /// routes that change state are off.
     pub admin_token_env: Option<String>,
+    /// Traces (OTLP) — off unless an endpoint or protocol is set here or in the standard `OTEL_*` variables.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: OTLP trace export. Each key falls back to its standard environment variable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's base URL (`OTEL_EXPORTER_OTLP_ENDPOINT`): `http://host:4317` for gRPC, `http://host:4318` for
+    /// HTTP (`/v1/traces` is appended).
+    pub otlp_endpoint: Option<String>,
+    /// `grpc` or `http/protobuf` (`OTEL_EXPORTER_OTLP_PROTOCOL`; default `http/protobuf`).
+    pub otlp_protocol: Option<String>,
+    /// Headers sent to the collector, e.g. an API key (`OTEL_EXPORTER_OTLP_HEADERS`: `k1=v1,k2=v2`).
+    pub otlp_headers: BTreeMap<String, String>,
+    /// `service.name` of the spans (`OTEL_SERVICE_NAME`; default `weir`).
+    pub service_name: Option<String>,
+    /// Share of new traces recorded, 0.0–1.0; a client's `traceparent` decides for traces it continues.
+    pub sampling_ratio: f64,
+    /// Record prompt and completion text on the request span (`gen_ai.input.messages`, `gen_ai.output.messages`).
+    /// Off by default: spans carry no content.
+    pub capture_content: bool,
+    /// One span per `on-chunk` call (debugging) instead of a count and total time on the request span.
+    pub chunk_spans: bool,
+    /// Spans waiting for export; when the collector is slow or down, more are dropped (and counted).
+    pub queue: usize,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            otlp_protocol: None,
+            otlp_headers: BTreeMap::new(),
+            service_name: None,
+            sampling_ratio: 1.0,
+            capture_content: false,
+            chunk_spans: false,
+            queue: 8192,
+        }
+    }
 }
 
 /// Host capabilities a plugin can be granted.
@@ -391,6 +432,8 @@ struct RawConfig {
     plugin_runtime: PluginRuntime,
     #[serde(default)]
     admin: Option<RawAdmin>,
+    #[serde(default)]
+    telemetry: Option<Spanned<TelemetryConfig>>,
 }
 
 #[derive(Deserialize)]
@@ -481,6 +524,30 @@ impl Config {
         let mock_upstream = match &raw.mock_upstream {
             Some(m) => Some(parse_addr(&m.listen, "mock_upstream.listen", at)?),
             None => None,
+        };
+        let telemetry = match &raw.telemetry {
+            Some(t) => {
+                let c = t.get_ref();
+                if !(0.0..=1.0).contains(&c.sampling_ratio) {
+                    return Err(at.invalid(t, "telemetry.sampling_ratio", "must be between 0.0 and 1.0"));
+                }
+                if let Some(p) = &c.otlp_protocol
+                    && crate::telemetry::trace::Protocol::parse(p).is_none()
+                {
+                    return Err(at.invalid(t, "telemetry.otlp_protocol", "must be `grpc` or `http/protobuf`"));
+                }
+                if let Some(e) = &c.otlp_endpoint
+                    && e.parse::<http::Uri>().map_or(true, |u| u.scheme().is_none() || u.host().is_none())
+                {
+                    return Err(at.invalid(
+                        t,
+                        "telemetry.otlp_endpoint",
+                        "must be a URL such as http://127.0.0.1:4317",
+                    ));
+                }
+                c.clone()
+            }
+            None => TelemetryConfig::default(),
         };
 
         if let Some(retry) = &raw.retry {
@@ -650,6 +717,7 @@ impl Config {
             routes,
             mock_upstream,
             admin_token_env: raw.admin.map(|a| a.token_env),
+            telemetry,
         })
     }
 

@@ -31,10 +31,23 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/models", get(models).fallback(method_not_allowed))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/admin/plugins", get(admin_plugins))
         .route("/admin/plugins/{name}/kv/{*key}", get(admin_kv).put(admin_kv).delete(admin_kv))
         .fallback(not_found)
         .with_state(app)
+}
+
+/// Prometheus metrics (OpenMetrics text format).
+async fn metrics() -> Response {
+    crate::telemetry::sync_export_counters();
+    let body = crate::telemetry::metrics::METRICS.encode();
+    let mut resp = Response::new(axum::body::Body::from(body));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    resp
 }
 
 /// Lists the models this gateway serves, in the list format of the client's API family.

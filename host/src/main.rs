@@ -14,6 +14,7 @@ mod plugin;
 mod record;
 mod server;
 mod sse;
+mod telemetry;
 mod upstream;
 mod usage;
 
@@ -224,6 +225,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Some(registry)
     };
     let app = pipeline::App::new(config, plugins)?;
+    let otlp_client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .build()?;
+    telemetry::init(&app.config.telemetry, otlp_client)?;
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let models = app.config.routes.len();

@@ -81,6 +81,7 @@ enum Forward {
 /// Handles one request to a proxied endpoint. The record is finished here, or handed to the stream.
 pub async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
     let mut rec = RequestRecord::new(endpoint);
+    rec.trace = crate::telemetry::tracer().map(|t| t.begin(&headers));
     // One snapshot of the plugin set for the whole request, streams included.
     rec.chain = app.plugins.as_ref().map(|r| Chain::new(r.snapshot(), endpoint.family())).filter(|c| !c.is_empty());
     let request_id = HeaderValue::from_str(&rec.request_id).expect("request ids are ASCII");
@@ -149,6 +150,9 @@ async fn run(
     let req = RequestBody::parse(&bytes, endpoint)?;
     rec.model = Some(req.model.to_string());
     rec.stream = req.stream;
+    if crate::telemetry::capture_content() {
+        rec.input_capture = input_messages(&bytes);
+    }
 
     let routed;
     let route: &[Candidate] = match effects.route.take() {
@@ -185,6 +189,7 @@ async fn run(
         extra_headers: &effects.headers,
         stream: req.stream,
         body_for: &body_for,
+        trace: rec.trace.as_ref(),
     };
     let outcome = retry::run(&app.upstreams, &app.config.retry, &plan, &attempt).await;
     rec.attempts = outcome.attempts;
@@ -194,6 +199,7 @@ async fn run(
     };
 
     rec.upstream = Some(app.upstreams.get(answer.upstream).id.clone());
+    rec.provider = Some(app.config.upstream(answer.upstream).kind.family().as_str());
     rec.upstream_model = answer.model.take();
     rec.upstream_request_id = answer
         .headers
@@ -210,6 +216,9 @@ async fn run(
     let (mut resp, upstream) = match answer.body {
         AnswerBody::Full(b) => {
             tap.on_body(&b);
+            if rec.input_capture.is_some() {
+                rec.output_capture = std::str::from_utf8(&b).ok().and_then(|d| text::extract(endpoint, None, d, true));
+            }
             let b = match rec.chain.as_mut() {
                 Some(chain) => whole_body_plugins(chain, endpoint, b).await?,
                 None => b,
@@ -474,6 +483,7 @@ struct AnswerStream {
 
 impl AnswerStream {
     fn new(endpoint: Endpoint, upstream: reqwest::Response, tap: UsageTap, idle: Duration, rec: RequestRecord) -> Self {
+        crate::telemetry::metrics::METRICS.open_streams.inc();
         AnswerStream {
             endpoint,
             upstream: Box::pin(upstream.bytes_stream()),
@@ -541,6 +551,12 @@ impl AnswerStream {
         let tap = self.tap.as_mut().expect("tap lives until the end");
         if tap.on_event(&ev, Instant::now()) == Verdict::Drop {
             return;
+        }
+        if let Some(rec) = self.rec.as_mut().filter(|r| r.input_capture.is_some()) {
+            let f = ev.fields();
+            if let Some(t) = text::extract(self.endpoint, f.event, &f.data, false) {
+                rec.output_capture.get_or_insert_with(String::new).push_str(&t);
+            }
         }
         let text_over = tap.finished || tap.finish_reason.is_some();
         let Some(chain) = self.rec.as_mut().and_then(|r| r.chain.as_mut()) else {
@@ -631,12 +647,26 @@ impl AnswerStream {
 
 impl Drop for AnswerStream {
     fn drop(&mut self) {
+        crate::telemetry::metrics::METRICS.open_streams.dec();
         // Dropped before the end: the client went away. Record what was seen, marked partial.
         if let Some(mut rec) = self.rec.take() {
             rec.tap = self.tap.take();
             drop(rec);
         }
     }
+}
+
+/// The prompt of a request body for `gen_ai.input.messages` (only with content capture on): the messages and, where
+/// the API has them, the system prompt or instructions, as JSON.
+fn input_messages(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let mut out = serde_json::Map::new();
+    for key in ["system", "instructions", "messages", "input", "prompt"] {
+        if let Some(x) = v.get(key) {
+            out.insert(key.to_string(), x.clone());
+        }
+    }
+    Some(serde_json::Value::Object(out).to_string())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use crate::api::Endpoint;
 use crate::error::Source;
 use crate::plugin::Chain;
 use crate::plugin::bindings::types;
+use crate::telemetry::trace::TraceCtx;
 use crate::upstream::retry::AttemptLog;
 use crate::usage::UsageTap;
 
@@ -64,6 +65,13 @@ pub struct RequestRecord {
     pub principal: Option<String>,
     /// This request's plugin instances; `on-complete` runs on them after the record is logged.
     pub chain: Option<Chain>,
+    /// The trace context, when tracing is on.
+    pub trace: Option<TraceCtx>,
+    /// The API of the upstream that answered (`gen_ai.provider.name`).
+    pub provider: Option<&'static str>,
+    /// Prompt and completion text, only with `telemetry.capture_content`.
+    pub input_capture: Option<String>,
+    pub output_capture: Option<String>,
     logged: bool,
 }
 
@@ -85,6 +93,10 @@ impl RequestRecord {
             tap: None,
             principal: None,
             chain: None,
+            trace: None,
+            provider: None,
+            input_capture: None,
+            output_capture: None,
             logged: false,
         }
     }
@@ -119,12 +131,9 @@ impl RequestRecord {
             outcome: self.outcome,
             upstream: self.upstream.take(),
             upstream_request_id: self.upstream_request_id.take(),
-            attempts: self
-                .attempts
-                .iter()
-                .map(|a| format!("{}:{}:{}ms", a.upstream, a.outcome, ms(a.elapsed)))
-                .collect(),
+            attempts: std::mem::take(&mut self.attempts),
             response_model: tap.and_then(|t| t.response_model.clone()),
+            response_id: tap.and_then(|t| t.response_id.clone()),
             finish_reason: tap.and_then(|t| t.finish_reason.clone()),
             usage,
             events: tap.map(|t| t.events),
@@ -133,43 +142,61 @@ impl RequestRecord {
             duration_ms: ms(duration),
             error: self.error.take(),
             principal: self.principal.take(),
+            trace: self.trace.take(),
+            provider: self.provider,
+            input_capture: self.input_capture.take(),
+            output_capture: self.output_capture.take(),
+            ended: end,
         };
-        let Some(chain) = self.chain.take() else { return line.emit(None) };
+        let Some(chain) = self.chain.take() else {
+            line.emit(None);
+            return crate::telemetry::finish(&line, None);
+        };
         let rt = match tokio::runtime::Handle::try_current() {
             Ok(rt) => rt,
-            Err(_) => return line.emit(Some(&chain)),
+            Err(_) => {
+                line.emit(Some(&chain));
+                return crate::telemetry::finish(&line, Some(&chain));
+            }
         };
         // `on-complete` runs off the response path (accounting never delays the client), and the line is written
         // after it, so attributes that plugins set there (a request's cost) are on it.
         rt.spawn(async move {
             let chain = chain.on_complete(line.summary()).await;
             line.emit(Some(&chain));
+            crate::telemetry::finish(&line, Some(&chain));
             chain.release();
         });
     }
 }
 
-/// The owned contents of a request's log line.
-struct Line {
-    request_id: String,
-    endpoint: Endpoint,
-    model: Option<String>,
-    upstream_model: Option<String>,
-    stream: bool,
-    status: u16,
-    outcome: Outcome,
-    upstream: Option<String>,
-    upstream_request_id: Option<String>,
-    attempts: Vec<String>,
-    response_model: Option<String>,
-    finish_reason: Option<String>,
-    usage: crate::usage::Usage,
-    events: Option<u64>,
-    ttft_ms: Option<f64>,
-    tokens_per_s: Option<f64>,
-    duration_ms: f64,
-    error: Option<String>,
-    principal: Option<String>,
+/// The owned contents of a request's log line (and of its spans and metrics).
+pub struct Line {
+    pub request_id: String,
+    pub endpoint: Endpoint,
+    pub model: Option<String>,
+    pub upstream_model: Option<String>,
+    pub stream: bool,
+    pub status: u16,
+    pub outcome: Outcome,
+    pub upstream: Option<String>,
+    pub upstream_request_id: Option<String>,
+    pub attempts: Vec<AttemptLog>,
+    pub response_model: Option<String>,
+    pub response_id: Option<String>,
+    pub finish_reason: Option<String>,
+    pub usage: crate::usage::Usage,
+    pub events: Option<u64>,
+    pub ttft_ms: Option<f64>,
+    pub tokens_per_s: Option<f64>,
+    pub duration_ms: f64,
+    pub error: Option<String>,
+    pub principal: Option<String>,
+    pub trace: Option<TraceCtx>,
+    pub provider: Option<&'static str>,
+    pub input_capture: Option<String>,
+    pub output_capture: Option<String>,
+    pub ended: Instant,
 }
 
 impl Line {
@@ -216,7 +243,13 @@ impl Line {
             upstream = self.upstream.as_deref(),
             upstream_request_id = self.upstream_request_id.as_deref(),
             attempts = self.attempts.len(),
-            attempt_outcomes = self.attempts.join(","),
+            attempt_outcomes = self
+                .attempts
+                .iter()
+                .map(|a| format!("{}:{}:{}ms", a.upstream, a.outcome, ms(a.elapsed)))
+                .collect::<Vec<_>>()
+                .join(","),
+            trace_id = self.trace.as_ref().map(|t| format!("{:032x}", t.trace_id)),
             response_model = self.response_model.as_deref(),
             finish_reason = self.finish_reason.as_deref(),
             input_tokens = u.input_tokens,

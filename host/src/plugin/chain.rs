@@ -6,7 +6,7 @@
 //! `fail-open` skips the plugin. Either way the failure is counted, and a run of failures quarantines the plugin.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
@@ -19,6 +19,7 @@ use super::registry::{LoadedPlugin, PluginSet};
 use crate::api::{Endpoint, Family};
 use crate::config::{FailurePolicy, NEVER_FORWARDED};
 use crate::error::{ApiError, ErrorKind};
+use crate::telemetry::HookCall;
 
 /// A live instance.
 pub struct Live {
@@ -96,6 +97,11 @@ pub struct Chain {
     family: Family,
     pub principal: Option<types::Principal>,
     pub metadata: Vec<(String, String)>,
+    /// Hook calls for spans (`on-chunk` only with `telemetry.chunk_spans`).
+    calls: Vec<HookCall>,
+    /// Per plugin: `on-chunk` calls and their total time.
+    chunks: Vec<(u32, Duration)>,
+    chunk_spans: bool,
 }
 
 /// The hook being called, for deadlines and messages.
@@ -108,6 +114,10 @@ enum Hook {
 }
 
 impl Hook {
+    /// Index into [`crate::telemetry::metrics::HOOKS`].
+    fn index(self) -> usize {
+        self as usize
+    }
     fn name(self) -> &'static str {
         match self {
             Hook::OnRequest => "on-request",
@@ -129,7 +139,45 @@ impl Hook {
 impl Chain {
     pub fn new(set: Arc<PluginSet>, family: Family) -> Chain {
         let slots = set.plugins.iter().map(|_| Slot::Idle).collect();
-        Chain { set, slots, family, principal: None, metadata: Vec::new() }
+        let chunks = vec![(0, Duration::ZERO); set.plugins.len()];
+        let chunk_spans = crate::telemetry::chunk_spans();
+        Chain { set, slots, family, principal: None, metadata: Vec::new(), calls: Vec::new(), chunks, chunk_spans }
+    }
+
+    /// Notes one hook call of plugin `i` (started at `start`) for metrics and spans.
+    fn note(&mut self, i: usize, hook: Hook, start: Instant, outcome: &'static str, error: Option<String>) {
+        let took = start.elapsed();
+        self.set.plugins[i].metrics.call(hook.index(), took);
+        if let Hook::OnChunk = hook {
+            let c = &mut self.chunks[i];
+            c.0 += 1;
+            c.1 += took;
+            if !self.chunk_spans {
+                return;
+            }
+        }
+        self.calls.push(HookCall { plugin: i, hook: hook.index(), start, took, outcome, error });
+    }
+
+    /// The hook calls noted in this request.
+    pub fn calls(&self) -> &[HookCall] {
+        &self.calls
+    }
+
+    /// Name and version of plugin `i`.
+    pub fn plugin_identity(&self, i: usize) -> (&str, &str) {
+        let p = &self.set.plugins[i];
+        (&p.name, &p.version)
+    }
+
+    /// Per plugin that ran `on-chunk`: (name, calls, total time).
+    pub fn chunk_summary(&self) -> Vec<(&str, u32, Duration)> {
+        self.chunks
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.0 > 0)
+            .map(|(i, c)| (self.set.plugins[i].name.as_str(), c.0, c.1))
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -184,6 +232,7 @@ impl Chain {
             live.drain_output(&p.name);
         }
         p.record_failure(&format!("{}: {msg}", hook.name()));
+        p.metrics.failure(hook.index());
         tracing::warn!(target: "weir::plugin", plugin = %p.name, version = %p.version, hook = hook.name(), policy = ?p.settings.failure, "plugin failed: {msg}");
         match p.settings.failure {
             FailurePolicy::FailOpen => Ok(()),
@@ -218,20 +267,32 @@ impl Chain {
         };
         for i in 0..self.set.plugins.len() {
             let p = self.set.plugins[i].clone();
+            let t0 = Instant::now();
             let Some(live) = self.instance(i, Hook::OnRequest).await? else { continue };
             let result = live.bindings.weir_plugin_hooks().call_on_request(&mut live.store, &req).await;
             let decision = match result {
                 Ok(Ok(d)) => d,
                 Ok(Err(e)) => {
-                    self.fail(i, Hook::OnRequest, &format!("returned an error: {}", e.message))?;
+                    let msg = format!("returned an error: {}", e.message);
+                    self.note(i, Hook::OnRequest, t0, "error", Some(msg.clone()));
+                    self.fail(i, Hook::OnRequest, &msg)?;
                     continue;
                 }
                 Err(e) => {
                     let msg = describe(&e, &live.store, Hook::OnRequest, &p);
+                    self.note(i, Hook::OnRequest, t0, "failed", Some(msg.clone()));
                     self.fail(i, Hook::OnRequest, &msg)?;
                     continue;
                 }
             };
+            let label = match &decision {
+                RequestDecision::Continue => "continue",
+                RequestDecision::ContinueWith(_) => "continue-with",
+                RequestDecision::Route(_) => "route",
+                RequestDecision::Respond(_) => "respond",
+                RequestDecision::Reject(_) => "reject",
+            };
+            self.note(i, Hook::OnRequest, t0, label, None);
             self.set.plugins[i].record_success();
             match decision {
                 RequestDecision::Continue => {}
@@ -315,15 +376,30 @@ impl Chain {
             return Ok(None);
         }
         let p = self.set.plugins[i].clone();
+        let t0 = Instant::now();
         let Some(live) = self.instance(i, Hook::OnChunk).await? else { return Ok(None) };
         match live.bindings.weir_plugin_hooks().call_on_chunk(&mut live.store, chunk).await {
             Ok(Ok(d)) => {
+                let label = match &d {
+                    ChunkDecision::Pass => "pass",
+                    ChunkDecision::ReplaceText(_) => "replace-text",
+                    ChunkDecision::ReplaceData(_) => "replace-data",
+                    ChunkDecision::Drop => "drop",
+                    ChunkDecision::Hold => "hold",
+                    ChunkDecision::Abort(_) => "abort",
+                };
+                self.note(i, Hook::OnChunk, t0, label, None);
                 self.set.plugins[i].record_success();
                 Ok(Some(d))
             }
-            Ok(Err(e)) => self.fail(i, Hook::OnChunk, &format!("returned an error: {}", e.message)).map(|()| None),
+            Ok(Err(e)) => {
+                let msg = format!("returned an error: {}", e.message);
+                self.note(i, Hook::OnChunk, t0, "error", Some(msg.clone()));
+                self.fail(i, Hook::OnChunk, &msg).map(|()| None)
+            }
             Err(e) => {
                 let msg = describe(&e, &live.store, Hook::OnChunk, &p);
+                self.note(i, Hook::OnChunk, t0, "failed", Some(msg.clone()));
                 self.fail(i, Hook::OnChunk, &msg).map(|()| None)
             }
         }
@@ -367,15 +443,23 @@ impl Chain {
                 continue;
             }
             let p = self.set.plugins[i].clone();
+            let t0 = Instant::now();
             let Some(live) = self.instance(i, Hook::Flush).await? else { continue };
             let held = match live.bindings.weir_plugin_hooks().call_flush(&mut live.store).await {
-                Ok(Ok(t)) => t,
+                Ok(Ok(t)) => {
+                    let label = if t.as_deref().is_some_and(|t| !t.is_empty()) { "flushed" } else { "nothing-held" };
+                    self.note(i, Hook::Flush, t0, label, None);
+                    t
+                }
                 Ok(Err(e)) => {
-                    self.fail(i, Hook::Flush, &format!("returned an error: {}", e.message))?;
+                    let msg = format!("returned an error: {}", e.message);
+                    self.note(i, Hook::Flush, t0, "error", Some(msg.clone()));
+                    self.fail(i, Hook::Flush, &msg)?;
                     None
                 }
                 Err(e) => {
                     let msg = describe(&e, &live.store, Hook::Flush, &p);
+                    self.note(i, Hook::Flush, t0, "failed", Some(msg.clone()));
                     self.fail(i, Hook::Flush, &msg)?;
                     None
                 }
@@ -407,11 +491,16 @@ impl Chain {
                 continue;
             }
             let p = self.set.plugins[i].clone();
+            let t0 = Instant::now();
             let Ok(Some(live)) = self.instance(i, Hook::OnComplete).await else { continue };
             match live.bindings.weir_plugin_hooks().call_on_complete(&mut live.store, &summary).await {
-                Ok(()) => self.set.plugins[i].record_success(),
+                Ok(()) => {
+                    self.note(i, Hook::OnComplete, t0, "ok", None);
+                    self.set.plugins[i].record_success()
+                }
                 Err(e) => {
                     let msg = describe(&e, &live.store, Hook::OnComplete, &p);
+                    self.note(i, Hook::OnComplete, t0, "failed", Some(msg.clone()));
                     let _ = self.fail(i, Hook::OnComplete, &msg);
                 }
             }

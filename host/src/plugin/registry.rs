@@ -46,6 +46,8 @@ pub struct LoadedPlugin {
     /// Compile time (or cache load time), and whether the compiled artifact came from the disk cache.
     pub compile_time: std::time::Duration,
     pub from_cache: bool,
+    /// Metric handles for this plugin's hooks.
+    pub metrics: crate::telemetry::metrics::PluginMetrics,
     /// Content key (wasm + settings) used to detect changes.
     key: String,
     stats: Stats,
@@ -249,6 +251,7 @@ impl Registry {
                 current.remove(&name);
                 self.dir_errors.lock().unwrap().remove(&name);
                 tracing::info!(target: "weir::plugin", plugin = %name, "plugin removed (its file is gone)");
+                reload_metric("removed");
                 changed = true;
             }
             for (name, path) in seen {
@@ -258,6 +261,7 @@ impl Registry {
                         tracing::info!(target: "weir::plugin", plugin = %name, version = %p.version, file = %path.display(),
                             compile_ms = p.compile_time.as_millis() as u64, cached = p.from_cache, "plugin loaded");
                         self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                        reload_metric("loaded");
                         self.dir_errors.lock().unwrap().remove(&name);
                         current.insert(name, Arc::new(p));
                         changed = true;
@@ -267,6 +271,7 @@ impl Registry {
                         tracing::error!(target: "weir::plugin", plugin = %name, file = %path.display(),
                             keeping = previous.as_deref().unwrap_or("nothing"), "plugin not loaded: {msg}");
                         self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                        reload_metric("failed");
                         self.dir_errors.lock().unwrap().insert(name, msg);
                     }
                 }
@@ -355,6 +360,13 @@ struct Loader<'a> {
     rt: &'a PluginRuntime,
 }
 
+fn reload_metric(outcome: &'static str) {
+    crate::telemetry::metrics::METRICS
+        .reloads
+        .get_or_create(&crate::telemetry::metrics::ReloadLabels { outcome })
+        .inc();
+}
+
 /// Compiles, checks, links, instantiates and smoke-calls one plugin.
 fn load(
     l: &Loader<'_>,
@@ -383,6 +395,7 @@ fn load(
         imports: compiled.imports,
         compile_time: compiled.compile_time,
         from_cache: compiled.cached,
+        metrics: crate::telemetry::metrics::PluginMetrics::new(name),
         stats: Stats::default(),
         warm: Mutex::new(Vec::new()),
         rt_quarantine_after: rt.quarantine_after,

@@ -54,6 +54,8 @@ pub struct AttemptRequest<'a> {
     pub stream: bool,
     /// The body for a candidate (the model may be rewritten per candidate).
     pub body_for: &'a (dyn Fn(&Candidate) -> Bytes + Sync),
+    /// The request's trace, when tracing is on: each attempt sends `traceparent` naming its own span.
+    pub trace: Option<&'a crate::telemetry::trace::TraceCtx>,
 }
 
 /// A successful attempt.
@@ -170,13 +172,21 @@ impl Upstreams {
     }
 
     /// One attempt: send the request and, for non-streamed answers, read the whole body.
-    pub async fn attempt(&self, cand: &Candidate, req: &AttemptRequest<'_>) -> Result<Answer, Failure> {
+    pub async fn attempt(&self, cand: &Candidate, req: &AttemptRequest<'_>, span: u64) -> Result<Answer, Failure> {
         let idx = cand.upstream;
         let entry = &self.entries[idx.0];
         let fail = |class, detail: String| Failure { upstream: idx, class, retry_after: None, detail, response: None };
 
         let url = entry.urls[req.endpoint as usize].clone();
-        let headers = self.upstream_headers(entry, req);
+        let mut headers = self.upstream_headers(entry, req);
+        if let Some(t) = req.trace {
+            if let Ok(v) = HeaderValue::from_str(&t.traceparent(span)) {
+                headers.insert("traceparent", v);
+            }
+            if let Some(v) = t.tracestate.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
+                headers.insert("tracestate", v);
+            }
+        }
         let send = self.client.post(url).headers(headers).body((req.body_for)(cand)).send();
         let resp = match tokio::time::timeout(self.timeouts.first_byte, send).await {
             Err(_) => {
@@ -401,6 +411,7 @@ candidates = [{{ upstream = "b" }}, {{ upstream = "a" }}]
             extra_headers: &[],
             stream: true,
             body_for: &body,
+            trace: None,
         };
         let h = u.upstream_headers(&u.entries[0], &req);
         assert_eq!(h[header::AUTHORIZATION], "Bearer sk-upstream");

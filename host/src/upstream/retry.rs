@@ -114,7 +114,12 @@ pub struct AttemptLog {
     pub upstream: String,
     /// `ok` or a [`FailureClass`] label.
     pub outcome: &'static str,
+    pub started: Instant,
     pub elapsed: Duration,
+    /// The HTTP status the upstream answered with, if it answered.
+    pub status: Option<u16>,
+    /// The attempt's span id (sent upstream in `traceparent` when tracing is on).
+    pub span_id: u64,
 }
 
 /// The result of the attempt loop.
@@ -143,17 +148,28 @@ pub async fn run(ups: &Upstreams, policy: &RetryConfig, plan: &[Candidate], req:
         let started = Instant::now();
         let cand = &plan[i];
         let id = &ups.get(cand.upstream).id;
-        match ups.attempt(cand, req).await {
+        let span_id = crate::telemetry::trace::new_span_id();
+        match ups.attempt(cand, req, span_id).await {
             Ok(answer) => {
                 ups.record(cand.upstream, true);
-                attempts.push(AttemptLog { upstream: id.clone(), outcome: "ok", elapsed: started.elapsed() });
+                attempts.push(AttemptLog {
+                    upstream: id.clone(),
+                    outcome: "ok",
+                    started,
+                    elapsed: started.elapsed(),
+                    status: Some(answer.status.as_u16()),
+                    span_id,
+                });
                 return Outcome { result: Ok(answer), attempts };
             }
             Err(f) => {
                 attempts.push(AttemptLog {
                     upstream: id.clone(),
                     outcome: f.class.as_str(),
+                    started,
                     elapsed: started.elapsed(),
+                    status: f.response.as_ref().map(|r| r.status.as_u16()),
+                    span_id,
                 });
                 if f.class.is_upstream_fault() && ups.record(cand.upstream, false) {
                     tracing::warn!(upstream = %id, reason = f.class.as_str(), "upstream put in cooldown after consecutive failures");

@@ -1,0 +1,191 @@
+//! Prometheus metrics, served at `GET /metrics` in the OpenMetrics text format. Labels are bounded: API family,
+//! endpoint, status, outcome, upstream ids and plugin names from the config, model names the gateway serves, failure
+//! classes. Never a key, a principal or any content.
+//!
+//! Per-plugin handles are created once per loaded plugin ([`PluginMetrics`]), so a hook call costs a few atomic
+//! operations, not a label lookup.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub family: &'static str,
+    pub endpoint: &'static str,
+    pub status: u16,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub upstream: String,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub upstream: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    pub model: String,
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    pub model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+    pub hook: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    pub outcome: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub attempts: Family<AttemptLabels, Counter>,
+    pub retries: Family<RetryLabels, Counter>,
+    pub tokens: Family<TokenLabels, Counter>,
+    pub ttft: Histograms<EndpointLabels>,
+    pub duration: Histograms<EndpointLabels>,
+    pub tokens_per_second: Histograms<ModelLabels>,
+    pub open_streams: Gauge,
+    pub plugin_calls: Family<PluginLabels, Counter>,
+    pub plugin_failures: Family<PluginLabels, Counter>,
+    pub plugin_seconds: Histograms<PluginLabels>,
+    pub reloads: Family<ReloadLabels, Counter>,
+    pub spans_exported: Counter,
+    pub spans_dropped: Counter,
+}
+
+fn seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16)) // 1 ms … 33 s
+}
+fn plugin_seconds() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_005, 2.0, 16)) // 5 µs … 160 ms
+}
+fn per_second() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 12)) // 1 … 2048 tokens/s
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Metrics {
+        let m = Metrics {
+            registry: Registry::with_prefix("weir"),
+            requests: Family::default(),
+            attempts: Family::default(),
+            retries: Family::default(),
+            tokens: Family::default(),
+            ttft: Family::new_with_constructor(seconds),
+            duration: Family::new_with_constructor(seconds),
+            tokens_per_second: Family::new_with_constructor(per_second),
+            open_streams: Gauge::default(),
+            plugin_calls: Family::default(),
+            plugin_failures: Family::default(),
+            plugin_seconds: Family::new_with_constructor(plugin_seconds),
+            reloads: Family::default(),
+            spans_exported: Counter::default(),
+            spans_dropped: Counter::default(),
+        };
+        let mut r = m.registry;
+        r.register("requests", "Requests by API family, endpoint, status and outcome", m.requests.clone());
+        r.register("upstream_attempts", "Upstream attempts by upstream and outcome", m.attempts.clone());
+        r.register(
+            "upstream_retries",
+            "Attempts that failed and were retried, by upstream and reason",
+            m.retries.clone(),
+        );
+        r.register("tokens", "Tokens by model (as sent upstream) and direction (input, output)", m.tokens.clone());
+        r.register("time_to_first_token_seconds", "Time from arrival to the first generated token", m.ttft.clone());
+        r.register("request_duration_seconds", "Time from arrival to the end of the answer", m.duration.clone());
+        r.register(
+            "output_tokens_per_second",
+            "Output tokens per second after the first token",
+            m.tokens_per_second.clone(),
+        );
+        r.register("open_streams", "Streamed answers in progress", m.open_streams.clone());
+        r.register("plugin_calls", "Plugin hook calls by plugin and hook", m.plugin_calls.clone());
+        r.register(
+            "plugin_failures",
+            "Plugin hook failures (traps, deadlines, errors, invalid decisions)",
+            m.plugin_failures.clone(),
+        );
+        r.register(
+            "plugin_call_duration_seconds",
+            "Plugin hook call time, instantiation included",
+            m.plugin_seconds.clone(),
+        );
+        r.register("plugin_reloads", "Plugin loads from the watched directory by outcome", m.reloads.clone());
+        r.register("spans_exported", "Spans sent to the OTLP collector", m.spans_exported.clone());
+        r.register(
+            "spans_dropped",
+            "Spans dropped: export queue full or the collector failed",
+            m.spans_dropped.clone(),
+        );
+        Metrics { registry: r, ..m }
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+/// Handles for one loaded plugin, by hook (`on-request`, `on-chunk`, `flush`, `on-complete`).
+#[derive(Debug)]
+pub struct PluginMetrics {
+    calls: [Counter; 4],
+    failures: [Counter; 4],
+    seconds: [Histogram; 4],
+}
+
+pub const HOOKS: [&str; 4] = ["on-request", "on-chunk", "flush", "on-complete"];
+
+impl PluginMetrics {
+    pub fn new(plugin: &str) -> PluginMetrics {
+        let m = &*METRICS;
+        let labels = |hook| PluginLabels { plugin: plugin.to_string(), hook };
+        PluginMetrics {
+            calls: HOOKS.map(|h| m.plugin_calls.get_or_create_owned(&labels(h))),
+            failures: HOOKS.map(|h| m.plugin_failures.get_or_create_owned(&labels(h))),
+            seconds: HOOKS.map(|h| m.plugin_seconds.get_or_create_owned(&labels(h))),
+        }
+    }
+
+    pub fn call(&self, hook: usize, took: Duration) {
+        self.calls[hook].inc();
+        self.seconds[hook].observe(took.as_secs_f64());
+    }
+
+    pub fn failure(&self, hook: usize) {
+        self.failures[hook].inc();
+    }
+}
