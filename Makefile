@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 WEIR_CONFIG ?= examples/weir.toml
 
-.PHONY: run test bench build check unit e2e guests polyglot clean
+.PHONY: run test bench build plugins check unit e2e guests polyglot clean
 
 # Wasm components built from source for the tests: first-party plugins and the test guests.
 PLUGINS := allowlist auth router redact cost
@@ -20,10 +20,7 @@ POLYGLOT := target/guests/conformance-python.wasm target/guests/conformance-js.w
             target/guests/guard.wasm target/guests/tier-router.wasm
 
 ## Build (release) and start the gateway with the example config and the built-in mock upstream.
-run:
-	rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-	$(CARGO) build --release -p weir
-	$(CARGO) build --locked --target wasm32-wasip2 --profile plugin $(addprefix -p weir-plugin-,$(PLUGINS))
+run: build plugins
 	./target/release/weir serve --config $(WEIR_CONFIG)
 
 ## Install what the tests need and run every test: format, lints, unit tests, end-to-end tests through the SDKs.
@@ -34,7 +31,12 @@ bench:
 	bash bench/run.sh
 
 build:
-	$(CARGO) build --release -p weir
+	$(CARGO) build --release --locked -p weir
+
+## The first-party plugins, as Wasm components in target/wasm32-wasip2/plugin/.
+plugins:
+	rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	$(CARGO) build --locked --target wasm32-wasip2 --profile plugin $(addprefix -p weir-plugin-,$(PLUGINS))
 
 check:
 	$(CARGO) fmt --all --check
