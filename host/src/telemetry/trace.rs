@@ -168,45 +168,33 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// Starts the export task. Must be called inside the tokio runtime.
+    /// Starts the exporter on a thread of its own (with a single-threaded runtime), so that encoding and sending
+    /// batches never takes a worker thread from requests. Returns once the exporter is built.
     pub fn start(
         c: &TelemetryConfig,
         target: &ExportTarget,
         http: reqwest::Client,
         stats: std::sync::Arc<ExportStats>,
     ) -> anyhow::Result<Tracer> {
-        let timeout = Duration::from_secs(5);
-        let mut exporter = match target.protocol {
-            Protocol::Grpc => {
-                let mut headers = HeaderMap::new();
-                for (k, v) in &target.headers {
-                    let key = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
-                        .map_err(|_| anyhow::anyhow!("invalid OTLP header name `{k}`"))?;
-                    let value = v.parse().map_err(|_| anyhow::anyhow!("invalid value for OTLP header `{k}`"))?;
-                    headers.insert(key, value);
-                }
-                let metadata = opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
-                opentelemetry_otlp::SpanExporter::builder()
-                    .with_tonic()
-                    .with_endpoint(target.url.clone())
-                    .with_timeout(timeout)
-                    .with_metadata(metadata)
-                    .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
-                    .build()?
-            }
-            Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(target.url.clone())
-                .with_timeout(timeout)
-                .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
-                .with_http_client(http)
-                .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
-                .build()?,
-        };
-        exporter.set_resource(&Resource::builder_empty().with_service_name(target.service_name.clone()).build());
         let (tx, rx) = mpsc::channel(c.queue.max(1));
-        tokio::spawn(export_loop(exporter, rx, stats.clone(), target.url.clone()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+        let (target_owned, export_stats) = (target.clone(), stats.clone());
+        std::thread::Builder::new().name("weir-otlp".into()).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => return drop(ready_tx.send(Err(e.into()))),
+            };
+            rt.block_on(async move {
+                match build_exporter(&target_owned, http) {
+                    Ok(exporter) => {
+                        let _ = ready_tx.send(Ok(()));
+                        export_loop(exporter, rx, export_stats, target_owned.url).await;
+                    }
+                    Err(e) => drop(ready_tx.send(Err(e))),
+                }
+            });
+        })?;
+        ready_rx.recv().map_err(|_| anyhow::anyhow!("the OTLP exporter thread ended"))??;
         Ok(Tracer {
             tx,
             sample_bound: (c.sampling_ratio.clamp(0.0, 1.0) * u64::MAX as f64) as u64,
@@ -287,6 +275,41 @@ impl Tracer {
             }
         }
     }
+}
+
+/// The OTLP exporter for `target` (inside the exporter thread's runtime: the gRPC channel lives there).
+fn build_exporter(target: &ExportTarget, http: reqwest::Client) -> anyhow::Result<opentelemetry_otlp::SpanExporter> {
+    let timeout = Duration::from_secs(5);
+    let mut exporter = match target.protocol {
+        Protocol::Grpc => {
+            let mut headers = HeaderMap::new();
+            for (k, v) in &target.headers {
+                let key = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes())
+                    .map_err(|_| anyhow::anyhow!("invalid OTLP header name `{k}`"))?;
+                let value = v.parse().map_err(|_| anyhow::anyhow!("invalid value for OTLP header `{k}`"))?;
+                headers.insert(key, value);
+            }
+            let metadata = opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(headers);
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(target.url.clone())
+                .with_timeout(timeout)
+                .with_metadata(metadata)
+                .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
+                .build()?
+        }
+        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(target.url.clone())
+            .with_timeout(timeout)
+            .with_headers(target.headers.iter().cloned().collect::<HashMap<_, _>>())
+            .with_http_client(http)
+            .with_retry_policy(opentelemetry_otlp::RetryPolicy::disabled())
+            .build()?,
+    };
+    exporter.set_resource(&Resource::builder_empty().with_service_name(target.service_name.clone()).build());
+    Ok(exporter)
 }
 
 const BATCH: usize = 512;
