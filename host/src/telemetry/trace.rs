@@ -4,9 +4,10 @@
 //! early are made early: the server span's when the request arrives, each attempt's when it starts (it goes
 //! upstream in `traceparent`).
 //!
-//! Export never blocks a request: finished spans go into a bounded queue (`telemetry.queue`); a background task
-//! sends them in batches with the `opentelemetry-otlp` exporter (gRPC or HTTP/protobuf). A full queue or a failed
-//! export drops spans and counts them (`weir_spans_dropped_total`), and a warning is logged at most once a minute.
+//! Export never blocks a request: finished spans go into a bounded queue (`telemetry.queue`); a thread of its own
+//! drains it every 50 ms and sends the spans in batches with the `opentelemetry-otlp` exporter (gRPC or
+//! HTTP/protobuf). A full queue or a failed export drops spans and counts them (`weir_spans_dropped_total`), and a
+//! warning is logged at most once a minute.
 //!
 //! Why not `tracing-opentelemetry`: a request's work is spread over the handler, a streaming body polled by hyper
 //! and an `on-complete` task, and its spans need exact times from the record (the attempt loop, the first token).
@@ -313,7 +314,9 @@ fn build_exporter(target: &ExportTarget, http: reqwest::Client) -> anyhow::Resul
 }
 
 const BATCH: usize = 512;
-const LINGER: Duration = Duration::from_millis(200);
+/// How often the exporter drains the queue. It polls instead of waiting on the queue, so a request handing over its
+/// spans never has to wake the exporter thread.
+const TICK: Duration = Duration::from_millis(50);
 
 async fn export_loop(
     exporter: opentelemetry_otlp::SpanExporter,
@@ -322,32 +325,42 @@ async fn export_loop(
     url: String,
 ) {
     let mut last_warning: Option<Instant> = None;
-    let mut batch = Vec::with_capacity(BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        let linger = tokio::time::sleep(LINGER);
-        tokio::pin!(linger);
-        while batch.len() < BATCH {
-            tokio::select! {
-                s = rx.recv() => match s {
-                    Some(s) => batch.push(s),
-                    None => break,
-                },
-                _ = &mut linger => break,
-            }
-        }
-        let n = batch.len() as u64;
-        match exporter.export(std::mem::take(&mut batch)).await {
-            Ok(()) => {
-                stats.exported.fetch_add(n, Ordering::Relaxed);
-            }
-            Err(e) => {
-                stats.dropped.fetch_add(n, Ordering::Relaxed);
-                if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
-                    last_warning = Some(Instant::now());
-                    tracing::warn!(collector = %url, error = %e, dropped = n,
-                        "could not export spans; they are dropped (counted in weir_spans_dropped_total), requests are unaffected");
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut open = true;
+    while open {
+        tick.tick().await;
+        loop {
+            let mut batch = Vec::with_capacity(BATCH);
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(s) => batch.push(s),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
                 }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let (n, full) = (batch.len() as u64, batch.len() == BATCH);
+            match exporter.export(batch).await {
+                Ok(()) => {
+                    stats.exported.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    stats.dropped.fetch_add(n, Ordering::Relaxed);
+                    if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        last_warning = Some(Instant::now());
+                        tracing::warn!(collector = %url, error = %e, dropped = n,
+                            "could not export spans; they are dropped (counted in weir_spans_dropped_total), requests are unaffected");
+                    }
+                }
+            }
+            if !full {
+                break;
             }
         }
     }
