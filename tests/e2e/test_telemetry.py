@@ -99,6 +99,7 @@ class Receiver:
                             "end": s.end_time_unix_nano,
                             "status": s.status.code,
                             "attrs": {a.key: any_value(a.value) for a in s.attributes},
+                            "events": [e.name for e in s.events],
                         })
 
     def trace(self, trace_id, pred, timeout=10.0):
@@ -167,6 +168,21 @@ otlp_headers = {{ "x-collector-tenant" = "team-a" }}
 otlp_endpoint = "http://127.0.0.1:{receiver.http_port}"
 service_name = "weir-capture"
 capture_content = true
+"""),
+        # The conformance plugin (sets a principal, attributes and an event); a span per on-chunk call; no new
+        # traces sampled (only callers' sampled traces are recorded).
+        "debug": Gateway(session_tmp, mock, name="otel-debug", tail=f"""
+[telemetry]
+otlp_endpoint = "http://127.0.0.1:{receiver.http_port}"
+service_name = "weir-debug"
+chunk_spans = true
+sampling_ratio = 0.0
+
+[[plugins]]
+name = "conformance"
+file = "{GUESTS / 'conformance-rust.wasm'}"
+capabilities = ["log", "config", "kv", "trace", "clock"]
+config = {{ rewrite_model = "gpt-4o-mini" }}
 """),
     }
     yield g
@@ -313,6 +329,39 @@ def test_plugin_rejection_span(gws, receiver):
     (on_request,) = [s for s in by_kind(spans, "INTERNAL") if s["attrs"]["weir.plugin.hook"] == "on-request"]
     assert on_request["attrs"]["weir.plugin.decision"] == "reject"
     assert not by_kind(spans, "CLIENT"), "no upstream was called"
+
+
+def test_chunk_spans_principal_and_plugin_events(gws, receiver):
+    trace_id, headers = caller(0xDEB)
+    chunks = list(openai_client(gws["debug"]).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True,
+        extra_headers={**headers, "x-conformance": "rewrite", "x-mock-chunks": "4"}))
+    assert chunks
+    spans = receiver.trace(trace_id, lambda s: len(by_kind(s, "SERVER")) == 1)
+    (server,) = by_kind(spans, "SERVER")
+    a = server["attrs"]
+    assert a["weir.principal.id"] == "conformance-user", "the principal a plugin set"
+    assert a["weir.plugin.conformance.mode"] == "rewrite"
+    assert server["events"] == ["weir.plugin.conformance.request"]
+    on_chunk = [s for s in by_kind(spans, "INTERNAL") if s["attrs"]["weir.plugin.hook"] == "on-chunk"]
+    assert len(on_chunk) == a["weir.plugin.conformance.on_chunk.calls"] >= 4
+    assert {s["attrs"]["weir.plugin.decision"] for s in on_chunk} == {"pass"}
+
+
+def test_sampling_ratio_zero_records_only_callers_sampled_traces(gws, receiver, mock):
+    client = openai_client(gws["debug"])
+    unsampled = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-mock-tag": "otel-unsampled"})
+    trace_id, headers = caller(0x5A)
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                   extra_headers=headers)
+    receiver.trace(trace_id, lambda s: len(by_kind(s, "SERVER")) == 1)
+    # Spans are queued in order: once the later request's are in, the earlier one's would have been too.
+    with receiver.lock:
+        assert not [s for s in receiver.spans if s["attrs"].get("weir.request_id") == unsampled.headers["x-request-id"]]
+    (rec,) = mock.wait_requests("otel-unsampled", lambda r: len(r) >= 1)
+    assert dict(rec["headers"])["traceparent"].endswith("-00"), "the upstream is told the trace is not sampled"
 
 
 def secret_request(g):

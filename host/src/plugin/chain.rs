@@ -519,6 +519,18 @@ impl Chain {
         }
     }
 
+    /// Trace events the plugins added in this request.
+    pub fn events(&self) -> Vec<(String, Instant)> {
+        self.slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Live(l) => Some(l.store.data().events.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     /// Trace attributes the plugins set in this request.
     pub fn attributes(&self) -> Vec<(String, String)> {
         self.slots

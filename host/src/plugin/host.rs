@@ -40,6 +40,8 @@ pub struct State {
     pub out_of_memory: bool,
     /// `trace` attributes set by the guest, namespaced.
     pub attributes: Vec<(String, String)>,
+    /// `trace` events added by the guest (namespaced names), with when.
+    pub events: Vec<(String, Instant)>,
     /// The guest's stdout and stderr.
     pub output: MemoryOutputPipe,
 }
@@ -59,6 +61,7 @@ impl State {
             running_since: Arc::new(std::sync::Mutex::new(Instant::now())),
             out_of_memory: false,
             attributes: Vec::new(),
+            events: Vec::new(),
             output,
         }
     }
@@ -142,6 +145,9 @@ impl trace::Host for State {
     }
     fn add_event(&mut self, name: String) {
         tracing::debug!(target: "weir::plugin", plugin = %self.plugin.name, event = %name, "plugin trace event");
+        if self.events.len() < MAX_ATTRIBUTES {
+            self.events.push((format!("weir.plugin.{}.{name}", self.plugin.name), Instant::now()));
+        }
     }
 }
 

@@ -114,6 +114,7 @@ impl LoadedPlugin {
             return;
         }
         live.store.data_mut().attributes.clear();
+        live.store.data_mut().events.clear();
         let mut warm = self.warm.lock().unwrap();
         if warm.len() < self.settings.warm_instances {
             warm.push(live);

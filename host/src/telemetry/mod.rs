@@ -17,7 +17,7 @@ pub mod trace;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use opentelemetry::trace::{SpanKind, Status};
+use opentelemetry::trace::{Event, SpanKind, Status};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 
 use crate::api::Endpoint;
@@ -185,7 +185,7 @@ fn spans(tracer: &Tracer, t: &TraceCtx, line: &Line, chain: Option<&Chain>) -> V
         Outcome::Ok | Outcome::ClientError | Outcome::Cancelled => Status::Unset,
         _ => Status::error(line.error.clone().unwrap_or_default()),
     };
-    out.push(tracer.span(
+    let mut server = tracer.span(
         t,
         t.span_id,
         t.parent,
@@ -194,7 +194,12 @@ fn spans(tracer: &Tracer, t: &TraceCtx, line: &Line, chain: Option<&Chain>) -> V
         (t.start, end),
         a,
         status,
-    ));
+    );
+    if let Some(chain) = chain {
+        server.events.events =
+            chain.events().into_iter().map(|(name, at)| Event::new(name, t.time(at), Vec::new(), 0)).collect();
+    }
+    out.push(server);
 
     let n = line.attempts.len();
     for (k, at) in line.attempts.iter().enumerate() {

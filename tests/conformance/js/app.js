@@ -2,7 +2,7 @@
 import { getJson } from "weir:plugin/config@0.1.0";
 import * as kv from "weir:plugin/kv@0.1.0";
 import { write } from "weir:plugin/log@0.1.0";
-import { setAttribute } from "weir:plugin/trace@0.1.0";
+import { addEvent, setAttribute } from "weir:plugin/trace@0.1.0";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -36,6 +36,7 @@ function onRequest(req) {
   kv.set("last_mode", encoder.encode(mode), undefined);
   setAttribute("mode", mode);
   setAttribute("requests", String(n));
+  addEvent("request");
   write("info", `conformance request ${n} mode=${mode}`);
 
   switch (mode) {

@@ -59,6 +59,7 @@ class Hooks(exports.Hooks):
         kv.set("last_mode", mode.encode(), None)
         trace.set_attribute("mode", mode)
         trace.set_attribute("requests", str(n))
+        trace.add_event("request")
         log.write(log.Level.INFO, f"conformance request {n} mode={mode}")
 
         if mode == "reject":

@@ -46,6 +46,7 @@ impl Plugin for Conformance {
         kv::set("last_mode", mode.as_bytes(), None);
         trace::set_attribute("mode", &mode);
         trace::set_attribute("requests", &n.to_string());
+        trace::add_event("request");
         log::write(log::Level::Info, &format!("conformance request {n} mode={mode}"));
 
         Ok(match mode.as_str() {
