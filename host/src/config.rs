@@ -907,6 +907,11 @@ impl fmt::Display for Config {
         if let Some(d) = &self.plugins_dir {
             writeln!(f, "plugins directory (watched): {}", d.display())?;
         }
+        match crate::telemetry::trace::ExportTarget::resolve(&self.telemetry, |k| std::env::var(k).ok()) {
+            Ok(Some(t)) => writeln!(f, "{}", crate::telemetry::trace::describe(&t, &self.telemetry))?,
+            Ok(None) => writeln!(f, "traces: off (no OTLP endpoint in [telemetry] or OTEL_EXPORTER_OTLP_ENDPOINT)")?,
+            Err(e) => writeln!(f, "traces: {e}")?,
+        }
         write!(
             f,
             "timeouts: connect {:?}, first byte {:?}, idle {:?}; retry: {} attempts, backoff {:?}..{:?}",
@@ -987,6 +992,25 @@ candidates = [{ upstream = "a", model = "gpt-4o-mini" }, { upstream = "b" }]
         assert!(e.contains("forward_headers"), "{e}");
         let e = parse(&format!("{GOOD}\n[timeouts]\nidle = \"5 parsecs\"\n")).unwrap_err().to_string();
         assert!(e.contains("unit must be"), "{e}");
+    }
+
+    #[test]
+    fn validates_telemetry() {
+        let with = |t: &str| parse(&format!("{GOOD}\n[telemetry]\n{t}\n"));
+        let c = with("otlp_endpoint = \"http://127.0.0.1:4317\"\notlp_protocol = \"grpc\"\ncapture_content = true")
+            .unwrap();
+        assert_eq!(c.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert!(c.telemetry.capture_content && !c.telemetry.chunk_spans && c.telemetry.sampling_ratio == 1.0);
+        for (bad, key) in [
+            ("sampling_ratio = 1.5", "telemetry.sampling_ratio"),
+            ("otlp_protocol = \"http/json\"", "telemetry.otlp_protocol"),
+            ("otlp_endpoint = \"localhost:4317\"", "telemetry.otlp_endpoint"),
+            ("otlp_endpoit = \"http://x\"", "otlp_endpoit"),
+        ] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        assert!(!parse(GOOD).unwrap().telemetry.capture_content, "content capture is off by default");
     }
 
     #[test]
