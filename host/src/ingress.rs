@@ -40,7 +40,6 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Prometheus metrics (OpenMetrics text format).
 async fn metrics() -> Response {
-    crate::telemetry::sync_export_counters();
     let body = crate::telemetry::metrics::METRICS.encode();
     let mut resp = Response::new(axum::body::Body::from(body));
     resp.headers_mut().insert(

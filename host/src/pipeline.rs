@@ -216,7 +216,7 @@ async fn run(
     let (mut resp, upstream) = match answer.body {
         AnswerBody::Full(b) => {
             tap.on_body(&b);
-            if rec.input_capture.is_some() {
+            if crate::telemetry::capture_content() {
                 rec.output_capture = std::str::from_utf8(&b).ok().and_then(|d| text::extract(endpoint, None, d, true));
             }
             let b = match rec.chain.as_mut() {
@@ -552,7 +552,7 @@ impl AnswerStream {
         if tap.on_event(&ev, Instant::now()) == Verdict::Drop {
             return;
         }
-        if let Some(rec) = self.rec.as_mut().filter(|r| r.input_capture.is_some()) {
+        if let Some(rec) = self.rec.as_mut().filter(|_| crate::telemetry::capture_content()) {
             let f = ev.fields();
             if let Some(t) = text::extract(self.endpoint, f.event, &f.data, false) {
                 rec.output_capture.get_or_insert_with(String::new).push_str(&t);

@@ -35,7 +35,7 @@ pub fn init(c: &TelemetryConfig, http: reqwest::Client) -> anyhow::Result<()> {
         tracing::info!("traces: off (set [telemetry] otlp_endpoint or OTEL_EXPORTER_OTLP_ENDPOINT to export them)");
         return Ok(());
     };
-    let stats = std::sync::Arc::new(ExportStats::default());
+    let stats = ExportStats { exported: METRICS.spans_exported.clone(), dropped: METRICS.spans_dropped.clone() };
     let tracer = Tracer::start(c, &target, http, stats)?;
     tracing::info!("{}", trace::describe(&target, c));
     let _ = TRACER.set(tracer);
@@ -55,19 +55,6 @@ pub fn capture_content() -> bool {
 /// Whether `on-chunk` calls get a span each.
 pub fn chunk_spans() -> bool {
     tracer().is_some_and(|t| t.chunk_spans)
-}
-
-/// Brings the export counters into the registry before a scrape.
-pub fn sync_export_counters() {
-    if let Some(t) = tracer() {
-        let m = &*METRICS;
-        let (exported, dropped) = (
-            t.stats.exported.load(std::sync::atomic::Ordering::Relaxed),
-            t.stats.dropped.load(std::sync::atomic::Ordering::Relaxed),
-        );
-        m.spans_exported.inc_by(exported.saturating_sub(m.spans_exported.get()));
-        m.spans_dropped.inc_by(dropped.saturating_sub(m.spans_dropped.get()));
-    }
 }
 
 fn operation(e: Endpoint) -> &'static str {

@@ -16,7 +16,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use http::HeaderMap;
@@ -150,11 +149,11 @@ pub fn parse_traceparent(v: &str) -> Option<(u128, u64, bool)> {
     Some((trace_id, span_id, flags & 1 == 1))
 }
 
-/// Counters of the export pipeline (also on `/metrics`).
-#[derive(Debug, Default)]
+/// Counters of the export pipeline: the `/metrics` counters themselves (clones share the value).
+#[derive(Debug, Clone, Default)]
 pub struct ExportStats {
-    pub exported: AtomicU64,
-    pub dropped: AtomicU64,
+    pub exported: prometheus_client::metrics::counter::Counter,
+    pub dropped: prometheus_client::metrics::counter::Counter,
 }
 
 /// The span pipeline: a bounded queue in front of a batching export task.
@@ -165,7 +164,7 @@ pub struct Tracer {
     pub capture_content: bool,
     pub chunk_spans: bool,
     scope: InstrumentationScope,
-    pub stats: std::sync::Arc<ExportStats>,
+    pub stats: ExportStats,
 }
 
 impl Tracer {
@@ -175,7 +174,7 @@ impl Tracer {
         c: &TelemetryConfig,
         target: &ExportTarget,
         http: reqwest::Client,
-        stats: std::sync::Arc<ExportStats>,
+        stats: ExportStats,
     ) -> anyhow::Result<Tracer> {
         let (tx, rx) = mpsc::channel(c.queue.max(1));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
@@ -273,7 +272,7 @@ impl Tracer {
     pub fn submit(&self, spans: Vec<SpanData>) {
         for s in spans {
             if self.tx.try_send(s).is_err() {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+                self.stats.dropped.inc();
             }
         }
     }
@@ -333,7 +332,7 @@ const TICK: Duration = Duration::from_millis(20);
 async fn export_loop(
     exporter: opentelemetry_otlp::SpanExporter,
     mut rx: mpsc::Receiver<SpanData>,
-    stats: std::sync::Arc<ExportStats>,
+    stats: ExportStats,
     url: String,
 ) {
     let mut last_warning: Option<Instant> = None;
@@ -360,10 +359,10 @@ async fn export_loop(
             let (n, full) = (batch.len() as u64, batch.len() == BATCH);
             match exporter.export(batch).await {
                 Ok(()) => {
-                    stats.exported.fetch_add(n, Ordering::Relaxed);
+                    stats.exported.inc_by(n);
                 }
                 Err(e) => {
-                    stats.dropped.fetch_add(n, Ordering::Relaxed);
+                    stats.dropped.inc_by(n);
                     if last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                         last_warning = Some(Instant::now());
                         tracing::warn!(collector = %url, error = %e, dropped = n,
