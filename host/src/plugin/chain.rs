@@ -521,22 +521,20 @@ impl Chain {
 
     /// Trace events the plugins added in this request.
     pub fn events(&self) -> Vec<(String, Instant)> {
-        self.slots
-            .iter()
-            .filter_map(|s| match s {
-                Slot::Live(l) => Some(l.store.data().events.clone()),
-                _ => None,
-            })
-            .flatten()
-            .collect()
+        self.collect_live(|s| &s.events)
     }
 
     /// Trace attributes the plugins set in this request.
     pub fn attributes(&self) -> Vec<(String, String)> {
+        self.collect_live(|s| &s.attributes)
+    }
+
+    /// What each live instance recorded, in plugin order.
+    fn collect_live<T: Clone>(&self, field: impl Fn(&State) -> &Vec<T>) -> Vec<T> {
         self.slots
             .iter()
             .filter_map(|s| match s {
-                Slot::Live(l) => Some(l.store.data().attributes.clone()),
+                Slot::Live(l) => Some(field(l.store.data()).iter().cloned()),
                 _ => None,
             })
             .flatten()
