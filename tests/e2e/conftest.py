@@ -90,6 +90,16 @@ class Mock:
 
 GUESTS = ROOT / "target" / "guests"
 
+# The allowlist plugin as a `[[plugins]]` entry (for a gateway config's tail).
+ALLOWLIST_PLUGIN = f"""
+[[plugins]]
+name = "allowlist"
+file = "{GUESTS / 'allowlist.wasm'}"
+order = 10
+capabilities = ["config", "kv", "trace"]
+config = {{ models = ["gpt-4o-mini", "claude-*", "failover-*"] }}
+"""
+
 
 def install(dir_, name, wasm, settings=""):
     """Drops a plugin into the watched directory the way a user would: the .toml first, then the .wasm (copied

@@ -12,7 +12,7 @@ import urllib.request
 import openai
 import pytest
 
-from conftest import GUESTS, WEIR, Gateway, install, anthropic_client, expected_text, openai_client
+from conftest import ALLOWLIST_PLUGIN, GUESTS, WEIR, Gateway, install, anthropic_client, expected_text, openai_client
 
 MSG = [{"role": "user", "content": "Say hello"}]
 
@@ -33,14 +33,7 @@ def pg(session_tmp, mock):
 [plugin_runtime]
 quarantine_after = 1000
 cache_dir = "{session_tmp / 'plugin-cache'}"
-
-[[plugins]]
-name = "allowlist"
-file = "{GUESTS / 'allowlist.wasm'}"
-order = 10
-capabilities = ["config", "kv", "trace"]
-config = {{ models = ["gpt-4o-mini", "claude-*", "failover-*"] }}
-"""
+""" + ALLOWLIST_PLUGIN
     g = Gateway(session_tmp, mock, name="plugins", top=top, tail=tail)
     g.dir = d
     yield g

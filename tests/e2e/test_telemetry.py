@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc as pb_grpc
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from conftest import CLIENT_KEY, GUESTS, UPSTREAM_KEY, Gateway, anthropic_client, free_port, openai_client
+from conftest import ALLOWLIST_PLUGIN, CLIENT_KEY, GUESTS, UPSTREAM_KEY, Gateway, anthropic_client, free_port, openai_client
 
 PROMPT_CANARY = "prompt-canary-51d0c7 what is a weir"
 QUERY_CANARY = "query-canary-8e21aa"
@@ -131,16 +131,6 @@ class Receiver:
         self.http.shutdown()
 
 
-ALLOWLIST = f"""
-[[plugins]]
-name = "allowlist"
-file = "{GUESTS / 'allowlist.wasm'}"
-order = 10
-capabilities = ["config", "kv", "trace"]
-config = {{ models = ["gpt-4o-mini", "claude-*", "failover-*"] }}
-"""
-
-
 @pytest.fixture(scope="module")
 def receiver():
     r = Receiver()
@@ -153,10 +143,10 @@ def gws(session_tmp, mock, receiver):
     """grpc: configured only by the standard environment variables; http: by [telemetry]; capture: http with
     content capture on."""
     g = {
-        "grpc": Gateway(session_tmp, mock, name="otel-grpc", tail=ALLOWLIST, env={
+        "grpc": Gateway(session_tmp, mock, name="otel-grpc", tail=ALLOWLIST_PLUGIN, env={
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.grpc_port}",
             "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_SERVICE_NAME": "weir-grpc"}),
-        "http": Gateway(session_tmp, mock, name="otel-http", tail=ALLOWLIST + f"""
+        "http": Gateway(session_tmp, mock, name="otel-http", tail=ALLOWLIST_PLUGIN + f"""
 [telemetry]
 otlp_endpoint = "http://127.0.0.1:{receiver.http_port}"
 otlp_protocol = "http/protobuf"
@@ -481,12 +471,12 @@ def test_collector_down_requests_unaffected_and_drops_counted(session_tmp, mock)
     """Spans to a collector that refuses connections: every request is served, as fast as by a gateway with
     tracing off (the gateway's own logged durations, same run), and the lost spans are counted."""
     dead = free_port()
-    down = Gateway(session_tmp, mock, name="otel-down", tail=ALLOWLIST + f"""
+    down = Gateway(session_tmp, mock, name="otel-down", tail=ALLOWLIST_PLUGIN + f"""
 [telemetry]
 otlp_endpoint = "http://127.0.0.1:{dead}"
 otlp_protocol = "grpc"
 """)
-    off = Gateway(session_tmp, mock, name="otel-off", tail=ALLOWLIST)
+    off = Gateway(session_tmp, mock, name="otel-off", tail=ALLOWLIST_PLUGIN)
     try:
         def run(g, n=200):
             client = openai_client(g)

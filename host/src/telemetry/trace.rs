@@ -104,7 +104,8 @@ pub struct TraceCtx {
     pub span_id: u64,
     pub parent: Option<u64>,
     pub sampled: bool,
-    pub tracestate: Option<String>,
+    /// The caller's `tracestate`, parsed once (an invalid one is dropped, as W3C allows); sent upstream as is.
+    pub tracestate: TraceState,
     pub start: SystemTime,
     pub start_instant: Instant,
 }
@@ -218,8 +219,8 @@ impl Tracer {
             }
         };
         let tracestate = match parent {
-            Some(_) => headers.get("tracestate").and_then(|v| v.to_str().ok()).map(str::to_string),
-            None => None,
+            Some(_) => headers.get("tracestate").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or_default(),
+            None => TraceState::default(),
         };
         TraceCtx {
             trace_id,
@@ -232,10 +233,9 @@ impl Tracer {
         }
     }
 
-    pub fn context(&self, t: &TraceCtx, span: u64) -> SpanContext {
-        let state = t.tracestate.as_deref().and_then(|s| s.parse::<TraceState>().ok()).unwrap_or_default();
+    fn context(&self, t: &TraceCtx, span: u64) -> SpanContext {
         let flags = if t.sampled { TraceFlags::SAMPLED } else { TraceFlags::default() };
-        SpanContext::new(TraceId::from(t.trace_id), SpanId::from(span), flags, false, state)
+        SpanContext::new(TraceId::from(t.trace_id), SpanId::from(span), flags, false, t.tracestate.clone())
     }
 
     /// A finished span of this trace.

@@ -183,7 +183,8 @@ impl Upstreams {
             if let Ok(v) = HeaderValue::from_str(&t.traceparent(span)) {
                 headers.insert("traceparent", v);
             }
-            if let Some(v) = t.tracestate.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
+            let state = t.tracestate.header();
+            if let (false, Ok(v)) = (state.is_empty(), HeaderValue::from_str(&state)) {
                 headers.insert("tracestate", v);
             }
         }
