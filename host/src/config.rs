@@ -213,9 +213,14 @@ pub struct PluginRuntime {
     pub max_memory: usize,
     /// Where compiled plugins are cached, keyed by content hash and engine settings.
     pub cache_dir: Option<PathBuf>,
-    /// Consecutive failures after which a plugin is quarantined (skipped if fail-open, refusing if fail-closed).
+    /// A plugin is quarantined (skipped if fail-open, refusing if fail-closed) when, within `quarantine_window`,
+    /// at least `quarantine_after` requests failed in it and they were at least `quarantine_rate` of the requests
+    /// that reached it. Cancelled requests count neither way.
     pub quarantine_after: u32,
-    /// First quarantine period; doubles on each new quarantine, up to 5 minutes.
+    pub quarantine_rate: f64,
+    #[serde(deserialize_with = "de_duration")]
+    pub quarantine_window: Duration,
+    /// First quarantine period; doubles for each quarantine that follows another within a window, up to 5 minutes.
     #[serde(deserialize_with = "de_duration")]
     pub quarantine_for: Duration,
 }
@@ -226,7 +231,9 @@ impl Default for PluginRuntime {
             max_instances: 1000,
             max_memory: 256 << 20,
             cache_dir: None,
-            quarantine_after: 5,
+            quarantine_after: 20,
+            quarantine_rate: 0.5,
+            quarantine_window: Duration::from_secs(60),
             quarantine_for: Duration::from_secs(1),
         }
     }
@@ -314,11 +321,19 @@ pub struct Limits {
     /// On SIGTERM/SIGINT, open requests get at most this long to finish.
     #[serde(deserialize_with = "de_duration")]
     pub drain: Duration,
+    /// Deepest nesting of arrays and objects accepted in a request body (1–128); deeper bodies get 400 before any
+    /// plugin sees them. Real requests (messages, content parts, tool schemas) stay well under the default 64.
+    pub max_json_depth: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_body: 10 << 20, client_header_timeout: Duration::from_secs(10), drain: Duration::from_secs(30) }
+        Limits {
+            max_body: 10 << 20,
+            client_header_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(30),
+            max_json_depth: 64,
+        }
     }
 }
 
@@ -702,6 +717,19 @@ impl Config {
             plugins.push(PluginSpec { name, file: base.join(file), settings });
         }
 
+        if !(1..=128).contains(&raw.limits.max_json_depth) {
+            return Err(ConfigError::Parse {
+                file: at.file.to_path_buf(),
+                message: "`limits.max_json_depth` must be between 1 and 128".into(),
+            });
+        }
+        let q = &raw.plugin_runtime;
+        if !(q.quarantine_rate > 0.0 && q.quarantine_rate <= 1.0) || q.quarantine_window.is_zero() {
+            return Err(ConfigError::Parse {
+                file: at.file.to_path_buf(),
+                message: "`plugin_runtime.quarantine_rate` must be in (0, 1] and `quarantine_window` above 0".into(),
+            });
+        }
         Ok(Config {
             plugins,
             plugins_dir: raw.plugins_dir.map(|d| base.join(d)),

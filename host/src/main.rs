@@ -5,6 +5,7 @@
 //! [`ingress`] → [`pipeline`] → [`upstream::retry`] → [`sse`] + [`usage`] → [`record`].
 
 mod api;
+mod completion;
 mod config;
 mod error;
 mod ingress;

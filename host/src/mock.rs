@@ -98,6 +98,8 @@ pub fn router(api_key: Option<String>) -> Router {
         .route("/v1/models", get(models))
         .route("/_mock/requests", get(requests))
         .with_state(mock)
+        // Providers take bodies of tens of MiB (images as base64); axum's 2 MB default would refuse them.
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
 }
 
 /// Per-request script, from the `x-mock-*` headers.

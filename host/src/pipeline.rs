@@ -116,6 +116,7 @@ async fn run(
 ) -> Result<Forward, ApiError> {
     let family = endpoint.family();
     let mut bytes = read_body(headers, body, app.config.limits.max_body).await?;
+    check_depth(&bytes, app.config.limits.max_json_depth)?;
     let mut effects = RequestEffects::default();
     if let Some(chain) = rec.chain.as_mut() {
         // Malformed input is refused before any plugin sees it.
@@ -369,6 +370,41 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     }
 }
 
+/// Refuses a body whose arrays and objects nest deeper than `limit` (`limits.max_json_depth`), before anything
+/// parses it: a linear scan that skips strings, so a deeply nested body costs one pass, not a recursion.
+fn check_depth(body: &[u8], limit: usize) -> Result<(), ApiError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Err(ApiError::new(
+                        ErrorKind::InvalidRequest,
+                        format!(
+                            "the request body nests arrays and objects more than {limit} levels deep \
+                             (limits.max_json_depth)"
+                        ),
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// The request body as parsed by the gateway: top-level fields kept as raw JSON (borrowed, not copied), the few
 /// fields the gateway reads, and the rewrites it must make.
 struct RequestBody<'a> {
@@ -468,8 +504,9 @@ struct AnswerStream {
     endpoint: Endpoint,
     upstream: BoxStream<'static, reqwest::Result<Bytes>>,
     parser: SseParser,
-    tap: Option<UsageTap>,
     idle: Duration,
+    /// The request's record, with the usage tap in it; taken when the stream ends. If the stream is dropped
+    /// before (the client went away), dropping the record ends the request as cancelled.
     rec: Option<RequestRecord>,
     /// Bytes ready for the client.
     ready: VecDeque<Bytes>,
@@ -484,11 +521,12 @@ struct AnswerStream {
 impl AnswerStream {
     fn new(endpoint: Endpoint, upstream: reqwest::Response, tap: UsageTap, idle: Duration, rec: RequestRecord) -> Self {
         crate::telemetry::metrics::METRICS.open_streams.inc();
+        let mut rec = rec;
+        rec.tap = Some(tap);
         AnswerStream {
             endpoint,
             upstream: Box::pin(upstream.bytes_stream()),
             parser: SseParser::new(),
-            tap: Some(tap),
             idle,
             rec: Some(rec),
             ready: VecDeque::new(),
@@ -503,6 +541,10 @@ impl AnswerStream {
         futures_util::stream::unfold(self, |mut s| async move { s.next().await.map(|b| (Ok(b), s)) })
     }
 
+    fn tap(&self) -> Option<&UsageTap> {
+        self.rec.as_ref().and_then(|r| r.tap.as_ref())
+    }
+
     /// The next bytes for the client, or `None` at the end.
     async fn next(&mut self) -> Option<Bytes> {
         loop {
@@ -515,7 +557,7 @@ impl AnswerStream {
             if let Some(ev) = self.parser.next_event() {
                 self.on_event(ev).await;
                 // The answer's last event: end here, so a client that closes right after it still counts as served.
-                if !self.done && self.tap.as_ref().is_some_and(|t| t.finished) {
+                if !self.done && self.tap().is_some_and(|t| t.finished) {
                     self.finish();
                 }
                 continue;
@@ -530,7 +572,7 @@ impl AnswerStream {
                     if let Some(rest) = self.parser.take_rest() {
                         self.ready.push_back(rest);
                     }
-                    if self.tap.as_ref().is_some_and(|t| t.finished) {
+                    if self.tap().is_some_and(|t| t.finished) {
                         self.finish();
                     } else {
                         self.fail(ApiError::new(
@@ -548,18 +590,19 @@ impl AnswerStream {
     }
 
     async fn on_event(&mut self, ev: SseEvent) {
-        let tap = self.tap.as_mut().expect("tap lives until the end");
+        let Some(rec) = self.rec.as_mut() else { return };
+        let Some(tap) = rec.tap.as_mut() else { return };
         if tap.on_event(&ev, Instant::now()) == Verdict::Drop {
             return;
         }
-        if let Some(rec) = self.rec.as_mut().filter(|_| crate::telemetry::capture_content()) {
+        let text_over = tap.finished || tap.finish_reason.is_some();
+        if crate::telemetry::capture_content() {
             let f = ev.fields();
             if let Some(t) = text::extract(self.endpoint, f.event, &f.data, false) {
                 rec.output_capture.get_or_insert_with(String::new).push_str(&t);
             }
         }
-        let text_over = tap.finished || tap.finish_reason.is_some();
-        let Some(chain) = self.rec.as_mut().and_then(|r| r.chain.as_mut()) else {
+        let Some(chain) = rec.chain.as_mut() else {
             self.ready.push_back(ev.raw);
             return;
         };
@@ -591,7 +634,9 @@ impl AnswerStream {
             }
         }
         if text.is_some() {
+            // Text after a flush (a second text block or part) opens a new stretch of text to flush at its end.
             self.text_template = Some(ev.clone());
+            self.flushed = false;
         }
         let chunk = types::Chunk {
             index: self.index,
@@ -619,7 +664,7 @@ impl AnswerStream {
 
     /// Ends the stream with an error event in the client's format.
     fn fail(&mut self, e: ApiError) {
-        let seq = self.tap.as_ref().map_or(0, |t| t.events);
+        let seq = self.tap().map_or(0, |t| t.events);
         self.ready.push_back(e.sse_event(self.endpoint, seq));
         if let Some(rec) = &mut self.rec {
             rec.outcome = Outcome::from_source(e.source());
@@ -628,18 +673,16 @@ impl AnswerStream {
         self.finish();
     }
 
-    /// Logs the record with what the tap saw.
+    /// Ends the request with what the tap saw.
     fn finish(&mut self) {
         self.done = true;
         if let Some(mut rec) = self.rec.take() {
-            let tap = self.tap.take();
             if rec.error.is_none()
-                && let Some(e) = tap.as_ref().and_then(|t| t.stream_error.clone())
+                && let Some(e) = rec.tap.as_ref().and_then(|t| t.stream_error.clone())
             {
                 rec.outcome = Outcome::UpstreamError;
                 rec.error = Some(e);
             }
-            rec.tap = tap;
             rec.finish();
         }
     }
@@ -648,11 +691,6 @@ impl AnswerStream {
 impl Drop for AnswerStream {
     fn drop(&mut self) {
         crate::telemetry::metrics::METRICS.open_streams.dec();
-        // Dropped before the end: the client went away. Record what was seen, marked partial.
-        if let Some(mut rec) = self.rec.take() {
-            rec.tap = self.tap.take();
-            drop(rec);
-        }
     }
 }
 
@@ -701,6 +739,17 @@ mod tests {
         assert_eq!(r.render(None), b);
         let b = Bytes::from_static(br#"{"model":"m","stream":true}"#);
         assert!(!RequestBody::parse(&b, Endpoint::Messages).unwrap().injected_usage, "Anthropic always reports usage");
+    }
+
+    #[test]
+    fn nesting_is_limited_before_parsing() {
+        let deep = |n: usize| format!("{{\"model\":\"m\",\"x\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+        assert!(check_depth(deep(63).as_bytes(), 64).is_ok(), "63 arrays inside the top-level object");
+        let e = check_depth(deep(64).as_bytes(), 64).unwrap_err();
+        assert!(e.message.contains("more than 64 levels") && e.message.contains("max_json_depth"), "{}", e.message);
+        assert_eq!(e.status(), http::StatusCode::BAD_REQUEST);
+        let quoted = format!("{{\"model\":\"{}\\\"{}\"}}", "[".repeat(500), "{".repeat(500));
+        assert!(check_depth(quoted.as_bytes(), 64).is_ok(), "brackets inside strings do not count");
     }
 
     #[test]

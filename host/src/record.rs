@@ -1,14 +1,15 @@
-//! The per-request record: everything the gateway learns about one request, logged as exactly one structured line
-//! when the request ends — normally, with an error, or because the client went away (then marked `partial`).
+//! The per-request record: everything the gateway learns about one request while it runs. When the request ends —
+//! normally, with an error, or because the client went away (then `cancelled`, marked `partial`) — the record is
+//! frozen into an [`Ended`] and handed to the completion phase (`completion.rs`), exactly once.
 //!
 //! The record holds no prompt or completion text and no credentials, only ids, counts and timings.
 
 use std::time::{Duration, Instant};
 
 use crate::api::Endpoint;
+use crate::completion::Ended;
 use crate::error::Source;
 use crate::plugin::Chain;
-use crate::plugin::bindings::types;
 use crate::telemetry::trace::TraceCtx;
 use crate::upstream::retry::AttemptLog;
 use crate::usage::UsageTap;
@@ -101,12 +102,15 @@ impl RequestRecord {
         }
     }
 
-    /// Logs the record (once).
+    /// Ends the request: hands the record to the completion phase (once).
     pub fn finish(mut self) {
-        self.log();
+        self.end();
     }
 
-    fn log(&mut self) {
+    /// Freezes the record into [`Ended`] and runs the completion phase. Reached from [`RequestRecord::finish`], or
+    /// from `Drop` when the request was dropped before it ended (the client went away): that is the only `Drop`
+    /// involved, and it only marks the record cancelled first.
+    fn end(&mut self) {
         if std::mem::replace(&mut self.logged, true) {
             return;
         }
@@ -121,7 +125,7 @@ impl RequestRecord {
             }
             _ => None,
         };
-        let line = Line {
+        let ended = Ended {
             request_id: std::mem::take(&mut self.request_id),
             endpoint: self.endpoint,
             model: self.model.take(),
@@ -148,123 +152,7 @@ impl RequestRecord {
             output_capture: self.output_capture.take(),
             ended: end,
         };
-        let Some(chain) = self.chain.take() else {
-            line.emit(None);
-            return crate::telemetry::finish(&line, None);
-        };
-        let rt = match tokio::runtime::Handle::try_current() {
-            Ok(rt) => rt,
-            Err(_) => {
-                line.emit(Some(&chain));
-                return crate::telemetry::finish(&line, Some(&chain));
-            }
-        };
-        // `on-complete` runs off the response path (accounting never delays the client), and the line is written
-        // after it, so attributes that plugins set there (a request's cost) are on it.
-        rt.spawn(async move {
-            let chain = chain.on_complete(line.summary()).await;
-            line.emit(Some(&chain));
-            crate::telemetry::finish(&line, Some(&chain));
-            chain.release();
-        });
-    }
-}
-
-/// The owned contents of a request's log line (and of its spans and metrics).
-pub struct Line {
-    pub request_id: String,
-    pub endpoint: Endpoint,
-    pub model: Option<String>,
-    pub upstream_model: Option<String>,
-    pub stream: bool,
-    pub status: u16,
-    pub outcome: Outcome,
-    pub upstream: Option<String>,
-    pub upstream_request_id: Option<String>,
-    pub attempts: Vec<AttemptLog>,
-    pub response_model: Option<String>,
-    pub response_id: Option<String>,
-    pub finish_reason: Option<String>,
-    pub usage: crate::usage::Usage,
-    pub events: Option<u64>,
-    pub ttft_ms: Option<f64>,
-    pub tokens_per_s: Option<f64>,
-    pub duration_ms: f64,
-    pub error: Option<String>,
-    pub principal: Option<String>,
-    pub trace: Option<TraceCtx>,
-    pub provider: Option<&'static str>,
-    pub input_capture: Option<String>,
-    pub output_capture: Option<String>,
-    pub ended: Instant,
-}
-
-impl Line {
-    fn summary(&self) -> types::Summary {
-        let u = &self.usage;
-        types::Summary {
-            request_id: self.request_id.clone(),
-            model: self.upstream_model.clone().or_else(|| self.model.clone()).unwrap_or_default(),
-            status: self.status,
-            outcome: self.outcome.as_str().to_string(),
-            upstream: self.upstream.clone(),
-            attempts: self.attempts.len() as u32,
-            usage: types::Usage {
-                input_tokens: u.input_tokens,
-                output_tokens: u.output_tokens,
-                cached_tokens: u.cached_tokens,
-                reasoning_tokens: u.reasoning_tokens,
-            },
-            ttft_ms: self.ttft_ms,
-            duration_ms: self.duration_ms,
-            principal: None,
-            error: self.error.clone(),
-            partial: self.outcome == Outcome::Cancelled,
-        }
-    }
-
-    fn emit(&self, chain: Option<&Chain>) {
-        let attributes = chain
-            .map(|c| c.attributes())
-            .filter(|a| !a.is_empty())
-            .map(|a| a.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","));
-        let u = &self.usage;
-        tracing::info!(
-            target: "weir::request",
-            request_id = %self.request_id,
-            endpoint = self.endpoint.as_str(),
-            family = self.endpoint.family().as_str(),
-            model = self.model.as_deref(),
-            upstream_model = self.upstream_model.as_deref(),
-            stream = self.stream,
-            status = self.status,
-            outcome = self.outcome.as_str(),
-            partial = self.outcome == Outcome::Cancelled,
-            upstream = self.upstream.as_deref(),
-            upstream_request_id = self.upstream_request_id.as_deref(),
-            attempts = self.attempts.len(),
-            attempt_outcomes = self
-                .attempts
-                .iter()
-                .map(|a| format!("{}:{}:{}ms", a.upstream, a.outcome, ms(a.elapsed)))
-                .collect::<Vec<_>>()
-                .join(","),
-            trace_id = self.trace.as_ref().map(|t| format!("{:032x}", t.trace_id)),
-            response_model = self.response_model.as_deref(),
-            finish_reason = self.finish_reason.as_deref(),
-            input_tokens = u.input_tokens,
-            output_tokens = u.output_tokens,
-            cached_tokens = u.cached_tokens,
-            reasoning_tokens = u.reasoning_tokens,
-            events = self.events,
-            ttft_ms = self.ttft_ms,
-            tokens_per_s = self.tokens_per_s,
-            duration_ms = self.duration_ms,
-            error = self.error.as_deref(),
-            principal = self.principal.as_deref(),
-            plugin_attributes = attributes.as_deref(),
-            "request"
-        );
+        crate::completion::complete(ended, self.chain.take());
     }
 }
 
@@ -275,11 +163,11 @@ impl Drop for RequestRecord {
             if self.error.is_none() {
                 self.error = Some("client went away before the answer was complete".into());
             }
-            self.log();
+            self.end();
         }
     }
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }

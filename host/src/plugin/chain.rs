@@ -1,9 +1,18 @@
 //! One request's run through the plugin chain: an instance per plugin (created at its first hook, kept until the
-//! request ends), each hook under its deadline, and each failure handled by the plugin's failure policy.
+//! request ends; lifecycle in [`super::instance`]), each hook under its deadline, and each failure handled by the
+//! plugin's failure policy.
 //!
 //! A plugin that fails (trap, deadline, memory cap, returned error, invalid decision) is not called again in this
 //! request: its store may be dead. `fail-closed` turns the failure into a gateway error for this request only;
-//! `fail-open` skips the plugin. Either way the failure is counted, and a run of failures quarantines the plugin.
+//! `fail-open` skips the plugin. Either way the failure stays with this request: it is counted once per request,
+//! and only a plugin that fails across many requests is quarantined (see `registry.rs`). A request that is
+//! cancelled (dropped at an await point) is neither a success nor a failure of any plugin.
+//!
+//! `on-complete` is owed to every plugin whose `on-request` started, however the request ended: it runs on the
+//! plugin's own instance when that can still be entered, otherwise on a fresh one.
+//!
+//! Deadlines grow with the input a hook is given: `on-request` and a whole-body `on-chunk` get
+//! [`DEADLINE_PER_MIB`] more per MiB of body, so a legitimately large prompt or answer is not a plugin failure.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,40 +21,18 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use wasmtime::Store;
 
-use super::bindings::Plugin;
 use super::bindings::types::{self, ChunkDecision, RequestDecision};
 use super::host::State;
+use super::instance::{CompleteOn, Live, Slot};
 use super::registry::{LoadedPlugin, PluginSet};
 use crate::api::{Endpoint, Family};
 use crate::config::{FailurePolicy, NEVER_FORWARDED};
 use crate::error::{ApiError, ErrorKind};
 use crate::telemetry::HookCall;
 
-/// A live instance.
-pub struct Live {
-    pub store: Store<State>,
-    pub bindings: Plugin,
-}
-
-impl Live {
-    /// Logs what the guest wrote to stdout/stderr.
-    fn drain_output(&self, plugin: &str) {
-        let out = self.store.data().output.contents();
-        if !out.is_empty() {
-            for line in String::from_utf8_lossy(&out).lines().filter(|l| !l.trim().is_empty()) {
-                tracing::info!(target: "weir::plugin", plugin, "guest output: {line}");
-            }
-        }
-    }
-}
-
-enum Slot {
-    /// Not instantiated yet.
-    Idle,
-    Live(Box<Live>),
-    /// Failed (or skipped while quarantined) in this request: not called again.
-    Out,
-}
+/// Extra guest running time a hook gets per MiB of input (request body, or a whole non-streamed answer), on top of
+/// its configured deadline.
+pub const DEADLINE_PER_MIB: Duration = Duration::from_millis(100);
 
 /// What the request looks like to `on-request`.
 pub struct RequestView<'a> {
@@ -102,6 +89,13 @@ pub struct Chain {
     /// Per plugin: `on-chunk` calls and their total time.
     chunks: Vec<(u32, Duration)>,
     chunk_spans: bool,
+    /// Per plugin: whether its `on-request` started (it is then owed `on-complete`).
+    started: Vec<bool>,
+    /// Size of the input the current hook call is given, for its deadline.
+    input_len: usize,
+    /// Trace attributes and events recorded by fresh instances that ran `on-complete`.
+    late_attributes: Vec<(String, String)>,
+    late_events: Vec<(String, Instant)>,
 }
 
 /// The hook being called, for deadlines and messages.
@@ -134,6 +128,11 @@ impl Hook {
             Hook::OnComplete => t.on_complete,
         }
     }
+    /// The deadline for a call given `input` bytes: the configured one plus [`DEADLINE_PER_MIB`] per MiB.
+    fn deadline_for(self, p: &LoadedPlugin, input: usize) -> Duration {
+        let extra = DEADLINE_PER_MIB.as_nanos() as u64 * input as u64 / (1 << 20);
+        self.deadline(p).saturating_add(Duration::from_nanos(extra))
+    }
 }
 
 impl Chain {
@@ -141,7 +140,21 @@ impl Chain {
         let slots = set.plugins.iter().map(|_| Slot::Idle).collect();
         let chunks = vec![(0, Duration::ZERO); set.plugins.len()];
         let chunk_spans = crate::telemetry::chunk_spans();
-        Chain { set, slots, family, principal: None, metadata: Vec::new(), calls: Vec::new(), chunks, chunk_spans }
+        let started = vec![false; set.plugins.len()];
+        Chain {
+            set,
+            slots,
+            family,
+            principal: None,
+            metadata: Vec::new(),
+            calls: Vec::new(),
+            chunks,
+            chunk_spans,
+            started,
+            input_len: 0,
+            late_attributes: Vec::new(),
+            late_events: Vec::new(),
+        }
     }
 
     /// Notes one hook call of plugin `i` (started at `start`) for metrics and spans.
@@ -184,13 +197,15 @@ impl Chain {
         self.set.plugins.is_empty()
     }
 
-    /// The live instance of plugin `i`, creating it on first use. `Ok(None)`: the plugin is out for this request.
+    /// The live instance of plugin `i`, creating it on first use, with the hook's deadline started. `Ok(None)`: the
+    /// plugin is out for this request (failed, skipped, or its instance was left poisoned by a cancellation).
     async fn instance(&mut self, i: usize, hook: Hook) -> Result<Option<&mut Live>, ApiError> {
         let p = self.set.plugins[i].clone();
+        let deadline = hook.deadline_for(&p, self.input_len);
         if matches!(self.slots[i], Slot::Idle) {
             if let Some(until) = p.quarantined_for() {
-                self.slots[i] = Slot::Out;
-                let msg = format!("is quarantined for {until:?} more after repeated failures");
+                self.slots[i] = Slot::Skipped;
+                let msg = format!("is quarantined for {until:?} more after failing in many requests");
                 return match p.settings.failure {
                     FailurePolicy::FailOpen => Ok(None),
                     FailurePolicy::FailClosed => Err(plugin_error(&p, hook, &msg)),
@@ -198,37 +213,29 @@ impl Chain {
             }
             let live = match p.take_warm() {
                 Some(live) => Ok(live),
-                None => {
-                    let mut store = p.engine.store(p.context.clone());
-                    store.data_mut().start_call(hook.deadline(&p));
-                    match p.pre.instantiate_async(&mut store).await {
-                        Ok(bindings) => Ok(Live { store, bindings }),
-                        Err(e) => Err(describe(&e, &store, hook, &p)),
-                    }
-                }
+                None => fresh(&p, deadline, self.input_len).await,
             };
             match live {
                 Ok(live) => self.slots[i] = Slot::Live(Box::new(live)),
                 Err(msg) => {
-                    self.slots[i] = Slot::Out;
                     self.fail(i, hook, &format!("could not be instantiated: {msg}"))?;
                     return Ok(None);
                 }
             }
         }
-        match &mut self.slots[i] {
-            Slot::Live(live) => {
-                live.store.data_mut().start_call(hook.deadline(&p));
-                Ok(Some(live))
-            }
-            _ => Ok(None),
+        let live = self.slots[i].usable();
+        if let Some(live) = live {
+            live.store.data_mut().allow_input(self.input_len);
+            live.store.data_mut().start_call(deadline);
+            return Ok(Some(live));
         }
+        Ok(None)
     }
 
     /// Records a failure of plugin `i`, takes it out of this request, and applies its failure policy.
     fn fail(&mut self, i: usize, hook: Hook, msg: &str) -> Result<(), ApiError> {
         let p = &self.set.plugins[i];
-        if let Slot::Live(live) = std::mem::replace(&mut self.slots[i], Slot::Out) {
+        if let Slot::Live(live) = std::mem::replace(&mut self.slots[i], Slot::Failed) {
             live.drain_output(&p.name);
         }
         p.record_failure(&format!("{}: {msg}", hook.name()));
@@ -268,8 +275,12 @@ impl Chain {
         for i in 0..self.set.plugins.len() {
             let p = self.set.plugins[i].clone();
             let t0 = Instant::now();
+            self.input_len = req.body.len();
+            self.started[i] = !p.is_quarantined();
             let Some(live) = self.instance(i, Hook::OnRequest).await? else { continue };
+            live.begin_call();
             let result = live.bindings.weir_plugin_hooks().call_on_request(&mut live.store, &req).await;
+            live.end_call();
             let decision = match result {
                 Ok(Ok(d)) => d,
                 Ok(Err(e)) => {
@@ -293,7 +304,6 @@ impl Chain {
                 RequestDecision::Reject(_) => "reject",
             };
             self.note(i, Hook::OnRequest, t0, label, None);
-            self.set.plugins[i].record_success();
             match decision {
                 RequestDecision::Continue => {}
                 RequestDecision::ContinueWith(c) => {
@@ -377,8 +387,12 @@ impl Chain {
         }
         let p = self.set.plugins[i].clone();
         let t0 = Instant::now();
+        self.input_len = if chunk.whole_body { chunk.data.len() } else { 0 };
         let Some(live) = self.instance(i, Hook::OnChunk).await? else { return Ok(None) };
-        match live.bindings.weir_plugin_hooks().call_on_chunk(&mut live.store, chunk).await {
+        live.begin_call();
+        let result = live.bindings.weir_plugin_hooks().call_on_chunk(&mut live.store, chunk).await;
+        live.end_call();
+        match result {
             Ok(Ok(d)) => {
                 let label = match &d {
                     ChunkDecision::Pass => "pass",
@@ -389,7 +403,6 @@ impl Chain {
                     ChunkDecision::Abort(_) => "abort",
                 };
                 self.note(i, Hook::OnChunk, t0, label, None);
-                self.set.plugins[i].record_success();
                 Ok(Some(d))
             }
             Ok(Err(e)) => {
@@ -444,8 +457,12 @@ impl Chain {
             }
             let p = self.set.plugins[i].clone();
             let t0 = Instant::now();
+            self.input_len = 0;
             let Some(live) = self.instance(i, Hook::Flush).await? else { continue };
-            let held = match live.bindings.weir_plugin_hooks().call_flush(&mut live.store).await {
+            live.begin_call();
+            let result = live.bindings.weir_plugin_hooks().call_flush(&mut live.store).await;
+            live.end_call();
+            let held = match result {
                 Ok(Ok(t)) => {
                     let label = if t.as_deref().is_some_and(|t| !t.is_empty()) { "flushed" } else { "nothing-held" };
                     self.note(i, Hook::Flush, t0, label, None);
@@ -481,28 +498,64 @@ impl Chain {
         Ok(Ok(out))
     }
 
-    /// Runs `on-complete` on every live instance. Returns the chain for its trace attributes; [`Chain::release`]
-    /// it after.
-    pub async fn on_complete(mut self, summary: types::Summary) -> Chain {
+    /// The completion phase's plugin part: `on-complete` for every plugin whose `on-request` started — on its own
+    /// instance when that can still be entered, else on a fresh one — then each plugin's request counted as a
+    /// success or a failure (a cancelled request counts as neither). Returns the chain for its trace attributes;
+    /// [`Chain::release`] it after.
+    pub async fn on_complete(mut self, summary: types::Summary, cancelled: bool) -> Chain {
         let mut summary = summary;
         summary.principal = self.principal.clone();
         for i in 0..self.set.plugins.len() {
-            if !matches!(self.slots[i], Slot::Live(_)) {
-                continue;
-            }
             let p = self.set.plugins[i].clone();
+            let deadline = Hook::OnComplete.deadline(&p);
             let t0 = Instant::now();
-            let Ok(Some(live)) = self.instance(i, Hook::OnComplete).await else { continue };
-            match live.bindings.weir_plugin_hooks().call_on_complete(&mut live.store, &summary).await {
-                Ok(()) => {
-                    self.note(i, Hook::OnComplete, t0, "ok", None);
-                    self.set.plugins[i].record_success()
+            let mut fresh_live;
+            let (live, is_fresh) = match self.slots[i].complete_on(self.started[i]) {
+                CompleteOn::Nothing => continue,
+                CompleteOn::Own(live) => {
+                    live.store.data_mut().start_call(deadline);
+                    (live, false)
                 }
-                Err(e) => {
-                    let msg = describe(&e, &live.store, Hook::OnComplete, &p);
+                CompleteOn::Fresh => match fresh(&p, deadline, 0).await {
+                    Ok(live) => {
+                        fresh_live = live;
+                        (&mut fresh_live, true)
+                    }
+                    Err(msg) => {
+                        let msg = format!("could not be instantiated for on-complete: {msg}");
+                        self.note(i, Hook::OnComplete, t0, "failed", Some(msg.clone()));
+                        let _ = self.fail(i, Hook::OnComplete, &msg);
+                        continue;
+                    }
+                },
+            };
+            live.begin_call();
+            let result = live.bindings.weir_plugin_hooks().call_on_complete(&mut live.store, &summary).await;
+            live.end_call();
+            let failed = result.err().map(|e| describe(&e, &live.store, Hook::OnComplete, &p));
+            if is_fresh {
+                // A fresh instance: keep what it recorded for the trace.
+                let data = live.store.data_mut();
+                self.late_attributes.append(&mut data.attributes);
+                self.late_events.append(&mut data.events);
+            }
+            if is_fresh && matches!(self.slots[i], Slot::Poisoned) {
+                p.record_cancelled_mid_call();
+            }
+            match failed {
+                None => self.note(i, Hook::OnComplete, t0, "ok", None),
+                Some(msg) => {
                     self.note(i, Hook::OnComplete, t0, "failed", Some(msg.clone()));
                     let _ = self.fail(i, Hook::OnComplete, &msg);
                 }
+            }
+        }
+        for (i, slot) in self.slots.iter().enumerate() {
+            let p = &self.set.plugins[i];
+            match slot {
+                Slot::Failed => p.record_request(false),
+                Slot::Live(_) if !cancelled => p.record_request(true),
+                _ => {}
             }
         }
         self
@@ -511,8 +564,8 @@ impl Chain {
     /// Releases the instances after `on-complete` (to the warm pool where configured), logging guest output.
     pub fn release(mut self) {
         for (i, slot) in std::mem::take(&mut self.slots).into_iter().enumerate() {
-            if let Slot::Live(live) = slot {
-                let p = &self.set.plugins[i];
+            let p = &self.set.plugins[i];
+            if let Some(live) = slot.into_reusable() {
                 live.drain_output(&p.name);
                 p.put_warm(*live);
             }
@@ -521,12 +574,16 @@ impl Chain {
 
     /// Trace events the plugins added in this request.
     pub fn events(&self) -> Vec<(String, Instant)> {
-        self.collect_live(|s| &s.events)
+        let mut v = self.collect_live(|s| &s.events);
+        v.extend(self.late_events.iter().cloned());
+        v
     }
 
     /// Trace attributes the plugins set in this request.
     pub fn attributes(&self) -> Vec<(String, String)> {
-        self.collect_live(|s| &s.attributes)
+        let mut v = self.collect_live(|s| &s.attributes);
+        v.extend(self.late_attributes.iter().cloned());
+        v
     }
 
     /// What each live instance recorded, in plugin order.
@@ -542,14 +599,28 @@ impl Chain {
     }
 }
 
+/// A fresh instance of `p` from its pre-linked component, instantiated under `deadline` and allowed memory for
+/// `input` bytes of input. `Err`: why not, in words.
+async fn fresh(p: &LoadedPlugin, deadline: Duration, input: usize) -> Result<Live, String> {
+    let mut store = p.engine.store(p.context.clone());
+    store.data_mut().allow_input(input);
+    store.data_mut().start_call(deadline);
+    match p.pre.instantiate_async(&mut store).await {
+        Ok(bindings) => Ok(Live::new(store, bindings)),
+        Err(e) => Err(describe(&e, &store, Hook::OnRequest, p)),
+    }
+}
+
 /// Why a call failed, in words (the failure is the plugin's, never the gateway's).
 fn describe(e: &wasmtime::Error, store: &Store<State>, hook: Hook, p: &LoadedPlugin) -> String {
     if store.data().out_of_memory {
-        return format!("exceeded its memory limit of {} MiB", p.settings.memory >> 20);
+        let cap = p.settings.memory + store.data().memory_allowance;
+        return format!("exceeded its memory limit of {} MiB", cap >> 20);
     }
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => {
-            format!("exceeded its {} deadline of {:?}", hook.name(), hook.deadline(p))
+            let ms = Duration::from_millis(store.data().budget.as_millis() as u64);
+            format!("exceeded its {} deadline of {ms:?}", hook.name())
         }
         Some(wasmtime::Trap::StackOverflow) => "overflowed its stack".to_string(),
         Some(t) => format!("trapped: {t}"),

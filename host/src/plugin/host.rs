@@ -14,6 +14,9 @@ use super::kv::Kv;
 
 /// Largest stdout/stderr kept per instance; the rest is dropped.
 const OUTPUT_CAP: usize = 16 << 10;
+/// Extra memory an instance may use per byte of the input it is given (request body, whole answer), beyond its
+/// configured cap: a plugin that parses a JSON body keeps the bytes, the parsed tree, and the rewritten body.
+pub const MEMORY_PER_INPUT_BYTE: usize = 8;
 /// Trace attributes kept per instance.
 const MAX_ATTRIBUTES: usize = 64;
 
@@ -38,6 +41,9 @@ pub struct State {
     pub running_since: Arc<std::sync::Mutex<Instant>>,
     /// Set when the guest tried to grow past its memory cap.
     pub out_of_memory: bool,
+    /// Memory allowed on top of the plugin's cap for the largest input given to this instance
+    /// ([`MEMORY_PER_INPUT_BYTE`] per byte).
+    pub memory_allowance: usize,
     /// `trace` attributes set by the guest, namespaced.
     pub attributes: Vec<(String, String)>,
     /// `trace` events added by the guest (namespaced names), with when.
@@ -60,10 +66,17 @@ impl State {
             used: Duration::ZERO,
             running_since: Arc::new(std::sync::Mutex::new(Instant::now())),
             out_of_memory: false,
+            memory_allowance: 0,
             attributes: Vec::new(),
             events: Vec::new(),
             output,
         }
+    }
+
+    /// Lets this instance grow by [`MEMORY_PER_INPUT_BYTE`] per byte of `input` beyond its cap (a plugin that
+    /// parses a large body holds a few copies of it), never below what an earlier input allowed.
+    pub fn allow_input(&mut self, input: usize) {
+        self.memory_allowance = self.memory_allowance.max(input.saturating_mul(MEMORY_PER_INPUT_BYTE));
     }
 
     /// Starts a hook call with this budget of guest running time.
@@ -86,7 +99,7 @@ impl WasiView for State {
 
 impl ResourceLimiter for State {
     fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.plugin.memory_cap {
+        if desired > self.plugin.memory_cap.saturating_add(self.memory_allowance) {
             self.out_of_memory = true;
             return Ok(false);
         }

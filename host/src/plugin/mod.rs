@@ -5,7 +5,8 @@
 //! - [`host`]: the capabilities plugins import (log, config, kv, trace, clock) and per-instance limits;
 //! - [`kv`]: the store behind the `kv` capability;
 //! - [`registry`]: loading, the live set (`ArcSwap`), the watched directory, admin;
-//! - [`chain`]: one request's run through the plugins, with failure policies and quarantine;
+//! - [`chain`]: one request's run through the plugins, with failure policies;
+//! - [`instance`]: one plugin instance's lifecycle in a request (fresh, warm, pooled, failed, poisoned);
 //! - [`text`]: the provider-neutral text of answers, read and re-encoded for `on-chunk`;
 //! - [`bench`]: `weir plugin bench`, a plugin's cost measured in process.
 
@@ -14,6 +15,7 @@ pub mod bindings;
 pub mod chain;
 pub mod engine;
 pub mod host;
+pub mod instance;
 pub mod kv;
 pub mod registry;
 pub mod text;

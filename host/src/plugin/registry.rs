@@ -19,9 +19,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::bindings::PluginPre;
-use super::chain::Live;
 use super::engine::{LoadError, PluginEngine, hex};
 use super::host::{PluginContext, State};
+use super::instance::Live;
 use super::kv::{Kv, MemoryKv};
 use crate::config::{Config, PluginRuntime, PluginSettings, load_plugin_settings, valid_plugin_name};
 
@@ -52,19 +52,59 @@ pub struct LoadedPlugin {
     key: String,
     stats: Stats,
     warm: Mutex<Vec<Live>>,
-    rt_quarantine_after: u32,
-    rt_quarantine_for: Duration,
+    quarantine: QuarantinePolicy,
+}
+
+/// When a plugin is quarantined: over the last `window`, at least `min_failures` requests failed in it and they
+/// were at least `rate` of the requests that reached it. One request (or one tenant's few requests) never does it,
+/// cancellations never count, and a plugin that fails for some inputs among many healthy requests keeps serving.
+#[derive(Debug, Clone, Copy)]
+pub struct QuarantinePolicy {
+    pub window: Duration,
+    pub min_failures: u32,
+    pub rate: f64,
+    /// First quarantine period; doubles for each quarantine that follows another within a window.
+    pub first: Duration,
+}
+
+/// Requests and failures per bucket over a sliding window of [`BUCKETS`] buckets.
+#[derive(Default)]
+struct Window {
+    /// (bucket number, requests, failures)
+    buckets: [(u64, u32, u32); BUCKETS],
+}
+
+const BUCKETS: usize = 6;
+
+impl Window {
+    /// Adds one request at `now_ms` and returns the window's (requests, failures).
+    fn add(&mut self, now_ms: u64, window: Duration, failed: bool) -> (u32, u32) {
+        let width = (window.as_millis() as u64 / BUCKETS as u64).max(1);
+        let n = now_ms / width;
+        let b = &mut self.buckets[(n % BUCKETS as u64) as usize];
+        if b.0 != n {
+            *b = (n, 0, 0);
+        }
+        b.1 += 1;
+        b.2 += u32::from(failed);
+        self.buckets.iter().filter(|b| b.0 + (BUCKETS as u64) > n).fold((0, 0), |(r, f), b| (r + b.1, f + b.2))
+    }
 }
 
 #[derive(Default)]
 struct Stats {
-    calls: AtomicU64,
+    /// Requests that reached the plugin (not counting cancelled ones), and those it failed in.
+    requests: AtomicU64,
     failures: AtomicU64,
-    consecutive: AtomicU32,
+    window: Mutex<Window>,
     quarantines: AtomicU32,
+    /// Quarantines in a row (each within a window of the previous one's end): the backoff exponent.
+    streak: AtomicU32,
     /// Milliseconds since process start until which the plugin is quarantined.
     quarantined_until: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Instances left unusable because their request was dropped during a hook call (not failures).
+    cancelled_mid_call: AtomicU64,
 }
 
 fn now_ms() -> u64 {
@@ -80,24 +120,49 @@ impl LoadedPlugin {
         (until > now).then(|| Duration::from_millis(until - now))
     }
 
-    pub fn record_success(&self) {
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.stats.consecutive.store(0, Ordering::Relaxed);
+    pub fn is_quarantined(&self) -> bool {
+        self.quarantined_for().is_some()
     }
 
+    /// Notes an instance whose hook call was dropped mid-way by a cancellation (its `on-complete` ran fresh).
+    pub fn record_cancelled_mid_call(&self) {
+        self.stats.cancelled_mid_call.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes a failure's message (for `/admin/plugins`); the request is counted once, by [`Self::record_request`].
     pub fn record_failure(&self, message: &str) {
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.stats.failures.fetch_add(1, Ordering::Relaxed);
         *self.stats.last_error.lock().unwrap() = Some(message.to_string());
-        let n = self.stats.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= self.rt_quarantine_after.max(1) {
-            self.stats.consecutive.store(0, Ordering::Relaxed);
-            let k = self.stats.quarantines.fetch_add(1, Ordering::Relaxed).min(16);
-            let period = self.rt_quarantine_for.saturating_mul(1 << k).min(MAX_QUARANTINE);
-            self.stats.quarantined_until.store(now_ms() + period.as_millis() as u64, Ordering::Relaxed);
-            tracing::warn!(target: "weir::plugin", plugin = %self.name, version = %self.version, failures = n, quarantine = ?period,
-                "plugin quarantined after consecutive failures");
+    }
+
+    /// Counts one finished (not cancelled) request that reached this plugin, and quarantines the plugin when the
+    /// window's failures reach the policy's count and rate.
+    pub fn record_request(&self, ok: bool) {
+        let s = &self.stats;
+        s.requests.fetch_add(1, Ordering::Relaxed);
+        if ok {
+            s.window.lock().unwrap().add(now_ms(), self.quarantine.window, false);
+            return;
         }
+        s.failures.fetch_add(1, Ordering::Relaxed);
+        let q = &self.quarantine;
+        let now = now_ms();
+        let (requests, failures) = s.window.lock().unwrap().add(now, q.window, true);
+        if failures < q.min_failures.max(1) || (failures as f64) < q.rate * requests as f64 || self.is_quarantined() {
+            return;
+        }
+        *s.window.lock().unwrap() = Window::default();
+        let last_end = s.quarantined_until.load(Ordering::Relaxed);
+        let k = if last_end + (q.window.as_millis() as u64) < now {
+            s.streak.store(1, Ordering::Relaxed);
+            0
+        } else {
+            s.streak.fetch_add(1, Ordering::Relaxed).min(16)
+        };
+        s.quarantines.fetch_add(1, Ordering::Relaxed);
+        let period = q.first.saturating_mul(1 << k).min(MAX_QUARANTINE);
+        s.quarantined_until.store(now + period.as_millis() as u64, Ordering::Relaxed);
+        tracing::warn!(target: "weir::plugin", plugin = %self.name, version = %self.version, requests, failures,
+            window = ?q.window, quarantine = ?period, "plugin quarantined: it failed in too many requests");
     }
 
     /// A warm instance, when warm reuse is configured.
@@ -134,7 +199,8 @@ impl LoadedPlugin {
             "imports": self.imports,
             "compile_ms": self.compile_time.as_millis() as u64,
             "compiled_from_cache": self.from_cache,
-            "calls": s.calls.load(Ordering::Relaxed),
+            "requests": s.requests.load(Ordering::Relaxed),
+            "cancelled_mid_call": s.cancelled_mid_call.load(Ordering::Relaxed),
             "failures": s.failures.load(Ordering::Relaxed),
             "quarantined": self.quarantined_for().is_some(),
             "quarantines": s.quarantines.load(Ordering::Relaxed),
@@ -399,8 +465,12 @@ fn load(
         metrics: crate::telemetry::metrics::PluginMetrics::new(name),
         stats: Stats::default(),
         warm: Mutex::new(Vec::new()),
-        rt_quarantine_after: rt.quarantine_after,
-        rt_quarantine_for: rt.quarantine_for,
+        quarantine: QuarantinePolicy {
+            window: rt.quarantine_window,
+            min_failures: rt.quarantine_after,
+            rate: rt.quarantine_rate,
+            first: rt.quarantine_for,
+        },
     })
 }
 

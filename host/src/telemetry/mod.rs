@@ -21,9 +21,10 @@ use opentelemetry::trace::{Event, SpanKind, Status};
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 
 use crate::api::Endpoint;
+use crate::completion::Ended as Line;
 use crate::config::TelemetryConfig;
 use crate::plugin::Chain;
-use crate::record::{Line, Outcome};
+use crate::record::Outcome;
 use metrics::{AttemptLabels, EndpointLabels, METRICS, ModelLabels, RequestLabels, RetryLabels, TokenLabels};
 use trace::{ExportStats, ExportTarget, TraceCtx, Tracer};
 

@@ -195,6 +195,13 @@ impl Plugin for Cost {
                 }
             }
             weir_sdk::trace::set_attribute("reserved_usd", &usd(est));
+            // The reservation is also written down under the request id, so that `on-complete` can settle it on a
+            // fresh instance (the gateway uses one when this instance cannot be entered again, e.g. after a
+            // cancellation). A reservation interrupted before this line is settled as "none made": the counters
+            // keep the estimate, erring towards the budget.
+            let record: Vec<String> =
+                std::iter::once(est.to_string()).chain(taken.iter().map(|c| c.key.clone())).collect();
+            weir_sdk::kv::set(&reservation_key(&req.id), record.join("\n").as_bytes(), Some(RESERVATION_TTL_MS));
             self.counters = taken;
             self.reserved = est;
             Ok(RequestDecision::Continue)
@@ -204,6 +211,10 @@ impl Plugin for Cost {
     fn on_complete(&mut self, s: &Summary) {
         if self.refused {
             return;
+        }
+        if self.counters.is_empty() {
+            // A fresh instance: the reservation, if one was made, is in kv.
+            self.recall(&s.request_id);
         }
         CONFIG.with(|c| {
             let Ok(config) = c else { return };
@@ -232,6 +243,9 @@ impl Plugin for Cost {
             for c in &self.counters {
                 weir_sdk::kv::increment(&c.key, actual - self.reserved, None);
             }
+            if !self.counters.is_empty() {
+                weir_sdk::kv::delete(&reservation_key(&s.request_id));
+            }
             if self.counters.is_empty()
                 && let Some(p) = &s.principal
             {
@@ -241,6 +255,25 @@ impl Plugin for Cost {
                 }
             }
         });
+    }
+}
+
+/// How long a reservation record outlives its request at most (a request never runs this long).
+const RESERVATION_TTL_MS: u64 = DAY_MS;
+
+fn reservation_key(request_id: &str) -> String {
+    format!("reservation/{request_id}")
+}
+
+impl Cost {
+    /// Loads the reservation `on-request` wrote down for this request (on another instance).
+    fn recall(&mut self, request_id: &str) {
+        let Some(record) = weir_sdk::kv::get(&reservation_key(request_id)) else { return };
+        let record = String::from_utf8_lossy(&record);
+        let mut lines = record.lines();
+        let Some(est) = lines.next().and_then(|l| l.parse::<i64>().ok()) else { return };
+        self.reserved = est;
+        self.counters = lines.map(|key| Counter { key: key.to_string(), ttl_ms: 0 }).collect();
     }
 }
 
@@ -315,6 +348,26 @@ mod tests {
         assert_eq!(spend("spend/key/k/2026-11-22"), 150_000 + 300_000);
         assert_eq!(spend("spend/key/k/2026-11"), 450_000);
         assert_eq!(testing::attributes().last().unwrap(), &("usd".to_string(), "0.000450".to_string()));
+    }
+
+    #[test]
+    fn a_fresh_instance_settles_the_reservation_from_kv() {
+        testing::reset(CONFIG);
+        testing::set_now_ms(1_795_305_600_000);
+        let mut reserving = Cost::default();
+        let mut req = request("k");
+        req.id = "req_fresh".into();
+        assert!(matches!(reserving.on_request(&req).unwrap(), RequestDecision::Continue));
+        assert!(spend("spend/key/k/2026-11-22") > 0);
+        // `on-complete` on another instance, which never saw the request (partial usage of a cancelled stream).
+        let mut s = summary("k", 1000, 100);
+        s.request_id = "req_fresh".into();
+        s.outcome = "cancelled".into();
+        s.partial = true;
+        Cost::default().on_complete(&s);
+        assert_eq!(spend("spend/key/k/2026-11-22"), 150_000 + 60_000, "settled to the partial usage");
+        assert_eq!(spend("spend/team/ml/2026-11"), 210_000);
+        assert_eq!(weir_sdk::kv::get("reservation/req_fresh"), None, "the record is removed once settled");
     }
 
     #[test]
