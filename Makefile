@@ -9,7 +9,7 @@ WEIR_CONFIG ?= examples/weir.toml
 
 # Wasm components built from source for the tests: first-party plugins and the test guests.
 PLUGINS := allowlist auth router redact cost
-GUESTS := $(addprefix weir-plugin-,$(PLUGINS)) guest-misbehave guest-chunky guest-foreign guest-conformance
+GUESTS := $(addprefix weir-plugin-,$(PLUGINS)) guest-misbehave guest-chunky guest-foreign guest-legacy guest-conformance
 WASM   := target/wasm32-wasip2/plugin
 
 # Python and JavaScript guests, built from source with componentize-py (pip, into $(VENV)) and componentize-js (npm,
@@ -51,7 +51,7 @@ guests:
 	$(CARGO) build --locked --target wasm32-wasip2 --profile plugin $(addprefix -p ,$(GUESTS))
 	mkdir -p target/guests
 	for p in $(PLUGINS); do cp $(WASM)/weir_plugin_$$p.wasm target/guests/$$p.wasm; done
-	for g in misbehave chunky foreign; do cp $(WASM)/guest_$$g.wasm target/guests/$$g.wasm; done
+	for g in misbehave chunky foreign legacy; do cp $(WASM)/guest_$$g.wasm target/guests/$$g.wasm; done
 	cp $(WASM)/guest_conformance.wasm target/guests/conformance-rust.wasm
 	# Two builds of one guest, for the hot-swap tests.
 	for v in A B; do \

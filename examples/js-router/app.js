@@ -6,26 +6,33 @@
 // neither is there. `config.tiers.<tier>` lists upstream ids (each optionally with a model to send instead) tried in
 // that order, with the gateway's retries and failover. An unknown tier is refused with 400 when `config.strict` is
 // true, else the request goes on with the gateway's own routing. The tier and the choice go to the trace.
-import { getJson } from "weir:plugin/config@0.1.0";
-import { increment } from "weir:plugin/kv@0.1.0";
-import { write } from "weir:plugin/log@0.1.0";
-import { setAttribute } from "weir:plugin/trace@0.1.0";
+import { increment } from "weir:plugin/kv@0.2.0";
+import { write } from "weir:plugin/log@0.2.0";
+import { setAttribute } from "weir:plugin/trace@0.2.0";
 
-let settings; // parsed once per instance: the config never changes under a running instance
+let settings; // parsed once per instance, by init (a bad config refuses the plugin at load)
+
+function init(json) {
+  settings = JSON.parse(json);
+  for (const [tier, targets] of Object.entries(settings.tiers ?? {})) {
+    if (!Array.isArray(targets) || targets.some((t) => typeof t.upstream !== "string")) {
+      throw { message: `config: tiers.${tier} must be a list of { upstream, model }` };
+    }
+  }
+}
 
 function tierOf(req) {
   const header = (settings.header ?? "x-weir-tier").toLowerCase();
-  const fromHeader = req.headers.find((h) => h.name === header)?.value;
+  const fromHeader = req.header(header);
   if (fromHeader) return fromHeader;
   if (settings.metadata_key) {
-    const entry = req.metadata.find(([key]) => key === settings.metadata_key);
-    if (entry) return entry[1];
+    const value = req.metadata(settings.metadata_key);
+    if (value !== undefined) return value;
   }
   return settings.default;
 }
 
 function onRequest(req) {
-  settings ??= JSON.parse(getJson());
   const tier = tierOf(req);
   if (tier === undefined) return { tag: "continue" };
   setAttribute("tier", tier);
@@ -38,7 +45,11 @@ function onRequest(req) {
     setAttribute("decision", "default-routing");
     return { tag: "continue" };
   }
-  increment(`requests/${tier}`, 1n, undefined);
+  try {
+    increment(`requests/${tier}`, 1n, undefined);
+  } catch {
+    // a counter: a kv failure does not change the route
+  }
   setAttribute("decision", targets.map((t) => t.upstream).join(","));
   write("debug", `tier ${tier}: ${targets.length} targets`);
   return {
@@ -48,8 +59,9 @@ function onRequest(req) {
 }
 
 export const hooks = {
+  init,
   onRequest,
   onChunk: () => ({ tag: "pass" }),
-  flush: () => undefined,
+  flush: (_stream) => undefined,
   onComplete: () => {},
 };

@@ -11,32 +11,29 @@ import json
 import re
 
 from wit_world import exports
-from wit_world.imports import config, kv, log, trace
+from componentize_py_types import Err
+from wit_world import exports
+from wit_world.imports import kv, log, trace
 from wit_world.imports.types import (
     ChunkDecision_Abort,
     ChunkDecision_Pass,
+    PluginError,
     Rejection,
     RequestDecision_Continue,
     RequestDecision_Reject,
+    TextKind,
 )
 
-# Per-instance state. The gateway makes a fresh instance per request (unless `warm_instances` is set), so the rules
-# are compiled at the first hook of each instance and the answer window lives one request.
-_rules = None
-_window = ""
+# Per-instance state. `init` compiles the rules once per instance (and at load, where a bad rule refuses the
+# plugin); the answer windows live one request (the gateway makes a fresh instance per request unless
+# `warm_instances` is set, and on_request resets them).
+_rules = []
+_windows = {}
 _settings = {}
 
 
 def rules():
     """[(name, compiled pattern, applies to request, applies to answer)], from the plugin's config."""
-    global _rules, _settings
-    if _rules is None:
-        _settings = json.loads(config.get_json())
-        _rules = []
-        for r in _settings.get("rules", []):
-            on = r.get("on", "both")
-            _rules.append((r["name"], re.compile(r["pattern"], re.IGNORECASE), on in ("request", "both"),
-                           on in ("answer", "both")))
     return _rules
 
 
@@ -64,17 +61,33 @@ def prompt_text(body):
 
 
 def block(where, name):
-    kv.increment(f"blocked/{name}", 1, None)
+    try:
+        kv.increment(f"blocked/{name}", 1, None)
+    except Err:
+        pass  # a counter: a kv failure does not change the verdict
     trace.set_attribute("verdict", "blocked")
     trace.set_attribute("rule", name)
     log.write(log.Level.INFO, f"guard: {where} blocked by rule {name}")
 
 
 class Hooks(exports.Hooks):
+    def init(self, config):
+        global _settings
+        _settings = json.loads(config)
+        _rules.clear()
+        for i, r in enumerate(_settings.get("rules", [])):
+            on = r.get("on", "both")
+            if on not in ("request", "answer", "both"):
+                raise Err(PluginError(f"config: rules[{i}].on must be request, answer or both"))
+            try:
+                pattern = re.compile(r["pattern"], re.IGNORECASE)
+            except (KeyError, re.error) as e:
+                raise Err(PluginError(f"config: rules[{i}].pattern: {e}"))
+            _rules.append((r.get("name", f"rules[{i}]"), pattern, on in ("request", "both"), on in ("answer", "both")))
+
     def on_request(self, req):
-        global _window
-        _window = ""
-        text = prompt_text(req.body)
+        _windows.clear()
+        text = prompt_text(req.body())
         for name, pattern, on_request, _ in rules():
             if on_request and pattern.search(text):
                 block("request", name)
@@ -84,19 +97,21 @@ class Hooks(exports.Hooks):
         return RequestDecision_Continue()
 
     def on_chunk(self, chunk):
-        global _window
-        if chunk.text_delta is None:
-            return ChunkDecision_Pass()
-        # Search the new text together with the tail of what came before, so a phrase split across events is seen.
-        seen = _window + chunk.text_delta
-        for name, pattern, _, on_answer in rules():
-            if on_answer and pattern.search(seen):
-                block("answer", name)
-                return ChunkDecision_Abort(f"answer stopped by guard rule '{name}'")
-        _window = seen[-int(_settings.get("window", 256)):]
+        for piece in chunk.texts:
+            if piece.stream.kind != TextKind.ANSWER:
+                continue
+            # Search the new text together with the tail of what came before in the same stream (choice, block), so
+            # a phrase split across events is seen.
+            key = (piece.stream.choice, piece.stream.part)
+            seen = _windows.get(key, "") + piece.text
+            for name, pattern, _, on_answer in rules():
+                if on_answer and pattern.search(seen):
+                    block("answer", name)
+                    return ChunkDecision_Abort(f"answer stopped by guard rule '{name}'")
+            _windows[key] = seen[-int(_settings.get("window", 256)):]
         return ChunkDecision_Pass()
 
-    def flush(self):
+    def flush(self, stream):
         return None
 
     def on_complete(self, summary):

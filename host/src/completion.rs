@@ -84,6 +84,7 @@ impl Ended {
             ttft_ms: self.ttft_ms,
             duration_ms: self.duration_ms,
             principal: None,
+            metadata: Vec::new(),
             error: self.error.clone(),
             partial: self.outcome == Outcome::Cancelled,
         }

@@ -117,18 +117,19 @@ async fn admin_kv(
     let kv = registry.kv();
     let full = format!("{name}/{key}");
     match method {
-        http::Method::GET => match kv.get(&full) {
-            Some(v) => ([(http::header::CONTENT_TYPE, "application/octet-stream")], v).into_response(),
-            None => error(StatusCode::NOT_FOUND, format!("plugin `{name}` has no kv key `{key}`")),
+        http::Method::GET => match kv.get(&full).await {
+            Ok(Some(v)) => ([(http::header::CONTENT_TYPE, "application/octet-stream")], v).into_response(),
+            Ok(None) => error(StatusCode::NOT_FOUND, format!("plugin `{name}` has no kv key `{key}`")),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         },
-        http::Method::PUT => {
-            kv.set(&full, body.to_vec(), q.ttl_ms.map(std::time::Duration::from_millis));
-            StatusCode::NO_CONTENT.into_response()
-        }
-        _ => {
-            kv.delete(&full);
-            StatusCode::NO_CONTENT.into_response()
-        }
+        http::Method::PUT => match kv.set(&full, body.to_vec(), q.ttl_ms.map(std::time::Duration::from_millis)).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+        _ => match kv.delete(&full).await {
+            Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
     }
 }
 

@@ -7,6 +7,7 @@
 mod api;
 mod completion;
 mod config;
+mod dialect;
 mod error;
 mod ingress;
 mod mock;
@@ -71,10 +72,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Validate a plugin component offline: its exports, imports, and the capabilities it needs.
+    /// Validate a plugin component offline: its exports, imports, and the capabilities it needs; with `--config`,
+    /// also run its `init` with that config (what a load does).
     Check {
         /// The `.wasm` component.
         file: PathBuf,
+        /// The plugin's settings file (the `<name>.toml` of a plugins directory: `capabilities`, `config`, ...).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Measure a plugin's cost in process: instantiation, on-request, on-chunk per event (median and p99).
     Bench {
@@ -92,7 +97,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
-        Command::Plugin(PluginCommand::Check { file }) => plugin_check(&file),
+        Command::Plugin(PluginCommand::Check { file, config }) => plugin_check(&file, config.as_deref()),
         Command::Plugin(PluginCommand::Bench { file, iterations, config }) => {
             match std::fs::read(&file)
                 .map_err(anyhow::Error::from)
@@ -162,7 +167,7 @@ fn check_config(path: &Path) -> ExitCode {
     }
 }
 
-fn plugin_check(path: &Path) -> ExitCode {
+fn plugin_check(path: &Path, settings: Option<&Path>) -> ExitCode {
     let fail = |msg: String| {
         eprintln!("error: {}: {msg}", path.display());
         ExitCode::FAILURE
@@ -176,13 +181,41 @@ fn plugin_check(path: &Path) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(format!("{e:#}")),
     };
-    // Check with every capability granted, then report which ones the component actually needs.
-    match engine.compile(&bytes, &config::Capability::ALL) {
+    let settings = match settings {
+        None => None,
+        Some(p) => match config::load_plugin_settings(p, &rt) {
+            Ok(s) => Some(s),
+            Err(e) => return fail(e.to_string()),
+        },
+    };
+    // Check with every capability granted (or the ones the settings grant), then report which ones the component
+    // actually needs.
+    let granted = settings.as_ref().map_or(config::Capability::ALL.to_vec(), |s| s.capabilities.clone());
+    match engine.compile(&bytes, &granted) {
         Ok(c) => {
+            if let Some(settings) = &settings {
+                let context = std::sync::Arc::new(plugin::host::PluginContext {
+                    name: "check".into(),
+                    config_json: serde_json::to_string(&settings.config).unwrap_or_else(|_| "{}".into()),
+                    kv: std::sync::Arc::new(plugin::kv::MemoryKv::default()),
+                    memory_cap: settings.memory,
+                });
+                if let Err(e) = plugin::registry::smoke(&engine, &c.pre, &context, settings) {
+                    return fail(e.to_string());
+                }
+            }
             let needed: Vec<&str> =
                 plugin::engine::needed_capabilities(&c.imports).iter().map(|c| c.interface()).collect();
             let mut out = std::io::stdout();
-            let _ = writeln!(out, "{}: OK ({} bytes, sha256 {})", path.display(), bytes.len(), c.hash);
+            let _ = writeln!(
+                out,
+                "{}: OK ({} bytes, sha256 {}, weir:plugin@{}{})",
+                path.display(),
+                bytes.len(),
+                c.hash,
+                c.pre.version(),
+                if settings.is_some() { ", init accepted the config" } else { "" }
+            );
             let _ = writeln!(out, "exports:\n  {}", c.exports.join("\n  "));
             let _ = writeln!(out, "imports:\n  {}", c.imports.join("\n  "));
             let _ = writeln!(

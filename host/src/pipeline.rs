@@ -29,9 +29,10 @@ use serde_json::value::RawValue;
 
 use crate::api::{Endpoint, Family};
 use crate::config::{Candidate, Config, UpstreamIdx};
+use crate::dialect::{self, Located, TextStream};
 use crate::error::{ApiError, ErrorKind};
 use crate::plugin::bindings::types;
-use crate::plugin::{Chain, ChunkVerdict, Registry, RequestEffects, RequestView, text};
+use crate::plugin::{Chain, ChunkVerdict, Registry, RequestEffects, RequestView};
 use crate::record::{Outcome, RequestRecord};
 use crate::sse::{SseEvent, SseParser};
 use crate::upstream::retry::{self, FailureClass};
@@ -218,7 +219,9 @@ async fn run(
         AnswerBody::Full(b) => {
             tap.on_body(&b);
             if crate::telemetry::capture_content() {
-                rec.output_capture = std::str::from_utf8(&b).ok().and_then(|d| text::extract(endpoint, None, d, true));
+                rec.output_capture = serde_json::from_slice(&b)
+                    .ok()
+                    .and_then(|v| dialect::answer_text(&dialect::of(endpoint).whole(&v)));
             }
             let b = match rec.chain.as_mut() {
                 Some(chain) => whole_body_plugins(chain, endpoint, b).await?,
@@ -270,24 +273,32 @@ fn plugin_route(config: &Config, targets: Vec<(String, Option<String>)>) -> Resu
         .collect()
 }
 
-/// Runs `on-chunk` once over a whole non-streamed answer.
+/// Runs `on-chunk` once over a whole non-streamed answer, with every text it holds.
 async fn whole_body_plugins(chain: &mut Chain, endpoint: Endpoint, body: Bytes) -> Result<Bytes, ApiError> {
     let Ok(data) = std::str::from_utf8(&body) else { return Ok(body) };
+    let d = dialect::of(endpoint);
+    let mut parsed: Option<serde_json::Value> = serde_json::from_str(data).ok();
+    let located = parsed.as_ref().map(|v| d.whole(v)).unwrap_or_default();
     let chunk = types::Chunk {
         index: 0,
         event: None,
         data: data.to_string(),
-        text_delta: text::extract(endpoint, None, data, true),
+        texts: located.iter().map(|l| types::TextPiece { stream: l.stream, text: l.text.clone() }).collect(),
         whole_body: true,
     };
     match chain.on_chunk(chunk, 0).await? {
-        ChunkVerdict::Forward { text: None, data: None } => Ok(body),
-        ChunkVerdict::Forward { text, data } => {
-            let mut d = data.unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-            if let Some(t) = text {
-                d = text::replace(endpoint, None, &d, &t, true).unwrap_or(d);
+        ChunkVerdict::Forward { texts: None, data: None } => Ok(body),
+        ChunkVerdict::Forward { texts: None, data: Some(d) } => Ok(Bytes::from(d)),
+        ChunkVerdict::Forward { texts: Some(texts), data } => {
+            if let Some(new) = data {
+                parsed = serde_json::from_str(&new).ok();
             }
-            Ok(Bytes::from(d))
+            let Some(mut v) = parsed else { return Ok(body) };
+            for (l, t) in located.iter().zip(&texts) {
+                dialect::set(&mut v, &l.pointer, t);
+            }
+            d.after_whole_replace(&mut v);
+            Ok(Bytes::from(v.to_string()))
         }
         ChunkVerdict::Drop => {
             Err(ApiError::rejected(http::StatusCode::FORBIDDEN, "the answer was withheld by a plugin"))
@@ -497,6 +508,38 @@ impl<'a> RequestBody<'a> {
     }
 }
 
+/// The streams of text of one answer (a handful: a linear search is the fastest map).
+#[derive(Default)]
+struct Streams(Vec<(TextStream, StreamState)>);
+
+impl Streams {
+    fn get(&self, s: &TextStream) -> Option<&StreamState> {
+        self.0.iter().find(|(k, _)| k == s).map(|(_, v)| v)
+    }
+    fn entry(&mut self, s: TextStream) -> &mut StreamState {
+        match self.0.iter().position(|(k, _)| *k == s) {
+            Some(i) => &mut self.0[i].1,
+            None => {
+                self.0.push((s, StreamState::default()));
+                &mut self.0.last_mut().expect("just pushed").1
+            }
+        }
+    }
+}
+
+/// What the answer stream knows of one stream of text.
+#[derive(Default)]
+struct StreamState {
+    /// Text of this stream may still come (it has not ended).
+    open: bool,
+    /// The stream's last text event (event name, data, pointer to the text): a template for flushed text.
+    template: Option<(Option<String>, String, String)>,
+    /// The text the client was sent, after plugins.
+    forwarded: String,
+    /// Whether plugins changed any of it (then summary events are rewritten).
+    changed: bool,
+}
+
 /// Streams an upstream SSE answer to the client event by event, through the usage tap and the plugins' `on-chunk`,
 /// with the idle timeout. Written as an async state machine (driven by `futures_util::stream::unfold`) so that
 /// plugin hooks can be awaited between events.
@@ -510,11 +553,9 @@ struct AnswerStream {
     rec: Option<RequestRecord>,
     /// Bytes ready for the client.
     ready: VecDeque<Bytes>,
-    /// Plugin bookkeeping: events seen, the last text event (a template for flushed text), whether flushed.
+    /// Plugin bookkeeping: events seen, and each stream of text the answer carried.
     index: u32,
-    /// The last event that carried text (a refcounted view of its bytes, parsed only if a flush needs it).
-    text_template: Option<SseEvent>,
-    flushed: bool,
+    streams: Streams,
     done: bool,
 }
 
@@ -531,8 +572,7 @@ impl AnswerStream {
             rec: Some(rec),
             ready: VecDeque::new(),
             index: 0,
-            text_template: None,
-            flushed: false,
+            streams: Streams::default(),
             done: false,
         }
     }
@@ -595,71 +635,162 @@ impl AnswerStream {
         if tap.on_event(&ev, Instant::now()) == Verdict::Drop {
             return;
         }
-        let text_over = tap.finished || tap.finish_reason.is_some();
-        if crate::telemetry::capture_content() {
-            let f = ev.fields();
-            if let Some(t) = text::extract(self.endpoint, f.event, &f.data, false) {
-                rec.output_capture.get_or_insert_with(String::new).push_str(&t);
-            }
-        }
-        let Some(chain) = rec.chain.as_mut() else {
+        let capture = crate::telemetry::capture_content();
+        if rec.chain.is_none() && !capture {
             self.ready.push_back(ev.raw);
             return;
-        };
+        }
+        let d = dialect::of(self.endpoint);
         let f = ev.fields();
         let event = f.event.map(str::to_string);
-        let text = text::extract(self.endpoint, f.event, &f.data, false);
-        let ends_text = text_over
-            || matches!(f.event, Some("content_block_stop" | "response.output_text.done"))
-            || f.data.starts_with("[DONE]");
-        // Held text is released before the event that ends the text.
-        if ends_text && !self.flushed {
-            self.flushed = true;
-            match chain.flush().await {
-                Err(e) => return self.fail(e),
-                Ok(Err(reason)) => return self.fail(ApiError::rejected(http::StatusCode::FORBIDDEN, reason)),
-                Ok(Ok(texts)) => {
-                    for t in texts {
-                        match &self.text_template {
-                            Some(template) => {
-                                let tf = template.fields();
-                                let data = text::replace(self.endpoint, tf.event, &tf.data, &t, false)
-                                    .unwrap_or_else(|| tf.data.to_string());
-                                self.ready.push_back(text::frame(tf.event, &data));
-                            }
-                            None => tracing::warn!("plugin flushed text but the answer had no text event to carry it"),
-                        }
-                    }
-                }
+        let parsed: Option<serde_json::Value> =
+            if f.data.starts_with('{') { serde_json::from_str(&f.data).ok() } else { None };
+        let located = parsed.as_ref().map(|v| d.deltas(f.event, v)).unwrap_or_default();
+        if capture && let Some(t) = dialect::answer_text(&located) {
+            rec.output_capture.get_or_insert_with(String::new).push_str(&t);
+        }
+        if rec.chain.is_none() {
+            self.ready.push_back(ev.raw);
+            return;
+        }
+        // Streams that end here: held text is flushed before this event (after it, for a stream whose last text
+        // is in this very event, such as a chat chunk carrying both text and its finish reason).
+        let ends = d.ends(f.event, parsed.as_ref(), &f.data);
+        let ending: Vec<TextStream> = self
+            .streams
+            .0
+            .iter()
+            .filter(|(s, st)| st.open && ends.iter().any(|e| e.matches(s)))
+            .map(|(s, _)| *s)
+            .collect();
+        let (after, before): (Vec<TextStream>, Vec<TextStream>) =
+            ending.into_iter().partition(|s| located.iter().any(|l| l.stream == *s));
+        for s in before {
+            if !self.flush_stream(s).await {
+                return;
             }
         }
-        if text.is_some() {
-            // Text after a flush (a second text block or part) opens a new stretch of text to flush at its end.
-            self.text_template = Some(ev.clone());
-            self.flushed = false;
+        for l in &located {
+            let st = self.streams.entry(l.stream);
+            st.open = true;
+            st.template = Some((event.clone(), f.data.to_string(), l.pointer.clone()));
         }
         let chunk = types::Chunk {
             index: self.index,
             event: event.clone(),
             data: f.data.to_string(),
-            text_delta: text,
+            texts: located.iter().map(|l| types::TextPiece { stream: l.stream, text: l.text.clone() }).collect(),
             whole_body: false,
         };
         self.index += 1;
-        let chain = self.rec.as_mut().and_then(|r| r.chain.as_mut()).expect("checked above");
-        match chain.on_chunk(chunk, 0).await {
-            Err(e) => self.fail(e),
-            Ok(ChunkVerdict::Forward { text: None, data: None }) => self.ready.push_back(ev.raw),
-            Ok(ChunkVerdict::Forward { text, data }) => {
-                let mut d = data.unwrap_or_else(|| f.data.to_string());
-                if let Some(t) = text {
-                    d = text::replace(self.endpoint, event.as_deref(), &d, &t, false).unwrap_or(d);
-                }
-                self.ready.push_back(text::frame(event.as_deref(), &d));
+        let Some(chain) = self.rec.as_mut().and_then(|r| r.chain.as_mut()) else { return };
+        let verdict = match chain.on_chunk(chunk, 0).await {
+            Err(e) => return self.fail(e),
+            Ok(ChunkVerdict::Abort(reason)) => {
+                return self.fail(ApiError::rejected(http::StatusCode::FORBIDDEN, reason));
             }
-            Ok(ChunkVerdict::Drop) => {}
-            Ok(ChunkVerdict::Abort(reason)) => self.fail(ApiError::rejected(http::StatusCode::FORBIDDEN, reason)),
+            Ok(v) => v,
+        };
+        let out: Option<String> = match verdict {
+            ChunkVerdict::Drop => None,
+            ChunkVerdict::Forward { texts: None, data: None } => {
+                for l in &located {
+                    self.sent(l.stream, &l.text, &l.text);
+                }
+                Some(f.data.to_string())
+            }
+            ChunkVerdict::Forward { texts, data } => {
+                let mut v = match data {
+                    Some(new) => serde_json::from_str(&new).ok(),
+                    None => parsed.clone(),
+                };
+                match (&mut v, texts) {
+                    (Some(v), Some(texts)) => {
+                        for (l, t) in located.iter().zip(&texts) {
+                            dialect::set(v, &l.pointer, t);
+                            self.sent(l.stream, &l.text, t);
+                        }
+                        Some(v.to_string())
+                    }
+                    (Some(v), None) => Some(v.to_string()),
+                    (None, _) => Some(f.data.to_string()),
+                }
+            }
+            ChunkVerdict::Abort(_) => None,
+        };
+        if let Some(out) = out {
+            let out = self.rewrite_summaries(event.as_deref(), out);
+            if out == f.data {
+                self.ready.push_back(ev.raw.clone());
+            } else {
+                self.ready.push_back(dialect::frame(event.as_deref(), &out));
+            }
         }
+        for s in after {
+            if !self.flush_stream(s).await {
+                return;
+            }
+        }
+        let _ = d;
+    }
+
+    /// Notes what the client got of a stream's text (`original` as the upstream sent it, `sent` after plugins).
+    fn sent(&mut self, s: TextStream, original: &str, sent: &str) {
+        let st = self.streams.entry(s);
+        st.forwarded.push_str(sent);
+        st.changed |= original != sent;
+    }
+
+    /// Runs the plugins' `flush` for one stream that ends, and sends what they release as text events of that
+    /// stream. `false`: the answer was stopped.
+    async fn flush_stream(&mut self, s: TextStream) -> bool {
+        self.streams.entry(s).open = false;
+        let Some(chain) = self.rec.as_mut().and_then(|r| r.chain.as_mut()) else { return true };
+        let texts = match chain.flush(s).await {
+            Err(e) => {
+                self.fail(e);
+                return false;
+            }
+            Ok(Err(reason)) => {
+                self.fail(ApiError::rejected(http::StatusCode::FORBIDDEN, reason));
+                return false;
+            }
+            Ok(Ok(texts)) => texts,
+        };
+        let d = dialect::of(self.endpoint);
+        for t in texts {
+            let Some((event, data, pointer)) = self.streams.get(&s).and_then(|st| st.template.clone()) else {
+                tracing::warn!("plugin flushed text but the answer had no text event to carry it");
+                continue;
+            };
+            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&data) else { continue };
+            d.template(&mut v, &s);
+            dialect::set(&mut v, &pointer, &t);
+            self.ready.push_back(dialect::frame(event.as_deref(), &v.to_string()));
+            let st = self.streams.entry(s);
+            st.forwarded.push_str(&t);
+            st.changed = true;
+        }
+        true
+    }
+
+    /// Events that repeat a stream's whole text (Responses `*.done`, `response.completed` ...) carry what the
+    /// client was actually sent of that stream, when plugins changed it.
+    fn rewrite_summaries(&self, event: Option<&str>, data: String) -> String {
+        if !self.streams.0.iter().any(|(_, s)| s.changed) || !data.starts_with('{') {
+            return data;
+        }
+        let d = dialect::of(self.endpoint);
+        let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&data) else { return data };
+        let fields: Vec<Located> = d.summaries(event, &v);
+        let mut changed = false;
+        for l in fields {
+            if let Some(st) = self.streams.get(&l.stream).filter(|s| s.changed) {
+                dialect::set(&mut v, &l.pointer, &st.forwarded);
+                changed = true;
+            }
+        }
+        if changed { v.to_string() } else { data }
     }
 
     /// Ends the stream with an error event in the client's format.

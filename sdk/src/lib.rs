@@ -1,16 +1,21 @@
-//! `weir-sdk`: write Weir gateway plugins in Rust.
+//! `weir-sdk`: write Weir gateway plugins in Rust, against the plugin contract `weir:plugin@0.2.0`.
 //!
 //! A plugin is one [`Plugin`] impl and one [`export!`]:
 //!
 //! ```ignore
-//! use weir_sdk::{Plugin, Request, RequestDecision, PluginError};
+//! use weir_sdk::{ChangesExt, Plugin, PluginError, Request, RequestDecision};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config { stamp: String }
 //!
 //! #[derive(Default)]
 //! struct Stamp;
 //!
 //! impl Plugin for Stamp {
-//!     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
-//!         Ok(RequestDecision::ContinueWith(weir_sdk::changes().header("x-stamp", "1")))
+//!     type Config = Config;
+//!     fn on_request(&mut self, _req: &Request) -> Result<RequestDecision, PluginError> {
+//!         let c = weir_sdk::config::<Self>();
+//!         Ok(RequestDecision::ContinueWith(weir_sdk::changes().header("x-stamp", &c.stamp)))
 //!     }
 //! }
 //! weir_sdk::export!(Stamp);
@@ -18,12 +23,15 @@
 //!
 //! Build with `cargo build --target wasm32-wasip2 --release` and drop the `.wasm` into the gateway's plugins
 //! directory. Every hook has a default (continue, pass, nothing to flush, nothing on complete), so implement only
-//! what you need. `self` holds per-request state: it is created with `Default` at each request's `on-request`
-//! (also when the gateway reuses a warm instance, so state in `self` never crosses requests; `static`s would).
+//! what you need. The config is parsed into `Self::Config` once, in `init` (a parse error, or an error from
+//! [`Plugin::check`], refuses the load: the gateway keeps the previous version), and read with [`config`].
+//! `self` holds per-request state: it is created with `Default` at each request's `on-request` (also when the
+//! gateway reuses a warm instance, so state in `self` never crosses requests; `static`s would).
 //!
-//! Host capabilities are in [`log`], [`config`], [`kv`], [`trace`] and [`clock`]; each must be granted to the plugin in
-//! the gateway config. With the `testing` feature (and on a non-Wasm target) they run against an in-memory
-//! [`testing`] host, so hooks can be unit-tested with `cargo test`.
+//! The request is read lazily through [`Request`]: ask for a header or a JSON field and only that crosses into the
+//! plugin. Host capabilities are in [`log`], [`kv`] (every call can fail: [`KvError`]), [`trace`] and [`clock`];
+//! each must be granted to the plugin in the gateway config. With the `testing` feature (and on a non-Wasm target)
+//! they run against an in-memory [`testing`] host, so hooks can be unit-tested with `cargo test`.
 
 #[doc(hidden)]
 pub mod bindings {
@@ -33,20 +41,30 @@ pub mod bindings {
         pub_export_macro: true,
         export_macro_name: "__export_weir_bindings",
         default_bindings_module: "weir_sdk::bindings",
+        additional_derives: [PartialEq],
     });
 }
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 pub mod util;
 
 pub use bindings::weir::plugin::types::{
-    ApiFamily, Chunk, ChunkDecision, Header, PluginError, Principal, Rejection, Request, RequestChanges,
-    RequestDecision, Response, RouteTarget, Summary, Usage,
+    ApiFamily, Chunk, ChunkDecision, Header, KvError, PluginError, Principal, Rejection, RequestChanges,
+    RequestDecision, Response, RouteTarget, Summary, TextKind, TextPiece, TextStream, Usage,
 };
 
 /// A Weir plugin. Every hook has a default; see the WIT (`wit/plugin.wit`) for when each runs.
 pub trait Plugin: Default + 'static {
+    /// The plugin's config table, parsed once per instance by `init` (use [`serde_json::Value`] to take any).
+    type Config: serde::de::DeserializeOwned + 'static;
+
+    /// Checks the parsed config beyond what its type says (at load: an error refuses the plugin). Default: ok.
+    fn check(config: &Self::Config) -> Result<(), PluginError> {
+        let _ = config;
+        Ok(())
+    }
+
     /// Before routing, once per request. Default: continue unchanged.
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
         let _ = req;
@@ -59,15 +77,27 @@ pub trait Plugin: Default + 'static {
         Ok(ChunkDecision::Pass)
     }
 
-    /// At the end of a normal answer: text still held back, if any. Default: none.
-    fn flush(&mut self) -> Result<Option<String>, PluginError> {
+    /// When a stream of text ends: its text still held back, if any. Default: none.
+    fn flush(&mut self, stream: TextStream) -> Result<Option<String>, PluginError> {
+        let _ = stream;
         Ok(None)
     }
 
-    /// When the request has ended, however it ended. Default: nothing.
+    /// When the request has ended, however it ended (possibly on a fresh instance: see the WIT). Default: nothing.
     fn on_complete(&mut self, summary: &Summary) {
         let _ = summary;
     }
+}
+
+/// The config `init` parsed for plugin `P`.
+///
+/// # Panics
+/// Before `init` (the gateway always runs it first; in unit tests, call [`testing::init`]).
+pub fn config<P: Plugin>() -> &'static P::Config {
+    __private::CONFIG
+        .with(|c| c.get())
+        .and_then(|c| c.downcast_ref::<P::Config>())
+        .expect("init ran with this plugin's config")
 }
 
 /// A plugin error with a message (the gateway applies the plugin's failure policy).
@@ -102,25 +132,138 @@ impl ChangesExt for RequestChanges {
     }
 }
 
-/// Typed access to a [`Request`].
-pub trait RequestExt {
-    /// The first header with this (lower-case) name.
-    fn header(&self, name: &str) -> Option<&str>;
-    /// The body parsed as JSON.
-    fn json(&self) -> Result<serde_json::Value, PluginError>;
-    /// A metadata value set by an earlier plugin.
-    fn meta(&self, key: &str) -> Option<&str>;
+/// The request, read lazily from the gateway: each getter asks the host for just that.
+pub struct Request<'a>(RequestSource<'a>);
+
+enum RequestSource<'a> {
+    Host(&'a bindings::weir::plugin::types::Request),
+    #[cfg_attr(all(target_arch = "wasm32", not(feature = "testing")), allow(dead_code))]
+    Fake(&'a FakeRequest),
 }
 
-impl RequestExt for Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|h| h.name == name).map(|h| h.value.as_str())
+/// A request built in memory, for unit tests ([`testing::request`]).
+#[derive(Debug, Clone, Default)]
+pub struct FakeRequest {
+    pub id: String,
+    pub family: Option<ApiFamily>,
+    pub endpoint: String,
+    pub model: String,
+    pub stream: bool,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub principal: Option<Principal>,
+    pub metadata: Vec<(String, String)>,
+}
+
+impl FakeRequest {
+    /// This fake as the [`Request`] hooks take.
+    pub fn view(&self) -> Request<'_> {
+        Request(RequestSource::Fake(self))
     }
-    fn json(&self) -> Result<serde_json::Value, PluginError> {
-        serde_json::from_slice(&self.body).map_err(|e| error(format!("request body: {e}")))
+}
+
+impl Request<'_> {
+    /// The gateway's id for this request.
+    pub fn id(&self) -> String {
+        match &self.0 {
+            RequestSource::Host(r) => r.id(),
+            RequestSource::Fake(f) => f.id.clone(),
+        }
     }
-    fn meta(&self, key: &str) -> Option<&str> {
-        self.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    pub fn family(&self) -> ApiFamily {
+        match &self.0 {
+            RequestSource::Host(r) => r.family(),
+            RequestSource::Fake(f) => f.family.unwrap_or(ApiFamily::Openai),
+        }
+    }
+    /// `chat.completions`, `responses`, `embeddings`, `messages` or `messages.count_tokens`.
+    pub fn endpoint(&self) -> String {
+        match &self.0 {
+            RequestSource::Host(r) => r.endpoint(),
+            RequestSource::Fake(f) => f.endpoint.clone(),
+        }
+    }
+    pub fn model(&self) -> String {
+        match &self.0 {
+            RequestSource::Host(r) => r.model(),
+            RequestSource::Fake(f) => f.model.clone(),
+        }
+    }
+    pub fn stream(&self) -> bool {
+        match &self.0 {
+            RequestSource::Host(r) => r.stream(),
+            RequestSource::Fake(f) => f.stream,
+        }
+    }
+    /// The first value of a header (lower-case name).
+    pub fn header(&self, name: &str) -> Option<String> {
+        match &self.0 {
+            RequestSource::Host(r) => r.header(name),
+            RequestSource::Fake(f) => f.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()),
+        }
+    }
+    pub fn headers(&self) -> Vec<Header> {
+        match &self.0 {
+            RequestSource::Host(r) => r.headers(),
+            RequestSource::Fake(f) => {
+                f.headers.iter().map(|(n, v)| Header { name: n.clone(), value: v.clone() }).collect()
+            }
+        }
+    }
+    /// The whole body (a copy: prefer [`Request::json`] for the fields you need).
+    pub fn body(&self) -> Vec<u8> {
+        match &self.0 {
+            RequestSource::Host(r) => r.body(),
+            RequestSource::Fake(f) => f.body.clone(),
+        }
+    }
+    pub fn body_size(&self) -> u64 {
+        match &self.0 {
+            RequestSource::Host(r) => r.body_size(),
+            RequestSource::Fake(f) => f.body.len() as u64,
+        }
+    }
+    /// The JSON value at an RFC 6901 pointer (`/max_tokens`, `/messages/0/content`), parsed by the host.
+    pub fn json(&self, pointer: &str) -> Option<serde_json::Value> {
+        let text = match &self.0 {
+            RequestSource::Host(r) => r.json(pointer),
+            RequestSource::Fake(f) => {
+                let v: serde_json::Value = serde_json::from_slice(&f.body).ok()?;
+                v.pointer(pointer).map(|x| x.to_string())
+            }
+        }?;
+        serde_json::from_str(&text).ok()
+    }
+    /// The caller's identity, set by an earlier plugin.
+    pub fn principal(&self) -> Option<Principal> {
+        match &self.0 {
+            RequestSource::Host(r) => r.principal(),
+            RequestSource::Fake(f) => f.principal.clone(),
+        }
+    }
+    /// A metadata value set by an earlier plugin.
+    pub fn meta(&self, key: &str) -> Option<String> {
+        match &self.0 {
+            RequestSource::Host(r) => r.metadata(key),
+            RequestSource::Fake(f) => f.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()),
+        }
+    }
+}
+
+/// Helpers for [`Chunk`].
+pub trait ChunkExt {
+    /// The answer text this chunk carries (its first answer piece), if any.
+    fn answer(&self) -> Option<&str>;
+    /// A `replace-texts` decision: every piece's text replaced by `f(piece)`.
+    fn replace_texts(&self, f: impl FnMut(&TextPiece) -> String) -> ChunkDecision;
+}
+
+impl ChunkExt for Chunk {
+    fn answer(&self) -> Option<&str> {
+        self.texts.iter().find(|p| p.stream.kind == TextKind::Answer).map(|p| p.text.as_str())
+    }
+    fn replace_texts(&self, f: impl FnMut(&TextPiece) -> String) -> ChunkDecision {
+        ChunkDecision::ReplaceTexts(self.texts.iter().map(f).collect())
     }
 }
 
@@ -135,6 +278,18 @@ pub mod __private {
 
     thread_local! {
         static STATE: RefCell<Option<Box<dyn std::any::Any>>> = const { RefCell::new(None) };
+        /// The parsed config (leaked once per instance: it lives as long as the instance).
+        pub(crate) static CONFIG: Cell<Option<&'static dyn std::any::Any>> = const { Cell::new(None) };
+    }
+
+    /// `init`: parses and checks the config, and keeps it for [`config`].
+    pub fn init<P: Plugin>(config_json: &str) -> Result<(), PluginError> {
+        let parsed: P::Config = serde_json::from_str(if config_json.is_empty() { "{}" } else { config_json })
+            .map_err(|e| error(format!("config: {e}")))?;
+        P::check(&parsed)?;
+        let leaked: &'static P::Config = Box::leak(Box::new(parsed));
+        CONFIG.with(|c| c.set(Some(leaked)));
+        Ok(())
     }
 
     /// Starts a request: a fresh plugin value, also when the gateway reuses a warm instance.
@@ -150,6 +305,10 @@ pub mod __private {
             f(any.downcast_mut::<P>().expect("one plugin type per component"))
         })
     }
+
+    pub fn request(r: &bindings::weir::plugin::types::Request) -> Request<'_> {
+        Request(RequestSource::Host(r))
+    }
 }
 
 /// Exports a [`Plugin`] type as the component's hooks.
@@ -159,15 +318,21 @@ macro_rules! export {
         const _: () = {
             struct __WeirHooks;
             impl $crate::bindings::exports::weir::plugin::hooks::Guest for __WeirHooks {
-                fn on_request(req: $crate::Request) -> Result<$crate::RequestDecision, $crate::PluginError> {
+                fn init(config: String) -> Result<(), $crate::PluginError> {
+                    $crate::__private::init::<$ty>(&config)
+                }
+                fn on_request(
+                    req: &$crate::bindings::weir::plugin::types::Request,
+                ) -> Result<$crate::RequestDecision, $crate::PluginError> {
                     $crate::__private::reset::<$ty>();
+                    let req = $crate::__private::request(req);
                     $crate::__private::with::<$ty, _>(|p| <$ty as $crate::Plugin>::on_request(p, &req))
                 }
                 fn on_chunk(chunk: $crate::Chunk) -> Result<$crate::ChunkDecision, $crate::PluginError> {
                     $crate::__private::with::<$ty, _>(|p| <$ty as $crate::Plugin>::on_chunk(p, &chunk))
                 }
-                fn flush() -> Result<Option<String>, $crate::PluginError> {
-                    $crate::__private::with::<$ty, _>(|p| <$ty as $crate::Plugin>::flush(p))
+                fn flush(stream: $crate::TextStream) -> Result<Option<String>, $crate::PluginError> {
+                    $crate::__private::with::<$ty, _>(|p| <$ty as $crate::Plugin>::flush(p, stream))
                 }
                 fn on_complete(summary: $crate::Summary) {
                     $crate::__private::with::<$ty, _>(|p| <$ty as $crate::Plugin>::on_complete(p, &summary))
@@ -184,7 +349,7 @@ macro_rules! export {
 
 #[cfg(not(any(feature = "testing", not(target_arch = "wasm32"))))]
 mod host {
-    pub use crate::bindings::weir::plugin::{clock, config, kv, log, trace};
+    pub use crate::bindings::weir::plugin::{clock, kv, log, trace};
 }
 
 #[cfg(any(feature = "testing", not(target_arch = "wasm32")))]
@@ -201,27 +366,29 @@ pub mod log {
     }
 }
 
-/// The plugin's config table (capability `config`).
-pub mod config {
-    /// The config table as JSON.
-    pub fn json() -> serde_json::Value {
-        serde_json::from_str(&super::host::config::get_json()).unwrap_or(serde_json::Value::Null)
-    }
-}
-
-/// Namespaced key-value store (capability `kv`).
+/// Namespaced key-value store (capability `kv`). Every call can fail ([`KvError`]): the backend may be shared
+/// and unreachable; decide in each plugin whether that fails the request (auth) or is tolerated.
 pub mod kv {
-    pub fn get(key: &str) -> Option<Vec<u8>> {
+    pub use super::KvError;
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, KvError> {
         super::host::kv::get(key)
     }
-    pub fn set(key: &str, value: &[u8], ttl_ms: Option<u64>) {
+    pub fn set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), KvError> {
         super::host::kv::set(key, value, ttl_ms)
     }
-    pub fn increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> i64 {
+    pub fn increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
         super::host::kv::increment(key, delta, ttl_ms)
     }
-    pub fn delete(key: &str) {
+    pub fn delete(key: &str) -> Result<(), KvError> {
         super::host::kv::delete(key)
+    }
+    /// A kv error in words (for messages and logs).
+    pub fn describe(e: &KvError) -> String {
+        match e {
+            KvError::Unavailable(m) => format!("kv unavailable: {m}"),
+            KvError::Timeout => "kv timed out".into(),
+            KvError::TooLarge(n) => format!("kv value larger than {n} bytes"),
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! An in-memory fake host, used when hooks run natively (`cargo test` of a plugin crate, or the `testing` feature).
 //!
 //! ```ignore
-//! weir_sdk::testing::reset(r#"{"allow": ["gpt-4o-mini"]}"#);
+//! weir_sdk::testing::init::<MyPlugin>(r#"{"allow": ["gpt-4o-mini"]}"#).unwrap();
 //! let mut p = MyPlugin::default();
-//! let decision = p.on_request(&weir_sdk::testing::request("gpt-4o-mini", b"{}")).unwrap();
+//! let decision = p.on_request(&weir_sdk::testing::request("gpt-4o-mini", b"{}").view()).unwrap();
 //! assert!(weir_sdk::testing::logs().is_empty());
 //! ```
 
@@ -11,25 +11,38 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use crate::bindings::weir::plugin::log::Level;
-use crate::{ApiFamily, Request};
+use crate::{ApiFamily, FakeRequest, KvError, Plugin, PluginError};
 
 #[derive(Default)]
 struct Fake {
-    config: String,
     kv: HashMap<String, Vec<u8>>,
     logs: Vec<(Level, String)>,
     attributes: Vec<(String, String)>,
     events: Vec<String>,
     now_ms: u64,
+    /// Every kv call fails with this, when set.
+    kv_failure: Option<KvError>,
 }
 
 thread_local! {
-    static FAKE: RefCell<Fake> = RefCell::new(Fake { config: "{}".into(), ..Fake::default() });
+    static FAKE: RefCell<Fake> = RefCell::new(Fake::default());
 }
 
-/// Resets the fake host and sets the plugin's config (JSON).
-pub fn reset(config_json: &str) {
-    FAKE.with(|f| *f.borrow_mut() = Fake { config: config_json.to_string(), ..Fake::default() });
+/// Resets the fake host (kv, logs, trace, clock).
+pub fn reset() {
+    FAKE.with(|f| *f.borrow_mut() = Fake::default());
+}
+
+/// Resets the fake host and runs plugin `P`'s `init` with this config (JSON), as the gateway does first in every
+/// instance.
+pub fn init<P: Plugin>(config_json: &str) -> Result<(), PluginError> {
+    reset();
+    crate::__private::init::<P>(config_json)
+}
+
+/// Makes every kv call fail with `e` (none: work again), to test how a plugin handles an unavailable backend.
+pub fn fail_kv(e: Option<KvError>) {
+    FAKE.with(|f| f.borrow_mut().kv_failure = e);
 }
 
 /// Sets the fake clock.
@@ -47,11 +60,11 @@ pub fn attributes() -> Vec<(String, String)> {
     FAKE.with(|f| f.borrow().attributes.clone())
 }
 
-/// A request for tests: OpenAI chat completions, no headers.
-pub fn request(model: &str, body: &[u8]) -> Request {
-    Request {
+/// A request for tests: OpenAI chat completions, no headers (hooks take `request(..).view()`).
+pub fn request(model: &str, body: &[u8]) -> FakeRequest {
+    FakeRequest {
         id: "req_test".into(),
-        family: ApiFamily::Openai,
+        family: Some(ApiFamily::Openai),
         endpoint: "chat.completions".into(),
         headers: Vec::new(),
         body: body.to_vec(),
@@ -69,31 +82,36 @@ pub(crate) mod log {
     }
 }
 
-pub(crate) mod config {
-    pub fn get_json() -> String {
-        super::FAKE.with(|f| f.borrow().config.clone())
-    }
-}
-
 pub(crate) mod kv {
     use super::FAKE;
-    pub fn get(key: &str) -> Option<Vec<u8>> {
-        FAKE.with(|f| f.borrow().kv.get(key).cloned())
+    use crate::KvError;
+
+    fn failing() -> Result<(), KvError> {
+        FAKE.with(|f| f.borrow().kv_failure.clone()).map_or(Ok(()), Err)
     }
-    pub fn set(key: &str, value: &[u8], _ttl_ms: Option<u64>) {
+    pub fn get(key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        failing()?;
+        Ok(FAKE.with(|f| f.borrow().kv.get(key).cloned()))
+    }
+    pub fn set(key: &str, value: &[u8], _ttl_ms: Option<u64>) -> Result<(), KvError> {
+        failing()?;
         FAKE.with(|f| f.borrow_mut().kv.insert(key.to_string(), value.to_vec()));
+        Ok(())
     }
-    pub fn increment(key: &str, delta: i64, _ttl_ms: Option<u64>) -> i64 {
-        FAKE.with(|f| {
+    pub fn increment(key: &str, delta: i64, _ttl_ms: Option<u64>) -> Result<i64, KvError> {
+        failing()?;
+        Ok(FAKE.with(|f| {
             let mut f = f.borrow_mut();
             let cur = f.kv.get(key).and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok()).unwrap_or(0);
             let new = cur + delta;
             f.kv.insert(key.to_string(), new.to_string().into_bytes());
             new
-        })
+        }))
     }
-    pub fn delete(key: &str) {
+    pub fn delete(key: &str) -> Result<(), KvError> {
+        failing()?;
         FAKE.with(|f| f.borrow_mut().kv.remove(key));
+        Ok(())
     }
 }
 

@@ -252,7 +252,8 @@ def test_foreign_import_is_refused_and_nothing_changes(pg, poai):
 def test_plugin_check_cli():
     out = subprocess.run([str(WEIR), "plugin", "check", str(GUESTS / "allowlist.wasm")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "weir:plugin/hooks@0.1.0" in out.stdout and 'needs capabilities: ["config", "kv", "trace"]' in out.stdout
+    assert "weir:plugin/hooks@0.2.0" in out.stdout and 'needs capabilities: ["kv", "trace"]' in out.stdout
+    assert "weir:plugin@0.2.0" in out.stdout
     out = subprocess.run([str(WEIR), "plugin", "check", str(GUESTS / "foreign.wasm")], capture_output=True, text=True)
     assert out.returncode == 1 and "test:foreign/raw-socket" in out.stderr
     out = subprocess.run([str(WEIR), "plugin", "check", str(GUESTS / "allowlist.wasm")[:-5] + ".nope"], capture_output=True, text=True)
@@ -264,7 +265,7 @@ def test_not_granted_capability_is_refused_at_startup(session_tmp, mock, tmp_pat
     cfg.write_text(f'listen = "127.0.0.1:1"\n[[plugins]]\nname = "allowlist"\nfile = "{GUESTS / "allowlist.wasm"}"\ncapabilities = ["config"]\n')
     p = subprocess.run([str(WEIR), "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
     assert p.returncode == 1
-    assert "weir:plugin/kv@0.1.0" in p.stderr and "`kv` capability" in p.stderr, p.stderr
+    assert "weir:plugin/kv@0.2.0" in p.stderr and "`kv` capability" in p.stderr, p.stderr
 
 
 def test_quarantine_after_repeated_failures(session_tmp, mock):

@@ -452,7 +452,7 @@ def test_reloads_are_counted(session_tmp, mock):
     d.mkdir()
     g = Gateway(session_tmp, mock, name="otel-reload", top=f'plugins_dir = "{d}"\n')
     try:
-        install(d, "allowlist", "allowlist.wasm", 'capabilities = ["config", "kv", "trace"]\n')
+        install(d, "allowlist", "allowlist.wasm", 'capabilities = ["kv", "trace"]\nconfig = { models = ["*"] }\n')
         (d / "broken.wasm").write_bytes(b"\0asm half a file")
         deadline = time.time() + 30
         while True:

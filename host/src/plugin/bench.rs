@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::bindings::types;
 use super::engine::PluginEngine;
-use super::host::PluginContext;
+use super::host::{PluginContext, RequestSnapshot};
 use super::kv::MemoryKv;
+use crate::api::{Endpoint, Family};
 use crate::config::{Capability, PluginRuntime};
 
 const CHUNKS_PER_REQUEST: usize = 16;
@@ -30,26 +31,30 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str) -> anyhow::Result
         memory_cap: 32 << 20,
     });
     let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a haiku about rivers and the weirs that hold them back."}],"stream":true,"max_tokens":256}"#;
-    let req = types::Request {
-        id: "req_0123456789abcdef".into(),
-        family: types::ApiFamily::Openai,
-        endpoint: "chat.completions".into(),
-        headers: ["content-type", "accept", "user-agent", "x-stainless-lang", "authorization"]
-            .iter()
-            .map(|n| types::Header { name: n.to_string(), value: "application/json; v=1".into() })
-            .collect(),
-        body: body.to_vec(),
-        model: "gpt-4o-mini".into(),
-        stream: true,
-        principal: None,
-        metadata: Vec::new(),
-    };
+    let mut headers = http::HeaderMap::new();
+    for n in ["content-type", "accept", "user-agent", "x-stainless-lang", "authorization"] {
+        headers.insert(n, http::HeaderValue::from_static("application/json; v=1"));
+    }
+    let req = Arc::new(RequestSnapshot::new(
+        "req_0123456789abcdef".into(),
+        Family::OpenAi,
+        Endpoint::ChatCompletions,
+        "gpt-4o-mini".into(),
+        true,
+        Arc::new(headers),
+        bytes::Bytes::from_static(body),
+        None,
+        Vec::new(),
+    ));
     let data = r#"{"id":"chatcmpl-weirmock","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":" rivers"},"logprobs":null,"finish_reason":null}]}"#;
     let chunk = |i: usize| types::Chunk {
         index: i as u32,
         event: None,
         data: data.into(),
-        text_delta: Some(" rivers".into()),
+        texts: vec![types::TextPiece {
+            stream: types::TextStream { choice: 0, part: 0, kind: types::TextKind::Answer },
+            text: " rivers".into(),
+        }],
         whole_body: false,
     };
     let summary = types::Summary {
@@ -68,6 +73,7 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str) -> anyhow::Result
         ttft_ms: Some(120.0),
         duration_ms: 900.0,
         principal: None,
+        metadata: Vec::new(),
         error: None,
         partial: false,
     };
@@ -81,22 +87,23 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str) -> anyhow::Result
             let t0 = Instant::now();
             let mut store = engine.store(context.clone());
             store.data_mut().start_call(Duration::from_millis(100));
-            let plugin = compiled.pre.instantiate_async(&mut store).await?;
+            let plugin = compiled.pre.instantiate(&mut store).await?;
+            let _ = plugin.init(&mut store, config_json).await?;
             let t1 = Instant::now();
             store.data_mut().start_call(Duration::from_millis(100));
-            let _ = plugin.weir_plugin_hooks().call_on_request(&mut store, &req).await?;
+            let _ = plugin.on_request(&mut store, &req).await?;
             let t2 = Instant::now();
             let mut chunk_times = [Duration::ZERO; CHUNKS_PER_REQUEST];
             for (k, slot) in chunk_times.iter_mut().enumerate() {
                 let c = chunk(k);
                 let s = Instant::now();
                 store.data_mut().start_call(Duration::from_millis(100));
-                let _ = plugin.weir_plugin_hooks().call_on_chunk(&mut store, &c).await?;
+                let _ = plugin.on_chunk(&mut store, &c).await?;
                 *slot = s.elapsed();
             }
             let t3 = Instant::now();
             store.data_mut().start_call(Duration::from_millis(100));
-            plugin.weir_plugin_hooks().call_on_complete(&mut store, &summary).await?;
+            plugin.on_complete(&mut store, &summary).await?;
             drop(store);
             let t4 = Instant::now();
             if !warmup {
@@ -109,13 +116,14 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str) -> anyhow::Result
         // One instance reused for every request, as with `warm_instances` (chunks are measured above).
         let mut store = engine.store(context.clone());
         store.data_mut().start_call(Duration::from_millis(100));
-        let plugin = compiled.pre.instantiate_async(&mut store).await?;
+        let plugin = compiled.pre.instantiate(&mut store).await?;
+        let _ = plugin.init(&mut store, config_json).await?;
         for i in 0..iterations + iterations / 10 {
             let t0 = Instant::now();
             store.data_mut().start_call(Duration::from_millis(100));
-            let _ = plugin.weir_plugin_hooks().call_on_request(&mut store, &req).await?;
+            let _ = plugin.on_request(&mut store, &req).await?;
             store.data_mut().start_call(Duration::from_millis(100));
-            plugin.weir_plugin_hooks().call_on_complete(&mut store, &summary).await?;
+            plugin.on_complete(&mut store, &summary).await?;
             if i >= iterations / 10 {
                 warm.push(t0.elapsed());
             }
@@ -126,7 +134,7 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str) -> anyhow::Result
     println!("{iterations} requests, {CHUNKS_PER_REQUEST} on-chunk calls each (200-byte chat chunks)\n");
     println!("{:<44} {:>10} {:>10}", "measure", "median µs", "p99 µs");
     for (name, v) in [
-        ("instantiate (pooling, fresh store)", &mut inst),
+        ("instantiate + init (pooling, fresh store)", &mut inst),
         ("on-request call", &mut on_req),
         ("per request: instantiate + on-request +", &mut total),
         ("per request, warm instance: on-request +", &mut warm),

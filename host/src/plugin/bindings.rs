@@ -1,12 +1,38 @@
-//! The only `bindgen!`: host-side types and traits generated from `wit/plugin.wit`.
+//! The `bindgen!`s: host-side types and traits generated from the plugin contract, one module per version. Both
+//! worlds are linked into one linker (their interface names differ by version), so a component built for 0.1.0
+//! keeps loading with 0.1.0's semantics next to 0.2.0 components.
 //!
 //! Exports are called asynchronously so that a guest interrupted by its epoch deadline can yield to the tokio
-//! scheduler (see `engine.rs`); imports are synchronous host functions that return at once.
+//! scheduler (see `engine.rs`). Imports are synchronous host functions that return at once, except 0.2.0's `kv`,
+//! which is async: a shared backend's round trip never blocks a runtime worker.
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "plugin",
-    exports: { default: async },
-});
+/// `weir:plugin@0.1.0` (`wit/v0.1.0/plugin.wit`).
+pub mod v1 {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1.0",
+        world: "plugin",
+        exports: { default: async },
+    });
+    pub use weir::plugin::types;
+}
 
-pub use weir::plugin::types;
+/// `weir:plugin@0.2.0` (`wit/plugin.wit`): what the gateway itself speaks.
+pub mod v2 {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        imports: {
+            "weir:plugin/kv": async,
+            "weir:plugin/types": trappable,
+        },
+        exports: { default: async },
+        additional_derives: [PartialEq],
+        with: {
+            "weir:plugin/types.request": crate::plugin::host::RequestHandle,
+        },
+    });
+    pub use weir::plugin::types;
+}
+
+/// The current contract's types, which the chain works with (0.1.0 calls are converted at the boundary).
+pub use v2::types;

@@ -22,7 +22,7 @@ use http::{HeaderName, HeaderValue};
 use wasmtime::Store;
 
 use super::bindings::types::{self, ChunkDecision, RequestDecision};
-use super::host::State;
+use super::host::{RequestSnapshot, State};
 use super::instance::{CompleteOn, Live, Slot};
 use super::registry::{LoadedPlugin, PluginSet};
 use crate::api::{Endpoint, Family};
@@ -44,6 +44,23 @@ pub struct RequestView<'a> {
     pub stream: bool,
 }
 
+impl RequestView<'_> {
+    /// The request as plugins see it now (shared by their handles; rebuilt after a plugin changes it).
+    fn snapshot(&self, family: Family, headers: &Arc<http::HeaderMap>, chain: &Chain) -> Arc<RequestSnapshot> {
+        Arc::new(RequestSnapshot::new(
+            self.id.to_string(),
+            family,
+            self.endpoint,
+            self.model.clone(),
+            self.stream,
+            headers.clone(),
+            self.body.clone(),
+            chain.principal.clone(),
+            chain.metadata.clone(),
+        ))
+    }
+}
+
 /// What the chain decided for a request.
 #[derive(Default)]
 pub struct RequestEffects {
@@ -62,9 +79,9 @@ pub struct RequestEffects {
 /// The chain's verdict on one piece of the answer.
 #[derive(Debug, PartialEq)]
 pub enum ChunkVerdict {
-    /// Forward, with the text and/or the data replaced where `Some`.
+    /// Forward, with the texts (one per piece of the chunk, in order) and/or the data replaced where `Some`.
     Forward {
-        text: Option<String>,
+        texts: Option<Vec<String>>,
         data: Option<String>,
     },
     Drop,
@@ -250,28 +267,9 @@ impl Chain {
     /// Runs `on-request` through every plugin in order.
     pub async fn on_request(&mut self, view: &mut RequestView<'_>) -> Result<RequestEffects, ApiError> {
         let mut fx = RequestEffects::default();
-        // Built once; a plugin's changes are applied to it for the plugins after it.
-        let mut req = types::Request {
-            id: view.id.to_string(),
-            family: match self.family {
-                Family::OpenAi => types::ApiFamily::Openai,
-                Family::Anthropic => types::ApiFamily::Anthropic,
-            },
-            endpoint: view.endpoint.as_str().to_string(),
-            headers: view
-                .headers
-                .iter()
-                .map(|(n, v)| types::Header {
-                    name: n.as_str().to_string(),
-                    value: String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                })
-                .collect(),
-            body: view.body.to_vec(),
-            model: view.model.clone(),
-            stream: view.stream,
-            principal: self.principal.clone(),
-            metadata: self.metadata.clone(),
-        };
+        let headers = Arc::new(view.headers.clone());
+        // Built once, shared by every plugin's handle; rebuilt when a plugin changes the request.
+        let mut req = view.snapshot(self.family, &headers, self);
         for i in 0..self.set.plugins.len() {
             let p = self.set.plugins[i].clone();
             let t0 = Instant::now();
@@ -279,12 +277,12 @@ impl Chain {
             self.started[i] = !p.is_quarantined();
             let Some(live) = self.instance(i, Hook::OnRequest).await? else { continue };
             live.begin_call();
-            let result = live.bindings.weir_plugin_hooks().call_on_request(&mut live.store, &req).await;
+            let result = live.bindings.on_request(&mut live.store, &req).await;
             live.end_call();
             let decision = match result {
                 Ok(Ok(d)) => d,
                 Ok(Err(e)) => {
-                    let msg = format!("returned an error: {}", e.message);
+                    let msg = format!("returned an error: {e}");
                     self.note(i, Hook::OnRequest, t0, "error", Some(msg.clone()));
                     self.fail(i, Hook::OnRequest, &msg)?;
                     continue;
@@ -307,9 +305,10 @@ impl Chain {
             match decision {
                 RequestDecision::Continue => {}
                 RequestDecision::ContinueWith(c) => {
-                    if let Err(msg) = self.apply_changes(c, view, &mut req, &mut fx) {
+                    if let Err(msg) = self.apply_changes(c, view, &mut fx) {
                         self.fail(i, Hook::OnRequest, &msg)?;
                     }
+                    req = view.snapshot(self.family, &headers, self);
                 }
                 RequestDecision::Route(targets) => {
                     if targets.is_empty() {
@@ -340,7 +339,6 @@ impl Chain {
         &mut self,
         c: types::RequestChanges,
         view: &mut RequestView<'_>,
-        req: &mut types::Request,
         fx: &mut RequestEffects,
     ) -> Result<(), String> {
         for h in c.set_headers {
@@ -357,25 +355,19 @@ impl Chain {
         if let Some(body) = c.body {
             serde_json::from_slice::<serde::de::IgnoredAny>(&body)
                 .map_err(|e| format!("returned a body that is not JSON: {e}"))?;
-            req.body.clone_from(&body);
             view.body = Bytes::from(body);
             fx.body = Some(view.body.clone());
         }
         if let Some(m) = c.model {
-            req.model.clone_from(&m);
             view.model.clone_from(&m);
             fx.model = Some(m);
         }
-        if !c.metadata.is_empty() {
-            for (k, v) in c.metadata {
-                self.metadata.retain(|(key, _)| *key != k);
-                self.metadata.push((k, v));
-            }
-            req.metadata.clone_from(&self.metadata);
+        for (k, v) in c.metadata {
+            self.metadata.retain(|(key, _)| *key != k);
+            self.metadata.push((k, v));
         }
         if c.principal.is_some() {
             self.principal = c.principal;
-            req.principal.clone_from(&self.principal);
         }
         Ok(())
     }
@@ -390,13 +382,13 @@ impl Chain {
         self.input_len = if chunk.whole_body { chunk.data.len() } else { 0 };
         let Some(live) = self.instance(i, Hook::OnChunk).await? else { return Ok(None) };
         live.begin_call();
-        let result = live.bindings.weir_plugin_hooks().call_on_chunk(&mut live.store, chunk).await;
+        let result = live.bindings.on_chunk(&mut live.store, chunk).await;
         live.end_call();
         match result {
             Ok(Ok(d)) => {
                 let label = match &d {
                     ChunkDecision::Pass => "pass",
-                    ChunkDecision::ReplaceText(_) => "replace-text",
+                    ChunkDecision::ReplaceTexts(_) => "replace-texts",
                     ChunkDecision::ReplaceData(_) => "replace-data",
                     ChunkDecision::Drop => "drop",
                     ChunkDecision::Hold => "hold",
@@ -406,7 +398,7 @@ impl Chain {
                 Ok(Some(d))
             }
             Ok(Err(e)) => {
-                let msg = format!("returned an error: {}", e.message);
+                let msg = format!("returned an error: {e}");
                 self.note(i, Hook::OnChunk, t0, "error", Some(msg.clone()));
                 self.fail(i, Hook::OnChunk, &msg).map(|()| None)
             }
@@ -420,22 +412,29 @@ impl Chain {
 
     /// Runs `on-chunk` through the plugins from `from` on. Each sees what the previous ones made of the chunk.
     pub async fn on_chunk(&mut self, mut chunk: types::Chunk, from: usize) -> Result<ChunkVerdict, ApiError> {
-        let (mut text, mut data) = (None, None);
+        let (mut texts, mut data) = (None, None);
         for i in from..self.set.plugins.len() {
             match self.chunk_one(i, &chunk).await? {
                 None | Some(ChunkDecision::Pass) => {}
-                Some(ChunkDecision::ReplaceText(t)) => {
-                    if chunk.text_delta.is_none() {
-                        self.fail(i, Hook::OnChunk, "replaced the text of an event that has no text")?;
+                Some(ChunkDecision::ReplaceTexts(t)) => {
+                    if t.len() != chunk.texts.len() {
+                        let msg = format!(
+                            "returned {} replacement texts for an event that has {}",
+                            t.len(),
+                            chunk.texts.len()
+                        );
+                        self.fail(i, Hook::OnChunk, &msg)?;
                         continue;
                     }
-                    chunk.text_delta = Some(t.clone());
-                    text = Some(t);
+                    for (piece, new) in chunk.texts.iter_mut().zip(&t) {
+                        piece.text.clone_from(new);
+                    }
+                    texts = Some(t);
                 }
                 Some(ChunkDecision::ReplaceData(d)) => {
                     chunk.data = d.clone();
                     data = Some(d);
-                    text = None;
+                    texts = None;
                 }
                 Some(ChunkDecision::Drop | ChunkDecision::Hold) => return Ok(ChunkVerdict::Drop),
                 Some(ChunkDecision::Abort(reason)) => {
@@ -444,12 +443,12 @@ impl Chain {
                 }
             }
         }
-        Ok(ChunkVerdict::Forward { text, data })
+        Ok(ChunkVerdict::Forward { texts, data })
     }
 
-    /// At the end of a normal answer: each plugin's held text, passed through the plugins after it. Returns the
-    /// texts to send, in order.
-    pub async fn flush(&mut self) -> Result<Result<Vec<String>, String>, ApiError> {
+    /// At the end of one stream of text: each plugin's text held for that stream, passed through the plugins after
+    /// it. Returns the texts to send, in order.
+    pub async fn flush(&mut self, stream: types::TextStream) -> Result<Result<Vec<String>, String>, ApiError> {
         let mut out = Vec::new();
         for i in 0..self.set.plugins.len() {
             if !matches!(self.slots[i], Slot::Live(_)) {
@@ -460,7 +459,7 @@ impl Chain {
             self.input_len = 0;
             let Some(live) = self.instance(i, Hook::Flush).await? else { continue };
             live.begin_call();
-            let result = live.bindings.weir_plugin_hooks().call_flush(&mut live.store).await;
+            let result = live.bindings.flush(&mut live.store, stream).await;
             live.end_call();
             let held = match result {
                 Ok(Ok(t)) => {
@@ -469,7 +468,7 @@ impl Chain {
                     t
                 }
                 Ok(Err(e)) => {
-                    let msg = format!("returned an error: {}", e.message);
+                    let msg = format!("returned an error: {e}");
                     self.note(i, Hook::Flush, t0, "error", Some(msg.clone()));
                     self.fail(i, Hook::Flush, &msg)?;
                     None
@@ -486,11 +485,13 @@ impl Chain {
                 index: u32::MAX,
                 event: None,
                 data: String::new(),
-                text_delta: Some(text.clone()),
+                texts: vec![types::TextPiece { stream, text: text.clone() }],
                 whole_body: false,
             };
             match self.on_chunk(chunk, i + 1).await? {
-                ChunkVerdict::Forward { text: t, .. } => out.push(t.unwrap_or(text)),
+                ChunkVerdict::Forward { texts, .. } => {
+                    out.push(texts.and_then(|t| t.into_iter().next()).unwrap_or(text))
+                }
                 ChunkVerdict::Drop => {}
                 ChunkVerdict::Abort(reason) => return Ok(Err(reason)),
             }
@@ -505,6 +506,7 @@ impl Chain {
     pub async fn on_complete(mut self, summary: types::Summary, cancelled: bool) -> Chain {
         let mut summary = summary;
         summary.principal = self.principal.clone();
+        summary.metadata = self.metadata.clone();
         for i in 0..self.set.plugins.len() {
             let p = self.set.plugins[i].clone();
             let deadline = Hook::OnComplete.deadline(&p);
@@ -530,7 +532,7 @@ impl Chain {
                 },
             };
             live.begin_call();
-            let result = live.bindings.weir_plugin_hooks().call_on_complete(&mut live.store, &summary).await;
+            let result = live.bindings.on_complete(&mut live.store, &summary).await;
             live.end_call();
             let failed = result.err().map(|e| describe(&e, &live.store, Hook::OnComplete, &p));
             if is_fresh {
@@ -605,9 +607,14 @@ async fn fresh(p: &LoadedPlugin, deadline: Duration, input: usize) -> Result<Liv
     let mut store = p.engine.store(p.context.clone());
     store.data_mut().allow_input(input);
     store.data_mut().start_call(deadline);
-    match p.pre.instantiate_async(&mut store).await {
-        Ok(bindings) => Ok(Live::new(store, bindings)),
-        Err(e) => Err(describe(&e, &store, Hook::OnRequest, p)),
+    let bindings = match p.pre.instantiate(&mut store).await {
+        Ok(b) => b,
+        Err(e) => return Err(describe(&e, &store, Hook::OnRequest, p)),
+    };
+    match bindings.init(&mut store, &p.context.config_json).await {
+        Ok(Ok(())) => Ok(Live::new(store, bindings)),
+        Ok(Err(e)) => Err(format!("init returned an error: {e}")),
+        Err(e) => Err(format!("init {}", describe(&e, &store, Hook::OnRequest, p))),
     }
 }
 

@@ -12,13 +12,15 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-use super::bindings::{Plugin, PluginPre};
+use super::bindings::{v1, v2};
 use super::host::{PluginContext, State};
+use super::versions::Pre;
 use crate::config::{Capability, PluginRuntime};
 
-/// The WIT package this gateway speaks.
+/// The WIT package this gateway speaks, in every version it accepts (the current one first).
 pub const WIT_PACKAGE: &str = "weir:plugin";
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSIONS: [&str; 2] = ["0.2.0", "0.1.0"];
 /// Epoch tick: the granularity of hook deadlines and of yielding to other requests.
 const TICK: Duration = Duration::from_millis(1);
 
@@ -33,7 +35,7 @@ pub struct PluginEngine {
 
 /// A component compiled, checked and linked, ready to instantiate.
 pub struct Compiled {
-    pub pre: PluginPre<State>,
+    pub pre: Pre,
     /// Hex SHA-256 of the `.wasm` bytes.
     pub hash: String,
     pub imports: Vec<String>,
@@ -49,13 +51,13 @@ pub enum LoadError {
     #[error("not a valid WebAssembly component: {0}")]
     Invalid(String),
     #[error(
-        "imports `{import}`, which is neither {WIT_PACKAGE}@{WIT_VERSION} nor WASI 0.2; plugins cannot reach anything else"
+        "imports `{import}`, which is neither {WIT_PACKAGE} (0.2.0 or 0.1.0) nor WASI 0.2; plugins cannot reach anything else"
     )]
     ForeignImport { import: String },
     #[error("imports `{import}` but the `{capability}` capability is not granted (add it to `capabilities`)")]
     NotGranted { import: String, capability: &'static str },
     #[error(
-        "uses `{found}`; this gateway accepts {WIT_PACKAGE}@{WIT_VERSION} (rebuild the plugin against this gateway's wit/)"
+        "uses `{found}`; this gateway accepts {WIT_PACKAGE}@0.2.0 and @0.1.0, one version per component (rebuild the plugin against this gateway's wit/)"
     )]
     WrongVersion { found: String },
     #[error(
@@ -64,6 +66,8 @@ pub enum LoadError {
     NoHooks { exports: String },
     #[error("failed its smoke test: {0}")]
     Smoke(String),
+    #[error("refused its config: init returned an error: {0}")]
+    Init(String),
 }
 
 impl PluginEngine {
@@ -98,8 +102,10 @@ impl PluginEngine {
 
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
-        Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("linking host imports: {e}"))?;
+        v1::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking host imports (0.1.0): {e}"))?;
+        v2::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| anyhow::anyhow!("linking host imports (0.2.0): {e}"))?;
 
         // The ticker drives every store's deadline checks; it holds only a weak handle so it ends with the engine.
         let weak = engine.weak();
@@ -125,16 +131,21 @@ impl PluginEngine {
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
         let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        check_imports(&imports, granted)?;
-        let hooks = format!("{WIT_PACKAGE}/hooks@{WIT_VERSION}");
-        if !exports.contains(&hooks) {
+        let Some(version) =
+            WIT_VERSIONS.iter().copied().find(|v| exports.contains(&format!("{WIT_PACKAGE}/hooks@{v}")))
+        else {
             if let Some(other) = exports.iter().find(|e| e.starts_with(&format!("{WIT_PACKAGE}/hooks@"))) {
                 return Err(LoadError::WrongVersion { found: other.clone() });
             }
             return Err(LoadError::NoHooks { exports: exports.join(", ") });
-        }
+        };
+        check_imports(&imports, granted, version)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        let pre = PluginPre::new(pre).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let invalid = |e: wasmtime::Error| LoadError::Invalid(format!("{e:#}"));
+        let pre = match version {
+            "0.1.0" => Pre::V1(v1::PluginPre::new(pre).map_err(invalid)?),
+            _ => Pre::V2(v2::PluginPre::new(pre).map_err(invalid)?),
+        };
         Ok(Compiled { pre, hash, imports, exports, cached, compile_time: started.elapsed() })
     }
 
@@ -201,8 +212,9 @@ impl PluginEngine {
     }
 }
 
-/// Every import must be a granted capability of our package, our shared `types`, or a WASI 0.2 interface.
-fn check_imports(imports: &[String], granted: &[Capability]) -> Result<(), LoadError> {
+/// Every import must be a granted capability of our package (in the version of the component's hooks), our shared
+/// `types`, or a WASI 0.2 interface.
+fn check_imports(imports: &[String], granted: &[Capability], wit_version: &str) -> Result<(), LoadError> {
     for import in imports {
         let Some((pkg_iface, version)) = import.split_once('@') else {
             return Err(LoadError::ForeignImport { import: import.clone() });
@@ -211,7 +223,7 @@ fn check_imports(imports: &[String], granted: &[Capability]) -> Result<(), LoadE
             return Err(LoadError::ForeignImport { import: import.clone() });
         };
         if pkg == WIT_PACKAGE {
-            if version != WIT_VERSION {
+            if version != wit_version {
                 return Err(LoadError::WrongVersion { found: import.clone() });
             }
             if iface == "types" {
@@ -269,16 +281,22 @@ mod tests {
     #[test]
     fn imports_are_checked_against_grants() {
         let wasi = ["wasi:cli/environment@0.2.6", "wasi:io/streams@0.2.6", "wasi:filesystem/preopens@0.2.6"];
-        assert!(check_imports(&s(&wasi), &[]).is_ok(), "WASI 0.2 is always linked (deny-all)");
-        assert!(check_imports(&s(&["weir:plugin/types@0.1.0"]), &[]).is_ok());
-        let e = check_imports(&s(&["weir:plugin/kv@0.1.0"]), &[Capability::Log]).unwrap_err().to_string();
+        assert!(check_imports(&s(&wasi), &[], "0.1.0").is_ok(), "WASI 0.2 is always linked (deny-all)");
+        assert!(check_imports(&s(&["weir:plugin/types@0.1.0"]), &[], "0.1.0").is_ok());
+        let e = check_imports(&s(&["weir:plugin/kv@0.1.0"]), &[Capability::Log], "0.1.0").unwrap_err().to_string();
         assert!(e.contains("weir:plugin/kv@0.1.0") && e.contains("`kv` capability"), "{e}");
-        assert!(check_imports(&s(&["weir:plugin/kv@0.1.0"]), &[Capability::Kv]).is_ok());
-        let e = check_imports(&s(&["wasi:http/outgoing-handler@0.2.6"]), &Capability::ALL).unwrap_err().to_string();
+        assert!(check_imports(&s(&["weir:plugin/kv@0.1.0"]), &[Capability::Kv], "0.1.0").is_ok());
+        let e = check_imports(&s(&["wasi:http/outgoing-handler@0.2.6"]), &Capability::ALL, "0.2.0")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("wasi:http/outgoing-handler@0.2.6") && e.contains("neither"), "{e}");
-        let e = check_imports(&s(&["weir:plugin/kv@0.2.0"]), &Capability::ALL).unwrap_err().to_string();
-        assert!(e.contains("accepts weir:plugin@0.1.0"), "{e}");
-        assert!(check_imports(&s(&["wasi:sockets/tcp@0.2.6"]), &[]).is_ok(), "linked, but no address is permitted");
+        let e = check_imports(&s(&["weir:plugin/kv@0.2.0"]), &Capability::ALL, "0.1.0").unwrap_err().to_string();
+        assert!(e.contains("accepts weir:plugin@0.2.0 and @0.1.0, one version per component"), "{e}");
+        assert!(check_imports(&s(&["weir:plugin/kv@0.2.0"]), &[Capability::Kv], "0.2.0").is_ok());
+        assert!(
+            check_imports(&s(&["wasi:sockets/tcp@0.2.6"]), &[], "0.2.0").is_ok(),
+            "linked, but no address is permitted"
+        );
         assert_eq!(
             needed_capabilities(&s(&["weir:plugin/kv@0.1.0", "weir:plugin/types@0.1.0", "wasi:io/streams@0.2.6"])),
             [Capability::Kv].into_iter().collect()

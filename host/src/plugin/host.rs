@@ -1,4 +1,5 @@
-//! The host side of one plugin instance: its store data, the capabilities it imports, and its limits.
+//! The host side of one plugin instance: its store data, the capabilities it imports (for both contract versions),
+//! the request resource of 0.2.0, and its limits.
 //!
 //! Host functions are tested directly through the generated `Host` traits, without Wasm (see the tests below).
 
@@ -9,8 +10,12 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::weir::plugin::{clock, config, kv, log, trace, types};
-use super::kv::Kv;
+use bytes::Bytes;
+use wasmtime::component::Resource;
+
+use super::bindings::{v1, v2};
+use super::kv::{Kv, KvError};
+use crate::api::{Endpoint, Family};
 
 /// Largest stdout/stderr kept per instance; the rest is dropped.
 const OUTPUT_CAP: usize = 16 << 10;
@@ -19,6 +24,71 @@ const OUTPUT_CAP: usize = 16 << 10;
 pub const MEMORY_PER_INPUT_BYTE: usize = 8;
 /// Trace attributes kept per instance.
 const MAX_ATTRIBUTES: usize = 64;
+/// Largest value a plugin may store in `kv`.
+pub const MAX_KV_VALUE: usize = 1 << 20;
+
+/// The request as 0.2.0's `request` resource shows it: built once per request (and again after a plugin changes
+/// it), shared by every plugin's handle; the body is parsed as JSON at most once, when a plugin first asks.
+pub struct RequestSnapshot {
+    pub id: String,
+    pub family: Family,
+    pub endpoint: Endpoint,
+    pub model: String,
+    pub stream: bool,
+    pub headers: Arc<http::HeaderMap>,
+    pub body: Bytes,
+    pub principal: Option<v2::types::Principal>,
+    pub metadata: Vec<(String, String)>,
+    json: std::sync::OnceLock<Option<serde_json::Value>>,
+}
+
+impl RequestSnapshot {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        family: Family,
+        endpoint: Endpoint,
+        model: String,
+        stream: bool,
+        headers: Arc<http::HeaderMap>,
+        body: Bytes,
+        principal: Option<v2::types::Principal>,
+        metadata: Vec<(String, String)>,
+    ) -> RequestSnapshot {
+        RequestSnapshot {
+            id,
+            family,
+            endpoint,
+            model,
+            stream,
+            headers,
+            body,
+            principal,
+            metadata,
+            json: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The JSON value at an RFC 6901 pointer, as JSON text.
+    pub fn json(&self, pointer: &str) -> Option<String> {
+        let v = self.json.get_or_init(|| serde_json::from_slice(&self.body).ok()).as_ref()?;
+        v.pointer(pointer).map(|x| x.to_string())
+    }
+
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    }
+
+    pub fn headers_list(&self) -> Vec<(String, String)> {
+        self.headers
+            .iter()
+            .map(|(n, v)| (n.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect()
+    }
+}
+
+/// The host object behind one `request` handle.
+pub struct RequestHandle(pub Arc<RequestSnapshot>);
 
 /// What an instance knows about its plugin (shared by all its instances).
 pub struct PluginContext {
@@ -89,6 +159,25 @@ impl State {
     fn key(&self, key: &str) -> String {
         format!("{}/{key}", self.plugin.name)
     }
+
+    /// Gives the guest a handle to `request` (0.2.0), to pass to `on-request`.
+    pub fn push_request(&mut self, request: Arc<RequestSnapshot>) -> wasmtime::Result<Resource<RequestHandle>> {
+        Ok(self.table.push(RequestHandle(request))?)
+    }
+
+    /// Takes the handle back after the call.
+    pub fn drop_request(&mut self, handle: Resource<RequestHandle>) {
+        let _ = self.table.delete(handle);
+    }
+
+    fn request(&self, handle: &Resource<RequestHandle>) -> wasmtime::Result<&Arc<RequestSnapshot>> {
+        Ok(&self.table.get(handle)?.0)
+    }
+
+    /// Time spent waiting on a host call (kv) is not the guest's: its running time restarts now.
+    fn resume_running(&mut self) {
+        *self.running_since.lock().unwrap() = Instant::now();
+    }
 }
 
 impl WasiView for State {
@@ -111,21 +200,21 @@ impl ResourceLimiter for State {
     }
 }
 
-impl types::Host for State {}
+impl v1::types::Host for State {}
 
-impl log::Host for State {
-    fn write(&mut self, level: log::Level, message: String) {
+impl v1::weir::plugin::log::Host for State {
+    fn write(&mut self, level: v1::weir::plugin::log::Level, message: String) {
         let plugin = self.plugin.name.as_str();
         match level {
-            log::Level::Debug => tracing::debug!(target: "weir::plugin", plugin, "{message}"),
-            log::Level::Info => tracing::info!(target: "weir::plugin", plugin, "{message}"),
-            log::Level::Warn => tracing::warn!(target: "weir::plugin", plugin, "{message}"),
-            log::Level::Error => tracing::error!(target: "weir::plugin", plugin, "{message}"),
+            v1::weir::plugin::log::Level::Debug => tracing::debug!(target: "weir::plugin", plugin, "{message}"),
+            v1::weir::plugin::log::Level::Info => tracing::info!(target: "weir::plugin", plugin, "{message}"),
+            v1::weir::plugin::log::Level::Warn => tracing::warn!(target: "weir::plugin", plugin, "{message}"),
+            v1::weir::plugin::log::Level::Error => tracing::error!(target: "weir::plugin", plugin, "{message}"),
         }
     }
 }
 
-impl config::Host for State {
+impl v1::weir::plugin::config::Host for State {
     fn get_json(&mut self) -> String {
         self.plugin.config_json.clone()
     }
@@ -135,22 +224,24 @@ fn ttl(ms: Option<u64>) -> Option<Duration> {
     ms.map(Duration::from_millis)
 }
 
-impl kv::Host for State {
+impl v1::weir::plugin::kv::Host for State {
+    // 0.1.0's kv cannot fail and is synchronous: a failure reads as "not set" / 0, as a 0.1.0 plugin expects of
+    // an in-memory store (which is the only backend that never fails).
     fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.plugin.kv.get(&self.key(&key))
+        self.plugin.kv.get_now(&self.key(&key)).ok().flatten()
     }
     fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) {
-        self.plugin.kv.set(&self.key(&key), value, ttl(ttl_ms))
+        let _ = self.plugin.kv.set_now(&self.key(&key), value, ttl(ttl_ms));
     }
     fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> i64 {
-        self.plugin.kv.increment(&self.key(&key), delta, ttl(ttl_ms))
+        self.plugin.kv.increment_now(&self.key(&key), delta, ttl(ttl_ms)).unwrap_or(0)
     }
     fn delete(&mut self, key: String) {
-        self.plugin.kv.delete(&self.key(&key))
+        let _ = self.plugin.kv.delete_now(&self.key(&key));
     }
 }
 
-impl trace::Host for State {
+impl v1::weir::plugin::trace::Host for State {
     fn set_attribute(&mut self, key: String, value: String) {
         if self.attributes.len() < MAX_ATTRIBUTES {
             self.attributes.push((format!("weir.plugin.{}.{key}", self.plugin.name), value));
@@ -164,13 +255,160 @@ impl trace::Host for State {
     }
 }
 
-impl clock::Host for State {
+impl v1::weir::plugin::clock::Host for State {
     fn now_unix_ms(&mut self) -> u64 {
         SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
     }
     fn monotonic_ns(&mut self) -> u64 {
         static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
         START.elapsed().as_nanos() as u64
+    }
+}
+
+// ---- weir:plugin@0.2.0 ----
+
+impl v2::types::Host for State {}
+
+impl v2::types::HostRequest for State {
+    fn id(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.request(&r)?.id.clone())
+    }
+    fn family(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<v2::types::ApiFamily> {
+        Ok(match self.request(&r)?.family {
+            Family::OpenAi => v2::types::ApiFamily::Openai,
+            Family::Anthropic => v2::types::ApiFamily::Anthropic,
+        })
+    }
+    fn endpoint(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.request(&r)?.endpoint.as_str().to_string())
+    }
+    fn model(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.request(&r)?.model.clone())
+    }
+    fn stream(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<bool> {
+        Ok(self.request(&r)?.stream)
+    }
+    fn header(&mut self, r: Resource<RequestHandle>, name: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.request(&r)?.header(&name.to_ascii_lowercase()))
+    }
+    fn headers(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<Vec<v2::types::Header>> {
+        Ok(self
+            .request(&r)?
+            .headers_list()
+            .into_iter()
+            .map(|(name, value)| v2::types::Header { name, value })
+            .collect())
+    }
+    fn body(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.request(&r)?.body.to_vec())
+    }
+    fn body_size(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<u64> {
+        Ok(self.request(&r)?.body.len() as u64)
+    }
+    fn json(&mut self, r: Resource<RequestHandle>, pointer: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.request(&r)?.json(&pointer))
+    }
+    fn principal(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<Option<v2::types::Principal>> {
+        Ok(self.request(&r)?.principal.clone())
+    }
+    fn metadata(&mut self, r: Resource<RequestHandle>, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.request(&r)?.metadata.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()))
+    }
+    fn all_metadata(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.request(&r)?.metadata.clone())
+    }
+    fn drop(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<()> {
+        self.drop_request(r);
+        Ok(())
+    }
+}
+
+impl v2::weir::plugin::log::Host for State {
+    fn write(&mut self, level: v2::weir::plugin::log::Level, message: String) {
+        use v1::weir::plugin::log::Level as L1;
+        use v2::weir::plugin::log::Level as L2;
+        let level = match level {
+            L2::Debug => L1::Debug,
+            L2::Info => L1::Info,
+            L2::Warn => L1::Warn,
+            L2::Error => L1::Error,
+        };
+        v1::weir::plugin::log::Host::write(self, level, message)
+    }
+}
+
+impl v2::weir::plugin::config::Host for State {
+    fn get_json(&mut self) -> String {
+        self.plugin.config_json.clone()
+    }
+}
+
+impl v2::weir::plugin::trace::Host for State {
+    fn set_attribute(&mut self, key: String, value: String) {
+        v1::weir::plugin::trace::Host::set_attribute(self, key, value)
+    }
+    fn add_event(&mut self, name: String) {
+        v1::weir::plugin::trace::Host::add_event(self, name)
+    }
+}
+
+impl v2::weir::plugin::clock::Host for State {
+    fn now_unix_ms(&mut self) -> u64 {
+        v1::weir::plugin::clock::Host::now_unix_ms(self)
+    }
+    fn monotonic_ns(&mut self) -> u64 {
+        v1::weir::plugin::clock::Host::monotonic_ns(self)
+    }
+}
+
+fn kv_error(e: KvError) -> v2::types::KvError {
+    match e {
+        KvError::Unavailable(m) => v2::types::KvError::Unavailable(m),
+        KvError::Timeout => v2::types::KvError::Timeout,
+        KvError::TooLarge(n) => v2::types::KvError::TooLarge(n as u64),
+    }
+}
+
+type KvResult<T> = Result<T, v2::types::KvError>;
+
+/// How long a `kv` call may wait for the backend before it fails with `timeout`.
+pub const KV_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn bounded<T>(f: impl std::future::Future<Output = super::kv::KvResult<T>>) -> super::kv::KvResult<T> {
+    tokio::time::timeout(KV_TIMEOUT, f).await.unwrap_or(Err(KvError::Timeout))
+}
+
+impl v2::weir::plugin::kv::Host for State {
+    async fn get(&mut self, key: String) -> KvResult<Option<Vec<u8>>> {
+        let kv = self.plugin.kv.clone();
+        let k = self.key(&key);
+        let r = bounded(kv.get(&k)).await.map_err(kv_error);
+        self.resume_running();
+        r
+    }
+    async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> KvResult<()> {
+        if value.len() > MAX_KV_VALUE {
+            return Err(kv_error(KvError::TooLarge(MAX_KV_VALUE)));
+        }
+        let kv = self.plugin.kv.clone();
+        let k = self.key(&key);
+        let r = bounded(kv.set(&k, value, ttl(ttl_ms))).await.map_err(kv_error);
+        self.resume_running();
+        r
+    }
+    async fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> KvResult<i64> {
+        let kv = self.plugin.kv.clone();
+        let k = self.key(&key);
+        let r = bounded(kv.increment(&k, delta, ttl(ttl_ms))).await.map_err(kv_error);
+        self.resume_running();
+        r
+    }
+    async fn delete(&mut self, key: String) -> KvResult<()> {
+        let kv = self.plugin.kv.clone();
+        let k = self.key(&key);
+        let r = bounded(kv.delete(&k)).await.map_err(kv_error);
+        self.resume_running();
+        r
     }
 }
 
@@ -193,18 +431,19 @@ mod tests {
         let kv: Arc<dyn Kv> = Arc::new(MemoryKv::default());
         let mut a = state("a", kv.clone());
         let mut b = state("b", kv.clone());
-        kv::Host::set(&mut a, "k".into(), b"1".to_vec(), None);
-        assert_eq!(kv::Host::get(&mut b, "k".into()), None, "b cannot see a's keys");
-        assert_eq!(kv::Host::increment(&mut a, "n".into(), 5, None), 5);
-        assert_eq!(kv::Host::increment(&mut b, "n".into(), 1, None), 1);
-        assert_eq!(kv.get("a/k").as_deref(), Some(&b"1"[..]));
+        use v1::weir::plugin::kv::Host as _;
+        a.set("k".into(), b"1".to_vec(), None);
+        assert_eq!(b.get("k".into()), None, "b cannot see a's keys");
+        assert_eq!(a.increment("n".into(), 5, None), 5);
+        assert_eq!(b.increment("n".into(), 1, None), 1);
+        assert_eq!(kv.get_now("a/k").unwrap().as_deref(), Some(&b"1"[..]));
     }
 
     #[test]
     fn config_trace_and_memory_cap() {
         let mut s = state("p", Arc::new(MemoryKv::default()));
-        assert_eq!(config::Host::get_json(&mut s), r#"{"a":1}"#);
-        trace::Host::set_attribute(&mut s, "verdict".into(), "ok".into());
+        assert_eq!(v1::weir::plugin::config::Host::get_json(&mut s), r#"{"a":1}"#);
+        v1::weir::plugin::trace::Host::set_attribute(&mut s, "verdict".into(), "ok".into());
         assert_eq!(s.attributes, [("weir.plugin.p.verdict".to_string(), "ok".to_string())]);
         assert!(s.memory_growing(0, 1 << 20, None).unwrap());
         assert!(!s.memory_growing(0, (1 << 20) + 65536, None).unwrap());

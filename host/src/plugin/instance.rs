@@ -20,19 +20,19 @@
 
 use wasmtime::Store;
 
-use super::bindings::Plugin;
 use super::host::State;
+use super::versions::Bindings;
 
 /// A live instance: its store and bindings, and whether a hook call is in flight.
 pub struct Live {
     pub store: Store<State>,
-    pub bindings: Plugin,
+    pub bindings: Bindings,
     /// Set while a hook call runs; still set afterwards only if the call's future was dropped mid-way.
     busy: bool,
 }
 
 impl Live {
-    pub fn new(store: Store<State>, bindings: Plugin) -> Live {
+    pub fn new(store: Store<State>, bindings: Bindings) -> Live {
         Live { store, bindings, busy: false }
     }
 

@@ -18,11 +18,11 @@ use arc_swap::ArcSwap;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::bindings::PluginPre;
 use super::engine::{LoadError, PluginEngine, hex};
-use super::host::{PluginContext, State};
+use super::host::PluginContext;
 use super::instance::Live;
 use super::kv::{Kv, MemoryKv};
+use super::versions::Pre;
 use crate::config::{Config, PluginRuntime, PluginSettings, load_plugin_settings, valid_plugin_name};
 
 /// Quarantine never lasts longer than this.
@@ -40,7 +40,7 @@ pub struct LoadedPlugin {
     pub loaded_at: SystemTime,
     pub settings: PluginSettings,
     pub engine: Arc<PluginEngine>,
-    pub pre: PluginPre<State>,
+    pub pre: Pre,
     pub context: Arc<PluginContext>,
     pub imports: Vec<String>,
     /// Compile time (or cache load time), and whether the compiled artifact came from the disk cache.
@@ -474,11 +474,16 @@ fn load(
     })
 }
 
-/// Instantiates under the plugin's limits and calls `flush` (which has no inputs and no effects in a fresh
-/// instance). Runs on its own thread and runtime, so that loading works from any context (startup, the watcher).
-fn smoke(
+/// The first answer stream, for calling a 0.1.0 component's `flush` (which takes no stream).
+const ANY_ANSWER: super::bindings::types::TextStream =
+    super::bindings::types::TextStream { choice: 0, part: 0, kind: super::bindings::types::TextKind::Answer };
+
+/// Instantiates under the plugin's limits and runs `init` with its config (0.2.0; an error refuses the load), or
+/// for a 0.1.0 component calls `flush` (which has no inputs and no effects in a fresh instance). Runs on its own
+/// thread and runtime, so that loading works from any context (startup, the watcher, `weir plugin check`).
+pub fn smoke(
     engine: &Arc<PluginEngine>,
-    pre: &PluginPre<State>,
+    pre: &Pre,
     context: &Arc<PluginContext>,
     settings: &PluginSettings,
 ) -> Result<(), LoadError> {
@@ -493,12 +498,19 @@ fn smoke(
                     let mut store = engine.store(context.clone());
                     store.data_mut().start_call(settings.timeouts.on_request.max(Duration::from_millis(200)));
                     let plugin = pre
-                        .instantiate_async(&mut store)
+                        .instantiate(&mut store)
                         .await
                         .map_err(|e| LoadError::Smoke(format!("instantiate: {e:#}")))?;
-                    match plugin.weir_plugin_hooks().call_flush(&mut store).await {
-                        Ok(_) => Ok(()),
-                        Err(e) => Err(LoadError::Smoke(format!("flush: {e:#}"))),
+                    match pre {
+                        Pre::V2(_) => match plugin.init(&mut store, &context.config_json).await {
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => Err(LoadError::Init(e)),
+                            Err(e) => Err(LoadError::Smoke(format!("init: {e:#}"))),
+                        },
+                        Pre::V1(_) => match plugin.flush(&mut store, ANY_ANSWER).await {
+                            Ok(_) => Ok(()),
+                            Err(e) => Err(LoadError::Smoke(format!("flush: {e:#}"))),
+                        },
                     }
                 })
             })

@@ -2,26 +2,32 @@
 //! counts requests per model in `kv`, and marks allowed requests with a header and a trace attribute.
 //!
 //! Config: `models = ["gpt-4o-mini", "claude-*"]` (a trailing `*` matches a prefix).
-//! Capabilities: `config`, `kv`, `trace`.
+//! Capabilities: `kv`, `trace`.
 
+use serde::Deserialize;
 use weir_sdk::{ChangesExt, Plugin, PluginError, Request, RequestDecision};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    models: Vec<String>,
+}
 
 #[derive(Default)]
 pub struct Allowlist;
 
-fn allowed(patterns: &[serde_json::Value], model: &str) -> bool {
-    weir_sdk::util::matches_any(patterns.iter().filter_map(|p| p.as_str()), model)
-}
-
 impl Plugin for Allowlist {
+    type Config = Config;
+
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
-        let config = weir_sdk::config::json();
-        let models = config.get("models").and_then(|m| m.as_array()).cloned().unwrap_or_default();
-        if !allowed(&models, &req.model) {
+        let models = &weir_sdk::config::<Self>().models;
+        let model = req.model();
+        if !weir_sdk::util::matches_any(models.iter().map(String::as_str), &model) {
             weir_sdk::trace::set_attribute("verdict", "denied");
-            return Ok(weir_sdk::reject(403, format!("model `{}` is not allowed by this gateway's policy", req.model)));
+            return Ok(weir_sdk::reject(403, format!("model `{model}` is not allowed by this gateway's policy")));
         }
-        let n = weir_sdk::kv::increment(&format!("requests/{}", req.model), 1, None);
+        // A counter, not a decision: a kv failure does not stop the request.
+        let n = weir_sdk::kv::increment(&format!("requests/{model}"), 1, None).unwrap_or(-1);
         weir_sdk::trace::set_attribute("verdict", "allowed");
         Ok(RequestDecision::ContinueWith(
             weir_sdk::changes().header("x-weir-allowlist", "allowed").meta("allowlist.count", &n.to_string()),
@@ -38,21 +44,21 @@ mod tests {
 
     #[test]
     fn allows_listed_models_and_counts() {
-        testing::reset(r#"{"models": ["gpt-4o-mini", "claude-*"]}"#);
+        testing::init::<Allowlist>(r#"{"models": ["gpt-4o-mini", "claude-*"]}"#).unwrap();
         let mut p = Allowlist;
         for model in ["gpt-4o-mini", "claude-haiku-4-5", "gpt-4o-mini"] {
-            match p.on_request(&testing::request(model, b"{}")).unwrap() {
+            match p.on_request(&testing::request(model, b"{}").view()).unwrap() {
                 RequestDecision::ContinueWith(c) => assert_eq!(c.set_headers[0].value, "allowed"),
                 _ => panic!("{model} should be allowed"),
             }
         }
-        assert_eq!(weir_sdk::kv::get("requests/gpt-4o-mini").as_deref(), Some(&b"2"[..]));
+        assert_eq!(weir_sdk::kv::get("requests/gpt-4o-mini").unwrap().as_deref(), Some(&b"2"[..]));
     }
 
     #[test]
     fn rejects_others_with_403() {
-        testing::reset(r#"{"models": ["gpt-4o-mini"]}"#);
-        match Allowlist.on_request(&testing::request("gpt-4o", b"{}")).unwrap() {
+        testing::init::<Allowlist>(r#"{"models": ["gpt-4o-mini"]}"#).unwrap();
+        match Allowlist.on_request(&testing::request("gpt-4o", b"{}").view()).unwrap() {
             RequestDecision::Reject(r) => {
                 assert_eq!(r.status, 403);
                 assert!(r.message.contains("gpt-4o"));

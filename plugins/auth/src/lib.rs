@@ -9,12 +9,13 @@
 //! on: the config and `kv` hold hashes only, and the gateway never forwards a client's credentials upstream.
 //!
 //! Keys come from the config (`keys = [...]`) or from `kv` (keys issued while the gateway runs): `keys/<sha256 hex>`
-//! holds the same record as JSON, and `revoked/<key id>` (any value) revokes a key of either kind.
-//! Capabilities: `config`, `kv`, `trace`.
+//! holds the same record as JSON, and `revoked/<key id>` (any value) revokes a key of either kind. When `kv` cannot
+//! be reached, auth fails closed: 503, nothing is forwarded.
+//! Capabilities: `kv`, `trace`, `clock`.
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use weir_sdk::{ApiFamily, ChangesExt, Plugin, PluginError, Principal, Request, RequestDecision, RequestExt};
+use weir_sdk::{ApiFamily, ChangesExt, Plugin, PluginError, Principal, Request, RequestDecision};
 
 /// One virtual key.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,16 +40,9 @@ pub struct Key {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub struct Config {
     #[serde(default)]
     keys: Vec<Key>,
-}
-
-thread_local! {
-    // The config never changes under a running instance (a new config is a new plugin version), so it is parsed
-    // once per instance: once per request by default, once per warm instance with `warm_instances`.
-    static CONFIG: Result<Config, String> = serde_json::from_value(weir_sdk::config::json())
-        .map_err(|e| format!("config: {e}"));
 }
 
 #[derive(Default)]
@@ -59,33 +53,55 @@ pub fn key_hash(key: &str) -> String {
     format!("sha256:{}", weir_sdk::util::hex(&Sha256::digest(key.as_bytes())))
 }
 
-fn presented_key(req: &Request) -> Option<&str> {
+fn presented_key(req: &Request) -> Option<String> {
     let bearer = req.header("authorization").and_then(|v| {
         let (scheme, rest) = v.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim().to_string())
     });
-    bearer.or_else(|| req.header("x-api-key").map(str::trim)).filter(|k| !k.is_empty())
+    bearer.or_else(|| req.header("x-api-key").map(|k| k.trim().to_string())).filter(|k| !k.is_empty())
 }
 
-fn find(config: &Config, hash: &str) -> Result<Option<Key>, PluginError> {
+/// Why a key could not be looked up.
+enum Lookup {
+    /// The key store (kv) cannot be reached: fail closed.
+    Unavailable(String),
+    Failed(PluginError),
+}
+
+fn find(config: &Config, hash: &str) -> Result<Option<Key>, Lookup> {
     if let Some(k) = config.keys.iter().find(|k| k.hash.as_deref().is_some_and(|h| h.eq_ignore_ascii_case(hash))) {
         return Ok(Some(k.clone()));
     }
     let hex = &hash["sha256:".len()..];
     match weir_sdk::kv::get(&format!("keys/{hex}")) {
-        None => Ok(None),
-        Some(raw) => serde_json::from_slice(&raw)
+        Err(e) => Err(Lookup::Unavailable(weir_sdk::kv::describe(&e))),
+        Ok(None) => Ok(None),
+        Ok(Some(raw)) => serde_json::from_slice(&raw)
             .map(Some)
-            .map_err(|e| weir_sdk::error(format!("kv record keys/{}…: {e}", &hex[..8]))),
+            .map_err(|e| Lookup::Failed(weir_sdk::error(format!("kv record keys/{}…: {e}", &hex[..8])))),
     }
 }
 
 impl Plugin for Auth {
+    type Config = Config;
+
+    fn check(config: &Config) -> Result<(), PluginError> {
+        for k in &config.keys {
+            match &k.hash {
+                Some(h) if h.len() == "sha256:".len() + 64 && h.starts_with("sha256:") => {}
+                _ => return Err(weir_sdk::error(format!("key `{}`: `hash` must be \"sha256:<64 hex digits>\"", k.id))),
+            }
+            if let Some(e) = &k.expires
+                && weir_sdk::util::parse_utc(e).is_none()
+            {
+                return Err(weir_sdk::error(format!("key `{}`: `expires = {e:?}` is not a date", k.id)));
+            }
+        }
+        Ok(())
+    }
+
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
-        CONFIG.with(|c| match c {
-            Ok(config) => decide(config, req),
-            Err(e) => Err(weir_sdk::error(e.clone())),
-        })
+        decide(weir_sdk::config::<Self>(), req)
     }
 }
 
@@ -94,17 +110,29 @@ fn decide(config: &Config, req: &Request) -> Result<RequestDecision, PluginError
         weir_sdk::trace::set_attribute("verdict", verdict);
         Ok(weir_sdk::reject(status, message))
     };
+    let unavailable = |why: String| {
+        weir_sdk::trace::set_attribute("verdict", "store_unavailable");
+        weir_sdk::trace::set_attribute("store_error", &why);
+        Ok(weir_sdk::reject(503, "the gateway cannot check API keys right now (key store unavailable); retry later"))
+    };
     let Some(presented) = presented_key(req) else {
-        let how = match req.family {
+        let how = match req.family() {
             ApiFamily::Openai => "`Authorization: Bearer <key>`",
             ApiFamily::Anthropic => "`x-api-key: <key>`",
         };
         return deny(401, "missing", format!("no API key: send your Weir virtual key as {how}"));
     };
-    let Some(key) = find(config, &key_hash(presented))? else {
-        return deny(401, "unknown", "invalid API key: this gateway does not know it".into());
+    let key = match find(config, &key_hash(&presented)) {
+        Ok(Some(key)) => key,
+        Ok(None) => return deny(401, "unknown", "invalid API key: this gateway does not know it".into()),
+        Err(Lookup::Unavailable(why)) => return unavailable(why),
+        Err(Lookup::Failed(e)) => return Err(e),
     };
-    if key.revoked || weir_sdk::kv::get(&format!("revoked/{}", key.id)).is_some() {
+    let revoked = match weir_sdk::kv::get(&format!("revoked/{}", key.id)) {
+        Ok(r) => r.is_some(),
+        Err(e) => return unavailable(weir_sdk::kv::describe(&e)),
+    };
+    if key.revoked || revoked {
         return deny(403, "revoked", format!("API key `{}` has been revoked", key.id));
     }
     if let Some(expires) = &key.expires {
@@ -114,11 +142,12 @@ fn decide(config: &Config, req: &Request) -> Result<RequestDecision, PluginError
             None => return Err(weir_sdk::error(format!("key `{}`: `expires = {expires:?}` is not a date", key.id))),
         }
     }
+    let model = req.model();
     if let Some(models) = &key.models
-        && !weir_sdk::util::matches_any(models.iter().map(String::as_str), &req.model)
+        && !weir_sdk::util::matches_any(models.iter().map(String::as_str), &model)
     {
         let list = models.join(", ");
-        let msg = format!("API key `{}` may not use model `{}` (allowed: {list})", key.id, req.model);
+        let msg = format!("API key `{}` may not use model `{model}` (allowed: {list})", key.id);
         return deny(403, "model_denied", msg);
     }
     weir_sdk::trace::set_attribute("verdict", "ok");
@@ -136,7 +165,7 @@ weir_sdk::export!(Auth);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_sdk::{Header, testing};
+    use weir_sdk::{FakeRequest, KvError, testing};
 
     fn config() -> String {
         serde_json::json!({"keys": [
@@ -147,9 +176,9 @@ mod tests {
         .to_string()
     }
 
-    fn request(model: &str, header: (&str, &str)) -> Request {
+    fn request(model: &str, header: (&str, &str)) -> FakeRequest {
         let mut r = testing::request(model, b"{}");
-        r.headers.push(Header { name: header.0.into(), value: header.1.into() });
+        r.headers.push((header.0.into(), header.1.into()));
         r
     }
 
@@ -163,9 +192,9 @@ mod tests {
 
     #[test]
     fn known_key_sets_the_principal() {
-        testing::reset(&config());
+        testing::init::<Auth>(&config()).unwrap();
         testing::set_now_ms(1_795_305_600_000);
-        match Auth.on_request(&request("claude-haiku-4-5", ("x-api-key", "sk-weir-demo"))).unwrap() {
+        match Auth.on_request(&request("claude-haiku-4-5", ("x-api-key", "sk-weir-demo")).view()).unwrap() {
             RequestDecision::ContinueWith(c) => {
                 let p = c.principal.unwrap();
                 assert_eq!((p.id.as_str(), p.team.as_deref()), ("demo", Some("platform")));
@@ -177,26 +206,49 @@ mod tests {
 
     #[test]
     fn refusals() {
-        testing::reset(&config());
+        testing::init::<Auth>(&config()).unwrap();
         testing::set_now_ms(1_795_305_600_000);
         let bearer = |k: &str| ("authorization", format!("Bearer {k}"));
-        let check = |model: &str, h: (&str, String)| status(Auth.on_request(&request(model, (h.0, &h.1))).unwrap());
-        assert_eq!(status(Auth.on_request(&testing::request("gpt-4o-mini", b"{}")).unwrap()), 401);
+        let check =
+            |model: &str, h: (&str, String)| status(Auth.on_request(&request(model, (h.0, &h.1)).view()).unwrap());
+        assert_eq!(status(Auth.on_request(&testing::request("gpt-4o-mini", b"{}").view()).unwrap()), 401);
         assert_eq!(check("gpt-4o-mini", bearer("sk-nope")), 401);
         assert_eq!(check("gpt-4o-mini", bearer("sk-old")), 403);
         assert_eq!(check("gpt-4o-mini", bearer("sk-gone")), 403);
         assert_eq!(check("gpt-4o", bearer("sk-weir-demo")), 403);
         assert_eq!(check("gpt-4o-mini", bearer("sk-weir-demo")), 200);
-        weir_sdk::kv::set("revoked/demo", b"1", None);
+        weir_sdk::kv::set("revoked/demo", b"1", None).unwrap();
         assert_eq!(check("gpt-4o-mini", bearer("sk-weir-demo")), 403);
     }
 
     #[test]
     fn keys_issued_in_kv() {
-        testing::reset(r#"{"keys": []}"#);
+        testing::init::<Auth>(r#"{"keys": []}"#).unwrap();
         let hex = &key_hash("sk-runtime")["sha256:".len()..];
-        weir_sdk::kv::set(&format!("keys/{hex}"), br#"{"id": "rt", "team": "ml"}"#, None);
-        assert_eq!(status(Auth.on_request(&request("m", ("authorization", "Bearer sk-runtime"))).unwrap()), 200);
-        assert_eq!(status(Auth.on_request(&request("m", ("authorization", "Bearer sk-other"))).unwrap()), 401);
+        weir_sdk::kv::set(&format!("keys/{hex}"), br#"{"id": "rt", "team": "ml"}"#, None).unwrap();
+        let ok = request("m", ("authorization", "Bearer sk-runtime"));
+        assert_eq!(status(Auth.on_request(&ok.view()).unwrap()), 200);
+        assert_eq!(status(Auth.on_request(&request("m", ("authorization", "Bearer sk-other")).view()).unwrap()), 401);
+    }
+
+    #[test]
+    fn an_unavailable_key_store_fails_closed() {
+        testing::init::<Auth>(&config()).unwrap();
+        testing::set_now_ms(1_795_305_600_000);
+        testing::fail_kv(Some(KvError::Unavailable("connection refused".into())));
+        let r = request("gpt-4o-mini", ("authorization", "Bearer sk-weir-demo"));
+        assert_eq!(status(Auth.on_request(&r.view()).unwrap()), 503, "revocations cannot be checked: refuse");
+        let unknown = request("gpt-4o-mini", ("authorization", "Bearer sk-issued-at-runtime"));
+        assert_eq!(status(Auth.on_request(&unknown.view()).unwrap()), 503);
+        testing::fail_kv(None);
+        assert_eq!(status(Auth.on_request(&r.view()).unwrap()), 200);
+    }
+
+    #[test]
+    fn init_refuses_a_bad_config() {
+        let e = testing::init::<Auth>(r#"{"keys": [{"id": "x", "hash": "md5:abc"}]}"#).unwrap_err();
+        assert!(e.message.contains("key `x`"), "{}", e.message);
+        let e = testing::init::<Auth>(r#"{"kees": []}"#).unwrap_err();
+        assert!(e.message.starts_with("config: unknown field `kees`"), "{}", e.message);
     }
 }

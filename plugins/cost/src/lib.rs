@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
-use weir_sdk::{Plugin, PluginError, Request, RequestDecision, Summary};
+use weir_sdk::{ChangesExt, KvError, Plugin, PluginError, Request, RequestDecision, Summary};
 
 /// USD per million tokens.
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -51,7 +51,7 @@ struct Budget {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub struct Config {
     /// Model name (or a trailing-`*` prefix) → price. `default` prices models not listed.
     prices: BTreeMap<String, Price>,
     #[serde(default)]
@@ -63,17 +63,6 @@ struct Config {
 
 fn default_max_tokens() -> u64 {
     4096
-}
-
-thread_local! {
-    static CONFIG: Result<Config, String> = serde_json::from_value::<Config>(weir_sdk::config::json())
-        .map_err(|e| format!("config: {e}"))
-        .and_then(|c| {
-            match c.budgets.iter().position(|b| b.key.is_some() == b.team.is_some() || b.usd.is_nan() || b.usd < 0.0) {
-                Some(i) => Err(format!("config: budgets[{i}] needs exactly one of `key` and `team`, and `usd` >= 0")),
-                None => Ok(c),
-            }
-        });
 }
 
 const NANO: f64 = 1e9;
@@ -148,27 +137,59 @@ fn counters(req_principal: &weir_sdk::Principal, now_ms: u64) -> Vec<(Counter, &
     out
 }
 
-/// Prompt bytes / 4 input tokens, plus the output limit the client set (or the default).
-fn estimate(config: &Config, req: &Request) -> i64 {
-    let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-    let max_out = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+/// Prompt bytes / 4 input tokens, plus the output limit the client set (or the default). Reads two fields and the
+/// body's size: the body itself is never copied into the plugin.
+fn estimate(config: &Config, req: &Request, model: &str) -> i64 {
+    let max_out = ["/max_tokens", "/max_completion_tokens", "/max_output_tokens"]
         .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_u64))
+        .find_map(|k| req.json(k).as_ref().and_then(Value::as_u64))
         .unwrap_or(config.default_max_tokens);
-    let input = (req.body.len() as u64).div_ceil(4);
-    cost_nano(config.price(&req.model).unwrap_or_else(|| config.dearest()), input, 0, max_out)
+    let input = req.body_size().div_ceil(4);
+    cost_nano(config.price(model).unwrap_or_else(|| config.dearest()), input, 0, max_out)
+}
+
+/// A kv failure before anything was reserved refuses the request (a budget that cannot be checked is not
+/// enforced by letting requests through): 503 in the client's shape.
+fn unavailable(e: &KvError) -> RequestDecision {
+    weir_sdk::trace::set_attribute("budget", "unavailable");
+    weir_sdk::reject(
+        503,
+        format!("the gateway cannot check budgets right now ({}); retry later", weir_sdk::kv::describe(e)),
+    )
 }
 
 impl Plugin for Cost {
+    type Config = Config;
+
+    fn check(c: &Config) -> Result<(), PluginError> {
+        match c.budgets.iter().position(|b| b.key.is_some() == b.team.is_some() || b.usd.is_nan() || b.usd < 0.0) {
+            Some(i) => Err(weir_sdk::error(format!(
+                "config: budgets[{i}] needs exactly one of `key` and `team`, and `usd` >= 0"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
-        CONFIG.with(|c| {
-            let config = c.as_ref().map_err(|e| weir_sdk::error(e.clone()))?;
-            let Some(principal) = &req.principal else { return Ok(RequestDecision::Continue) };
-            let est = estimate(config, req);
+        {
+            let config = weir_sdk::config::<Self>();
+            let Some(principal) = req.principal() else { return Ok(RequestDecision::Continue) };
+            let model = req.model();
+            let est = estimate(config, req, &model);
             let now = weir_sdk::clock::now_unix_ms();
             let mut taken: Vec<Counter> = Vec::new();
-            for (counter, scope, id, period) in counters(principal, now) {
-                let after = weir_sdk::kv::increment(&counter.key, est, Some(counter.ttl_ms));
+            for (counter, scope, id, period) in counters(&principal, now) {
+                let after = match weir_sdk::kv::increment(&counter.key, est, Some(counter.ttl_ms)) {
+                    Ok(after) => after,
+                    Err(e) => {
+                        // Give back what was taken (best effort: the store is failing).
+                        for c in &taken {
+                            let _ = weir_sdk::kv::increment(&c.key, -est, None);
+                        }
+                        self.refused = true;
+                        return Ok(unavailable(&e));
+                    }
+                };
                 let before = after - est;
                 taken.push(counter);
                 let over = config.budgets.iter().find(|b| {
@@ -179,7 +200,7 @@ impl Plugin for Cost {
                 });
                 if let Some(b) = over {
                     for c in &taken {
-                        weir_sdk::kv::increment(&c.key, -est, None);
+                        let _ = weir_sdk::kv::increment(&c.key, -est, None);
                     }
                     self.refused = true;
                     let when = if period == Period::Day { "today (UTC)" } else { "this month (UTC)" };
@@ -201,11 +222,13 @@ impl Plugin for Cost {
             // keep the estimate, erring towards the budget.
             let record: Vec<String> =
                 std::iter::once(est.to_string()).chain(taken.iter().map(|c| c.key.clone())).collect();
-            weir_sdk::kv::set(&reservation_key(&req.id), record.join("\n").as_bytes(), Some(RESERVATION_TTL_MS));
+            let id = req.id();
+            let _ = weir_sdk::kv::set(&reservation_key(&id), record.join("\n").as_bytes(), Some(RESERVATION_TTL_MS));
             self.counters = taken;
             self.reserved = est;
-            Ok(RequestDecision::Continue)
-        })
+            // Also in the request's metadata, which `on-complete` receives on whatever instance it runs.
+            Ok(RequestDecision::ContinueWith(weir_sdk::changes().meta(RESERVED_META, &record.join(" "))))
+        }
     }
 
     fn on_complete(&mut self, s: &Summary) {
@@ -213,11 +236,11 @@ impl Plugin for Cost {
             return;
         }
         if self.counters.is_empty() {
-            // A fresh instance: the reservation, if one was made, is in kv.
-            self.recall(&s.request_id);
+            // A fresh instance: the reservation, if one was made, is in the metadata (or in kv).
+            self.recall(s);
         }
-        CONFIG.with(|c| {
-            let Ok(config) = c else { return };
+        {
+            let config = weir_sdk::config::<Self>();
             let u = &s.usage;
             let actual = match config.price(&s.model) {
                 Some(p) => {
@@ -240,21 +263,23 @@ impl Plugin for Cost {
                 }
             };
             // Settle the reservation to the actual cost (a failed request costs what it used, usually nothing).
+            // A settle the store refuses is lost here; durable journaling of such settles is the shared-state
+            // issue's (the gateway's kv backend), not this plugin's.
             for c in &self.counters {
-                weir_sdk::kv::increment(&c.key, actual - self.reserved, None);
+                let _ = weir_sdk::kv::increment(&c.key, actual - self.reserved, None);
             }
             if !self.counters.is_empty() {
-                weir_sdk::kv::delete(&reservation_key(&s.request_id));
+                let _ = weir_sdk::kv::delete(&reservation_key(&s.request_id));
             }
             if self.counters.is_empty()
                 && let Some(p) = &s.principal
             {
                 // No reservation was made (no principal at on-request time): count it now.
                 for (c, ..) in counters(p, weir_sdk::clock::now_unix_ms()) {
-                    weir_sdk::kv::increment(&c.key, actual, Some(c.ttl_ms));
+                    let _ = weir_sdk::kv::increment(&c.key, actual, Some(c.ttl_ms));
                 }
             }
-        });
+        }
     }
 }
 
@@ -265,15 +290,25 @@ fn reservation_key(request_id: &str) -> String {
     format!("reservation/{request_id}")
 }
 
+/// The metadata key under which the reservation travels with the request: `<nano-dollars> <counter key> ...`.
+const RESERVED_META: &str = "cost.reservation";
+
 impl Cost {
-    /// Loads the reservation `on-request` wrote down for this request (on another instance).
-    fn recall(&mut self, request_id: &str) {
-        let Some(record) = weir_sdk::kv::get(&reservation_key(request_id)) else { return };
-        let record = String::from_utf8_lossy(&record);
-        let mut lines = record.lines();
-        let Some(est) = lines.next().and_then(|l| l.parse::<i64>().ok()) else { return };
+    /// Loads the reservation `on-request` made for this request on another instance: from the request's metadata
+    /// (0.2.0 hands it to `on-complete`), else from kv (written before the metadata, in case `on-request` was
+    /// interrupted between the two).
+    fn recall(&mut self, s: &Summary) {
+        let record = match s.metadata.iter().find(|(k, _)| k == RESERVED_META) {
+            Some((_, v)) => v.split(' ').map(str::to_string).collect::<Vec<_>>(),
+            None => match weir_sdk::kv::get(&reservation_key(&s.request_id)) {
+                Ok(Some(r)) => String::from_utf8_lossy(&r).lines().map(str::to_string).collect(),
+                _ => return,
+            },
+        };
+        let mut parts = record.into_iter();
+        let Some(est) = parts.next().and_then(|l| l.parse::<i64>().ok()) else { return };
         self.reserved = est;
-        self.counters = lines.map(|key| Counter { key: key.to_string(), ttl_ms: 0 }).collect();
+        self.counters = parts.map(|key| Counter { key, ttl_ms: 0 }).collect();
     }
 }
 
@@ -282,7 +317,7 @@ weir_sdk::export!(Cost);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_sdk::{Principal, Usage, testing};
+    use weir_sdk::{FakeRequest, Principal, Usage, testing};
 
     const CONFIG: &str = r#"{
         "prices": {"gpt-4o-mini": {"input": 0.15, "output": 0.6, "cached_input": 0.075},
@@ -291,7 +326,7 @@ mod tests {
         "default_max_tokens": 100
     }"#;
 
-    fn request(key: &str) -> Request {
+    fn request(key: &str) -> FakeRequest {
         let mut r = testing::request("gpt-4o-mini", br#"{"model":"gpt-4o-mini","max_tokens":50}"#);
         r.principal = Some(Principal { id: key.into(), team: Some("ml".into()) });
         r
@@ -314,13 +349,14 @@ mod tests {
             ttft_ms: None,
             duration_ms: 1.0,
             principal: Some(Principal { id: key.into(), team: Some("ml".into()) }),
+            metadata: Vec::new(),
             error: None,
             partial: false,
         }
     }
 
     fn spend(key: &str) -> i64 {
-        let v = weir_sdk::kv::get(key).unwrap_or_default();
+        let v = weir_sdk::kv::get(key).unwrap().unwrap_or_default();
         String::from_utf8(v).unwrap().parse().unwrap_or(0)
     }
 
@@ -337,10 +373,10 @@ mod tests {
 
     #[test]
     fn reserves_then_settles_to_the_actual_cost() {
-        testing::reset(CONFIG);
+        testing::init::<Cost>(CONFIG).unwrap();
         testing::set_now_ms(1_795_305_600_000);
         let mut p = Cost::default();
-        assert!(matches!(p.on_request(&request("k")).unwrap(), RequestDecision::Continue));
+        assert!(matches!(p.on_request(&request("k").view()).unwrap(), RequestDecision::ContinueWith(_)));
         let reserved = spend("spend/key/k/2026-11-22");
         assert!(reserved > 0);
         assert_eq!(spend("spend/team/ml/2026-11"), reserved);
@@ -352,33 +388,50 @@ mod tests {
 
     #[test]
     fn a_fresh_instance_settles_the_reservation_from_kv() {
-        testing::reset(CONFIG);
+        testing::init::<Cost>(CONFIG).unwrap();
         testing::set_now_ms(1_795_305_600_000);
         let mut reserving = Cost::default();
         let mut req = request("k");
         req.id = "req_fresh".into();
-        assert!(matches!(reserving.on_request(&req).unwrap(), RequestDecision::Continue));
+        let RequestDecision::ContinueWith(changes) = reserving.on_request(&req.view()).unwrap() else { panic!() };
         assert!(spend("spend/key/k/2026-11-22") > 0);
         // `on-complete` on another instance, which never saw the request (partial usage of a cancelled stream).
         let mut s = summary("k", 1000, 100);
         s.request_id = "req_fresh".into();
         s.outcome = "cancelled".into();
         s.partial = true;
+        s.metadata = changes.metadata.clone();
         Cost::default().on_complete(&s);
         assert_eq!(spend("spend/key/k/2026-11-22"), 150_000 + 60_000, "settled to the partial usage");
         assert_eq!(spend("spend/team/ml/2026-11"), 210_000);
-        assert_eq!(weir_sdk::kv::get("reservation/req_fresh"), None, "the record is removed once settled");
+        assert_eq!(weir_sdk::kv::get("reservation/req_fresh").unwrap(), None, "the record is removed once settled");
+        // The same from kv alone (on-request interrupted before its metadata reached the gateway).
+        let RequestDecision::ContinueWith(_) = Cost::default().on_request(&req.view()).unwrap() else { panic!() };
+        s.metadata.clear();
+        Cost::default().on_complete(&s);
+        assert_eq!(spend("spend/key/k/2026-11-22"), 2 * (150_000 + 60_000));
+    }
+
+    #[test]
+    fn an_unavailable_store_refuses_instead_of_overspending() {
+        testing::init::<Cost>(CONFIG).unwrap();
+        testing::fail_kv(Some(KvError::Timeout));
+        match Cost::default().on_request(&request("k").view()).unwrap() {
+            RequestDecision::Reject(r) => assert_eq!(r.status, 503, "{}", r.message),
+            _ => panic!("a budget that cannot be checked refuses"),
+        }
+        testing::fail_kv(None);
     }
 
     #[test]
     fn refuses_once_the_budget_is_spent() {
-        testing::reset(CONFIG);
+        testing::init::<Cost>(CONFIG).unwrap();
         testing::set_now_ms(1_795_305_600_000);
         let mut first = Cost::default();
-        assert!(matches!(first.on_request(&request("small")).unwrap(), RequestDecision::Continue));
+        assert!(matches!(first.on_request(&request("small").view()).unwrap(), RequestDecision::ContinueWith(_)));
         first.on_complete(&summary("small", 100_000, 100_000));
         let mut second = Cost::default();
-        match second.on_request(&request("small")).unwrap() {
+        match second.on_request(&request("small").view()).unwrap() {
             RequestDecision::Reject(r) => {
                 assert_eq!(r.status, 429);
                 assert!(r.message.contains("key `small`"), "{}", r.message);

@@ -6,10 +6,13 @@
 //! request), `block` (refuse the request with 400, or stop the answer), or `off`.
 //!
 //! Requests: the text of messages, system prompts, instructions and inputs (plain strings and the text parts of
-//! structured content). Answers: each text delta goes through a [`redact::Stream`], which emits exactly what
+//! structured content). Answers: every stream of text the gateway reports (each choice, each content block; answer,
+//! reasoning and tool-call arguments alike) goes through its own [`redact::Stream`], which emits exactly what
 //! redacting the whole text would give, holding back only from the first place where a pattern might be starting
-//! (see `detect.rs`); events that carry whole texts (a non-streamed body, the Responses API's `*.done` and
-//! `response.completed`) are redacted whole. Capabilities: `config`, `trace`.
+//! (see `detect.rs`); a stream's held text is flushed when the gateway says that stream ended. A non-streamed body's
+//! texts are redacted whole. Events that repeat whole texts (the Responses API's `*.done`, `response.completed`) are
+//! rewritten by the gateway to what was sent; this plugin also redacts them whole, in case they hold text that was
+//! never streamed. Capabilities: `trace`.
 
 pub mod detect;
 pub mod redact;
@@ -20,11 +23,11 @@ use detect::{KINDS, Kind};
 use redact::{Blocked, Mode, Policy, Stream};
 use serde::Deserialize;
 use serde_json::Value;
-use weir_sdk::{Chunk, ChunkDecision, Plugin, PluginError, Request, RequestDecision};
+use weir_sdk::{Chunk, ChunkDecision, Plugin, PluginError, Request, RequestDecision, TextStream};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub struct Config {
     /// Redact requests (default true).
     #[serde(default = "yes")]
     requests: bool,
@@ -55,13 +58,6 @@ impl Config {
         }
         Ok(KINDS.iter().map(|&k| (k, self.modes.get(k.name()).copied().unwrap_or(self.default))).collect())
     }
-}
-
-thread_local! {
-    static CONFIG: Result<(Config, HashMap<Kind, Mode>), String> =
-        serde_json::from_value::<Config>(weir_sdk::config::json())
-            .map_err(|e| format!("config: {e}"))
-            .and_then(|c| c.modes().map(|m| (c, m)));
 }
 
 /// Keys whose string values are text a person or a model wrote (in requests and answers of both families).
@@ -108,7 +104,8 @@ fn redact_string(policy: &Policy, s: &mut String) -> Result<bool, Blocked> {
 pub struct Redact {
     /// This request's policy (set by `on-request`).
     policy: Option<Policy>,
-    stream: Stream,
+    /// One redactor per stream of text (choice, part, kind): streams never mix.
+    streams: Vec<(TextStream, Stream)>,
     /// A blocked finding in text released by `flush`: the next event stops the answer.
     blocked: Option<Kind>,
 }
@@ -118,37 +115,58 @@ fn blocked_answer(kind: Kind) -> ChunkDecision {
     ChunkDecision::Abort(format!("the answer contained {}, which this gateway's policy blocks", kind.describe()))
 }
 
+/// The redactor of stream `s`.
+fn stream_of(streams: &mut Vec<(TextStream, Stream)>, s: TextStream) -> &mut Stream {
+    match streams.iter().position(|(k, _)| *k == s) {
+        Some(i) => &mut streams[i].1,
+        None => {
+            streams.push((s, Stream::default()));
+            &mut streams.last_mut().expect("just pushed").1
+        }
+    }
+}
+
+/// Events that repeat whole texts (Responses summary events).
+fn repeats_whole_text(chunk: &Chunk) -> bool {
+    chunk.event.as_deref().is_some_and(|e| e.ends_with(".done") || e.ends_with(".completed"))
+}
+
 impl Plugin for Redact {
+    type Config = Config;
+
+    fn check(config: &Config) -> Result<(), PluginError> {
+        config.modes().map(|_| ()).map_err(weir_sdk::error)
+    }
+
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
-        CONFIG.with(|c| {
-            let (config, modes) = c.as_ref().map_err(|e| weir_sdk::error(e.clone()))?;
-            let policy = Policy::new(modes.clone(), &req.id);
-            let mut decision = RequestDecision::Continue;
-            if config.requests {
-                let mut body: Value = serde_json::from_slice(&req.body).map_err(|e| weir_sdk::error(e.to_string()))?;
-                match redact_json(&policy, &mut body) {
-                    Err(Blocked(kind)) => {
-                        weir_sdk::trace::set_attribute("blocked", kind.name());
-                        let msg = format!(
-                            "the request contains {}, which this gateway's policy does not allow to be sent",
-                            kind.describe()
-                        );
-                        return Ok(weir_sdk::reject(400, msg));
-                    }
-                    Ok(true) => {
-                        weir_sdk::trace::set_attribute("request", "redacted");
-                        let mut changes = weir_sdk::changes();
-                        changes.body = Some(serde_json::to_vec(&body).map_err(|e| weir_sdk::error(e.to_string()))?);
-                        decision = RequestDecision::ContinueWith(changes);
-                    }
-                    Ok(false) => {}
+        let config = weir_sdk::config::<Self>();
+        let modes = config.modes().map_err(weir_sdk::error)?;
+        let policy = Policy::new(modes, &req.id());
+        let mut decision = RequestDecision::Continue;
+        if config.requests {
+            let mut body: Value = serde_json::from_slice(&req.body()).map_err(|e| weir_sdk::error(e.to_string()))?;
+            match redact_json(&policy, &mut body) {
+                Err(Blocked(kind)) => {
+                    weir_sdk::trace::set_attribute("blocked", kind.name());
+                    let msg = format!(
+                        "the request contains {}, which this gateway's policy does not allow to be sent",
+                        kind.describe()
+                    );
+                    return Ok(weir_sdk::reject(400, msg));
                 }
+                Ok(true) => {
+                    weir_sdk::trace::set_attribute("request", "redacted");
+                    let mut changes = weir_sdk::changes();
+                    changes.body = Some(serde_json::to_vec(&body).map_err(|e| weir_sdk::error(e.to_string()))?);
+                    decision = RequestDecision::ContinueWith(changes);
+                }
+                Ok(false) => {}
             }
-            if config.responses {
-                self.policy = Some(policy);
-            }
-            Ok(decision)
-        })
+        }
+        if config.responses {
+            self.policy = Some(policy);
+        }
+        Ok(decision)
     }
 
     fn on_chunk(&mut self, chunk: &Chunk) -> Result<ChunkDecision, PluginError> {
@@ -156,17 +174,46 @@ impl Plugin for Redact {
         if let Some(kind) = self.blocked {
             return Ok(blocked_answer(kind));
         }
-        if let (Some(delta), false) = (&chunk.text_delta, chunk.whole_body) {
-            let was_holding = self.stream.holding();
-            return Ok(match self.stream.push(policy, delta) {
-                Err(Blocked(kind)) => blocked_answer(kind),
-                Ok(out) if out.is_empty() => ChunkDecision::Hold,
-                Ok(out) if !was_holding && !self.stream.holding() && out == *delta => ChunkDecision::Pass,
-                Ok(out) => ChunkDecision::ReplaceText(out),
+        if chunk.whole_body {
+            // Every text of a whole answer, redacted whole.
+            let mut out = Vec::with_capacity(chunk.texts.len());
+            let mut changed = false;
+            for p in &chunk.texts {
+                match policy.text(&p.text) {
+                    Err(Blocked(kind)) => return Ok(blocked_answer(kind)),
+                    Ok(Some(t)) => {
+                        changed = true;
+                        out.push(t);
+                    }
+                    Ok(None) => out.push(p.text.clone()),
+                }
+            }
+            return Ok(if changed { ChunkDecision::ReplaceTexts(out) } else { ChunkDecision::Pass });
+        }
+        if !chunk.texts.is_empty() {
+            // Each piece through its own stream's redactor; a piece whose text is all held is sent empty (and the
+            // event is held when all of its text is).
+            let mut out = Vec::with_capacity(chunk.texts.len());
+            let mut same = true;
+            for p in &chunk.texts {
+                let s = stream_of(&mut self.streams, p.stream);
+                let was_holding = s.holding();
+                let sent = match s.push(policy, &p.text) {
+                    Err(Blocked(kind)) => return Ok(blocked_answer(kind)),
+                    Ok(sent) => sent,
+                };
+                same &= !was_holding && !s.holding() && sent == p.text;
+                out.push(sent);
+            }
+            return Ok(if same {
+                ChunkDecision::Pass
+            } else if out.iter().all(String::is_empty) {
+                ChunkDecision::Hold
+            } else {
+                ChunkDecision::ReplaceTexts(out)
             });
         }
-        // A whole body, or an event that repeats whole texts (`response.output_text.done`, `response.completed`…).
-        if chunk.data.starts_with("[DONE]") || !chunk.data.starts_with('{') {
+        if !repeats_whole_text(chunk) || !chunk.data.starts_with('{') {
             return Ok(ChunkDecision::Pass);
         }
         let mut v: Value = serde_json::from_str(&chunk.data).map_err(|e| weir_sdk::error(e.to_string()))?;
@@ -177,9 +224,9 @@ impl Plugin for Redact {
         })
     }
 
-    fn flush(&mut self) -> Result<Option<String>, PluginError> {
+    fn flush(&mut self, stream: TextStream) -> Result<Option<String>, PluginError> {
         let Some(policy) = &self.policy else { return Ok(None) };
-        match self.stream.finish(policy) {
+        match stream_of(&mut self.streams, stream).finish(policy) {
             Ok(rest) => Ok(Some(rest).filter(|r| !r.is_empty())),
             Err(Blocked(kind)) => {
                 self.blocked = Some(kind);

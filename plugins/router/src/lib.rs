@@ -6,14 +6,14 @@
 //! are failovers); `fallbacks` follow in the order given. The first matching rule wins; no match leaves the request
 //! to the gateway's own `[[routes]]`. Candidates whose upstream speaks the other API family are skipped by the
 //! gateway, so one alias can name an OpenAI and an Anthropic model and serve both APIs.
-//! Capabilities: `config`, `trace`.
+//! Capabilities: `trace`.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 
 use serde::Deserialize;
 use weir_sdk::util::matches;
-use weir_sdk::{Plugin, PluginError, Request, RequestDecision, RequestExt, RouteTarget};
+use weir_sdk::{Plugin, PluginError, Request, RequestDecision, RouteTarget};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,34 +54,24 @@ struct Rule {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Config {
+pub struct Config {
     rules: Vec<Rule>,
-}
-
-thread_local! {
-    // Parsed once per instance (a changed config is a new plugin version).
-    static CONFIG: Result<Config, String> = serde_json::from_value(weir_sdk::config::json())
-        .map_err(|e| format!("config: {e}"))
-        .and_then(|c: Config| match c.rules.iter().position(|r| r.targets.is_empty()) {
-            Some(i) => Err(format!("config: rules[{i}] has no targets")),
-            None => Ok(c),
-        });
 }
 
 #[derive(Default)]
 pub struct Router;
 
 impl Rule {
-    fn applies(&self, req: &Request) -> bool {
-        let principal = req.principal.as_ref();
-        matches(&self.model, &req.model)
+    /// Whether the rule applies (`model` and `principal` read once per request, the rest only when a rule asks).
+    fn applies(&self, req: &Request, model: &str, principal: Option<&weir_sdk::Principal>) -> bool {
+        matches(&self.model, model)
             && self
                 .team
                 .as_deref()
                 .is_none_or(|t| principal.and_then(|p| p.team.as_deref()).is_some_and(|v| matches(t, v)))
             && self.principal.as_deref().is_none_or(|id| principal.is_some_and(|p| matches(id, &p.id)))
-            && self.headers.iter().all(|(k, pat)| req.header(k).is_some_and(|v| matches(pat, v)))
-            && self.metadata.iter().all(|(k, pat)| req.meta(k).is_some_and(|v| matches(pat, v)))
+            && self.headers.iter().all(|(k, pat)| req.header(k).is_some_and(|v| matches(pat, &v)))
+            && self.metadata.iter().all(|(k, pat)| req.meta(k).is_some_and(|v| matches(pat, &v)))
     }
 }
 
@@ -104,19 +94,30 @@ fn uniform() -> f64 {
 }
 
 impl Plugin for Router {
+    type Config = Config;
+
+    fn check(config: &Config) -> Result<(), PluginError> {
+        match config.rules.iter().position(|r| r.targets.is_empty()) {
+            Some(i) => Err(weir_sdk::error(format!("config: rules[{i}] has no targets"))),
+            None => Ok(()),
+        }
+    }
+
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
-        CONFIG.with(|c| {
-            let config = c.as_ref().map_err(|e| weir_sdk::error(e.clone()))?;
-            let Some((i, rule)) = config.rules.iter().enumerate().find(|(_, r)| r.applies(req)) else {
-                return Ok(RequestDecision::Continue);
-            };
-            let name = rule.name.clone().unwrap_or_else(|| format!("rules[{i}]"));
-            weir_sdk::trace::set_attribute("rule", &name);
-            let ranked = weighted_order(&rule.targets, uniform).into_iter().chain(&rule.fallbacks);
-            Ok(RequestDecision::Route(
-                ranked.map(|t| RouteTarget { upstream: t.upstream.clone(), model: t.model.clone() }).collect(),
-            ))
-        })
+        let config = weir_sdk::config::<Self>();
+        let model = req.model();
+        let needs_principal = config.rules.iter().any(|r| r.team.is_some() || r.principal.is_some());
+        let principal = if needs_principal { req.principal() } else { None };
+        let Some((i, rule)) = config.rules.iter().enumerate().find(|(_, r)| r.applies(req, &model, principal.as_ref()))
+        else {
+            return Ok(RequestDecision::Continue);
+        };
+        let name = rule.name.clone().unwrap_or_else(|| format!("rules[{i}]"));
+        weir_sdk::trace::set_attribute("rule", &name);
+        let ranked = weighted_order(&rule.targets, uniform).into_iter().chain(&rule.fallbacks);
+        Ok(RequestDecision::Route(
+            ranked.map(|t| RouteTarget { upstream: t.upstream.clone(), model: t.model.clone() }).collect(),
+        ))
     }
 }
 
@@ -125,7 +126,7 @@ weir_sdk::export!(Router);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_sdk::{Header, Principal, testing};
+    use weir_sdk::{FakeRequest, Principal, testing};
 
     const CONFIG: &str = r#"{"rules": [
         {"name": "research-fast", "model": "fast", "team": "research",
@@ -137,8 +138,8 @@ mod tests {
          "fallbacks": [{"upstream": "claude", "model": "claude-haiku-4-5"}]}
     ]}"#;
 
-    fn route(req: &Request) -> Option<Vec<String>> {
-        match Router.on_request(req).unwrap() {
+    fn route(req: &FakeRequest) -> Option<Vec<String>> {
+        match Router.on_request(&req.view()).unwrap() {
             RequestDecision::Route(t) => Some(t.into_iter().map(|t| t.upstream).collect()),
             RequestDecision::Continue => None,
             _ => panic!("unexpected decision"),
@@ -147,17 +148,23 @@ mod tests {
 
     #[test]
     fn first_matching_rule_wins() {
-        testing::reset(CONFIG);
+        testing::init::<Router>(CONFIG).unwrap();
         assert_eq!(route(&testing::request("gpt-4o-mini", b"{}")), None, "no rule: the gateway's routes apply");
         let mut r = testing::request("fast", b"{}");
         r.principal = Some(Principal { id: "k1".into(), team: Some("research".into()) });
         assert_eq!(route(&r).unwrap(), ["big"]);
         let mut r = testing::request("fast", b"{}");
-        r.headers.push(Header { name: "x-tier".into(), value: "beta-2".into() });
+        r.headers.push(("x-tier".into(), "beta-2".into()));
         assert_eq!(route(&r).unwrap(), ["beta"]);
         let order = route(&testing::request("fast", b"{}")).unwrap();
         assert_eq!(order.len(), 3);
         assert_eq!(order[2], "claude", "fallbacks come after every target");
+    }
+
+    #[test]
+    fn init_refuses_a_rule_without_targets() {
+        let e = testing::init::<Router>(r#"{"rules": [{"model": "fast", "targets": []}]}"#).unwrap_err();
+        assert_eq!(e.message, "config: rules[0] has no targets");
     }
 
     #[test]

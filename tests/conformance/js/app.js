@@ -1,8 +1,7 @@
 // The conformance plugin in JavaScript (componentize-js). Behaviour: ../README.md.
-import { getJson } from "weir:plugin/config@0.1.0";
-import * as kv from "weir:plugin/kv@0.1.0";
-import { write } from "weir:plugin/log@0.1.0";
-import { addEvent, setAttribute } from "weir:plugin/trace@0.1.0";
+import * as kv from "weir:plugin/kv@0.2.0";
+import { write } from "weir:plugin/log@0.2.0";
+import { addEvent, setAttribute } from "weir:plugin/trace@0.2.0";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -10,18 +9,25 @@ const decoder = new TextDecoder();
 // Per-request state: a fresh instance per request, and reset at every onRequest for warm reuse.
 let state = { mode: "pass", held: "", textEvents: 0 };
 
-const settings = () => JSON.parse(getJson());
+// The config, parsed once per instance by init.
+let config = {};
+const settings = () => config;
+
+function init(json) {
+  config = JSON.parse(json);
+}
 
 function answer(req, text) {
+  const model = req.model();
   const body =
-    req.family === "anthropic"
+    req.family() === "anthropic"
       ? {
-          id: "conformance", type: "message", role: "assistant", model: req.model,
+          id: "conformance", type: "message", role: "assistant", model,
           content: [{ type: "text", text }], stop_reason: "end_turn", stop_sequence: null,
           usage: { input_tokens: 0, output_tokens: 0 },
         }
       : {
-          id: "conformance", object: "chat.completion", created: 0, model: req.model,
+          id: "conformance", object: "chat.completion", created: 0, model,
           choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" }],
           usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 },
         };
@@ -30,7 +36,7 @@ function answer(req, text) {
 
 function onRequest(req) {
   const cfg = settings();
-  const mode = req.headers.find((h) => h.name === "x-conformance")?.value || cfg.default_mode || "pass";
+  const mode = req.header("x-conformance") || cfg.default_mode || "pass";
   state = { mode, held: "", textEvents: 0 };
   const n = kv.increment("requests", 1n, undefined);
   kv.set("last_mode", encoder.encode(mode), undefined);
@@ -41,7 +47,7 @@ function onRequest(req) {
 
   switch (mode) {
     case "reject":
-      return { tag: "reject", val: { status: 403, message: `${cfg.reject_message} (${req.model})` } };
+      return { tag: "reject", val: { status: 403, message: `${cfg.reject_message} (${req.model()})` } };
     case "respond": {
       const stored = kv.get("greeting");
       const text = stored === undefined ? cfg.greeting : decoder.decode(stored);
@@ -70,11 +76,12 @@ function onRequest(req) {
 }
 
 function onChunk(chunk) {
-  const text = chunk.textDelta;
+  const text = chunk.texts.find((p) => p.stream.kind === "answer")?.text;
   if (text === undefined) return { tag: "pass" };
+  const replace = (t) => ({ tag: "replace-texts", val: chunk.texts.map(() => t) });
   state.textEvents += 1;
   const mode = state.mode;
-  if (mode === "upper") return { tag: "replace-text", val: text.toUpperCase() };
+  if (mode === "upper") return replace(text.toUpperCase());
   if (mode === "hold" || (mode === "pairs" && state.textEvents % 2 === 1)) {
     state.held += text;
     return { tag: "hold" };
@@ -82,7 +89,7 @@ function onChunk(chunk) {
   if (mode === "pairs") {
     const held = state.held;
     state.held = "";
-    return { tag: "replace-text", val: held + text };
+    return replace(held + text);
   }
   if (mode === "drop" && text.includes("mock")) return { tag: "drop" };
   if (mode === "abort") {
@@ -92,7 +99,7 @@ function onChunk(chunk) {
   return { tag: "pass" };
 }
 
-function flush() {
+function flush(_stream) {
   const held = state.held;
   state.held = "";
   if (held === "") return undefined;
@@ -118,4 +125,4 @@ function onComplete(s) {
   kv.increment("completed", 1n, undefined);
 }
 
-export const hooks = { onRequest, onChunk, flush, onComplete };
+export const hooks = { init, onRequest, onChunk, flush, onComplete };

@@ -4,14 +4,14 @@ import json
 
 from componentize_py_types import Err
 from wit_world import exports
-from wit_world.imports import config, kv, log, trace
+from wit_world.imports import kv, log, trace
 from wit_world.imports.types import (
     ApiFamily,
     ChunkDecision_Abort,
     ChunkDecision_Drop,
     ChunkDecision_Hold,
     ChunkDecision_Pass,
-    ChunkDecision_ReplaceText,
+    ChunkDecision_ReplaceTexts,
     Header,
     PluginError,
     Principal,
@@ -24,26 +24,30 @@ from wit_world.imports.types import (
     RequestDecision_Route,
     Response,
     RouteTarget,
+    TextKind,
 )
 
 # Per-request state: a fresh instance per request, and reset at every on-request for warm reuse.
 state = {"mode": "pass", "held": "", "text_events": 0}
+# The config, parsed once per instance by init.
+CONFIG = {}
 
 
 def settings():
-    return json.loads(config.get_json())
+    return CONFIG
 
 
 def answer(req, text):
-    if req.family == ApiFamily.ANTHROPIC:
+    model = req.model()
+    if req.family() == ApiFamily.ANTHROPIC:
         body = {
-            "id": "conformance", "type": "message", "role": "assistant", "model": req.model,
+            "id": "conformance", "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
             "usage": {"input_tokens": 0, "output_tokens": 0},
         }
     else:
         body = {
-            "id": "conformance", "object": "chat.completion", "created": 0, "model": req.model,
+            "id": "conformance", "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
         }
@@ -51,9 +55,13 @@ def answer(req, text):
 
 
 class Hooks(exports.Hooks):
+    def init(self, config):
+        CONFIG.clear()
+        CONFIG.update(json.loads(config))
+
     def on_request(self, req):
         cfg = settings()
-        mode = next((h.value for h in req.headers if h.name == "x-conformance"), None) or cfg.get("default_mode") or "pass"
+        mode = req.header("x-conformance") or cfg.get("default_mode") or "pass"
         state.update(mode=mode, held="", text_events=0)
         n = kv.increment("requests", 1, None)
         kv.set("last_mode", mode.encode(), None)
@@ -63,7 +71,7 @@ class Hooks(exports.Hooks):
         log.write(log.Level.INFO, f"conformance request {n} mode={mode}")
 
         if mode == "reject":
-            return RequestDecision_Reject(Rejection(403, f"{cfg['reject_message']} ({req.model})"))
+            return RequestDecision_Reject(Rejection(403, f"{cfg['reject_message']} ({req.model()})"))
         if mode == "respond":
             stored = kv.get("greeting")
             text = stored.decode() if stored is not None else cfg["greeting"]
@@ -85,19 +93,23 @@ class Hooks(exports.Hooks):
         return RequestDecision_Continue()
 
     def on_chunk(self, chunk):
-        text = chunk.text_delta
+        text = next((p.text for p in chunk.texts if p.stream.kind == TextKind.ANSWER), None)
         if text is None:
             return ChunkDecision_Pass()
+
+        def replace(t):
+            return ChunkDecision_ReplaceTexts([t for _ in chunk.texts])
+
         state["text_events"] += 1
         mode = state["mode"]
         if mode == "upper":
-            return ChunkDecision_ReplaceText(text.upper())
+            return replace(text.upper())
         if mode == "hold" or (mode == "pairs" and state["text_events"] % 2 == 1):
             state["held"] += text
             return ChunkDecision_Hold()
         if mode == "pairs":
             held, state["held"] = state["held"], ""
-            return ChunkDecision_ReplaceText(held + text)
+            return replace(held + text)
         if mode == "drop" and "mock" in text:
             return ChunkDecision_Drop()
         if mode == "abort":
@@ -106,7 +118,7 @@ class Hooks(exports.Hooks):
                 return ChunkDecision_Abort(f"conformance abort: {word}")
         return ChunkDecision_Pass()
 
-    def flush(self):
+    def flush(self, stream):
         held, state["held"] = state["held"], ""
         if not held:
             return None

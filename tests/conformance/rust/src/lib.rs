@@ -3,9 +3,18 @@
 
 use serde_json::{Value, json};
 use weir_sdk::{
-    ApiFamily, ChangesExt, Chunk, ChunkDecision, Plugin, PluginError, Principal, Request, RequestDecision, RequestExt,
-    Response, RouteTarget, Summary, config, kv, log, trace,
+    ApiFamily, ChangesExt, Chunk, ChunkDecision, ChunkExt, Plugin, PluginError, Principal, Request, RequestDecision,
+    Response, RouteTarget, Summary, TextStream, kv, log, trace,
 };
+
+/// Every kv call of this plugin is expected to work (the gateway's store is in memory).
+fn ok<T>(r: Result<T, weir_sdk::KvError>) -> Result<T, PluginError> {
+    r.map_err(|e| weir_sdk::error(kv::describe(&e)))
+}
+
+fn config() -> &'static Value {
+    weir_sdk::config::<Conformance>()
+}
 
 #[derive(Default)]
 pub struct Conformance {
@@ -19,14 +28,15 @@ fn setting(cfg: &Value, key: &str) -> String {
 }
 
 fn answer(req: &Request, text: &str) -> Vec<u8> {
-    let body = match req.family {
+    let model = req.model();
+    let body = match req.family() {
         ApiFamily::Anthropic => json!({
-            "id": "conformance", "type": "message", "role": "assistant", "model": req.model,
+            "id": "conformance", "type": "message", "role": "assistant", "model": model,
             "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": null,
             "usage": {"input_tokens": 0, "output_tokens": 0},
         }),
         ApiFamily::Openai => json!({
-            "id": "conformance", "object": "chat.completion", "created": 0, "model": req.model,
+            "id": "conformance", "object": "chat.completion", "created": 0, "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
         }),
@@ -35,42 +45,44 @@ fn answer(req: &Request, text: &str) -> Vec<u8> {
 }
 
 impl Plugin for Conformance {
+    type Config = Value;
+
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
-        let cfg = config::json();
-        let mode = req.header("x-conformance").filter(|m| !m.is_empty()).map(str::to_string);
+        let cfg = config();
+        let mode = req.header("x-conformance").filter(|m| !m.is_empty());
         let mode = mode
-            .unwrap_or_else(|| Some(setting(&cfg, "default_mode")).filter(|m| !m.is_empty()).unwrap_or("pass".into()));
+            .unwrap_or_else(|| Some(setting(cfg, "default_mode")).filter(|m| !m.is_empty()).unwrap_or("pass".into()));
         // The SDK resets the plugin value at each on-request; this is the whole per-request state.
         *self = Conformance { mode: mode.clone(), ..Default::default() };
-        let n = kv::increment("requests", 1, None);
-        kv::set("last_mode", mode.as_bytes(), None);
+        let n = ok(kv::increment("requests", 1, None))?;
+        ok(kv::set("last_mode", mode.as_bytes(), None))?;
         trace::set_attribute("mode", &mode);
         trace::set_attribute("requests", &n.to_string());
         trace::add_event("request");
         log::write(log::Level::Info, &format!("conformance request {n} mode={mode}"));
 
         Ok(match mode.as_str() {
-            "reject" => weir_sdk::reject(403, format!("{} ({})", setting(&cfg, "reject_message"), req.model)),
+            "reject" => weir_sdk::reject(403, format!("{} ({})", setting(cfg, "reject_message"), req.model())),
             "respond" => {
-                let text = kv::get("greeting")
-                    .map_or_else(|| setting(&cfg, "greeting"), |v| String::from_utf8_lossy(&v).into());
+                let text = ok(kv::get("greeting"))?
+                    .map_or_else(|| setting(cfg, "greeting"), |v| String::from_utf8_lossy(&v).into());
                 RequestDecision::Respond(Response { status: 200, content_type: None, body: answer(req, &text) })
             }
             "rewrite" => {
                 let mut changes = weir_sdk::changes().header("x-conformance-seen", "rewrite");
-                changes.model = Some(setting(&cfg, "rewrite_model"));
+                changes.model = Some(setting(cfg, "rewrite_model"));
                 changes.metadata.push(("conformance.mode".into(), "rewrite".into()));
                 changes.principal =
                     Some(Principal { id: "conformance-user".into(), team: Some("conformance-team".into()) });
                 RequestDecision::ContinueWith(changes)
             }
             "route" => RequestDecision::Route(vec![RouteTarget {
-                upstream: setting(&cfg, "route_upstream"),
-                model: Some(setting(&cfg, "route_model")),
+                upstream: setting(cfg, "route_upstream"),
+                model: Some(setting(cfg, "route_model")),
             }]),
             "error" => return Err(weir_sdk::error("conformance error requested")),
             "forget" => {
-                kv::delete("greeting");
+                ok(kv::delete("greeting"))?;
                 RequestDecision::Continue
             }
             _ => RequestDecision::Continue,
@@ -78,10 +90,11 @@ impl Plugin for Conformance {
     }
 
     fn on_chunk(&mut self, chunk: &Chunk) -> Result<ChunkDecision, PluginError> {
-        let Some(text) = &chunk.text_delta else { return Ok(ChunkDecision::Pass) };
+        let Some(text) = chunk.answer() else { return Ok(ChunkDecision::Pass) };
+        let replace = |t: String| chunk.replace_texts(|_| t.clone());
         self.text_events += 1;
         Ok(match self.mode.as_str() {
-            "upper" => ChunkDecision::ReplaceText(text.to_uppercase()),
+            "upper" => replace(text.to_uppercase()),
             "hold" => {
                 self.held.push_str(text);
                 ChunkDecision::Hold
@@ -90,10 +103,10 @@ impl Plugin for Conformance {
                 self.held.push_str(text);
                 ChunkDecision::Hold
             }
-            "pairs" => ChunkDecision::ReplaceText(std::mem::take(&mut self.held) + text),
+            "pairs" => replace(std::mem::take(&mut self.held) + text),
             "drop" if text.contains("mock") => ChunkDecision::Drop,
             "abort" => {
-                let word = setting(&config::json(), "abort_word");
+                let word = setting(config(), "abort_word");
                 if text.contains(&word) {
                     ChunkDecision::Abort(format!("conformance abort: {word}"))
                 } else {
@@ -104,7 +117,7 @@ impl Plugin for Conformance {
         })
     }
 
-    fn flush(&mut self) -> Result<Option<String>, PluginError> {
+    fn flush(&mut self, _stream: TextStream) -> Result<Option<String>, PluginError> {
         let held = std::mem::take(&mut self.held);
         Ok((!held.is_empty()).then(|| if self.mode == "hold" { format!("[{held}]") } else { held }))
     }
@@ -124,8 +137,8 @@ impl Plugin for Conformance {
             "has_error": s.error.is_some(),
             "text_events": self.text_events,
         });
-        kv::set(&format!("summary/{}", s.request_id), summary.to_string().as_bytes(), None);
-        kv::increment("completed", 1, None);
+        let _ = kv::set(&format!("summary/{}", s.request_id), summary.to_string().as_bytes(), None);
+        let _ = kv::increment("completed", 1, None);
     }
 }
 

@@ -6,7 +6,16 @@
 //! `pairs` (hold every other text event and release it with the next), `drop` (drop text containing "mock"),
 //! `abort` (abort on "deterministic"), `data` (replace the data of non-text events: only on whole bodies).
 
-use weir_sdk::{Chunk, ChunkDecision, Plugin, PluginError, Request, RequestDecision, RequestExt, Summary, log::Level};
+use serde::Deserialize;
+use weir_sdk::{
+    Chunk, ChunkDecision, ChunkExt, Plugin, PluginError, Request, RequestDecision, Summary, TextStream, log::Level,
+};
+
+#[derive(Deserialize, Default)]
+pub struct Config {
+    #[serde(default)]
+    default_mode: String,
+}
 
 /// Requests this instance has served: 1 with a fresh instance per request, more only with warm reuse.
 static INSTANCE_REQUESTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -19,11 +28,14 @@ pub struct Chunky {
 }
 
 impl Plugin for Chunky {
+    type Config = Config;
+
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
-        let default = weir_sdk::config::json().get("default_mode").and_then(|m| m.as_str()).unwrap_or("").to_string();
-        self.mode = req.header("x-chunky").map(str::to_string).unwrap_or(default);
+        let default = &weir_sdk::config::<Self>().default_mode;
+        self.mode = req.header("x-chunky").unwrap_or_else(|| default.clone());
         weir_sdk::trace::set_attribute("mode", &self.mode);
-        let n = weir_sdk::kv::increment("requests", 1, None);
+        let n =
+            weir_sdk::kv::increment("requests", 1, None).map_err(|e| weir_sdk::error(weir_sdk::kv::describe(&e)))?;
         let here = INSTANCE_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let leaked = !self.held.is_empty() || self.text_events != 0;
         weir_sdk::log::write(
@@ -34,10 +46,11 @@ impl Plugin for Chunky {
     }
 
     fn on_chunk(&mut self, chunk: &Chunk) -> Result<ChunkDecision, PluginError> {
-        let Some(text) = &chunk.text_delta else { return Ok(ChunkDecision::Pass) };
+        let Some(text) = chunk.answer() else { return Ok(ChunkDecision::Pass) };
+        let replace = |t: String| chunk.replace_texts(|_| t.clone());
         self.text_events += 1;
         Ok(match self.mode.as_str() {
-            "redact" => ChunkDecision::ReplaceText(text.replace("Weir", "W***")),
+            "redact" => replace(text.replace("Weir", "W***")),
             "hold" => {
                 self.held.push_str(text);
                 ChunkDecision::Hold
@@ -46,14 +59,14 @@ impl Plugin for Chunky {
                 self.held.push_str(text);
                 ChunkDecision::Hold
             }
-            "pairs" => ChunkDecision::ReplaceText(std::mem::take(&mut self.held) + text),
+            "pairs" => replace(std::mem::take(&mut self.held) + text),
             "drop" if text.contains("mock") => ChunkDecision::Drop,
             "abort" if text.contains("deterministic") => ChunkDecision::Abort("the answer mentions determinism".into()),
             _ => ChunkDecision::Pass,
         })
     }
 
-    fn flush(&mut self) -> Result<Option<String>, PluginError> {
+    fn flush(&mut self, _stream: TextStream) -> Result<Option<String>, PluginError> {
         let held = std::mem::take(&mut self.held);
         Ok((!held.is_empty()).then(|| if self.mode == "hold" { held.to_uppercase() } else { held }))
     }

@@ -2,7 +2,7 @@
 //! must fail with a message that names that import.
 
 wit_bindgen::generate!({
-    path: "../../../wit",
+    path: "../../../wit/v0.1.0",
     inline: "
         package test:foreign;
         interface raw-socket {

@@ -4,8 +4,23 @@
 //! `trap`, `loop`, `alloc`, `recurse`, `error`, `sandbox` (tries a file and a socket and answers with what
 //! happened), `crlf` and `hop` (malformed headers), `chunk-loop`, `chunk-trap` (misbehave in `on-chunk`).
 
+use serde::Deserialize;
 use std::hint::black_box;
-use weir_sdk::{ChangesExt, Chunk, ChunkDecision, Plugin, PluginError, Request, RequestDecision, RequestExt, Response};
+use weir_sdk::{ChangesExt, Chunk, ChunkDecision, Plugin, PluginError, Request, RequestDecision, Response};
+
+#[derive(Deserialize)]
+pub struct Config {
+    /// The request header that picks what goes wrong.
+    #[serde(default = "default_trigger")]
+    trigger: String,
+    /// `init` fails when set (a plugin with a config it refuses).
+    #[serde(default)]
+    refuse_config: bool,
+}
+
+fn default_trigger() -> String {
+    "x-misbehave".into()
+}
 
 #[derive(Default)]
 pub struct Misbehave {
@@ -19,10 +34,18 @@ fn recurse(depth: u64) -> u64 {
 }
 
 impl Plugin for Misbehave {
+    type Config = Config;
+
+    fn check(config: &Config) -> Result<(), PluginError> {
+        if config.refuse_config {
+            return Err(weir_sdk::error("refuse_config is set: this config is refused"));
+        }
+        Ok(())
+    }
+
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
-        let config = weir_sdk::config::json();
-        let trigger = config.get("trigger").and_then(|t| t.as_str()).unwrap_or("x-misbehave").to_string();
-        self.mode = req.header(&trigger).unwrap_or("").to_string();
+        let trigger = &weir_sdk::config::<Self>().trigger;
+        self.mode = req.header(trigger).unwrap_or_default();
         match self.mode.as_str() {
             "trap" => panic!("misbehave: asked to trap"),
             "loop" => {

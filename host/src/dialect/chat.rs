@@ -1,0 +1,89 @@
+//! OpenAI chat completions: `choices[]`, each with its `index`; text in `delta.content` (streamed) or
+//! `message.content` (whole), reasoning in `reasoning_content` (OpenAI-compatible providers), tool-call arguments in
+//! `tool_calls[].function.arguments` (one stream per tool call index).
+
+use serde_json::Value;
+
+use super::{Dialect, Ends, Located, TextKind, TextStream, stream, text_at, u};
+
+pub struct Chat;
+
+/// Texts of one choice's `delta` or `message` object at `base`.
+fn choice_texts(choice: u64, obj: &Value, base: &str, out: &mut Vec<Located>) {
+    if let Some(l) = text_at(obj, base, "reasoning_content", stream(choice, 0, TextKind::Reasoning), false) {
+        out.push(l);
+    }
+    if let Some(l) = text_at(obj, base, "content", stream(choice, 0, TextKind::Answer), false) {
+        out.push(l);
+    }
+    for (j, call) in obj.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let index = call.get("index").and_then(Value::as_u64).unwrap_or(j as u64);
+        let Some(f) = call.get("function") else { continue };
+        let s = stream(choice, index, TextKind::ToolArguments);
+        if let Some(l) = text_at(f, &format!("{base}/tool_calls/{j}/function"), "arguments", s, false) {
+            out.push(l);
+        }
+    }
+}
+
+fn choices(v: &Value) -> impl Iterator<Item = (usize, &Value)> {
+    v.get("choices").and_then(Value::as_array).into_iter().flatten().enumerate()
+}
+
+impl Dialect for Chat {
+    fn deltas(&self, _event: Option<&str>, v: &Value) -> Vec<Located> {
+        let mut out = Vec::new();
+        for (k, c) in choices(v) {
+            if let Some(delta) = c.get("delta") {
+                choice_texts(u(c, "index"), delta, &format!("/choices/{k}/delta"), &mut out);
+            }
+        }
+        out
+    }
+
+    fn whole(&self, v: &Value) -> Vec<Located> {
+        let mut out = Vec::new();
+        for (k, c) in choices(v) {
+            if let Some(m) = c.get("message") {
+                choice_texts(u(c, "index"), m, &format!("/choices/{k}/message"), &mut out);
+            }
+        }
+        out
+    }
+
+    fn ends(&self, _event: Option<&str>, v: Option<&Value>, data: &str) -> Vec<Ends> {
+        if data.starts_with("[DONE]") {
+            return vec![Ends::ALL];
+        }
+        let Some(v) = v else { return Vec::new() };
+        choices(v)
+            .filter(|(_, c)| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+            .map(|(_, c)| Ends { choice: Some(u(c, "index") as u32), ..Ends::ALL })
+            .collect()
+    }
+
+    fn summaries(&self, _event: Option<&str>, _v: &Value) -> Vec<Located> {
+        Vec::new()
+    }
+
+    fn template(&self, v: &mut Value, s: &TextStream) {
+        // A tool call's id, type and name appear in its first delta only (SDKs concatenate what repeats).
+        let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) else { return };
+        for c in choices {
+            if let Some(f) = c.get_mut("finish_reason") {
+                *f = Value::Null;
+            }
+            let Some(calls) = c.pointer_mut("/delta/tool_calls").and_then(Value::as_array_mut) else { continue };
+            calls.retain(|call| s.kind == TextKind::ToolArguments && u(call, "index") == u64::from(s.part));
+            for call in calls {
+                if let Some(o) = call.as_object_mut() {
+                    o.remove("id");
+                    o.remove("type");
+                }
+                if let Some(f) = call.get_mut("function").and_then(Value::as_object_mut) {
+                    f.remove("name");
+                }
+            }
+        }
+    }
+}

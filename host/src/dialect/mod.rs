@@ -1,0 +1,134 @@
+//! Provider dialects: where each API surface keeps generated text, which events end a stream of text, and which
+//! events repeat text already streamed. One module per surface; the pipeline asks the [`Dialect`] of the request's
+//! endpoint and never matches on formats itself.
+//!
+//! Text is classified per *stream* ([`TextStream`]: choice, part, kind), so that text of different choices
+//! (OpenAI `n` > 1, Responses output items), content blocks, reasoning and tool-call arguments never mixes, and
+//! so that a plugin's replacement of a stream's text can be applied to every event that repeats it.
+//!
+//! | surface | streamed text | ends a stream | repeats text (summary) |
+//! |---|---|---|---|
+//! | chat completions | `choices[].delta.content` / `.reasoning_content` / `.tool_calls[].function.arguments` | the choice's `finish_reason`, `[DONE]` | — |
+//! | responses | `response.output_text.delta`, `response.reasoning_*text.delta`, `response.function_call_arguments.delta` | the matching `*.done`, `response.output_item.done`, `response.completed` | `*.done`, `content_part.done`, `output_item.done`, `response.completed` |
+//! | messages | `content_block_delta`: `text_delta`, `thinking_delta`, `input_json_delta` | `content_block_stop`, `message_stop` | — |
+
+mod chat;
+mod messages;
+mod responses;
+
+use serde_json::Value;
+
+use crate::api::Endpoint;
+pub use crate::plugin::bindings::types::{TextKind, TextStream};
+
+/// A piece of text found in an event or body: its stream, where it is (an RFC 6901 pointer), and the text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    pub stream: TextStream,
+    pub pointer: String,
+    pub text: String,
+}
+
+/// Which open streams an event ends. `None` fields match anything.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Ends {
+    pub choice: Option<u32>,
+    pub part: Option<u32>,
+    pub kind: Option<TextKind>,
+}
+
+impl Ends {
+    pub const ALL: Ends = Ends { choice: None, part: None, kind: None };
+
+    pub fn matches(&self, s: &TextStream) -> bool {
+        self.choice.is_none_or(|c| c == s.choice)
+            && self.part.is_none_or(|p| p == s.part)
+            && self.kind.is_none_or(|k| k == s.kind)
+    }
+}
+
+/// One API surface's knowledge of where text lives.
+pub trait Dialect: Sync {
+    /// The text deltas a streamed event carries (`v`: its parsed `data`).
+    fn deltas(&self, event: Option<&str>, v: &Value) -> Vec<Located>;
+    /// Every text of a whole (non-streamed) answer, in order.
+    fn whole(&self, v: &Value) -> Vec<Located>;
+    /// Which streams end at this event (`v` is `None` when the data is not JSON, e.g. `[DONE]`).
+    fn ends(&self, event: Option<&str>, v: Option<&Value>, data: &str) -> Vec<Ends>;
+    /// Fields of this event that repeat a stream's whole text.
+    fn summaries(&self, event: Option<&str>, v: &Value) -> Vec<Located>;
+    /// Makes a copy of a stream's last text event fit to carry more text of that stream alone (drops what must
+    /// appear once, such as a tool call's id and name).
+    fn template(&self, _v: &mut Value, _stream: &TextStream) {}
+    /// Keeps convenience fields of a whole body in step after its texts were replaced.
+    fn after_whole_replace(&self, _v: &mut Value) {}
+}
+
+/// The dialect of an endpoint (embeddings and token counting carry no generated text).
+pub fn of(endpoint: Endpoint) -> &'static dyn Dialect {
+    match endpoint {
+        Endpoint::ChatCompletions => &chat::Chat,
+        Endpoint::Responses => &responses::Responses,
+        Endpoint::Messages => &messages::Messages,
+        Endpoint::Embeddings | Endpoint::CountTokens => &NoText,
+    }
+}
+
+struct NoText;
+
+impl Dialect for NoText {
+    fn deltas(&self, _: Option<&str>, _: &Value) -> Vec<Located> {
+        Vec::new()
+    }
+    fn whole(&self, _: &Value) -> Vec<Located> {
+        Vec::new()
+    }
+    fn ends(&self, _: Option<&str>, _: Option<&Value>, _: &str) -> Vec<Ends> {
+        Vec::new()
+    }
+    fn summaries(&self, _: Option<&str>, _: &Value) -> Vec<Located> {
+        Vec::new()
+    }
+}
+
+/// Sets the string at `pointer` (which a dialect returned for this value).
+pub fn set(v: &mut Value, pointer: &str, text: &str) {
+    if let Some(slot) = v.pointer_mut(pointer) {
+        *slot = Value::String(text.to_string());
+    }
+}
+
+fn stream(choice: u64, part: u64, kind: TextKind) -> TextStream {
+    TextStream {
+        choice: u32::try_from(choice).unwrap_or(u32::MAX),
+        part: u32::try_from(part).unwrap_or(u32::MAX),
+        kind,
+    }
+}
+
+/// A located text if `v[key]` is a string (empty strings included only when `keep_empty`).
+fn text_at(v: &Value, base: &str, key: &str, stream: TextStream, keep_empty: bool) -> Option<Located> {
+    let t = v.get(key)?.as_str()?;
+    (keep_empty || !t.is_empty()).then(|| Located { stream, pointer: format!("{base}/{key}"), text: t.to_string() })
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// The answer text of a streamed event or body, for content capture (`gen_ai.output.messages`).
+pub fn answer_text(texts: &[Located]) -> Option<String> {
+    let t: String = texts.iter().filter(|l| l.stream.kind == TextKind::Answer).map(|l| l.text.as_str()).collect();
+    (!t.is_empty()).then_some(t)
+}
+
+/// Frames one SSE event.
+pub fn frame(event: Option<&str>, data: &str) -> bytes::Bytes {
+    match event {
+        Some(e) => bytes::Bytes::from(format!("event: {e}\ndata: {data}\n\n")),
+        None => bytes::Bytes::from(format!("data: {data}\n\n")),
+    }
+}
+
+#[cfg(test)]
+mod tests;
