@@ -21,6 +21,7 @@
 //! | `x-mock-stall-after: N` | stop sending after N events, keeping the connection open |
 //! | `x-mock-cached-tokens: N`, `x-mock-reasoning-tokens: N` | report these in usage |
 //! | `x-mock-stamp: 1` | prefix each streamed event with the SSE comment `: sent_us=<Unix µs>` (benchmarks) |
+//! | `x-mock-events: [["event", {data}], [null, {data}], ...]` | a streamed answer made of exactly these events (framed by the mock; `data` as given), for shapes the built-in answers do not have: several choices, thinking and tool-use blocks, several output items |
 //! | `x-mock-tag: T` | record the request under T (with its headers and body), readable at `GET /_mock/requests?tag=T` |
 //!
 //! With `--api-key KEY`, requests must carry that key the provider's way (`Authorization: Bearer` for OpenAI,
@@ -120,6 +121,28 @@ struct Controls {
     tag: Option<String>,
     /// `x-mock-stamp`: prefix each streamed event with an SSE comment `: sent_us=<Unix µs>` (for benchmarks).
     stamp: bool,
+    /// `x-mock-events`: the streamed answer's events, framed.
+    events: Option<Arc<Vec<Bytes>>>,
+}
+
+/// Frames the `x-mock-events` list: `[[event name or null, data], ...]` (a string `data` is sent as is, anything
+/// else as its JSON).
+fn scripted_events(raw: &str) -> Option<Arc<Vec<Bytes>>> {
+    let list: Vec<(Option<String>, Value)> = serde_json::from_str(raw).ok()?;
+    let framed = list
+        .into_iter()
+        .map(|(event, data)| {
+            let data = match data {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            Bytes::from(match event {
+                Some(e) => format!("event: {e}\ndata: {data}\n\n"),
+                None => format!("data: {data}\n\n"),
+            })
+        })
+        .collect();
+    Some(Arc::new(framed))
 }
 
 impl Controls {
@@ -141,6 +164,7 @@ impl Controls {
             reasoning: n("x-mock-reasoning-tokens").unwrap_or(0),
             tag: s("x-mock-tag").map(str::to_string),
             stamp: s("x-mock-stamp").is_some(),
+            events: s("x-mock-events").and_then(scripted_events),
         }
     }
 }
@@ -261,7 +285,10 @@ async fn handle(mock: Arc<Mock>, endpoint: Endpoint, headers: HeaderMap, body: B
         return error_response(family, status, "the mock upstream was asked to fail this request", c.retry_after);
     }
 
-    let events = mock.answer(endpoint, &req, &c);
+    let events = match (&c.events, req.stream && endpoint.can_stream()) {
+        (Some(events), true) => events.clone(),
+        _ => mock.answer(endpoint, &req, &c),
+    };
     record.events_total = events.len();
     let request_id = HeaderValue::from_str(&format!("req_mock_{:012x}", fastrand::u64(..) >> 16)).unwrap();
     let id_header = if family == Family::OpenAi { "x-request-id" } else { "request-id" };

@@ -120,3 +120,35 @@ def test_legacy_component_reports_its_version_and_completes(both):
     streamed_text(raw)
     wait_for(lambda: admin_kv(both, "legacy", f"summary/{rid}")[0] == 200, "on-complete ran")
     assert admin_kv(both, "legacy", f"summary/{rid}")[1] == b"ok 200 8"
+
+
+def test_watched_directory_toml_removal_and_restored_file(session_tmp, mock):
+    """Deleting only the `.toml` reloads the plugin with default settings (no capabilities, empty config): a plugin
+    that needs either is refused and the previous version keeps serving. A broken copy is refused; restoring the
+    byte-identical file clears that stale error."""
+    d = session_tmp / "watch.d"
+    d.mkdir()
+    install(d, "allowlist", "allowlist.wasm", 'capabilities = ["kv", "trace"]\nconfig = { models = ["gpt-4o-mini"] }\n')
+    g = Gateway(session_tmp, mock, name="watch", top=f'plugins_dir = "{d}"\n')
+    try:
+        wait_for(lambda: [p["name"] for p in g.admin()["plugins"]] == ["allowlist"], "loaded")
+        version = g.admin()["plugins"][0]["version"]
+        (d / "allowlist.toml").unlink()
+        wait_for(lambda: "allowlist" in g.admin()["load_errors"], "refused without its settings")
+        assert "capability is not granted" in g.admin()["load_errors"]["allowlist"]
+        assert g.admin()["plugins"][0]["version"] == version, "the previous version keeps serving"
+        assert chat(openai_client(g)).parse().choices[0].message.content == expected_text(8)
+        (d / "allowlist.toml").write_text('capabilities = ["kv", "trace"]\nconfig = { models = ["gpt-4o-mini"] }\n')
+        wait_for(lambda: "allowlist" not in g.admin()["load_errors"], "settings restored")
+        # A broken copy, then the original bytes again.
+        original = (d / "allowlist.wasm").read_bytes()
+        (d / "allowlist.wasm").write_bytes(original[: len(original) // 2])
+        wait_for(lambda: "allowlist" in g.admin()["load_errors"], "broken copy refused")
+        assert g.admin()["plugins"][0]["version"] == version
+        tmp = d / ".allowlist.wasm.partial"
+        tmp.write_bytes(original)
+        tmp.rename(d / "allowlist.wasm")
+        wait_for(lambda: "allowlist" not in g.admin()["load_errors"], "the stale error is cleared")
+        assert g.admin()["plugins"][0]["version"] == version
+    finally:
+        g.stop()

@@ -449,4 +449,68 @@ mod tests {
         assert!(!s.memory_growing(0, (1 << 20) + 65536, None).unwrap());
         assert!(s.out_of_memory);
     }
+
+    /// A backend that never answers, or always fails.
+    struct Broken(Option<KvError>);
+
+    impl Kv for Broken {
+        fn get<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> futures_util::future::BoxFuture<'a, super::super::kv::KvResult<Option<Vec<u8>>>> {
+            self.answer()
+        }
+        fn set<'a>(
+            &'a self,
+            _: &'a str,
+            _: Vec<u8>,
+            _: Option<Duration>,
+        ) -> futures_util::future::BoxFuture<'a, super::super::kv::KvResult<()>> {
+            self.answer()
+        }
+        fn increment<'a>(
+            &'a self,
+            _: &'a str,
+            _: i64,
+            _: Option<Duration>,
+        ) -> futures_util::future::BoxFuture<'a, super::super::kv::KvResult<i64>> {
+            self.answer()
+        }
+        fn delete<'a>(&'a self, _: &'a str) -> futures_util::future::BoxFuture<'a, super::super::kv::KvResult<()>> {
+            self.answer()
+        }
+    }
+
+    impl Broken {
+        fn answer<'a, T: Send + 'a>(&'a self) -> futures_util::future::BoxFuture<'a, super::super::kv::KvResult<T>> {
+            match &self.0 {
+                None => Box::pin(std::future::pending()),
+                Some(e) => Box::pin(std::future::ready(Err(e.clone()))),
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn kv_calls_fail_within_the_timeout_and_never_hang() {
+        use v2::weir::plugin::kv::Host as _;
+        let mut s = state("p", Arc::new(Broken(None)));
+        let started = tokio::time::Instant::now();
+        assert_eq!(s.get("k".into()).await, Err(v2::types::KvError::Timeout));
+        assert_eq!(s.increment("n".into(), 1, None).await, Err(v2::types::KvError::Timeout));
+        assert!(started.elapsed() >= KV_TIMEOUT * 2 && started.elapsed() < KV_TIMEOUT * 3);
+
+        let mut s = state("p", Arc::new(Broken(Some(KvError::Unavailable("connection refused".into())))));
+        assert_eq!(
+            s.set("k".into(), b"v".to_vec(), None).await,
+            Err(v2::types::KvError::Unavailable("connection refused".into()))
+        );
+        // 0.1.0 components cannot see errors: a failing store reads as empty.
+        assert_eq!(v1::weir::plugin::kv::Host::get(&mut s, "k".into()), None);
+
+        let mut s = state("p", Arc::new(MemoryKv::default()));
+        let big = vec![0u8; MAX_KV_VALUE + 1];
+        assert_eq!(s.set("k".into(), big, None).await, Err(v2::types::KvError::TooLarge(MAX_KV_VALUE as u64)));
+        assert_eq!(s.set("k".into(), b"v".to_vec(), None).await, Ok(()));
+        assert_eq!(v2::weir::plugin::kv::Host::get(&mut s, "k".into()).await, Ok(Some(b"v".to_vec())));
+    }
 }

@@ -323,7 +323,11 @@ impl Registry {
             }
             for (name, path) in seen {
                 match self.load_file(&name, &path, current.get(&name).map(|p| p.key.as_str())) {
-                    Ok(None) => {}
+                    // The file is the loaded version again (e.g. restored after a broken copy): an error about the
+                    // broken copy is stale.
+                    Ok(None) => {
+                        self.dir_errors.lock().unwrap().remove(&name);
+                    }
                     Ok(Some(p)) => {
                         tracing::info!(target: "weir::plugin", plugin = %name, version = %p.version, file = %path.display(),
                             compile_ms = p.compile_time.as_millis() as u64, cached = p.from_cache, "plugin loaded");
