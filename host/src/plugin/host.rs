@@ -490,6 +490,38 @@ mod tests {
         }
     }
 
+    #[test]
+    fn request_resource_reads_lazily() {
+        use v2::types::HostRequest as _;
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-tier", http::HeaderValue::from_static("beta"));
+        let body = Bytes::from_static(br#"{"model":"m","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#);
+        let snap = Arc::new(RequestSnapshot::new(
+            "req_1".into(),
+            Family::Anthropic,
+            Endpoint::Messages,
+            "m".into(),
+            true,
+            Arc::new(headers),
+            body.clone(),
+            None,
+            vec![("auth.team".into(), "ml".into())],
+        ));
+        let mut s = state("p", Arc::new(MemoryKv::default()));
+        let r = s.push_request(snap.clone()).unwrap();
+        let again = || Resource::<RequestHandle>::new_borrow(r.rep());
+        assert_eq!(s.header(again(), "X-Tier".into()).unwrap().as_deref(), Some("beta"), "names are case-insensitive");
+        assert_eq!(s.json(again(), "/max_tokens".into()).unwrap().as_deref(), Some("50"));
+        assert_eq!(s.json(again(), "/messages/0/content".into()).unwrap().as_deref(), Some("\"hi\""));
+        assert_eq!(s.json(again(), "/nope".into()).unwrap(), None);
+        assert_eq!(s.body_size(again()).unwrap(), body.len() as u64);
+        assert_eq!(s.metadata(again(), "auth.team".into()).unwrap().as_deref(), Some("ml"));
+        assert_eq!(s.endpoint(again()).unwrap(), "messages");
+        assert!(s.stream(again()).unwrap());
+        s.drop_request(Resource::new_own(r.rep()));
+        assert!(s.model(again()).is_err(), "a handle is valid only during its on-request call");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn kv_calls_fail_within_the_timeout_and_never_hang() {
         use v2::weir::plugin::kv::Host as _;
