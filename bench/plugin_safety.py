@@ -12,7 +12,7 @@ built-in mock, at log level info (JSON). Cases:
    statuses of the legitimate requests, and whether cost's recorded spend equals the sum of the settled usages of the
    logged requests (partial ones included).
 2. deep JSON: five ~450-byte chat requests nested 200 levels; then a legitimate request.
-3. large inputs: prompts of 1, 2 and 4 MiB (under the 10 MiB max_body) and a ~256 KiB non-streamed answer.
+3. large inputs: prompts of 1, 2, 4 and 9.5 MiB (under the 10 MiB max_body) and a ~256 KiB non-streamed answer.
 
 Prints one markdown table. Needs `wrk` (Debian package).
 """
@@ -231,8 +231,8 @@ def main():
 
         # 3. large inputs
         st = []
-        for mib in (1, 2, 4):
-            text = ("The quick brown fox writes to someone about the weir. " * (mib * 20000))[: mib << 20]
+        for mib in (1, 2, 4, 9.5):
+            text = ("The quick brown fox writes to someone about the weir. " * int(mib * 20000))[: int(mib * (1 << 20))]
             t0 = time.time()
             st.append(f"{mib} MiB: {chat(url, text)} ({time.time() - t0:.2f} s)")
         t0 = time.time()

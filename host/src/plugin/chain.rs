@@ -46,8 +46,8 @@ pub struct RequestView<'a> {
 
 impl RequestView<'_> {
     /// The request as plugins see it now (shared by their handles; rebuilt after a plugin changes it).
-    fn snapshot(&self, family: Family, headers: &Arc<http::HeaderMap>, chain: &Chain) -> Arc<RequestSnapshot> {
-        Arc::new(RequestSnapshot::new(
+    fn snapshot(&self, family: Family, headers: &Arc<http::HeaderMap>, chain: &Chain) -> RequestSnapshot {
+        RequestSnapshot::new(
             self.id.to_string(),
             family,
             self.endpoint,
@@ -57,7 +57,7 @@ impl RequestView<'_> {
             self.body.clone(),
             chain.principal.clone(),
             chain.metadata.clone(),
-        ))
+        )
     }
 }
 
@@ -269,7 +269,7 @@ impl Chain {
         let mut fx = RequestEffects::default();
         let headers = Arc::new(view.headers.clone());
         // Built once, shared by every plugin's handle; rebuilt when a plugin changes the request.
-        let mut req = view.snapshot(self.family, &headers, self);
+        let mut req = Arc::new(view.snapshot(self.family, &headers, self));
         for i in 0..self.set.plugins.len() {
             let p = self.set.plugins[i].clone();
             let t0 = Instant::now();
@@ -308,7 +308,7 @@ impl Chain {
                     if let Err(msg) = self.apply_changes(c, view, &mut fx) {
                         self.fail(i, Hook::OnRequest, &msg)?;
                     }
-                    req = view.snapshot(self.family, &headers, self);
+                    req = Arc::new(view.snapshot(self.family, &headers, self).sharing_parse_with(&req));
                 }
                 RequestDecision::Route(targets) => {
                     if targets.is_empty() {

@@ -39,7 +39,8 @@ pub struct RequestSnapshot {
     pub body: Bytes,
     pub principal: Option<v2::types::Principal>,
     pub metadata: Vec<(String, String)>,
-    json: std::sync::OnceLock<Option<serde_json::Value>>,
+    /// The body parsed as JSON, when a plugin first asks; shared with the next snapshot while the body is the same.
+    json: Arc<std::sync::OnceLock<Option<serde_json::Value>>>,
 }
 
 impl RequestSnapshot {
@@ -65,8 +66,17 @@ impl RequestSnapshot {
             body,
             principal,
             metadata,
-            json: std::sync::OnceLock::new(),
+            json: Arc::default(),
         }
+    }
+
+    /// Keeps `previous`'s parsed body when the body did not change (a plugin changed only the model, metadata or
+    /// principal), so the body is parsed at most once per version of it.
+    pub fn sharing_parse_with(mut self, previous: &RequestSnapshot) -> RequestSnapshot {
+        if self.body.as_ptr() == previous.body.as_ptr() && self.body.len() == previous.body.len() {
+            self.json = previous.json.clone();
+        }
+        self
     }
 
     /// The JSON value at an RFC 6901 pointer, as JSON text.
