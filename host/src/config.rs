@@ -846,7 +846,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600.0,
         _ => return Err(format!("`{s}`: unit must be ms, s, m or h")),
     };
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is too long a duration"))
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -1047,6 +1047,7 @@ candidates = [{ upstream = "a", model = "gpt-4o-mini" }, { upstream = "b" }]
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("2").is_err());
+        assert!(parse_duration("99999999999999999999999h").unwrap_err().contains("too long"));
         assert_eq!(parse_bytes("10MiB").unwrap(), 10 << 20);
         assert_eq!(parse_bytes("1000").unwrap(), 1000);
         assert!(parse_bytes("1XB").is_err());

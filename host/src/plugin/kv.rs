@@ -80,7 +80,8 @@ impl MemoryKv {
 
     fn set_sync(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) {
         let mut map = self.map.lock().unwrap();
-        map.insert(key.to_string(), (value, ttl.map(|t| Instant::now() + t)));
+        // A TTL too long for an `Instant` (a plugin may pass any u64) means no expiry.
+        map.insert(key.to_string(), (value, ttl.and_then(|t| Instant::now().checked_add(t))));
         Self::sweep(&mut map);
     }
 
@@ -89,7 +90,7 @@ impl MemoryKv {
         let mut map = self.map.lock().unwrap();
         let (cur, expiry) = match map.get(key).filter(|e| Self::live(e, now)) {
             Some((v, exp)) => (std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0), *exp),
-            None => (0, ttl.map(|t| now + t)),
+            None => (0, ttl.and_then(|t| now.checked_add(t))),
         };
         let new = cur.saturating_add(delta);
         map.insert(key.to_string(), (new.to_string().into_bytes(), expiry));
@@ -131,6 +132,14 @@ mod tests {
         assert_eq!(kv.get_now("b"), Ok(None), "expired");
         kv.delete_now("a").unwrap();
         assert_eq!(kv.get_now("a"), Ok(None));
+    }
+
+    #[test]
+    fn any_ttl_is_accepted() {
+        let kv = MemoryKv::default();
+        kv.set_now("a", b"1".to_vec(), Some(Duration::from_millis(u64::MAX))).unwrap();
+        assert_eq!(kv.increment_now("n", 1, Some(Duration::MAX)), Ok(1));
+        assert_eq!(kv.get_now("a").unwrap().as_deref(), Some(&b"1"[..]), "too long to expire");
     }
 
     #[test]

@@ -92,11 +92,18 @@ pub fn describe_error(e: &reqwest::Error) -> String {
     cause.to_string()
 }
 
-/// `Retry-After` as seconds or an HTTP date.
+/// The longest `Retry-After` the gateway represents (a year); longer values (`1e20`) saturate to it instead of
+/// overflowing a `Duration` (which panics).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `Retry-After` as seconds or an HTTP date, saturated at [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        if secs.is_nan() || secs < 0.0 {
+            return None;
+        }
+        return Some(Duration::try_from_secs_f64(secs).unwrap_or(MAX_RETRY_AFTER).min(MAX_RETRY_AFTER));
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
@@ -228,6 +235,13 @@ mod tests {
         let d = parse_retry_after(&h).unwrap();
         assert!(d > Duration::from_secs(28) && d <= Duration::from_secs(30), "{d:?}");
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(parse_retry_after(&h), None);
+        // Values no Duration can hold saturate instead of panicking.
+        for huge in ["1e20", "1e300", "inf", "18446744073709551616"] {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static(huge));
+            assert_eq!(parse_retry_after(&h), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("-1"));
         assert_eq!(parse_retry_after(&h), None);
     }
 
