@@ -21,6 +21,8 @@
 //! | `x-mock-stall-after: N` | stop sending after N events, keeping the connection open |
 //! | `x-mock-cached-tokens: N`, `x-mock-reasoning-tokens: N` | report these in usage |
 //! | `x-mock-stamp: 1` | prefix each streamed event with the SSE comment `: sent_us=<Unix µs>` (benchmarks) |
+//! | `x-mock-cut-after: N` | send N events and half of the next, then end the stream cleanly (cut mid-event) |
+//! | `x-mock-no-final-blank: 1` | end the stream without the blank line after its last event |
 //! | `x-mock-events: [["event", {data}], [null, {data}], ...]` | a streamed answer made of exactly these events (framed by the mock; `data` as given), for shapes the built-in answers do not have: several choices, thinking and tool-use blocks, several output items |
 //! | `x-mock-tag: T` | record the request under T (with its headers and body), readable at `GET /_mock/requests?tag=T` |
 //!
@@ -123,6 +125,10 @@ struct Controls {
     stamp: bool,
     /// `x-mock-events`: the streamed answer's events, framed.
     events: Option<Arc<Vec<Bytes>>>,
+    /// `x-mock-cut-after`: end cleanly in the middle of this event.
+    cut_after: Option<usize>,
+    /// `x-mock-no-final-blank`: leave out the last event's final blank line.
+    no_final_blank: bool,
 }
 
 /// Frames the `x-mock-events` list: `[[event name or null, data], ...]` (a string `data` is sent as is, anything
@@ -165,6 +171,8 @@ impl Controls {
             tag: s("x-mock-tag").map(str::to_string),
             stamp: s("x-mock-stamp").is_some(),
             events: s("x-mock-events").and_then(scripted_events),
+            cut_after: n("x-mock-cut-after").map(|v| v as usize),
+            no_final_blank: s("x-mock-no-final-blank").is_some(),
         }
     }
 }
@@ -285,10 +293,25 @@ async fn handle(mock: Arc<Mock>, endpoint: Endpoint, headers: HeaderMap, body: B
         return error_response(family, status, "the mock upstream was asked to fail this request", c.retry_after);
     }
 
-    let events = match (&c.events, req.stream && endpoint.can_stream()) {
+    let mut events = match (&c.events, req.stream && endpoint.can_stream()) {
         (Some(events), true) => events.clone(),
         _ => mock.answer(endpoint, &req, &c),
     };
+    if req.stream && endpoint.can_stream() {
+        // Broken framings, as upstreams produce them.
+        if let Some(n) = c.cut_after.filter(|n| *n < events.len()) {
+            let mut cut: Vec<Bytes> = events[..n].to_vec();
+            cut.push(events[n].slice(..events[n].len() / 2));
+            events = Arc::new(cut);
+        } else if c.no_final_blank
+            && let Some(last) = events.last().filter(|l| l.ends_with(b"\n\n"))
+        {
+            let mut v = events.to_vec();
+            let trimmed = last.slice(..last.len() - 1);
+            *v.last_mut().expect("not empty") = trimmed;
+            events = Arc::new(v);
+        }
+    }
     record.events_total = events.len();
     let request_id = HeaderValue::from_str(&format!("req_mock_{:012x}", fastrand::u64(..) >> 16)).unwrap();
     let id_header = if family == Family::OpenAi { "x-request-id" } else { "request-id" };

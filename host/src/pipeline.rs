@@ -609,8 +609,15 @@ impl AnswerStream {
                     format!("the upstream connection broke mid-stream: {}", retry::describe_error(&e)),
                 )),
                 Ok(None) => {
-                    if let Some(rest) = self.parser.take_rest() {
-                        self.ready.push_back(rest);
+                    // A last event without its final blank line is complete; one cut inside a line is dropped
+                    // (never forwarded), so the error event below starts on an event boundary.
+                    if !self.tap().is_some_and(|t| t.finished)
+                        && let Some(last) = self.parser.finish()
+                    {
+                        self.on_event(last).await;
+                        if self.done {
+                            continue;
+                        }
                     }
                     if self.tap().is_some_and(|t| t.finished) {
                         self.finish();

@@ -107,12 +107,21 @@ impl SseParser {
         None
     }
 
-    /// At end of stream: whatever incomplete event is left.
-    pub fn take_rest(&mut self) -> Option<Bytes> {
+    /// At the end of the stream: the last event, if the stream ended at an event boundary without the final blank
+    /// line (its last line is complete), as a complete event. An event cut inside a line is incomplete and is never
+    /// dispatched (the WHATWG rule); it is dropped here. Whitespace-only rest (a lone line end) is nothing.
+    pub fn finish(&mut self) -> Option<SseEvent> {
         self.pos = 0;
         self.line_start = 0;
         self.after_cr = false;
-        (!self.buf.is_empty()).then(|| self.buf.split().freeze())
+        let rest = self.buf.split().freeze();
+        let complete_line = rest.last().is_some_and(|b| *b == b'\n' || *b == b'\r');
+        if !complete_line || rest.iter().all(|b| b.is_ascii_whitespace()) {
+            return None;
+        }
+        let mut raw = BytesMut::from(&rest[..]);
+        raw.extend_from_slice(b"\n");
+        Some(SseEvent { raw: raw.freeze() })
     }
 }
 
@@ -131,7 +140,7 @@ mod tests {
                 out.push(e);
             }
         }
-        assert_eq!(p.take_rest(), None);
+        assert_eq!(p.finish(), None);
         out
     }
 
@@ -174,11 +183,28 @@ mod tests {
     }
 
     #[test]
-    fn incomplete_tail_is_returned_at_end() {
+    fn an_event_cut_mid_line_is_never_dispatched() {
         let mut p = SseParser::new();
-        p.push(b"data: a\n\ndata: partial");
+        p.push(b"data: a\n\ndata: {\"partial\":");
         assert!(p.next_event().is_some());
         assert!(p.next_event().is_none());
-        assert_eq!(p.take_rest().unwrap(), Bytes::from_static(b"data: partial"));
+        assert_eq!(p.finish(), None, "cut inside a line: dropped");
+        assert_eq!(p.finish(), None);
+    }
+
+    #[test]
+    fn a_stream_ending_at_an_event_boundary_is_complete_without_the_final_blank_line() {
+        for tail in ["\n", "\r\n", "\r"] {
+            let mut p = SseParser::new();
+            p.push(format!("event: message_stop\ndata: {{\"type\":\"message_stop\"}}{tail}").as_bytes());
+            assert!(p.next_event().is_none());
+            let ev = p.finish().expect("complete last event");
+            let f = ev.fields();
+            assert_eq!((f.event, f.data.as_ref()), (Some("message_stop"), "{\"type\":\"message_stop\"}"));
+        }
+        let mut p = SseParser::new();
+        p.push(b"data: a\n\n\n");
+        while p.next_event().is_some() {}
+        assert_eq!(p.finish(), None, "nothing is left after complete events");
     }
 }

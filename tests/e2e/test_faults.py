@@ -167,3 +167,37 @@ def test_client_disconnect_cancels_upstream(gw, mock):
     rec = gw.record(request_id)
     assert rec["outcome"] == "cancelled" and rec["partial"] is True
     assert rec["input_tokens"] > 0 and rec["ttft_ms"] > 0
+
+
+@pytest.mark.parametrize("api", ["chat", "responses", "messages"])
+def test_upstream_cut_mid_event_gives_an_api_error_never_a_decode_error(gw, oai, ant, api):
+    """An upstream that ends its stream in the middle of an event: the partial event is never forwarded, and the
+    gateway's error event arrives on an event boundary, so each SDK raises its API error (not JSONDecodeError)."""
+    h = {"x-mock-chunks": "8", "x-mock-cut-after": "4"}
+    with pytest.raises((openai.APIError, anthropic.APIError)) as e:
+        if api == "chat":
+            for _ in oai.chat.completions.create(model="gpt-4o-mini", messages=MSG, stream=True, extra_headers=h):
+                pass
+        elif api == "responses":
+            for _ in oai.responses.create(model="gpt-4o-mini", input="hi", stream=True, extra_headers=h):
+                pass
+        else:
+            with ant.messages.stream(model="claude-haiku-4-5", max_tokens=64, messages=MSG, extra_headers=h) as s:
+                for _ in s:
+                    pass
+    assert "closed the stream before it was complete" in str(e.value), e.value
+
+
+@pytest.mark.parametrize("api", ["chat", "responses", "messages"])
+def test_stream_without_its_final_blank_line_is_complete(gw, oai, ant, api):
+    h = {"x-mock-chunks": "8", "x-mock-no-final-blank": "1"}
+    if api == "chat":
+        text = "".join(c.choices[0].delta.content or "" for c in oai.chat.completions.create(
+            model="gpt-4o-mini", messages=MSG, stream=True, extra_headers=h) if c.choices)
+    elif api == "responses":
+        with oai.responses.stream(model="gpt-4o-mini", input="hi", extra_headers=h) as s:
+            text = s.get_final_response().output_text
+    else:
+        with ant.messages.stream(model="claude-haiku-4-5", max_tokens=64, messages=MSG, extra_headers=h) as s:
+            text = s.get_final_text()
+    assert text == expected_text(8)
