@@ -324,6 +324,16 @@ pub struct Limits {
     /// Deepest nesting of arrays and objects accepted in a request body (1–128); deeper bodies get 400 before any
     /// plugin sees them. Real requests (messages, content parts, tool schemas) stay well under the default 64.
     pub max_json_depth: usize,
+    /// A connection on which no byte moved either way for this long is closed (idle keep-alive, or a client that
+    /// stopped reading).
+    #[serde(deserialize_with = "de_duration")]
+    pub keep_alive_idle: Duration,
+    /// A request body that has not fully arrived this long after the headers gets 408.
+    #[serde(deserialize_with = "de_duration")]
+    pub body_timeout: Duration,
+    /// Client connections served at once; more are shed with 503. Default: the open-file limit (raised to its hard
+    /// limit at start) minus a reserve.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Limits {
@@ -333,6 +343,9 @@ impl Default for Limits {
             client_header_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(30),
             max_json_depth: 64,
+            keep_alive_idle: Duration::from_secs(75),
+            body_timeout: Duration::from_secs(30),
+            max_connections: None,
         }
     }
 }

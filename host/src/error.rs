@@ -52,6 +52,8 @@ pub enum ErrorKind {
     ModelNotFound,
     /// Body over `limits.max_body`.
     PayloadTooLarge,
+    /// The body did not arrive within `limits.body_timeout`.
+    RequestTimeout,
     /// The upstream answered 429 and the gateway could not retry.
     RateLimited,
     /// An upstream failed (connection refused, 5xx, broken stream) and retries were exhausted or not allowed.
@@ -73,6 +75,7 @@ impl ErrorKind {
             ErrorKind::NotFound | ErrorKind::ModelNotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::UpstreamFailed | ErrorKind::UpstreamAuth => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -87,7 +90,8 @@ impl ErrorKind {
             | ErrorKind::NotFound
             | ErrorKind::MethodNotAllowed
             | ErrorKind::ModelNotFound
-            | ErrorKind::PayloadTooLarge => Source::Client,
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::RequestTimeout => Source::Client,
             ErrorKind::RateLimited | ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => Source::Upstream,
             ErrorKind::UpstreamAuth | ErrorKind::PluginFailed => Source::Gateway,
             ErrorKind::Rejected => Source::Client,
@@ -102,6 +106,7 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => ("invalid_request_error", "method_not_allowed"),
             ErrorKind::ModelNotFound => ("invalid_request_error", "model_not_found"),
             ErrorKind::PayloadTooLarge => ("invalid_request_error", "request_too_large"),
+            ErrorKind::RequestTimeout => ("invalid_request_error", "request_timeout"),
             ErrorKind::RateLimited => ("rate_limit_error", "rate_limit_exceeded"),
             ErrorKind::UpstreamFailed => ("upstream_error", "upstream_failed"),
             ErrorKind::UpstreamTimeout => ("upstream_error", "upstream_timeout"),
@@ -117,6 +122,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest | ErrorKind::MethodNotAllowed => "invalid_request_error",
             ErrorKind::NotFound | ErrorKind::ModelNotFound => "not_found_error",
             ErrorKind::PayloadTooLarge => "request_too_large",
+            ErrorKind::RequestTimeout => "invalid_request_error",
             ErrorKind::RateLimited => "rate_limit_error",
             ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamTimeout

@@ -239,7 +239,11 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let opts = ServeOptions { header_timeout: config.limits.client_header_timeout, drain: config.limits.drain };
+    let fd_limit = server::raise_fd_limit();
+    let l = &config.limits;
+    let max_connections = l.max_connections.unwrap_or_else(|| server::default_max_connections(fd_limit));
+    tracing::info!(fd_limit, max_connections, "connection limits");
+    let opts = ServeOptions::new(l.client_header_timeout, l.keep_alive_idle, max_connections, l.drain);
 
     if let Some(addr) = config.mock_upstream {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -294,7 +298,13 @@ async fn mock_upstream(listen: SocketAddr, api_key: Option<String>) -> anyhow::R
         listener.local_addr()?,
         if api_key.is_some() { ", API key required" } else { "" }
     );
-    let opts = ServeOptions { header_timeout: Duration::from_secs(10), drain: Duration::from_secs(1) };
+    let fd_limit = server::raise_fd_limit();
+    let opts = ServeOptions::new(
+        Duration::from_secs(10),
+        Duration::from_secs(75),
+        server::default_max_connections(fd_limit),
+        Duration::from_secs(1),
+    );
     server::serve(listener, mock::router(api_key), opts, server::shutdown_signal()).await;
     Ok(())
 }

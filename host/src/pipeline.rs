@@ -116,7 +116,16 @@ async fn run(
     rec: &mut RequestRecord,
 ) -> Result<Forward, ApiError> {
     let family = endpoint.family();
-    let mut bytes = read_body(headers, body, app.config.limits.max_body).await?;
+    let limits = &app.config.limits;
+    let mut bytes = match tokio::time::timeout(limits.body_timeout, read_body(headers, body, limits.max_body)).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(ApiError::new(
+                ErrorKind::RequestTimeout,
+                format!("the request body did not arrive within {:?} (limits.body_timeout)", limits.body_timeout),
+            ));
+        }
+    };
     check_depth(&bytes, app.config.limits.max_json_depth)?;
     let mut effects = RequestEffects::default();
     if let Some(chain) = rec.chain.as_mut() {

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub duration: Histograms<EndpointLabels>,
     pub tokens_per_second: Histograms<ModelLabels>,
     pub open_streams: Gauge,
+    pub open_connections: Gauge,
+    pub connections_shed: Counter,
     pub plugin_calls: Family<PluginLabels, Counter>,
     pub plugin_failures: Family<PluginLabels, Counter>,
     pub plugin_seconds: Histograms<PluginLabels>,
@@ -106,6 +108,8 @@ impl Metrics {
             duration: Family::new_with_constructor(seconds),
             tokens_per_second: Family::new_with_constructor(per_second),
             open_streams: Gauge::default(),
+            open_connections: Gauge::default(),
+            connections_shed: Counter::default(),
             plugin_calls: Family::default(),
             plugin_failures: Family::default(),
             plugin_seconds: Family::new_with_constructor(plugin_seconds),
@@ -130,6 +134,12 @@ impl Metrics {
             m.tokens_per_second.clone(),
         );
         r.register("open_streams", "Streamed answers in progress", m.open_streams.clone());
+        r.register("open_connections", "Client connections open", m.open_connections.clone());
+        r.register(
+            "connections_shed",
+            "Connections refused with 503 because the connection limit was reached",
+            m.connections_shed.clone(),
+        );
         r.register("plugin_calls", "Plugin hook calls by plugin and hook", m.plugin_calls.clone());
         r.register(
             "plugin_failures",
