@@ -321,6 +321,11 @@ pub struct Limits {
     /// On SIGTERM/SIGINT, open requests get at most this long to finish.
     #[serde(deserialize_with = "de_duration")]
     pub drain: Duration,
+    /// On SIGTERM/SIGINT, `/readyz` answers 503 at once but the listener keeps accepting for this long (answering
+    /// with `connection: close`), so a load balancer sees the gateway leave before it stops taking connections
+    /// (the Kubernetes pre-stop pattern). Then the listener closes and `drain` starts.
+    #[serde(deserialize_with = "de_duration")]
+    pub drain_delay: Duration,
     /// Deepest nesting of arrays and objects accepted in a request body (1–128); deeper bodies get 400 before any
     /// plugin sees them. Real requests (messages, content parts, tool schemas) stay well under the default 64.
     pub max_json_depth: usize,
@@ -342,6 +347,7 @@ impl Default for Limits {
             max_body: 10 << 20,
             client_header_timeout: Duration::from_secs(10),
             drain: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
             max_json_depth: 64,
             keep_alive_idle: Duration::from_secs(75),
             body_timeout: Duration::from_secs(30),

@@ -66,6 +66,8 @@ pub enum ErrorKind {
     PluginFailed,
     /// A plugin refused the request; the status is the plugin's.
     Rejected,
+    /// The gateway is shutting down: a stream still open at the end of the drain time.
+    ShuttingDown,
 }
 
 impl ErrorKind {
@@ -81,6 +83,7 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::PluginFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Rejected => StatusCode::FORBIDDEN,
+            ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -93,7 +96,7 @@ impl ErrorKind {
             | ErrorKind::PayloadTooLarge
             | ErrorKind::RequestTimeout => Source::Client,
             ErrorKind::RateLimited | ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => Source::Upstream,
-            ErrorKind::UpstreamAuth | ErrorKind::PluginFailed => Source::Gateway,
+            ErrorKind::UpstreamAuth | ErrorKind::PluginFailed | ErrorKind::ShuttingDown => Source::Gateway,
             ErrorKind::Rejected => Source::Client,
         }
     }
@@ -113,6 +116,7 @@ impl ErrorKind {
             ErrorKind::UpstreamAuth => ("server_error", "upstream_auth_failed"),
             ErrorKind::PluginFailed => ("server_error", "plugin_failed"),
             ErrorKind::Rejected => ("invalid_request_error", "rejected"),
+            ErrorKind::ShuttingDown => ("server_error", "shutting_down"),
         }
     }
 
@@ -127,7 +131,8 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamAuth
-            | ErrorKind::PluginFailed => "api_error",
+            | ErrorKind::PluginFailed
+            | ErrorKind::ShuttingDown => "api_error",
             ErrorKind::Rejected => "permission_error",
         }
     }

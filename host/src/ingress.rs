@@ -35,7 +35,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/plugins", get(admin_plugins))
         .route("/admin/plugins/{name}/kv/{*key}", get(admin_kv).put(admin_kv).delete(admin_kv))
         .fallback(not_found)
+        .layer(axum::middleware::map_response_with_state(app.clone(), close_when_draining))
         .with_state(app)
+}
+
+/// While the gateway drains, every answer asks the client to close its connection (the next request goes to
+/// another replica).
+async fn close_when_draining(State(app): State<Arc<App>>, mut resp: Response) -> Response {
+    if app.is_draining() {
+        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// Prometheus metrics (OpenMetrics text format).

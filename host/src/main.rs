@@ -283,7 +283,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = async move {
         server::shutdown_signal().await;
         drain_app.draining.store(true, Ordering::Relaxed);
-        tracing::info!(drain = ?drain_app.config.limits.drain, "shutting down: no new connections; draining open requests");
+        let l = &drain_app.config.limits;
+        if !l.drain_delay.is_zero() {
+            tracing::info!(drain_delay = ?l.drain_delay, "shutting down: /readyz answers 503; still accepting (connection: close)");
+            tokio::time::sleep(l.drain_delay).await;
+        }
+        tracing::info!(drain = ?l.drain, "shutting down: no new connections; draining open requests");
     };
     server::serve(listener, ingress::router(app), opts, shutdown).await;
     tracing::info!("stopped");

@@ -611,7 +611,17 @@ impl AnswerStream {
                 }
                 continue;
             }
-            match tokio::time::timeout(self.idle, self.upstream.next()).await {
+            let next = tokio::select! {
+                n = tokio::time::timeout(self.idle, self.upstream.next()) => n,
+                () = crate::server::drain_over() => {
+                    self.fail(ApiError::new(
+                        ErrorKind::ShuttingDown,
+                        "the gateway is shutting down and its drain time is over; retry the request",
+                    ));
+                    continue;
+                }
+            };
+            match next {
                 Ok(Some(Ok(chunk))) => self.parser.push(&chunk),
                 Ok(Some(Err(e))) => self.fail(ApiError::new(
                     ErrorKind::UpstreamFailed,

@@ -171,6 +171,17 @@ async fn shed(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_millis(500), stream.write_all(resp.as_bytes())).await;
 }
 
+/// Set when the drain time is over: streams still open end with an error event in their client's format (see
+/// `pipeline.rs`) instead of being cut mid-event.
+static DRAIN_OVER: std::sync::LazyLock<tokio::sync::watch::Sender<bool>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(false).0);
+
+/// Resolves when the drain time of a shutdown is over.
+pub async fn drain_over() {
+    let mut rx = DRAIN_OVER.subscribe();
+    let _ = rx.wait_for(|over| *over).await;
+}
+
 /// Serves `router` on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, shutdown: impl Future<Output = ()>) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -248,10 +259,15 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, sh
     }
 
     drop(listener);
+    let shutdown = graceful.shutdown();
+    tokio::pin!(shutdown);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = &mut shutdown => tracing::info!("all connections closed"),
         () = tokio::time::sleep(opts.drain) => {
-            tracing::warn!(drain = ?opts.drain, "drain time over; closing the remaining connections");
+            tracing::warn!(drain = ?opts.drain, "drain time over; ending the remaining streams with an error event");
+            DRAIN_OVER.send_replace(true);
+            // Give the streams a moment to send their error events.
+            let _ = tokio::time::timeout(Duration::from_millis(500), &mut shutdown).await;
         }
     }
 }

@@ -4,10 +4,11 @@ import socket
 import threading
 import time
 
+import anthropic
 import openai
 import pytest
 
-from conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, anthropic_client, expected_text
+from conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, anthropic_client, expected_text, openai_client
 
 
 def test_canary_keys_never_logged(gw, oai, ant):
@@ -70,6 +71,28 @@ def test_sigterm_drains_open_streams_then_exits(session_tmp, mock):
     long.join(10)
     assert code == 0
     assert results["short"] == expected_text(8), "an open stream that fits in the drain time completes"
-    assert isinstance(results["long"], Exception), "a stream longer than the drain time is cut"
+    assert isinstance(results["long"], anthropic.APIError), f"a stream longer than the drain time ends with an " \
+        f"error event the SDK raises, not a broken connection: {results['long']!r}"
+    assert "shutting down" in str(results["long"]), results["long"]
     assert 1.5 < exited < 6, f"exited {exited:.1f}s after SIGTERM with drain = 2s"
     assert "draining open requests" in g.log_text()
+
+
+def test_drain_delay_keeps_accepting_while_readyz_says_503(session_tmp, mock):
+    """Kubernetes pre-stop: on SIGTERM /readyz answers 503 at once, requests are still served (with
+    `connection: close`) for `drain_delay`, then the listener closes."""
+    import urllib.error
+    import urllib.request
+    g = Gateway(session_tmp, mock, name="predrain",
+                limits='max_body = "1MiB"\nclient_header_timeout = "1s"\ndrain = "1s"\ndrain_delay = "2s"')
+    g.terminate()
+    time.sleep(0.3)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(g.url + "/readyz", timeout=2)
+    assert e.value.code == 503
+    raw = openai_client(g).chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    assert raw.parse().choices[0].message.content == expected_text(8), "still serving during drain_delay"
+    assert raw.headers["connection"] == "close"
+    assert g.proc.wait(10) == 0
+    assert "still accepting" in g.log_text()
