@@ -30,9 +30,10 @@ pub fn complete(ended: Ended, chain: Option<Chain>) {
     rt.spawn(async move {
         let cancelled = ended.outcome == Outcome::Cancelled;
         let chain = chain.on_complete(ended.summary(), cancelled).await;
+        let mut chain = chain;
+        chain.release();
         ended.emit(Some(&chain));
         crate::telemetry::finish(&ended, Some(&chain));
-        chain.release();
     });
 }
 

@@ -563,10 +563,17 @@ impl Chain {
         self
     }
 
-    /// Releases the instances after `on-complete` (to the warm pool where configured), logging guest output.
-    pub fn release(mut self) {
+    /// Releases the instances after `on-complete` (to the warm pool where configured, before the request's log line
+    /// is written, so a client that saw the line can count on the instance being back), logging guest output.
+    /// What the instances recorded for the trace is kept in the chain (for the log line and spans written after).
+    pub fn release(&mut self) {
         for (i, slot) in std::mem::take(&mut self.slots).into_iter().enumerate() {
             let p = &self.set.plugins[i];
+            if let Slot::Live(live) = &slot {
+                let data = live.store.data();
+                self.late_attributes.extend(data.attributes.iter().cloned());
+                self.late_events.extend(data.events.iter().cloned());
+            }
             if let Some(live) = slot.into_reusable() {
                 live.drain_output(&p.name);
                 p.put_warm(*live);
