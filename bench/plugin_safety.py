@@ -166,6 +166,87 @@ def failures_and_quarantines(url):
     return sum(p["failures"] for p in doc["plugins"]), sum(p["quarantines"] for p in doc["plugins"])
 
 
+class Gateway:
+    """A fresh gateway (and its built-in mock) for one case."""
+
+    def __init__(self, weir, plugins, tmp, name):
+        port, mock_port = free_port(), free_port()
+        (tmp / f"{name}.toml").write_text(config(port, mock_port, plugins))
+        self.log = tmp / f"{name}.log"
+        env = {**os.environ, "WEIR_BENCH_ADMIN": ADMIN}
+        self.proc = subprocess.Popen([weir, "serve", "--config", str(tmp / f"{name}.toml")],
+                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=env)
+        self.url = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(self.url + "/readyz", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(self.log.read_text()[-2000:])
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def hang_ups(g, tmp):
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    lua = tmp / "stream.lua"
+    lua.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.body = \'{"model":"claude-haiku-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Tell me about weirs"}]}\'\n'
+        'wrk.headers["content-type"] = "application/json"\n'
+        f'wrk.headers["x-api-key"] = "{DEMO_KEY}"\n'
+        'wrk.headers["anthropic-version"] = "2023-06-01"\n'
+        'wrk.headers["x-mock-chunks"] = "40"\n'
+        'wrk.headers["x-mock-delay-ms"] = "5"\n')
+    statuses = []
+    for _ in range(5):
+        subprocess.run(["wrk", "-t2", "-c64", "-d2s", "-s", str(lua), g.url + "/v1/messages"],
+                       capture_output=True, text=True, timeout=60)
+        statuses.append(chat(g.url))
+    quiet(g.log)
+    recs = records(g.log)
+    fails = sum(1 for l in g.log.read_text().splitlines() if "plugin failed" in l)
+    f, q = failures_and_quarantines(g.url)
+    cancelled = sum(1 for r in recs if r.get("outcome") == "cancelled")
+    settled = sum((r.get("input_tokens") or 0) * NANO_IN + (r.get("output_tokens") or 0) * NANO_OUT
+                  for r in recs if r.get("principal") == "demo")
+    recorded = spend(g.url, day)
+    return ("hang-ups: 5 × wrk -c64 -d2s, streamed", f"{len(recs)} requests, {cancelled} cancelled",
+            f"{fails} plugin-failure log lines, failures {f}, quarantines {q}",
+            "next requests " + ",".join(map(str, statuses)),
+            f"spend {recorded / 1e9:.6f} vs settled usage {settled / 1e9:.6f} USD "
+            f"({'equal' if recorded == settled else 'differ by %.6f' % ((recorded - settled) / 1e9)})")
+
+
+def deep_json(g):
+    deep = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+            "x": json.loads("[" * 200 + "1" + "]" * 200)}
+    body = json.dumps(deep, separators=(",", ":")).encode()
+    st = [post(g.url + "/v1/chat/completions", body, {"authorization": f"Bearer {DEMO_KEY}"}) for _ in range(5)]
+    after = chat(g.url)
+    f, q = failures_and_quarantines(g.url)
+    return (f"deep JSON: 5 × {len(body)} bytes nested 200 levels", "statuses " + ",".join(map(str, st)),
+            f"failures {f}, quarantines {q}", f"next request {after}", "")
+
+
+def large(g):
+    st = []
+    for mib in (1, 2, 4, 9.5):
+        text = ("The quick brown fox writes to someone about the weir. " * int(mib * 20000))[: int(mib * (1 << 20))]
+        t0 = time.time()
+        st.append(f"{mib} MiB: {chat(g.url, text)} ({time.time() - t0:.2f} s)")
+    t0 = time.time()
+    big = chat(g.url, "long", {"x-mock-chunks": "48000"})
+    st.append(f"~256 KiB answer: {big} ({time.time() - t0:.2f} s)")
+    after = chat(g.url)
+    f, q = failures_and_quarantines(g.url)
+    return ("large prompts and answer (each case on a fresh gateway)", "; ".join(st), f"failures {f}, quarantines {q}",
+            f"next request {after}", "")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--weir", required=True)
@@ -173,78 +254,13 @@ def main():
     ap.add_argument("--label", default="")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
-    port, mock_port = free_port(), free_port()
-    (tmp / "weir.toml").write_text(config(port, mock_port, a.plugins))
-    log = tmp / "weir.log"
-    env = {**os.environ, "WEIR_BENCH_ADMIN": ADMIN}
-    proc = subprocess.Popen([a.weir, "serve", "--config", str(tmp / "weir.toml")], stdout=log.open("w"),
-                            stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
     rows = []
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(url + "/readyz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        day = time.strftime("%Y-%m-%d", time.gmtime())
-
-        # 1. hang-ups
-        lua = tmp / "stream.lua"
-        lua.write_text(
-            'wrk.method = "POST"\n'
-            'wrk.body = \'{"model":"claude-haiku-4-5","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"Tell me about weirs"}]}\'\n'
-            'wrk.headers["content-type"] = "application/json"\n'
-            f'wrk.headers["x-api-key"] = "{DEMO_KEY}"\n'
-            'wrk.headers["anthropic-version"] = "2023-06-01"\n'
-            'wrk.headers["x-mock-chunks"] = "40"\n'
-            'wrk.headers["x-mock-delay-ms"] = "5"\n')
-        statuses = []
-        for _ in range(5):
-            subprocess.run(["wrk", "-t2", "-c64", "-d2s", "-s", str(lua), url + "/v1/messages"],
-                           capture_output=True, text=True, timeout=60)
-            statuses.append(chat(url))
-        quiet(log)
-        recs = records(log)
-        fails = sum(1 for l in log.read_text().splitlines() if "plugin failed" in l)
-        f, q = failures_and_quarantines(url)
-        cancelled = sum(1 for r in recs if r.get("outcome") == "cancelled")
-        settled = sum((r.get("input_tokens") or 0) * NANO_IN + (r.get("output_tokens") or 0) * NANO_OUT
-                      for r in recs if r.get("principal") == "demo")
-        recorded = spend(url, day)
-        rows.append(("hang-ups: 5 × wrk -c64 -d2s, streamed", f"{len(recs)} requests, {cancelled} cancelled",
-                     f"{fails} plugin-failure log lines, failures {f}, quarantines {q}",
-                     "next requests " + ",".join(map(str, statuses)),
-                     f"spend {recorded / 1e9:.6f} vs settled usage {settled / 1e9:.6f} USD "
-                     f"({'equal' if recorded == settled else 'differ by %.6f' % ((recorded - settled) / 1e9)})"))
-
-        # 2. deep JSON
-        deep = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
-                "x": json.loads("[" * 200 + "1" + "]" * 200)}
-        body = json.dumps(deep, separators=(",", ":")).encode()
-        st = [post(url + "/v1/chat/completions", body, {"authorization": f"Bearer {DEMO_KEY}"}) for _ in range(5)]
-        after = chat(url)
-        f2, q2 = failures_and_quarantines(url)
-        rows.append((f"deep JSON: 5 × {len(body)} bytes nested 200 levels", "statuses " + ",".join(map(str, st)),
-                     f"failures {f2 - f}, quarantines {q2 - q}", f"next request {after}", ""))
-
-        # 3. large inputs
-        st = []
-        for mib in (1, 2, 4, 9.5):
-            text = ("The quick brown fox writes to someone about the weir. " * int(mib * 20000))[: int(mib * (1 << 20))]
-            t0 = time.time()
-            st.append(f"{mib} MiB: {chat(url, text)} ({time.time() - t0:.2f} s)")
-        t0 = time.time()
-        big = chat(url, "long", {"x-mock-chunks": "48000"})
-        st.append(f"~256 KiB answer: {big} ({time.time() - t0:.2f} s)")
-        after = chat(url)
-        f3, q3 = failures_and_quarantines(url)
-        rows.append(("large prompts and answer", "; ".join(st), f"failures {f3 - f2}, quarantines {q3 - q2}",
-                     f"next request {after}", ""))
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    for name, case in [("hangups", lambda g: hang_ups(g, tmp)), ("deep", deep_json), ("large", large)]:
+        g = Gateway(a.weir, a.plugins, tmp, name)
+        try:
+            rows.append(case(g))
+        finally:
+            g.stop()
     print(f"\n### {a.label or a.weir}\n")
     print("| case | what happened | plugin failures | other clients | accounting |")
     print("|---|---|---|---|---|")
