@@ -717,32 +717,33 @@ impl AnswerStream {
             }
             Ok(v) => v,
         };
+        // What to send for this event (none: dropped or held).
         let out: Option<String> = match verdict {
-            ChunkVerdict::Drop => None,
+            ChunkVerdict::Drop | ChunkVerdict::Abort(_) => None,
             ChunkVerdict::Forward { texts: None, data: None } => {
                 for l in &located {
                     self.sent(l.stream, &l.text, &l.text);
                 }
                 Some(f.data.to_string())
             }
-            ChunkVerdict::Forward { texts, data } => {
-                let mut v = match data {
+            // The plugin took the event over: sent as it gave it.
+            ChunkVerdict::Forward { texts: None, data: Some(new) } => Some(new),
+            ChunkVerdict::Forward { texts: Some(texts), data } => {
+                let base = match data {
                     Some(new) => serde_json::from_str(&new).ok(),
-                    None => parsed.clone(),
+                    None => parsed,
                 };
-                match (&mut v, texts) {
-                    (Some(v), Some(texts)) => {
+                match base {
+                    Some(mut v) => {
                         for (l, t) in located.iter().zip(&texts) {
-                            dialect::set(v, &l.pointer, t);
+                            dialect::set(&mut v, &l.pointer, t);
                             self.sent(l.stream, &l.text, t);
                         }
                         Some(v.to_string())
                     }
-                    (Some(v), None) => Some(v.to_string()),
-                    (None, _) => Some(f.data.to_string()),
+                    None => Some(f.data.to_string()),
                 }
             }
-            ChunkVerdict::Abort(_) => None,
         };
         if let Some(out) = out {
             let out = self.rewrite_summaries(event.as_deref(), out);
@@ -757,7 +758,6 @@ impl AnswerStream {
                 return;
             }
         }
-        let _ = d;
     }
 
     /// Notes what the client got of a stream's text (`original` as the upstream sent it, `sent` after plugins).
