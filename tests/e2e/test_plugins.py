@@ -282,6 +282,11 @@ def test_quarantine_after_repeated_failures(session_tmp, mock):
         for _ in range(3):
             with pytest.raises(openai.InternalServerError):
                 chat(c, {"x-closed": "error"})
+        # A request's failure is counted when the request completes (just after its response).
+        deadline = time.time() + 5
+        while not g.admin()["plugins"][0]["quarantined"]:
+            assert time.time() < deadline, g.admin()
+            time.sleep(0.02)
         with pytest.raises(openai.InternalServerError) as e:
             chat(c)
         assert "quarantined" in e.value.message, "a fail-closed plugin in quarantine refuses, it never passes through"
