@@ -7,6 +7,9 @@
 //! client that hangs up cannot cancel it; the log line is written after it so that attributes plugins set there
 //! (a request's cost) are on it.
 
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::time::Instant;
 
 use crate::api::Endpoint;

@@ -11,6 +11,9 @@
 //! Mid-stream errors (after the first byte, when the status can no longer change) are rendered as one SSE event
 //! that the official SDKs raise as an exception: see [`ApiError::sse_event`].
 
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::time::Duration;
 
 use axum::body::Body;
@@ -238,6 +241,7 @@ impl ApiError {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
 

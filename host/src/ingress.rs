@@ -1,6 +1,9 @@
 //! The gateway's routes: the proxied endpoints of both API families, `/v1/models`, health probes, and errors for
 //! anything else (in the shape of the API the client appears to speak).
 
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::sync::Arc;
 
 use axum::Router;

@@ -4,6 +4,9 @@
 //!
 //! The record holds no prompt or completion text and no credentials, only ids, counts and timings.
 
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::time::{Duration, Instant};
 
 use crate::api::Endpoint;

@@ -5,6 +5,9 @@
 //! the fields are parsed lazily, only when the usage tap asks. Lines may end in `\n`, `\r\n` or `\r`, as the
 //! specification allows.
 
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
@@ -77,8 +80,7 @@ impl SseParser {
 
     /// Splits off the next complete event, if the buffer holds one.
     pub fn next_event(&mut self) -> Option<SseEvent> {
-        while self.pos < self.buf.len() {
-            let b = self.buf[self.pos];
+        while let Some(&b) = self.buf.get(self.pos) {
             let i = self.pos;
             self.pos += 1;
             if b == b'\n' && self.after_cr {
@@ -126,6 +128,7 @@ impl SseParser {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
 

@@ -9,6 +9,9 @@
 //! for Anthropic the gateway adds `cache_read_input_tokens` and `cache_creation_input_tokens`), and
 //! `cached_tokens` is the part of the input read from the provider's prompt cache.
 
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::borrow::Cow;
 use std::time::Instant;
 
@@ -313,6 +316,7 @@ impl WireUsage {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
     use crate::sse::SseParser;

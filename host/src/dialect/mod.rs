@@ -12,6 +12,9 @@
 //! | responses | `response.output_text.delta`, `response.reasoning_*text.delta`, `response.function_call_arguments.delta` | the matching `*.done`, `response.output_item.done`, `response.completed` | `*.done`, `content_part.done`, `output_item.done`, `response.completed` |
 //! | messages | `content_block_delta`: `text_delta`, `thinking_delta`, `input_json_delta` | `content_block_stop`, `message_stop` | — |
 
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 mod chat;
 mod messages;
 mod responses;
@@ -131,4 +134,5 @@ pub fn frame(event: Option<&str>, data: &str) -> bytes::Bytes {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
 mod tests;

@@ -3,6 +3,9 @@
 //!
 //! Host functions are tested directly through the generated `Host` traits, without Wasm (see the tests below).
 
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -163,7 +166,7 @@ impl State {
     pub fn start_call(&mut self, budget: Duration) {
         self.budget = budget;
         self.used = Duration::ZERO;
-        *self.running_since.lock().unwrap() = Instant::now();
+        *self.running_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
     }
 
     fn key(&self, key: &str) -> String {
@@ -186,7 +189,7 @@ impl State {
 
     /// Time spent waiting on a host call (kv) is not the guest's: its running time restarts now.
     fn resume_running(&mut self) {
-        *self.running_since.lock().unwrap() = Instant::now();
+        *self.running_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
     }
 }
 
@@ -423,6 +426,7 @@ impl v2::weir::plugin::kv::Host for State {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
     use crate::plugin::kv::MemoryKv;

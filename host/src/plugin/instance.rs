@@ -18,6 +18,9 @@
 //! on a fresh instance instead ([`Slot::complete_on`]). The same holds for an instance that failed: its own store
 //! may be dead, but its `on-complete` is still owed (a reservation made before the failure must be settled).
 
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use wasmtime::Store;
 
 use super::host::State;

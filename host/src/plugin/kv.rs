@@ -4,6 +4,9 @@
 //! behind the same trait; the in-memory store answers at once and never fails. Integers written by `increment`
 //! are stored as their decimal text, so `get` of a counter returns e.g. `b"42"`.
 
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -74,12 +77,12 @@ impl MemoryKv {
     }
 
     fn get_sync(&self, key: &str) -> Option<Vec<u8>> {
-        let map = self.map.lock().unwrap();
+        let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         map.get(key).filter(|e| Self::live(e, Instant::now())).map(|e| e.0.clone())
     }
 
     fn set_sync(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) {
-        let mut map = self.map.lock().unwrap();
+        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // A TTL too long for an `Instant` (a plugin may pass any u64) means no expiry.
         map.insert(key.to_string(), (value, ttl.and_then(|t| Instant::now().checked_add(t))));
         Self::sweep(&mut map);
@@ -87,7 +90,7 @@ impl MemoryKv {
 
     fn increment_sync(&self, key: &str, delta: i64, ttl: Option<Duration>) -> i64 {
         let now = Instant::now();
-        let mut map = self.map.lock().unwrap();
+        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (cur, expiry) = match map.get(key).filter(|e| Self::live(e, now)) {
             Some((v, exp)) => (std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0), *exp),
             None => (0, ttl.and_then(|t| now.checked_add(t))),
@@ -111,12 +114,13 @@ impl Kv for MemoryKv {
         Box::pin(std::future::ready(Ok(self.increment_sync(key, delta, ttl))))
     }
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, KvResult<()>> {
-        self.map.lock().unwrap().remove(key);
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
         Box::pin(std::future::ready(Ok(())))
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
     use std::sync::Arc;

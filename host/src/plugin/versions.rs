@@ -9,6 +9,9 @@
 //! - `flush` takes no stream: it is called at the end of every stream that carried answer text;
 //! - the summary has no metadata, and `kv` calls cannot fail (see `host.rs`).
 
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::sync::Arc;
 
 use wasmtime::Store;
@@ -88,7 +91,7 @@ impl Bindings {
                     index: chunk.index,
                     event: chunk.event.clone(),
                     data: chunk.data.clone(),
-                    text_delta: answer.map(|i| chunk.texts[i].text.clone()),
+                    text_delta: answer.and_then(|i| chunk.texts.get(i)).map(|p| p.text.clone()),
                     whole_body: chunk.whole_body,
                 };
                 let d = match b.weir_plugin_hooks().call_on_chunk(store, &old).await? {
@@ -100,8 +103,8 @@ impl Bindings {
                     D::Pass => types::ChunkDecision::Pass,
                     D::ReplaceText(t) => match answer {
                         Some(i) => {
-                            let mut texts: Vec<String> = chunk.texts.iter().map(|p| p.text.clone()).collect();
-                            texts[i] = t;
+                            let texts = chunk.texts.iter().enumerate();
+                            let texts = texts.map(|(k, p)| if k == i { t.clone() } else { p.text.clone() }).collect();
                             types::ChunkDecision::ReplaceTexts(texts)
                         }
                         None => return Ok(Err("replaced the text of an event that has no text".into())),

@@ -6,6 +6,9 @@
 //! variable the config names, is set instead, marked sensitive); only headers the operator listed in
 //! `forward_headers` pass through.
 
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 pub mod retry;
 
 use std::sync::LazyLock;
@@ -149,12 +152,14 @@ impl Upstreams {
         })
     }
 
+    #[allow(clippy::indexing_slicing, reason = "UpstreamIdx values come only from the validated config: in range")]
     pub fn get(&self, idx: UpstreamIdx) -> &Upstream {
         &self.entries[idx.0].cfg
     }
 
     /// The order in which to try `route`'s candidates for a request of `family`: candidates of another family are
     /// left out; upstreams in cooldown go last; then by priority; within one priority, a weighted random order.
+    #[allow(clippy::indexing_slicing, reason = "UpstreamIdx values come only from the validated config: in range")]
     pub fn plan(&self, route: &[Candidate], family: Family) -> Vec<Candidate> {
         let now = now_ms();
         let mut keyed: Vec<((bool, u32, f64), Candidate)> = route
@@ -172,6 +177,10 @@ impl Upstreams {
     }
 
     /// One attempt: send the request and, for non-streamed answers, read the whole body.
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "UpstreamIdx values come only from the validated config, and `urls` has one entry per Endpoint"
+    )]
     pub async fn attempt(&self, cand: &Candidate, req: &AttemptRequest<'_>, span: u64) -> Result<Answer, Failure> {
         let idx = cand.upstream;
         let entry = &self.entries[idx.0];
@@ -294,6 +303,7 @@ impl Upstreams {
     }
 
     /// Records an attempt's outcome for cooldown. Returns true when this failure put the upstream into cooldown.
+    #[allow(clippy::indexing_slicing, reason = "UpstreamIdx values come only from the validated config: in range")]
     pub fn record(&self, idx: UpstreamIdx, ok: bool) -> bool {
         let health = &self.entries[idx.0].health;
         if ok {
@@ -336,6 +346,7 @@ fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
     use std::path::Path;

@@ -9,6 +9,9 @@
 //! turn, and not before its backoff (or its `Retry-After`, whichever is longer) has passed. A `Retry-After` longer
 //! than `retry.max_retry_after` takes that candidate out of the rotation.
 
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, StatusCode, header};
@@ -136,6 +139,10 @@ pub struct Outcome {
 }
 
 /// Tries the plan's candidates until one answers, a failure is not retryable, or attempts run out.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "every index is a position in `plan`, found by iterating 0..plan.len(); the per-candidate vectors have plan.len() entries"
+)]
 pub async fn run(ups: &Upstreams, policy: &RetryConfig, plan: &[Candidate], req: &AttemptRequest<'_>) -> Outcome {
     let mut attempts = Vec::new();
     let mut failures = vec![0u32; plan.len()];
@@ -197,11 +204,17 @@ pub async fn run(ups: &Upstreams, policy: &RetryConfig, plan: &[Candidate], req:
             }
         }
     }
-    let f = last.expect("the loop runs at least once with a non-empty plan");
-    Outcome { result: Err(f), attempts }
+    match last {
+        Some(f) => Outcome { result: Err(f), attempts },
+        // The first iteration always attempts (retry.attempts >= 1 is validated, the caller never passes an empty
+        // plan, and nothing is out of rotation before a failure), and every attempt that does not return sets
+        // `last`.
+        None => unreachable!("an empty plan or zero attempts"),
+    }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
     use http::HeaderValue;
