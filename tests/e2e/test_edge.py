@@ -122,3 +122,18 @@ def test_absurd_retry_after_from_the_upstream_is_survived(edge, value):
     assert e.value.status_code == 429
     assert int(e.value.response.headers["retry-after"]) >= 3600, "saturated, passed on"
     assert c.chat.completions.create(model="gpt-4o-mini", messages=MSG).choices[0].message.content
+
+
+def test_a_compile_cache_others_can_write_is_refused_at_start(tmp_path):
+    import os
+    import subprocess
+    from conftest import GUESTS, WEIR
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    os.chmod(cache, 0o777)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'listen = "127.0.0.1:1"\n[plugin_runtime]\ncache_dir = "{cache}"\n[[plugins]]\nname = "allowlist"\n'
+                   f'file = "{GUESTS / "allowlist.wasm"}"\ncapabilities = ["kv", "trace"]\nconfig = {{ models = ["*"] }}\n')
+    p = subprocess.run([str(WEIR), "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1
+    assert "lets other users write" in p.stderr and "chmod 700" in p.stderr, p.stderr

@@ -119,7 +119,16 @@ impl PluginEngine {
 
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
-        let cache_dir = rt.cache_dir.clone().unwrap_or_else(default_cache_dir);
+        let cache_dir = match rt.cache_dir.clone().or_else(default_cache_dir) {
+            Some(d) => d,
+            None => anyhow::bail!(
+                "plugin_runtime.cache_dir: no HOME or XDG_CACHE_HOME to put the compiled-plugin cache in; set \
+                 cache_dir to a directory only this user can write (the gateway loads native code from it)"
+            ),
+        };
+        // The default directory is the gateway's own: one left readable by others (by an older version) is tightened;
+        // a configured one must already be 0700.
+        secure_cache_dir(&cache_dir, rt.cache_dir.is_none())?;
         Ok(Arc::new(PluginEngine { engine, linker, cache_dir, compat: h.finish() }))
     }
 
@@ -256,14 +265,63 @@ pub fn needed_capabilities(imports: &[String]) -> BTreeSet<Capability> {
         .collect()
 }
 
-fn default_cache_dir() -> PathBuf {
+/// `$XDG_CACHE_HOME/weir/plugins`, else `~/.cache/weir/plugins`. Never a shared temporary directory: the gateway
+/// loads native code from the cache, and another local user must not be able to plant any there.
+fn default_cache_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("weir").join("plugins");
+        return Some(PathBuf::from(d).join("weir").join("plugins"));
     }
-    if let Some(h) = std::env::var_os("HOME") {
-        return PathBuf::from(h).join(".cache").join("weir").join("plugins");
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("weir").join("plugins"))
+}
+
+/// Creates the compile cache directory (mode 0700) or checks an existing one: owned by this user, mode 0700. A
+/// group- or world-writable one could hold artifacts planted by another user: refused, never repaired. With
+/// `tighten` (the default directory only), one that others can merely read is set to 0700.
+fn secure_cache_dir(dir: &Path, tighten: bool) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        let show = dir.display();
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| anyhow::anyhow!("plugin_runtime.cache_dir {show}: cannot create: {e}"))?;
+        }
+        let meta = std::fs::metadata(dir).map_err(|e| anyhow::anyhow!("plugin_runtime.cache_dir {show}: {e}"))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let mode = meta.mode() & 0o777;
+        if !meta.is_dir() {
+            anyhow::bail!("plugin_runtime.cache_dir {show}: not a directory");
+        }
+        if meta.uid() != me {
+            anyhow::bail!(
+                "plugin_runtime.cache_dir {show}: owned by uid {}, not by this user (uid {me}); the gateway loads \
+                 native code from it, so it must be this user's own directory (mode 0700)",
+                meta.uid()
+            );
+        }
+        if mode & 0o022 != 0 {
+            anyhow::bail!(
+                "plugin_runtime.cache_dir {show}: mode {mode:o} lets other users write into it; the gateway loads \
+                 native code from it: `chmod 700 {show}` (and remove anything you did not put there) or choose \
+                 another directory"
+            );
+        }
+        if mode != 0o700 {
+            if !tighten {
+                anyhow::bail!(
+                    "plugin_runtime.cache_dir {show}: mode {mode:o}; the gateway loads native code from it, so it \
+                     must be this user's alone: `chmod 700 {show}`"
+                );
+            }
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| anyhow::anyhow!("plugin_runtime.cache_dir {show}: cannot set mode 0700: {e}"))?;
+        }
     }
-    std::env::temp_dir().join("weir-plugin-cache")
+    Ok(())
 }
 
 pub fn hex(bytes: &[u8]) -> String {
@@ -276,6 +334,26 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_cache_dir_is_ours_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("weir-cache-test-{}", std::process::id()));
+        let dir = base.join("a/b");
+        secure_cache_dir(&dir, false).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "created 0700");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = secure_cache_dir(&dir, false).unwrap_err().to_string();
+        assert!(e.contains("mode 755") && e.contains("chmod 700"), "a configured directory must be 0700: {e}");
+        secure_cache_dir(&dir, true).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700, "the default is tightened");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = secure_cache_dir(&dir, true).unwrap_err().to_string();
+        assert!(e.contains("mode 777") && e.contains("lets other users write"), "writable by others: refused: {e}");
+        assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o777, "and not repaired");
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
