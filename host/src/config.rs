@@ -55,6 +55,8 @@ pub struct Config {
     /// The environment variable holding the admin API's bearer token (`[admin] token_env`). Without it, the admin
     /// routes that change state are off.
     pub admin_token_env: Option<String>,
+    /// `[admin] listen`: serve `/admin/*` on this address only (not on the API port).
+    pub admin_listen: Option<SocketAddr>,
     /// Traces (OTLP) — off unless an endpoint or protocol is set here or in the standard `OTEL_*` variables.
     pub telemetry: TelemetryConfig,
 }
@@ -473,7 +475,10 @@ struct RawConfig {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
-    token_env: String,
+    #[serde(default)]
+    token_env: Option<String>,
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -557,6 +562,10 @@ impl Config {
         let listen = parse_addr(&raw.listen, "listen", at)?;
         let mock_upstream = match &raw.mock_upstream {
             Some(m) => Some(parse_addr(&m.listen, "mock_upstream.listen", at)?),
+            None => None,
+        };
+        let admin_listen = match raw.admin.as_ref().and_then(|a| a.listen.as_ref()) {
+            Some(l) => Some(parse_addr(l, "admin.listen", at)?),
             None => None,
         };
         let telemetry = match &raw.telemetry {
@@ -763,7 +772,8 @@ impl Config {
             upstreams,
             routes,
             mock_upstream,
-            admin_token_env: raw.admin.map(|a| a.token_env),
+            admin_token_env: raw.admin.and_then(|a| a.token_env),
+            admin_listen,
             telemetry,
         })
     }

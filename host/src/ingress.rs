@@ -25,7 +25,7 @@ pub fn router(app: Arc<App>) -> Router {
         })
         .fallback(method_not_allowed)
     };
-    Router::new()
+    let api = Router::new()
         .route("/v1/chat/completions", proxied(Endpoint::ChatCompletions))
         .route("/v1/responses", proxied(Endpoint::Responses))
         .route("/v1/embeddings", proxied(Endpoint::Embeddings))
@@ -34,12 +34,22 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/models", get(models).fallback(method_not_allowed))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/admin/plugins", get(admin_plugins))
-        .route("/admin/plugins/{name}/kv/{*key}", get(admin_kv).put(admin_kv).delete(admin_kv))
-        .fallback(not_found)
+        .route("/metrics", get(metrics));
+    // `/admin/*` is on the admin listener when there is one, else here (see `admin_plugins` for who may read it).
+    let api = if app.config.admin_listen.is_some() { api } else { admin_routes(api) };
+    api.fallback(not_found)
         .layer(axum::middleware::map_response_with_state(app.clone(), close_when_draining))
         .with_state(app)
+}
+
+fn admin_routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
+    r.route("/admin/plugins", get(admin_plugins))
+        .route("/admin/plugins/{name}/kv/{*key}", get(admin_kv).put(admin_kv).delete(admin_kv))
+}
+
+/// The admin listener's router (`[admin] listen`): `/admin/*` only.
+pub fn admin_router(app: Arc<App>) -> Router {
+    admin_routes(Router::new()).fallback(not_found).with_state(app)
 }
 
 /// While the gateway drains, every answer asks the client to close its connection (the next request goes to
@@ -85,8 +95,21 @@ async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     axum::Json(body).into_response()
 }
 
-/// The loaded plugins: name, version, source, calls, failures, quarantine, last error.
-async fn admin_plugins(State(app): State<Arc<App>>) -> Response {
+/// The loaded plugins: name, version, source, calls, failures, quarantine, last error (file paths and errors: not
+/// for the public). On the admin listener it answers anyone who reaches it (that listener is loopback unless the
+/// operator chose otherwise); on the API port only clients on loopback, or with the admin token.
+async fn admin_plugins(
+    State(app): State<Arc<App>>,
+    peer: Option<axum::Extension<crate::server::PeerAddr>>,
+    headers: HeaderMap,
+) -> Response {
+    let on_api_port = app.config.admin_listen.is_none();
+    let local = peer.is_some_and(|p| p.0.0.ip().is_loopback());
+    if on_api_port && !local && !has_admin_token(&app, &headers) {
+        let msg = "the admin API answers only on loopback or with `Authorization: Bearer <admin token>` \
+                   (or set [admin] listen to serve it on an address of its own)";
+        return (StatusCode::FORBIDDEN, axum::Json(json!({"error": msg}))).into_response();
+    }
     match &app.plugins {
         Some(r) => axum::Json(r.admin()).into_response(),
         None => axum::Json(json!({"plugins": [], "plugins_dir": null})).into_response(),
@@ -143,6 +166,15 @@ async fn admin_kv(
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         },
+    }
+}
+
+fn has_admin_token(app: &App, headers: &HeaderMap) -> bool {
+    let given =
+        headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match (&app.admin_token, given) {
+        (Some(token), Some(g)) => constant_time_eq(g.as_bytes(), token.as_bytes()),
+        _ => false,
     }
 }
 

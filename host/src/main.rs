@@ -279,6 +279,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         listener.local_addr()?
     );
 
+    if let Some(addr) = app.config.admin_listen {
+        let admin = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("[admin] listen {addr}: cannot listen: {e}"))?;
+        if !addr.ip().is_loopback() && app.admin_token.is_none() {
+            tracing::warn!(%addr, "the admin listener is not on loopback and has no token: /admin/plugins is readable by anyone who reaches it");
+        }
+        tracing::info!("admin API on http://{addr}/admin/plugins");
+        let admin_opts = ServeOptions::new(opts.header_timeout, opts.idle_timeout, 64, opts.drain);
+        tokio::spawn(server::serve(admin, ingress::admin_router(app.clone()), admin_opts, std::future::pending()));
+    }
     let drain_app = app.clone();
     let shutdown = async move {
         server::shutdown_signal().await;

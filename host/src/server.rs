@@ -38,6 +38,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 use tokio::sync::{Notify, Semaphore};
 
+/// The client's address, in every request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
 /// Server settings.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeOptions {
@@ -247,7 +251,14 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, sh
         next_id += 1;
         let evicted = silent.add(next_id);
         let io = Watched { inner: stream, base, last: last.clone(), id: next_id, silent: silent.clone() };
-        let service = TowerToHyperService::new(router.clone());
+        let peer = PeerAddr(_peer);
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut req: http::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(peer);
+                req
+            },
+        ));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
         let conn = graceful.watch(conn);
         let (first, idle) = (opts.header_timeout, opts.idle_timeout);

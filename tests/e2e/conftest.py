@@ -123,7 +123,7 @@ def admin_kv(g, plugin, key, method="GET", body=None, token=ADMIN_TOKEN):
         return e.code, e.read()
 
 
-def gateway_config(mock_port, port, top="", tail="", **over):
+def gateway_config(mock_port, port, top="", tail="", bind="127.0.0.1", **over):
     """The test gateway's config. `over` replaces sections by name; `top` adds top-level keys, `tail` tables."""
     sections = {
         "limits": 'max_body = "1MiB"\nclient_header_timeout = "1s"\ndrain = "5s"',
@@ -135,7 +135,7 @@ def gateway_config(mock_port, port, top="", tail="", **over):
     dead = free_port()  # nothing listens here: connections are refused
     mock = f"http://127.0.0.1:{mock_port}/v1"
     text = f"""
-listen = "127.0.0.1:{port}"
+listen = "{bind}:{port}"
 forward_headers = ["x-mock-*"]
 {top}
 
@@ -199,11 +199,11 @@ candidates = [{{ upstream = "dead-anthropic", model = "claude-haiku-4-5" }}, {{ 
 
 
 class Gateway:
-    def __init__(self, tmp, mock, name="gateway", top="", tail="", env=None, **over):
+    def __init__(self, tmp, mock, name="gateway", top="", tail="", env=None, bind="127.0.0.1", **over):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = tmp / f"{name}.toml"
-        self.config.write_text(gateway_config(mock.port, self.port, top=top, tail=tail, **over))
+        self.config.write_text(gateway_config(mock.port, self.port, top=top, tail=tail, bind=bind, **over))
         self.log = tmp / f"{name}.log"
         env = {**os.environ, "WEIR_TEST_UPSTREAM_KEY": UPSTREAM_KEY, "WEIR_TEST_WRONG_KEY": "sk-wrong-key-canary-0000",
                "WEIR_TEST_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}

@@ -137,3 +137,50 @@ def test_a_compile_cache_others_can_write_is_refused_at_start(tmp_path):
     p = subprocess.run([str(WEIR), "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
     assert p.returncode == 1
     assert "lets other users write" in p.stderr and "chmod 700" in p.stderr, p.stderr
+
+
+def non_loopback_ip():
+    """An address of this machine that is not loopback, or None."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the outgoing interface
+            ip = s.getsockname()[0]
+        except OSError:
+            return None
+    return None if ip.startswith("127.") else ip
+
+
+def test_admin_is_not_for_the_public(session_tmp, mock):
+    """/admin/plugins (file paths, versions, errors) answers loopback clients and admin-token holders on the API
+    port; with [admin] listen it is served on that address only."""
+    import urllib.error
+    from conftest import ADMIN_TOKEN, free_port
+    ip = non_loopback_ip()
+    if ip is None:
+        pytest.skip("no non-loopback address on this machine")
+    g = Gateway(session_tmp, mock, name="admin-all", bind="0.0.0.0",
+                tail='[admin]\ntoken_env = "WEIR_TEST_ADMIN_TOKEN"\n')
+    try:
+        outside = f"http://{ip}:{g.port}/admin/plugins"
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(outside, timeout=5)
+        assert e.value.code == 403 and b"loopback" in e.value.read()
+        req = urllib.request.Request(outside, headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert "plugins" in json.loads(r.read())
+        with urllib.request.urlopen(f"http://127.0.0.1:{g.port}/admin/plugins", timeout=5) as r:
+            assert r.status == 200, "loopback clients (local tooling) are served"
+    finally:
+        g.stop()
+    # With [admin] listen: only there.
+    admin_port = free_port()
+    g = Gateway(session_tmp, mock, name="admin-own",
+                tail=f'[admin]\ntoken_env = "WEIR_TEST_ADMIN_TOKEN"\nlisten = "127.0.0.1:{admin_port}"\n')
+    try:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(g.url + "/admin/plugins", timeout=5)
+        assert e.value.code == 404
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/admin/plugins", timeout=5) as r:
+            assert "plugins" in json.loads(r.read())
+    finally:
+        g.stop()
