@@ -279,21 +279,29 @@ impl Chain {
             let t0 = Instant::now();
             self.input_len = req.body.len();
             self.started[i] = !p.is_quarantined();
-            let Some(live) = self.instance(i, Hook::OnRequest).await? else { continue };
-            live.begin_call();
-            let result = live.bindings.on_request(&mut live.store, &req).await;
-            live.end_call();
-            let decision = match result {
-                Ok(Ok(d)) => d,
-                Ok(Err(e)) => {
-                    let msg = format!("returned an error: {e}");
-                    self.note(i, Hook::OnRequest, t0, "error", Some(msg.clone()));
+            if self.instance(i, Hook::OnRequest).await?.is_none() {
+                continue;
+            }
+            let (live, result) = match self.shielded_on_request(i, &req).await {
+                Some(done) => done,
+                None => {
+                    let msg = "on-request ended without an answer (its task was stopped)".to_string();
+                    self.note(i, Hook::OnRequest, t0, "failed", Some(msg.clone()));
                     self.fail(i, Hook::OnRequest, &msg)?;
                     continue;
                 }
-                Err(e) => {
-                    let msg = describe(&e, &live.store, Hook::OnRequest, &p);
-                    self.note(i, Hook::OnRequest, t0, "failed", Some(msg.clone()));
+            };
+            let failure = match &result {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(("error", format!("returned an error: {e}"))),
+                Err(e) => Some(("failed", describe(e, &live.store, Hook::OnRequest, &p))),
+            };
+            self.slots[i] = Slot::Live(live);
+            let decision = match (result, failure) {
+                (Ok(Ok(d)), None) => d,
+                (_, failure) => {
+                    let (label, msg) = failure.unwrap_or(("failed", "failed".to_string()));
+                    self.note(i, Hook::OnRequest, t0, label, Some(msg.clone()));
                     self.fail(i, Hook::OnRequest, &msg)?;
                     continue;
                 }
@@ -337,6 +345,45 @@ impl Chain {
             }
         }
         Ok(fx)
+    }
+
+    /// Runs plugin `i`'s `on-request` on a task of its own (its instance must be live) and waits for it. If this
+    /// future is dropped meanwhile (the client went away), the call still completes and the instance waits in the
+    /// slot for the completion phase. `None`: the task was lost (the runtime is shutting down).
+    async fn shielded_on_request(&mut self, i: usize, req: &Arc<RequestSnapshot>) -> Option<super::instance::Shielded> {
+        let Slot::Live(mut live) = std::mem::replace(&mut self.slots[i], Slot::Idle) else { return None };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let req = req.clone();
+        tokio::spawn(async move {
+            let result = live.bindings.on_request(&mut live.store, &req).await;
+            let _ = tx.send((live, result));
+        });
+        self.slots[i] = Slot::InFlight(rx);
+        let Slot::InFlight(rx) = &mut self.slots[i] else { return None };
+        let done = rx.await.ok();
+        if done.is_none() {
+            self.slots[i] = Slot::Poisoned;
+        }
+        done
+    }
+
+    /// Takes back instances whose shielded `on-request` was still running when the request was dropped.
+    async fn settle_in_flight(&mut self) {
+        for i in 0..self.slots.len() {
+            if !matches!(self.slots[i], Slot::InFlight(_)) {
+                continue;
+            }
+            let Slot::InFlight(rx) = std::mem::replace(&mut self.slots[i], Slot::Poisoned) else { continue };
+            match rx.await {
+                Ok((live, Ok(_))) => self.slots[i] = Slot::Live(live),
+                Ok((live, Err(e))) => {
+                    let p = self.set.plugins[i].clone();
+                    let msg = describe(&e, &live.store, Hook::OnRequest, &p);
+                    let _ = self.fail(i, Hook::OnRequest, &msg);
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     fn apply_changes(
@@ -508,6 +555,7 @@ impl Chain {
     /// success or a failure (a cancelled request counts as neither). Returns the chain for its trace attributes;
     /// [`Chain::release`] it after.
     pub async fn on_complete(mut self, summary: types::Summary, cancelled: bool) -> Chain {
+        self.settle_in_flight().await;
         let mut summary = summary;
         summary.principal = self.principal.clone();
         summary.metadata = self.metadata.clone();

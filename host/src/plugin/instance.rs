@@ -8,9 +8,17 @@
 //!                          ├─ call fails (trap, deadline, ► Failed   (the request's failure, counted)
 //!                          │  error, invalid decision)
 //!                          └─ future dropped mid-call ───► Poisoned (a cancellation, never counted)
+//!   Live ──on-request──────► InFlight (the call runs on a task of its own: a hang-up cannot stop it half-way)
+//!                          └─ call returns ──► Live (or Failed)
 //!   Idle ──quarantined────► Skipped (never called in this request)
 //!   end of request: a usable Live goes back to the pool (warm reuse only); anything else is dropped
 //! ```
+//!
+//! `on-request` calls are *shielded*: they run on a task of their own and the instance comes back through a channel
+//! kept in the slot, so a client that hangs up during `on-request` cannot stop the call half-way — a plugin's
+//! multi-step effects there (a budget reservation over several counters) happen entirely or not at all, and its
+//! `on-complete` runs on the same instance, with the request's state. Other hooks run inline (they are per event and
+//! must stay cheap); if one of those is dropped half-way, the instance is poisoned as below.
 //!
 //! A store whose call was dropped at an await point (the client went away while the guest had yielded at an epoch
 //! tick) cannot be entered again (wasmtime answers `CannotEnterComponent`). That is not the plugin's fault: the
@@ -23,8 +31,12 @@
 
 use wasmtime::Store;
 
+use super::bindings::types::RequestDecision;
 use super::host::State;
-use super::versions::Bindings;
+use super::versions::{Bindings, HookResult};
+
+/// What a shielded `on-request` call hands back: the instance and the call's result.
+pub type Shielded = (Box<Live>, HookResult<RequestDecision>);
 
 /// A live instance: its store and bindings, and whether a hook call is in flight.
 pub struct Live {
@@ -71,6 +83,8 @@ pub enum Slot {
     Failed,
     /// Quarantined when this request reached it: never called.
     Skipped,
+    /// A shielded `on-request` call is running on its own task; the instance comes back through this channel.
+    InFlight(tokio::sync::oneshot::Receiver<Shielded>),
 }
 
 /// What to run a plugin's `on-complete` on.

@@ -216,10 +216,10 @@ impl Plugin for Cost {
                 }
             }
             weir_sdk::trace::set_attribute("reserved_usd", &usd(est));
-            // The reservation is also written down under the request id, so that `on-complete` can settle it on a
-            // fresh instance (the gateway uses one when this instance cannot be entered again, e.g. after a
-            // cancellation). A reservation interrupted before this line is settled as "none made": the counters
-            // keep the estimate, erring towards the budget.
+            // The reservation is also written down under the request id (and returned as metadata), so that
+            // `on-complete` can settle it on a fresh instance (the gateway uses one when this instance failed).
+            // A client hanging up cannot stop this hook half-way (the gateway runs `on-request` to its end); a trap
+            // between the increments and this line would leave the estimate counted, erring towards the budget.
             let record: Vec<String> =
                 std::iter::once(est.to_string()).chain(taken.iter().map(|c| c.key.clone())).collect();
             let id = req.id();
