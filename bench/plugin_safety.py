@@ -8,7 +8,8 @@ The gateway runs the example chain (auth → router → redact → cost, as exam
 built-in mock, at log level info (JSON). Cases:
 
 1. hang-ups: `wrk -c64 -d2s` of streamed Anthropic requests, five times (wrk closes its connections mid-stream when a
-   run ends); after each burst one legitimate request. Reports plugin failures (log lines), quarantines, the
+   run ends); after each burst one legitimate request. Once on a quiet machine, once with `--busy N` busy loops
+   running beside (default 2): whether hang-ups land inside hook calls depends on preemption. Reports plugin failures (log lines), quarantines, the
    statuses of the legitimate requests, and whether cost's recorded spend equals the sum of the settled usages of the
    logged requests (partial ones included).
 2. deep JSON: five ~450-byte chat requests nested 200 levels; then a legitimate request.
@@ -190,7 +191,7 @@ class Gateway:
         self.proc.wait(10)
 
 
-def hang_ups(g, tmp):
+def hang_ups(g, tmp, busy=0):
     day = time.strftime("%Y-%m-%d", time.gmtime())
     lua = tmp / "stream.lua"
     lua.write_text(
@@ -202,10 +203,18 @@ def hang_ups(g, tmp):
         'wrk.headers["x-mock-chunks"] = "40"\n'
         'wrk.headers["x-mock-delay-ms"] = "5"\n')
     statuses = []
-    for _ in range(5):
-        subprocess.run(["wrk", "-t2", "-c64", "-d2s", "-s", str(lua), g.url + "/v1/messages"],
-                       capture_output=True, text=True, timeout=60)
-        statuses.append(chat(g.url))
+    # Optional background load (the machine busy with something else): where hook calls get preempted at epoch
+    # ticks, and hang-ups land inside them.
+    hogs = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(busy)]
+    try:
+        for _ in range(5):
+            subprocess.run(["wrk", "-t2", "-c64", "-d2s", "-s", str(lua), g.url + "/v1/messages"],
+                           capture_output=True, text=True, timeout=60)
+            statuses.append(chat(g.url))
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
     quiet(g.log)
     recs = records(g.log)
     fails = sum(1 for l in g.log.read_text().splitlines() if "plugin failed" in l)
@@ -214,7 +223,8 @@ def hang_ups(g, tmp):
     settled = sum((r.get("input_tokens") or 0) * NANO_IN + (r.get("output_tokens") or 0) * NANO_OUT
                   for r in recs if r.get("principal") == "demo")
     recorded = spend(g.url, day)
-    return ("hang-ups: 5 × wrk -c64 -d2s, streamed", f"{len(recs)} requests, {cancelled} cancelled",
+    load = f", {busy} busy loops beside" if busy else ""
+    return (f"hang-ups: 5 × wrk -c64 -d2s, streamed{load}", f"{len(recs)} requests, {cancelled} cancelled",
             f"{fails} plugin-failure log lines, failures {f}, quarantines {q}",
             "next requests " + ",".join(map(str, statuses)),
             f"spend {recorded / 1e9:.6f} vs settled usage {settled / 1e9:.6f} USD "
@@ -252,10 +262,15 @@ def main():
     ap.add_argument("--weir", required=True)
     ap.add_argument("--plugins", required=True, help="directory with weir_plugin_{auth,router,redact,cost}.wasm")
     ap.add_argument("--label", default="")
+    ap.add_argument("--busy", type=int, default=2, help="busy-loop processes beside the hang-up case (0: none)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     rows = []
-    for name, case in [("hangups", lambda g: hang_ups(g, tmp)), ("deep", deep_json), ("large", large)]:
+    cases = [("hangups-quiet", lambda g: hang_ups(g, tmp)), ("hangups-busy", lambda g: hang_ups(g, tmp, a.busy)),
+             ("deep", deep_json), ("large", large)]
+    if a.busy == 0:
+        cases.pop(1)
+    for name, case in cases:
         g = Gateway(a.weir, a.plugins, tmp, name)
         try:
             rows.append(case(g))
