@@ -9,9 +9,10 @@
 //!   answering.
 //! - **First byte**: a connection that sends nothing within `limits.client_header_timeout` is closed (hyper's
 //!   header timeout only starts at the first byte, and the HTTP/1-or-2 detection waits for bytes forever).
-//! - **Idle**: a connection on which no byte moved either way for `limits.keep_alive_idle` is closed (an idle
-//!   keep-alive connection, or a client that stopped reading). Streams are never idle that long while healthy: the
-//!   upstream idle timeout ends them first, with an error event.
+//! - **Idle**: a connection with no request in progress on which no byte moved either way for
+//!   `limits.keep_alive_idle` is closed (an idle keep-alive connection). A request in progress is never cut by this
+//!   (waiting for a slow upstream, retries and long streams are bounded by the upstream timeouts instead); a request
+//!   counts as in progress until its response body has been sent or dropped.
 //! - Accept errors back off exponentially (10 ms → 1 s) instead of spinning; `raise_fd_limit` lifts the soft limit
 //!   on open files to the hard limit at start.
 //! - On shutdown the listener is closed and open connections get at most the drain time to finish.
@@ -159,10 +160,62 @@ impl AsyncWrite for Watched {
     }
 }
 
+/// Requests in progress on one connection: counted from the moment the request reaches the router until its
+/// response body is finished or dropped.
+#[derive(Clone, Default)]
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+/// Decrements its connection's in-flight count when dropped.
+struct FlightGuard(InFlight);
+
+impl InFlight {
+    fn enter(&self) -> FlightGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        FlightGuard(self.clone())
+    }
+    fn busy(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that holds its request's [`FlightGuard`] until it is finished or dropped.
+struct Guarded {
+    inner: axum::body::Body,
+    _guard: FlightGuard,
+}
+
+impl http_body::Body for Guarded {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Resolves when the connection has been silent too long: no first byte within `first`, or later no byte either
-/// way within `idle`.
-async fn watchdog(base: Instant, last: Arc<AtomicU64>, first: Duration, idle: Duration) {
+/// way within `idle` while no request is in progress.
+async fn watchdog(base: Instant, last: Arc<AtomicU64>, first: Duration, idle: Duration, in_flight: InFlight) {
     loop {
+        if in_flight.busy() {
+            // A request in progress: its own timeouts bound it. Look again after a while.
+            tokio::time::sleep(idle.max(Duration::from_millis(50))).await;
+            continue;
+        }
         let stamp = last.load(Ordering::Relaxed);
         let deadline = if stamp == u64::MAX { first } else { Duration::from_millis(stamp).saturating_add(idle) };
         let now = base.elapsed();
@@ -252,13 +305,21 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, sh
         let evicted = silent.add(next_id);
         let io = Watched { inner: stream, base, last: last.clone(), id: next_id, silent: silent.clone() };
         let peer = PeerAddr(_peer);
-        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
-            router.clone(),
-            move |mut req: http::Request<hyper::body::Incoming>| {
+        let in_flight = InFlight::default();
+        let router_for_conn = router.clone();
+        let flights = in_flight.clone();
+        let service =
+            TowerToHyperService::new(tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(peer);
-                req
-            },
-        ));
+                let guard = flights.enter();
+                let router = router_for_conn.clone();
+                async move {
+                    let resp = tower::ServiceExt::oneshot(router, req).await?;
+                    Ok::<_, std::convert::Infallible>(
+                        resp.map(|inner| axum::body::Body::new(Guarded { inner, _guard: guard })),
+                    )
+                }
+            }));
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
         let conn = graceful.watch(conn);
         let (first, idle) = (opts.header_timeout, opts.idle_timeout);
@@ -268,7 +329,7 @@ pub async fn serve(listener: TcpListener, router: Router, opts: ServeOptions, sh
             // Errors here are client-side disconnects and header timeouts; nothing to report.
             tokio::select! {
                 _ = conn => {}
-                () = watchdog(base, last, first, idle) => {}
+                () = watchdog(base, last, first, idle, in_flight) => {}
                 () = evicted.notified() => {}
             }
             silent.remove(id);
@@ -365,17 +426,24 @@ mod tests {
         // No first byte: closed after the first-byte timeout.
         let last = Arc::new(AtomicU64::new(u64::MAX));
         let started = Instant::now();
-        watchdog(Instant::now(), last, ms(100), ms(10_000)).await;
+        watchdog(Instant::now(), last, ms(100), ms(10_000), InFlight::default()).await;
         assert!(started.elapsed() >= ms(100) && started.elapsed() < ms(2_000));
         // Bytes keep moving: never idle; once they stop, closed after the idle timeout.
         let base = Instant::now();
         let last = Arc::new(AtomicU64::new(0));
-        let w = tokio::spawn(watchdog(base, last.clone(), ms(10_000), ms(150)));
+        let flights = InFlight::default();
+        let w = tokio::spawn(watchdog(base, last.clone(), ms(10_000), ms(150), flights.clone()));
         for _ in 0..6 {
             tokio::time::sleep(ms(50)).await;
             last.store(since(base), Ordering::Relaxed);
         }
         assert!(!w.is_finished(), "activity keeps the connection");
+        // A request in progress keeps a silent connection (a slow upstream, retries).
+        let guard = flights.enter();
+        tokio::time::sleep(ms(400)).await;
+        assert!(!w.is_finished(), "silent, but a request is in progress");
+        drop(guard);
+        last.store(since(base), Ordering::Relaxed);
         let stopped = Instant::now();
         w.await.unwrap();
         assert!(stopped.elapsed() >= ms(90), "closed only after the idle time");

@@ -184,3 +184,29 @@ def test_admin_is_not_for_the_public(session_tmp, mock):
             assert "plugins" in json.loads(r.read())
     finally:
         g.stop()
+
+
+def test_a_slow_upstream_is_not_cut_by_the_idle_timeout(session_tmp, mock):
+    """keep_alive_idle closes idle connections, never one with a request in progress: an upstream that takes longer
+    than it to answer (slow first byte, long gaps in a stream) is bounded by the upstream timeouts only."""
+    g = Gateway(session_tmp, mock, name="slow-idle",
+                limits='max_body = "1MiB"\nclient_header_timeout = "1s"\nkeep_alive_idle = "1s"\ndrain = "1s"',
+                timeouts='connect = "1s"\nfirst_byte = "5s"\nidle = "5s"')
+    try:
+        c = openai_client(g)
+        r = c.chat.completions.create(model="gpt-4o-mini", messages=MSG, extra_headers={"x-mock-header-delay-ms": "2500"})
+        assert r.choices[0].message.content == expected_text(8)
+        chunks = c.chat.completions.create(model="gpt-4o-mini", messages=MSG, stream=True,
+                                           extra_headers={"x-mock-chunks": "3", "x-mock-delay-ms": "2000"})
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == expected_text(3)
+        # And an idle keep-alive connection is closed after it.
+        s = socket.create_connection(("127.0.0.1", g.port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(10)
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        t0 = time.monotonic()
+        assert s.recv(4096) == b"", "closed once idle"
+        assert 0.5 < time.monotonic() - t0 < 5
+        s.close()
+    finally:
+        g.stop()
