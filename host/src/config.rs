@@ -143,6 +143,10 @@ pub enum FailurePolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HookTimeouts {
+    /// Instantiation plus `init` (0.2.0): parsing the config, compiling patterns — slower than a hook, and for
+    /// interpreted guests much slower.
+    #[serde(deserialize_with = "de_duration")]
+    pub init: Duration,
     #[serde(deserialize_with = "de_duration")]
     pub on_request: Duration,
     #[serde(deserialize_with = "de_duration")]
@@ -154,6 +158,7 @@ pub struct HookTimeouts {
 impl Default for HookTimeouts {
     fn default() -> Self {
         HookTimeouts {
+            init: Duration::from_millis(250),
             on_request: Duration::from_millis(20),
             on_chunk: Duration::from_millis(5),
             on_complete: Duration::from_millis(20),
@@ -803,7 +808,9 @@ pub fn check_plugin_settings(s: &PluginSettings, rt: &PluginRuntime) -> Result<(
         return Err(format!("memory must be between 1MiB and plugin_runtime.max_memory ({} bytes)", rt.max_memory));
     }
     let t = &s.timeouts;
-    for (name, d) in [("on_request", t.on_request), ("on_chunk", t.on_chunk), ("on_complete", t.on_complete)] {
+    for (name, d) in
+        [("init", t.init), ("on_request", t.on_request), ("on_chunk", t.on_chunk), ("on_complete", t.on_complete)]
+    {
         if d.is_zero() || d > Duration::from_secs(10) {
             return Err(format!("timeouts.{name} must be between 1ms and 10s"));
         }

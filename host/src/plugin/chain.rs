@@ -126,12 +126,17 @@ enum Hook {
     OnChunk,
     Flush,
     OnComplete,
+    /// Instantiation and `init` of a fresh instance (counted with `on-request` in metrics).
+    Init,
 }
 
 impl Hook {
     /// Index into [`crate::telemetry::metrics::HOOKS`].
     fn index(self) -> usize {
-        self as usize
+        match self {
+            Hook::Init => Hook::OnRequest as usize,
+            h => h as usize,
+        }
     }
     fn name(self) -> &'static str {
         match self {
@@ -139,6 +144,7 @@ impl Hook {
             Hook::OnChunk => "on-chunk",
             Hook::Flush => "flush",
             Hook::OnComplete => "on-complete",
+            Hook::Init => "init",
         }
     }
     fn deadline(self, p: &LoadedPlugin) -> Duration {
@@ -147,6 +153,7 @@ impl Hook {
             Hook::OnRequest => t.on_request,
             Hook::OnChunk | Hook::Flush => t.on_chunk,
             Hook::OnComplete => t.on_complete,
+            Hook::Init => t.init,
         }
     }
     /// The deadline for a call given `input` bytes: the configured one plus [`DEADLINE_PER_MIB`] per MiB.
@@ -234,7 +241,7 @@ impl Chain {
             }
             let live = match p.take_warm() {
                 Some(live) => Ok(live),
-                None => fresh(&p, deadline, self.input_len).await,
+                None => fresh(&p, self.input_len).await,
             };
             match live {
                 Ok(live) => self.slots[i] = Slot::Live(Box::new(live)),
@@ -570,7 +577,7 @@ impl Chain {
                     live.store.data_mut().start_call(deadline);
                     (live, false)
                 }
-                CompleteOn::Fresh => match fresh(&p, deadline, 0).await {
+                CompleteOn::Fresh => match fresh(&p, 0).await {
                     Ok(live) => {
                         fresh_live = live;
                         (&mut fresh_live, true)
@@ -662,18 +669,19 @@ impl Chain {
 
 /// A fresh instance of `p` from its pre-linked component, instantiated under `deadline` and allowed memory for
 /// `input` bytes of input. `Err`: why not, in words.
-async fn fresh(p: &LoadedPlugin, deadline: Duration, input: usize) -> Result<Live, String> {
+async fn fresh(p: &LoadedPlugin, input: usize) -> Result<Live, String> {
     let mut store = p.engine.store(p.context.clone());
     store.data_mut().allow_input(input);
-    store.data_mut().start_call(deadline);
+    // Instantiation and `init` have a budget of their own; the hook then gets its own deadline.
+    store.data_mut().start_call(Hook::Init.deadline(p));
     let bindings = match p.pre.instantiate(&mut store).await {
         Ok(b) => b,
-        Err(e) => return Err(describe(&e, &store, Hook::OnRequest, p)),
+        Err(e) => return Err(describe(&e, &store, Hook::Init, p)),
     };
     match bindings.init(&mut store, &p.context.config_json).await {
         Ok(Ok(())) => Ok(Live::new(store, bindings)),
         Ok(Err(e)) => Err(format!("init returned an error: {e}")),
-        Err(e) => Err(format!("init {}", describe(&e, &store, Hook::OnRequest, p))),
+        Err(e) => Err(describe(&e, &store, Hook::Init, p)),
     }
 }
 
