@@ -1,16 +1,17 @@
 //! One proxied request from body to log line: parse → resolve the model's candidates → the attempt loop (retries and
 //! failover, before any byte reaches the client) → forward the answer (streamed event by event, or whole) through the
-//! usage tap → log the record.
+//! usage tap → hand the record to the completion phase (`completion.rs`).
 //!
 //! Plugins (when configured) run at three points: `on-request` after the body is validated and before routing;
-//! `on-chunk` for every event (or once for a whole non-streamed body), with held text flushed before the event that
-//! ends the text; `on-complete` after the record is logged, off the response path.
+//! `on-chunk` for every event (or once for a whole non-streamed body), with each stream of text's held text flushed
+//! before the event that ends that stream (`dialect/` says which); `on-complete` in the completion phase, off the
+//! response path, before the log line.
 //!
 //! Streaming: [`AnswerStream`] pulls from the upstream only when the client side asks for more (hyper polls it
 //! when the socket can take data), so a slow client slows the upstream read instead of growing a buffer; at most
 //! one upstream chunk plus one incomplete event are held. When the client disconnects, hyper drops the body: the
-//! upstream response is dropped with it (closing that connection, which cancels the upstream request) and the
-//! record is logged as partial from its `Drop`.
+//! upstream response is dropped with it (closing that connection, which cancels the upstream request) and dropping
+//! the record ends the request as cancelled, with the usage seen so far.
 
 // Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -544,9 +545,9 @@ impl Streams {
 struct StreamState {
     /// Text of this stream may still come (it has not ended).
     open: bool,
-    /// The stream's last text event (event name, data, pointer to the text): a template for flushed text.
-    template: Option<(Option<String>, String, String)>,
-    /// The text the client was sent, after plugins.
+    /// The stream's last text event (refcounted bytes, parsed only if a flush needs it) and where its text is.
+    template: Option<(SseEvent, String)>,
+    /// The text the client was sent, after plugins (kept only where the surface repeats text in summary events).
     forwarded: String,
     /// Whether plugins changed any of it (then summary events are rewritten).
     changed: bool,
@@ -702,7 +703,7 @@ impl AnswerStream {
         for l in &located {
             let st = self.streams.entry(l.stream);
             st.open = true;
-            st.template = Some((event.clone(), f.data.to_string(), l.pointer.clone()));
+            st.template = Some((ev.clone(), l.pointer.clone()));
         }
         let chunk = types::Chunk {
             index: self.index,
@@ -765,8 +766,11 @@ impl AnswerStream {
 
     /// Notes what the client got of a stream's text (`original` as the upstream sent it, `sent` after plugins).
     fn sent(&mut self, s: TextStream, original: &str, sent: &str) {
+        let keep = dialect::of(self.endpoint).repeats_text();
         let st = self.streams.entry(s);
-        st.forwarded.push_str(sent);
+        if keep {
+            st.forwarded.push_str(sent);
+        }
         st.changed |= original != sent;
     }
 
@@ -788,16 +792,20 @@ impl AnswerStream {
         };
         let d = dialect::of(self.endpoint);
         for t in texts {
-            let Some((event, data, pointer)) = self.streams.get(&s).and_then(|st| st.template.clone()) else {
+            let Some((template, pointer)) = self.streams.get(&s).and_then(|st| st.template.clone()) else {
                 tracing::warn!("plugin flushed text but the answer had no text event to carry it");
                 continue;
             };
-            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&data) else { continue };
+            let tf = template.fields();
+            let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&tf.data) else { continue };
             d.template(&mut v, &s);
             dialect::set(&mut v, &pointer, &t);
-            self.ready.push_back(dialect::frame(event.as_deref(), &v.to_string()));
+            self.ready.push_back(dialect::frame(tf.event, &v.to_string()));
+            let keep = d.repeats_text();
             let st = self.streams.entry(s);
-            st.forwarded.push_str(&t);
+            if keep {
+                st.forwarded.push_str(&t);
+            }
             st.changed = true;
         }
         true
@@ -806,10 +814,10 @@ impl AnswerStream {
     /// Events that repeat a stream's whole text (Responses `*.done`, `response.completed` ...) carry what the
     /// client was actually sent of that stream, when plugins changed it.
     fn rewrite_summaries(&self, event: Option<&str>, data: String) -> String {
-        if !self.streams.0.iter().any(|(_, s)| s.changed) || !data.starts_with('{') {
+        let d = dialect::of(self.endpoint);
+        if !d.is_summary(event) || !self.streams.0.iter().any(|(_, s)| s.changed) || !data.starts_with('{') {
             return data;
         }
-        let d = dialect::of(self.endpoint);
         let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&data) else { return data };
         let fields: Vec<Located> = d.summaries(event, &v);
         let mut changed = false;

@@ -55,6 +55,15 @@ def wait_http(url, timeout=30.0, proc=None, log=None):
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
+def wait_for(pred, what, timeout=10):
+    """Polls `pred` until it is true (what the gateway does after a response, such as counting the request in the
+    completion phase, is not done yet when the client has its answer)."""
+    deadline = time.time() + timeout
+    while not pred():
+        assert time.time() < deadline, what
+        time.sleep(0.02)
+
+
 def http_json(url):
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.loads(r.read())

@@ -9,7 +9,7 @@ import time
 import openai
 import pytest
 
-from conftest import GUESTS, WEIR, Gateway, admin_kv, expected_text, install, openai_client
+from conftest import GUESTS, WEIR, Gateway, admin_kv, expected_text, install, openai_client, wait_for
 
 MSG = [{"role": "user", "content": "Say hello"}]
 
@@ -22,13 +22,6 @@ def chat(client, headers=None, stream=False, chunks=8):
 
 def streamed_text(raw):
     return "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
-
-
-def wait_for(pred, what, timeout=10):
-    deadline = time.time() + timeout
-    while not pred():
-        assert time.time() < deadline, what
-        time.sleep(0.05)
 
 
 def test_init_refuses_a_bad_config_at_startup(tmp_path):

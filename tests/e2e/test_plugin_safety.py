@@ -15,7 +15,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import GUESTS, Gateway, admin_kv, anthropic_client, install, openai_client
+from conftest import GUESTS, Gateway, admin_kv, anthropic_client, install, openai_client, wait_for
 
 DEMO_KEY = "sk-weir-demo"
 DEMO_HASH = "sha256:5f514c4f6c70ebe6f9e8d2ae2bffc8f88dd2f6e2660a579d269d5cef701369f4"
@@ -254,10 +254,8 @@ def test_failures_for_some_inputs_do_not_quarantine(session_tmp, mock):
             else:
                 assert c.chat.completions.create(model="gpt-4o-mini", messages=msgs).choices[0].message.content
         # Requests are counted when they complete (just after their responses).
-        deadline = time.time() + 5
-        while (p := g.admin()["plugins"][0])["requests"] < 40:
-            assert time.time() < deadline, p
-            time.sleep(0.02)
+        wait_for(lambda: g.admin()["plugins"][0]["requests"] >= 40, "forty requests counted", timeout=5)
+        p = g.admin()["plugins"][0]
         assert (p["requests"], p["failures"], p["quarantines"], p["quarantined"]) == (40, 10, 0, False), p
     finally:
         g.stop()

@@ -12,7 +12,9 @@ import urllib.request
 import openai
 import pytest
 
-from conftest import ALLOWLIST_PLUGIN, GUESTS, WEIR, Gateway, install, anthropic_client, expected_text, openai_client
+from conftest import (
+    ALLOWLIST_PLUGIN, GUESTS, WEIR, Gateway, install, anthropic_client, expected_text, openai_client, wait_for,
+)
 
 MSG = [{"role": "user", "content": "Say hello"}]
 
@@ -118,11 +120,9 @@ def test_failing_fail_open_plugin_is_skipped(pg, poai):
         raw = chat(poai, {"x-open": mode})
         assert raw.parse().choices[0].message.content == expected_text(8), mode
     # Failures are counted once per request, when it completes (after the response).
-    deadline = time.time() + 5
-    while (failures := {p["name"]: p for p in pg.admin()["plugins"]}["open"])["failures"] < 5:
-        assert time.time() < deadline, failures
-        time.sleep(0.05)
-    assert "on-request" in failures["last_error"]
+    failures = lambda: {p["name"]: p for p in pg.admin()["plugins"]}["open"]  # noqa: E731
+    wait_for(lambda: failures()["failures"] >= 5, "five failures counted", timeout=5)
+    assert "on-request" in failures()["last_error"]
 
 
 def test_spinning_plugin_does_not_stall_other_requests(pg, poai):
@@ -283,10 +283,7 @@ def test_quarantine_after_repeated_failures(session_tmp, mock):
             with pytest.raises(openai.InternalServerError):
                 chat(c, {"x-closed": "error"})
         # A request's failure is counted when the request completes (just after its response).
-        deadline = time.time() + 5
-        while not g.admin()["plugins"][0]["quarantined"]:
-            assert time.time() < deadline, g.admin()
-            time.sleep(0.02)
+        wait_for(lambda: g.admin()["plugins"][0]["quarantined"], "quarantined", timeout=5)
         with pytest.raises(openai.InternalServerError) as e:
             chat(c)
         assert "quarantined" in e.value.message, "a fail-closed plugin in quarantine refuses, it never passes through"

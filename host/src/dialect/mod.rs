@@ -60,6 +60,14 @@ pub trait Dialect: Sync {
     fn ends(&self, event: Option<&str>, v: Option<&Value>, data: &str) -> Vec<Ends>;
     /// Fields of this event that repeat a stream's whole text.
     fn summaries(&self, event: Option<&str>, v: &Value) -> Vec<Located>;
+    /// Whether any event of this surface repeats text already streamed (then the host keeps what it sent).
+    fn repeats_text(&self) -> bool {
+        false
+    }
+    /// Whether this event may repeat text (checked by name, before any parsing).
+    fn is_summary(&self, _event: Option<&str>) -> bool {
+        false
+    }
     /// Makes a copy of a stream's last text event fit to carry more text of that stream alone (drops what must
     /// appear once, such as a tool call's id and name).
     fn template(&self, _v: &mut Value, _stream: &TextStream) {}

@@ -123,6 +123,14 @@ impl Dialect for Responses {
         out
     }
 
+    fn repeats_text(&self) -> bool {
+        true
+    }
+
+    fn is_summary(&self, event: Option<&str>) -> bool {
+        event.is_some_and(|e| e.ends_with(".done") || e == "response.completed" || e == "response.incomplete")
+    }
+
     fn after_whole_replace(&self, v: &mut Value) {
         // `output_text` (when present) is the concatenation of the answer texts.
         if v.get("output_text").is_some_and(Value::is_string) {
