@@ -304,15 +304,12 @@ impl Chain {
                 Err(e) => Some(("failed", describe(e, &live.store, Hook::OnRequest, &p))),
             };
             self.slots[i] = Slot::Live(live);
-            let decision = match (result, failure) {
-                (Ok(Ok(d)), None) => d,
-                (_, failure) => {
-                    let (label, msg) = failure.unwrap_or(("failed", "failed".to_string()));
-                    self.note(i, Hook::OnRequest, t0, label, Some(msg.clone()));
-                    self.fail(i, Hook::OnRequest, &msg)?;
-                    continue;
-                }
-            };
+            if let Some((label, msg)) = failure {
+                self.note(i, Hook::OnRequest, t0, label, Some(msg.clone()));
+                self.fail(i, Hook::OnRequest, &msg)?;
+                continue;
+            }
+            let Ok(Ok(decision)) = result else { continue };
             let label = match &decision {
                 RequestDecision::Continue => "continue",
                 RequestDecision::ContinueWith(_) => "continue-with",
