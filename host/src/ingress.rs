@@ -17,6 +17,7 @@ use serde_json::json;
 use crate::api::{Endpoint, Family};
 use crate::error::{ApiError, ErrorKind};
 use crate::pipeline::{self, App};
+use crate::plugin::{Chain, RequestView};
 
 pub fn router(app: Arc<App>) -> Router {
     let proxied = |endpoint: Endpoint| {
@@ -72,16 +73,22 @@ async fn metrics() -> Response {
     resp
 }
 
-/// Lists the models this gateway serves, in the list format of the client's API family.
+/// Lists the models (aliases included) this gateway serves and the caller may use, in the list format of the
+/// client's API family.
 async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let names = app.config.routes.keys();
-    let body = match Family::guess("/v1/models", &headers) {
+    let family = Family::guess("/v1/models", &headers);
+    let names = match visible_models(&app, &headers, family).await {
+        Ok(names) => names,
+        Err(e) => return e.to_response(family),
+    };
+    let body = match family {
         Family::OpenAi => json!({
             "object": "list",
-            "data": names.map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "weir"})).collect::<Vec<_>>(),
+            "data": names.iter().map(|m| json!({"id": m, "object": "model", "created": 0, "owned_by": "weir"})).collect::<Vec<_>>(),
         }),
         Family::Anthropic => {
             let data: Vec<_> = names
+                .iter()
                 .map(|m| json!({"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}))
                 .collect();
             json!({
@@ -93,6 +100,46 @@ async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         }
     };
     axum::Json(body).into_response()
+}
+
+/// The models the caller may use, as the plugins decide: the chain's `on-request` is asked once per model, with
+/// the endpoint `models`, the candidate as `model` and an empty body (`{}`). A model whose check is refused with 403
+/// or 404 is left out; any other refusal (401 for a missing key, 503 for an unreachable key store, a failed
+/// fail-closed plugin) is the listing's answer. Nothing is forwarded, changes are ignored, and `on-complete` is not
+/// called: plugins that keep accounts (budgets, rate limits) do nothing for this endpoint.
+async fn visible_models<'a>(app: &'a App, headers: &HeaderMap, family: Family) -> Result<Vec<&'a str>, ApiError> {
+    let names = app.config.routes.keys().map(String::as_str);
+    let Some(set) = app.plugins.as_ref().map(|r| r.snapshot()) else { return Ok(names.collect()) };
+    if Chain::new(set.clone(), family).is_empty() {
+        return Ok(names.collect());
+    }
+    // Any endpoint of the family: plugins see `models`.
+    let endpoint = match family {
+        Family::OpenAi => Endpoint::ChatCompletions,
+        Family::Anthropic => Endpoint::Messages,
+    };
+    let id = format!("req_{:016x}", fastrand::u64(..));
+    let mut shown = Vec::new();
+    for model in names {
+        let mut chain = Chain::new(set.clone(), family);
+        let mut view = RequestView {
+            id: &id,
+            endpoint,
+            headers,
+            body: bytes::Bytes::from_static(b"{}"),
+            model: model.to_string(),
+            stream: false,
+            listing: true,
+        };
+        let decided = chain.on_request(&mut view).await;
+        chain.release();
+        match decided {
+            Ok(_) => shown.push(model),
+            Err(e) if matches!(e.status(), StatusCode::FORBIDDEN | StatusCode::NOT_FOUND) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(shown)
 }
 
 /// The loaded plugins: name, version, source, calls, failures, quarantine, last error (file paths and errors: not

@@ -145,6 +145,7 @@ async fn run(
             body: bytes.clone(),
             model: parsed.model.to_string(),
             stream: parsed.stream,
+            listing: false,
         };
         drop(parsed);
         effects = chain.on_request(&mut view).await?;

@@ -176,12 +176,20 @@ impl Request<'_> {
             RequestSource::Fake(f) => f.family.unwrap_or(ApiFamily::Openai),
         }
     }
-    /// `chat.completions`, `responses`, `embeddings`, `messages` or `messages.count_tokens`.
+    /// `chat.completions`, `responses`, `embeddings`, `messages` or `messages.count_tokens`; `models` for a
+    /// model-listing check (see [`Request::is_model_listing`]).
     pub fn endpoint(&self) -> String {
         match &self.0 {
             RequestSource::Host(r) => r.endpoint(),
             RequestSource::Fake(f) => f.endpoint.clone(),
         }
+    }
+    /// Whether the gateway is only asking if the caller may see [`Request::model`] in `GET /v1/models`: nothing
+    /// will be forwarded and `on-complete` will not be called, so plugins that keep accounts (budgets, rate
+    /// limits, counters) should return [`RequestDecision::Continue`] and plugins that gate models decide as usual
+    /// (a 403 or 404 hides the model).
+    pub fn is_model_listing(&self) -> bool {
+        self.endpoint() == "models"
     }
     pub fn model(&self) -> String {
         match &self.0 {

@@ -191,6 +191,29 @@ def test_keys_issued_and_revoked_at_run_time_through_the_admin_api(gw4):
         oai(gw4, new_key).chat.completions.create(model="gpt-4o-mini", messages=MSG)
 
 
+def test_models_list_shows_what_the_key_may_use(gw4):
+    """`GET /v1/models` goes through auth's decision: each key sees the models (aliases included) it may use, a
+    missing or unknown key is refused as for any request, and listing spends nothing."""
+    every = {m.id for m in oai(gw4).models.list()}
+    assert {"gpt-4o-mini", "claude-haiku-4-5", "claude-failover"} <= every
+    research = {m.id for m in oai(gw4, "sk-weir-research").models.list()}
+    assert research == {"gpt-4o-mini", "fast"} & every and "gpt-4o-mini" in research
+    assert {m.id for m in ant(gw4, "sk-weir-research").models.list()} == research
+    assert [m.id for m in oai(gw4, "sk-weir-revoked").models.list()] == []
+    with pytest.raises(openai.AuthenticationError):
+        oai(gw4, "sk-not-a-key").models.list()
+    with pytest.raises(anthropic.AuthenticationError):
+        ant(gw4, "sk-not-a-key").models.list()
+    raw = oai(gw4).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG)
+    gw4.record(raw.headers["x-request-id"])  # logged after on-complete: the spend is settled
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    before = admin_kv(gw4, "cost", f"spend/key/demo/{day}")
+    assert before[0] == 200 and int(before[1]) > 0, before
+    for _ in range(3):
+        assert oai(gw4).models.list().data
+    assert admin_kv(gw4, "cost", f"spend/key/demo/{day}") == before, "a listing reserved or spent budget"
+
+
 # ---- router ----
 
 def test_alias_fails_over_to_fallbacks_in_both_families(gw4):

@@ -46,12 +46,14 @@ pub struct RequestView<'a> {
     pub body: Bytes,
     pub model: String,
     pub stream: bool,
+    /// A model-listing check (`GET /v1/models` asks the chain once per model; see [`Chain::may_list`]).
+    pub listing: bool,
 }
 
 impl RequestView<'_> {
     /// The request as plugins see it now (shared by their handles; rebuilt after a plugin changes it).
     fn snapshot(&self, family: Family, headers: &Arc<http::HeaderMap>, chain: &Chain) -> RequestSnapshot {
-        RequestSnapshot::new(
+        let mut s = RequestSnapshot::new(
             self.id.to_string(),
             family,
             self.endpoint,
@@ -61,7 +63,9 @@ impl RequestView<'_> {
             self.body.clone(),
             chain.principal.clone(),
             chain.metadata.clone(),
-        )
+        );
+        s.listing = self.listing;
+        s
     }
 }
 

@@ -42,6 +42,8 @@ pub struct RequestSnapshot {
     pub body: Bytes,
     pub principal: Option<v2::types::Principal>,
     pub metadata: Vec<(String, String)>,
+    /// A model-listing check (`GET /v1/models`): plugins see the endpoint `models` and `model` is the candidate.
+    pub listing: bool,
     /// The body parsed as JSON, when a plugin first asks; shared with the next snapshot while the body is the same.
     json: Arc<std::sync::OnceLock<Option<serde_json::Value>>>,
 }
@@ -69,8 +71,14 @@ impl RequestSnapshot {
             body,
             principal,
             metadata,
+            listing: false,
             json: Arc::default(),
         }
+    }
+
+    /// The endpoint as plugins see it: `models` for a model-listing check.
+    pub fn endpoint_name(&self) -> &'static str {
+        if self.listing { "models" } else { self.endpoint.as_str() }
     }
 
     /// Keeps `previous`'s parsed body when the body did not change (a plugin changed only the model, metadata or
@@ -293,7 +301,7 @@ impl v2::types::HostRequest for State {
         })
     }
     fn endpoint(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<String> {
-        Ok(self.request(&r)?.endpoint.as_str().to_string())
+        Ok(self.request(&r)?.endpoint_name().to_string())
     }
     fn model(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<String> {
         Ok(self.request(&r)?.model.clone())

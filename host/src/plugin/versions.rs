@@ -164,7 +164,7 @@ fn v1_request(r: &RequestSnapshot) -> v1::types::Request {
             Family::OpenAi => v1::types::ApiFamily::Openai,
             Family::Anthropic => v1::types::ApiFamily::Anthropic,
         },
-        endpoint: r.endpoint.as_str().to_string(),
+        endpoint: r.endpoint_name().to_string(),
         headers: r.headers_list().into_iter().map(|(name, value)| v1::types::Header { name, value }).collect(),
         body: r.body.to_vec(),
         model: r.model.clone(),

@@ -26,6 +26,9 @@ impl Plugin for Allowlist {
             weir_sdk::trace::set_attribute("verdict", "denied");
             return Ok(weir_sdk::reject(403, format!("model `{model}` is not allowed by this gateway's policy")));
         }
+        if req.is_model_listing() {
+            return Ok(RequestDecision::Continue);
+        }
         // A counter, not a decision: a kv failure does not stop the request.
         let n = weir_sdk::kv::increment(&format!("requests/{model}"), 1, None).unwrap_or(-1);
         weir_sdk::trace::set_attribute("verdict", "allowed");

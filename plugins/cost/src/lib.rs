@@ -173,6 +173,9 @@ impl Plugin for Cost {
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
         {
             let config = weir_sdk::config::<Self>();
+            if req.is_model_listing() {
+                return Ok(RequestDecision::Continue);
+            }
             let Some(principal) = req.principal() else { return Ok(RequestDecision::Continue) };
             let model = req.model();
             let est = estimate(config, req, &model);

@@ -140,6 +140,9 @@ impl Plugin for Redact {
 
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
         let config = weir_sdk::config::<Self>();
+        if req.is_model_listing() {
+            return Ok(RequestDecision::Continue);
+        }
         let modes = config.modes().map_err(weir_sdk::error)?;
         let policy = Policy::new(modes, &req.id());
         let mut decision = RequestDecision::Continue;

@@ -105,6 +105,9 @@ impl Plugin for Router {
 
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
         let config = weir_sdk::config::<Self>();
+        if req.is_model_listing() {
+            return Ok(RequestDecision::Continue);
+        }
         let model = req.model();
         let needs_principal = config.rules.iter().any(|r| r.team.is_some() || r.principal.is_some());
         let principal = if needs_principal { req.principal() } else { None };
