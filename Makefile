@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 WEIR_CONFIG ?= examples/weir.toml
 
-.PHONY: run test bench build plugins check unit e2e guests polyglot clean
+.PHONY: run test bench fuzz build plugins check unit e2e guests polyglot clean
 
 # Wasm components built from source for the tests: first-party plugins and the test guests.
 PLUGINS := allowlist auth router redact cost
@@ -29,6 +29,20 @@ test: check unit e2e
 ## Benchmarks (not part of `test`): starts everything on loopback, prints each measure against its budget.
 bench:
 	bash bench/run.sh
+
+## Coverage-guided fuzzing (not part of `test`, which replays the corpus): each target in fuzz/fuzz_targets/ for
+## FUZZ_SECS seconds under cargo-fuzz (libFuzzer, address sanitizer), reading fuzz/corpus/<target>/ and writing new
+## inputs to target/fuzz-corpus/<target>/. cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP=1 lets our stable
+## toolchain accept them. A crash is saved under fuzz/artifacts/<target>/: add it to fuzz/corpus/ once fixed.
+FUZZ_SECS ?= 120
+FUZZ_TARGETS := sse answer request config plugin
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p target/fuzz-corpus/$$t && \
+	  RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(CURDIR)/target/fuzz $(CARGO) fuzz run --fuzz-dir fuzz $$t \
+	    target/fuzz-corpus/$$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECS) -rss_limit_mb=4096 || exit 1; \
+	done
 
 build:
 	$(CARGO) build --release --locked -p weir

@@ -4,21 +4,7 @@
 //! `mock-upstream` (a faithful local stand-in for both providers). Data flow of one request:
 //! [`ingress`] → [`pipeline`] → [`upstream::retry`] → [`sse`] + [`usage`] → [`record`].
 
-mod api;
-mod completion;
-mod config;
-mod dialect;
-mod error;
-mod ingress;
-mod mock;
-mod pipeline;
-mod plugin;
-mod record;
-mod server;
-mod sse;
-mod telemetry;
-mod upstream;
-mod usage;
+use weir::*;
 
 // mimalloc instead of glibc malloc: allocation was ~11% of the gateway's CPU per request in profiles (BENCHMARKS.md).
 #[global_allocator]

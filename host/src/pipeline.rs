@@ -431,6 +431,14 @@ fn check_depth(body: &[u8], limit: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Request validation as the pipeline does it, for the fuzz targets: the depth check, the parse, and the rewrites
+/// (model renamed, usage injected) that an upstream attempt renders.
+pub(crate) fn validate_for_fuzzing(body: &Bytes, endpoint: Endpoint, max_depth: usize) -> Result<usize, ApiError> {
+    check_depth(body, max_depth)?;
+    let req = RequestBody::parse(body, endpoint)?;
+    Ok(req.render(None).len() + req.render(Some("fuzz-model")).len())
+}
+
 /// The request body as parsed by the gateway: top-level fields kept as raw JSON (borrowed, not copied), the few
 /// fields the gateway reads, and the rewrites it must make.
 struct RequestBody<'a> {

@@ -1,0 +1,123 @@
+//! Entry points for fuzzing: each takes arbitrary bytes and must return without panicking, whatever they are.
+//! `fuzz/fuzz_targets/` runs them under libFuzzer (`make fuzz`); `host/tests/fuzz_corpus.rs` replays the
+//! checked-in corpus (`fuzz/corpus/<target>/`) and a batch of mutations of it in `make test`.
+//!
+//! Where one input must choose among several variants (an endpoint, streamed or whole), its first byte chooses, so
+//! every part of the input space is reachable from one byte string and a corpus file replays the same path.
+
+// Input from the wire: no panics (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::api::Endpoint;
+use crate::config::{Capability, Config, PluginRuntime};
+use crate::dialect;
+use crate::plugin::engine::PluginEngine;
+use crate::sse::{SseEvent, SseParser};
+use crate::usage::UsageTap;
+
+/// A fuzz target: arbitrary bytes in, no panic.
+pub type Target = fn(&[u8]);
+
+/// The fuzz targets, by name (the directory names under `fuzz/corpus/`).
+pub const TARGETS: [(&str, Target); 5] =
+    [("sse", sse), ("answer", answer), ("request", request), ("config", config), ("plugin", plugin)];
+
+/// The first byte's choice of endpoint, and the rest.
+fn endpoint_and_rest(data: &[u8]) -> Option<(u8, Endpoint, &[u8])> {
+    let (&sel, rest) = data.split_first()?;
+    let all = Endpoint::ALL;
+    let endpoint = all.get(usize::from(sel) % all.len()).copied()?;
+    Some((sel, endpoint, rest))
+}
+
+/// The SSE parser, fed the input in chunks whose sizes the first byte chooses (1 to 16 bytes, or all at once), then
+/// every event's fields.
+pub fn sse(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else { return };
+    let step = match sel % 17 {
+        0 => rest.len().max(1),
+        n => usize::from(n),
+    };
+    let mut parser = SseParser::new();
+    for chunk in rest.chunks(step) {
+        parser.push(chunk);
+        while let Some(ev) = parser.next_event() {
+            let _ = ev.fields();
+        }
+    }
+    if let Some(ev) = parser.finish() {
+        let _ = ev.fields();
+    }
+}
+
+/// An upstream answer through the usage tap and the dialect of the endpoint the first byte chooses: a streamed
+/// answer (high bit set: the rest is SSE) or a whole body.
+pub fn answer(data: &[u8]) {
+    let Some((sel, endpoint, rest)) = endpoint_and_rest(data) else { return };
+    let d = dialect::of(endpoint);
+    let mut tap = UsageTap::new(endpoint, sel & 0x40 != 0);
+    if sel & 0x80 == 0 {
+        tap.on_body(rest);
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(rest) {
+            let _ = dialect::answer_text(&d.whole(&v));
+        }
+        return;
+    }
+    let mut parser = SseParser::new();
+    parser.push(rest);
+    let now = Instant::now();
+    let mut on = |ev: &SseEvent| {
+        let _ = tap.on_event(ev, now);
+        let f = ev.fields();
+        let v = serde_json::from_str::<serde_json::Value>(&f.data).ok();
+        if let Some(v) = &v {
+            let _ = d.deltas(f.event, v);
+            let _ = d.summaries(f.event, v);
+            let _ = d.is_summary(f.event);
+        }
+        let _ = d.ends(f.event, v.as_ref(), &f.data);
+    };
+    while let Some(ev) = parser.next_event() {
+        on(&ev);
+    }
+    if let Some(ev) = parser.finish() {
+        on(&ev);
+    }
+}
+
+/// A client's request body for the endpoint the first byte chooses: depth limit, parse, and the rewrites an upstream
+/// attempt renders.
+pub fn request(data: &[u8]) {
+    let Some((_, endpoint, rest)) = endpoint_and_rest(data) else { return };
+    let _ = crate::pipeline::validate_for_fuzzing(&Bytes::copy_from_slice(rest), endpoint, 64);
+}
+
+/// The config loader on arbitrary text (environment variables it names may or may not exist; it reads no file).
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(c) = Config::parse(text, Path::new("fuzz.toml")) {
+        let _ = c.to_string();
+    }
+}
+
+/// `weir plugin check` on arbitrary bytes: validation and compilation of a component with every capability granted.
+pub fn plugin(data: &[u8]) {
+    static ENGINE: OnceLock<Option<Arc<PluginEngine>>> = OnceLock::new();
+    let engine = ENGINE.get_or_init(|| {
+        // Its own compile cache (mode 0700, as the engine requires), so fuzzing never writes into the user's.
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!("weir-fuzz-cache-{}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).ok()?;
+        let rt = PluginRuntime { max_instances: 2, cache_dir: Some(dir), ..Default::default() };
+        PluginEngine::new(&rt).ok()
+    });
+    if let Some(engine) = engine {
+        let _ = engine.compile(data, &Capability::ALL);
+    }
+}

@@ -1,0 +1,22 @@
+//! The `weir` gateway as a library: the binary (`main.rs`) is its command line, and the fuzz targets (`fuzz/`) and
+//! the corpus replay test (`tests/fuzz_corpus.rs`) call [`fuzz`]'s entry points. The modules are public for those
+//! two users only; nothing here is a stable API.
+//!
+//! Data flow of one request: [`ingress`] → [`pipeline`] → [`upstream::retry`] → [`sse`] + [`usage`] → [`record`].
+
+pub mod api;
+pub mod completion;
+pub mod config;
+pub mod dialect;
+pub mod error;
+pub mod fuzz;
+pub mod ingress;
+pub mod mock;
+pub mod pipeline;
+pub mod plugin;
+pub mod record;
+pub mod server;
+pub mod sse;
+pub mod telemetry;
+pub mod upstream;
+pub mod usage;
