@@ -57,6 +57,8 @@ pub struct Config {
     pub admin_token_env: Option<String>,
     /// `[admin] listen`: serve `/admin/*` on this address only (not on the API port).
     pub admin_listen: Option<SocketAddr>,
+    /// `[kv]`: where plugin state lives.
+    pub kv: KvConfig,
     /// Traces (OTLP) — off unless an endpoint or protocol is set here or in the standard `OTEL_*` variables.
     pub telemetry: TelemetryConfig,
 }
@@ -474,7 +476,71 @@ struct RawConfig {
     #[serde(default)]
     admin: Option<RawAdmin>,
     #[serde(default)]
+    kv: Option<Spanned<RawKv>>,
+    #[serde(default)]
     telemetry: Option<Spanned<TelemetryConfig>>,
+}
+
+/// Where plugin state (`kv`) lives: `[kv]`. Absent: the file store in `weir-data/` beside the config file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KvConfig {
+    Memory,
+    /// `backend = "file"`: a directory (created, mode 0700) and how often the log is fdatasync'ed.
+    File {
+        dir: PathBuf,
+        sync_every: Duration,
+    },
+    Redis(RedisKvConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisKvConfig {
+    /// `redis://[user@]host:port/db` or `rediss://` (TLS). A password in the URL is allowed but `password_env` is
+    /// better (the config then holds no secret).
+    pub url: String,
+    pub password_env: Option<String>,
+    /// Prepended to every key (several gateways fleets, or other applications, may share one Redis).
+    pub prefix: String,
+    pub pool_size: usize,
+    /// Every operation (connecting included) fails after this; at most 1 s.
+    pub timeout: Duration,
+    /// The directory of the local journal of settles Redis could not take.
+    pub journal_dir: PathBuf,
+    pub journal_max: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+enum KvBackendKind {
+    Memory,
+    #[default]
+    File,
+    Redis,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKv {
+    #[serde(default)]
+    backend: KvBackendKind,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    sync_every: Option<Duration>,
+    #[serde(default)]
+    url: Option<Spanned<String>>,
+    #[serde(default)]
+    password_env: Option<Spanned<String>>,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    pool_size: Option<usize>,
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    journal: Option<String>,
+    #[serde(default)]
+    journal_max: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -777,6 +843,7 @@ impl Config {
             upstreams,
             routes,
             mock_upstream,
+            kv: kv_config(raw.kv.as_ref(), base, at)?,
             admin_token_env: raw.admin.and_then(|a| a.token_env),
             admin_listen,
             telemetry,
@@ -883,6 +950,90 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("`{s}`: unit must be ms, s, m or h")),
     };
     Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is too long a duration"))
+}
+
+/// `[kv]`, validated; paths are relative to the config file's directory.
+fn kv_config(raw: Option<&Spanned<RawKv>>, base: &Path, at: &Positions) -> Result<KvConfig, ConfigError> {
+    let default = RawKv::default();
+    let k = raw.map_or(&default, |r| r.get_ref());
+    let dir = base.join(k.path.as_deref().unwrap_or("weir-data"));
+    let only = |what: &str, set: bool, backend: &str| -> Result<(), ConfigError> {
+        match (set, raw) {
+            (true, Some(r)) => {
+                Err(at.invalid(r, &format!("kv.{what}"), &format!("applies to backend = \"{backend}\" only")))
+            }
+            _ => Ok(()),
+        }
+    };
+    let redis_only = [
+        ("url", k.url.is_some()),
+        ("password_env", k.password_env.is_some()),
+        ("prefix", k.prefix.is_some()),
+        ("pool_size", k.pool_size.is_some()),
+        ("timeout", k.timeout.is_some()),
+        ("journal", k.journal.is_some()),
+        ("journal_max", k.journal_max.is_some()),
+    ];
+    match k.backend {
+        KvBackendKind::Memory => {
+            only("path", k.path.is_some(), "file")?;
+            only("sync_every", k.sync_every.is_some(), "file")?;
+            for (what, set) in redis_only {
+                only(what, set, "redis")?;
+            }
+            Ok(KvConfig::Memory)
+        }
+        KvBackendKind::File => {
+            for (what, set) in redis_only {
+                only(what, set, "redis")?;
+            }
+            Ok(KvConfig::File { dir, sync_every: k.sync_every.unwrap_or(Duration::from_millis(100)) })
+        }
+        KvBackendKind::Redis => {
+            // `backend = "redis"` comes from a `[kv]` table, so there is one to point at.
+            let Some(r) = raw else { return Ok(KvConfig::Memory) };
+            only("path", k.path.is_some(), "file")?;
+            only("sync_every", k.sync_every.is_some(), "file")?;
+            let Some(url) = &k.url else {
+                return Err(at.invalid(r, "kv.url", "is required with backend = \"redis\" (redis://host:6379/0)"));
+            };
+            let u = url.get_ref();
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                return Err(at.invalid(url, "kv.url", "must start with redis:// or rediss:// (TLS)"));
+            }
+            if let Some(env) = &k.password_env {
+                let name = env.get_ref();
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(at.invalid(env, "kv.password_env", "must be the *name* of an environment variable"));
+                }
+            }
+            let timeout = k.timeout.unwrap_or(Duration::from_millis(250));
+            if timeout.is_zero() || timeout > Duration::from_secs(1) {
+                return Err(at.invalid(
+                    r,
+                    "kv.timeout",
+                    "must be more than 0 and at most 1s (plugins wait at most 1 s for kv)",
+                ));
+            }
+            let pool_size = k.pool_size.unwrap_or(4);
+            if pool_size == 0 || pool_size > 64 {
+                return Err(at.invalid(r, "kv.pool_size", "must be between 1 and 64"));
+            }
+            Ok(KvConfig::Redis(RedisKvConfig {
+                url: u.clone(),
+                password_env: k.password_env.as_ref().map(|e| e.get_ref().clone()),
+                prefix: k.prefix.clone().unwrap_or_else(|| "weir:".into()),
+                pool_size,
+                timeout,
+                journal_dir: base.join(k.journal.as_deref().unwrap_or("weir-data")),
+                journal_max: k.journal_max.unwrap_or(100_000),
+            }))
+        }
+    }
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -591,6 +591,7 @@ impl Chain {
                     }
                 },
             };
+            live.store.data_mut().settling = true;
             live.begin_call();
             let result = live.bindings.on_complete(&mut live.store, &summary).await;
             live.end_call();

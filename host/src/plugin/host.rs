@@ -141,6 +141,9 @@ pub struct State {
     pub events: Vec<(String, Instant)>,
     /// The guest's stdout and stderr.
     pub output: MemoryOutputPipe,
+    /// The current call is `on-complete`: `kv.increment` settles ([`Kv::settle`]: kept and applied later when the
+    /// backend cannot take it now).
+    pub settling: bool,
 }
 
 impl State {
@@ -161,6 +164,7 @@ impl State {
             attributes: Vec::new(),
             events: Vec::new(),
             output,
+            settling: false,
         }
     }
 
@@ -174,6 +178,7 @@ impl State {
     pub fn start_call(&mut self, budget: Duration) {
         self.budget = budget;
         self.used = Duration::ZERO;
+        self.settling = false;
         *self.running_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
     }
 
@@ -420,7 +425,13 @@ impl v2::weir::plugin::kv::Host for State {
     async fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> KvResult<i64> {
         let kv = self.plugin.kv.clone();
         let k = self.key(&key);
-        let r = bounded(kv.increment(&k, delta, ttl(ttl_ms))).await.map_err(kv_error);
+        let r = if self.settling {
+            // Not cut by `bounded`: the backend bounds the attempt itself and must then keep the settle.
+            kv.settle(&k, delta, ttl(ttl_ms)).await
+        } else {
+            bounded(kv.increment(&k, delta, ttl(ttl_ms))).await
+        };
+        let r = r.map_err(kv_error);
         self.resume_running();
         r
     }

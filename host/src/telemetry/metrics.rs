@@ -58,6 +58,12 @@ pub struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KvLabels {
+    pub backend: &'static str,
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub outcome: &'static str,
 }
@@ -82,6 +88,10 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     pub spans_exported: Counter,
     pub spans_dropped: Counter,
+    pub kv_errors: Family<KvLabels, Counter>,
+    pub kv_journal_depth: Gauge,
+    pub kv_journal_replayed: Counter,
+    pub kv_journal_dropped: Counter,
 }
 
 fn seconds() -> Histogram {
@@ -116,6 +126,10 @@ impl Metrics {
             reloads: Family::default(),
             spans_exported: Counter::default(),
             spans_dropped: Counter::default(),
+            kv_errors: Family::default(),
+            kv_journal_depth: Gauge::default(),
+            kv_journal_replayed: Counter::default(),
+            kv_journal_dropped: Counter::default(),
         };
         let mut r = m.registry;
         r.register("requests", "Requests by API family, endpoint, status and outcome", m.requests.clone());
@@ -132,6 +146,26 @@ impl Metrics {
             "output_tokens_per_second",
             "Output tokens per second after the first token",
             m.tokens_per_second.clone(),
+        );
+        r.register(
+            "kv_errors",
+            "Plugin kv operations the backend failed (unavailable or timed out)",
+            m.kv_errors.clone(),
+        );
+        r.register(
+            "kv_journal_depth",
+            "Settles waiting in the local journal for the kv backend to come back",
+            m.kv_journal_depth.clone(),
+        );
+        r.register(
+            "kv_journal_replayed",
+            "Journaled settles applied to the kv backend (each exactly once)",
+            m.kv_journal_replayed.clone(),
+        );
+        r.register(
+            "kv_journal_dropped",
+            "Settles lost because the journal was full or could not be written",
+            m.kv_journal_dropped.clone(),
         );
         r.register("open_streams", "Streamed answers in progress", m.open_streams.clone());
         r.register("open_connections", "Client connections open", m.open_connections.clone());

@@ -1,0 +1,352 @@
+//! The `kv` capability's store: one trait with one semantics, three backends (`[kv] backend`). Keys arrive already
+//! namespaced by plugin (`<plugin>/<key>`).
+//!
+//! - [`MemoryKv`] (`memory`): this process only, lost on exit; for tests and throwaway runs.
+//! - [`file::FileKv`] (`file`, the default): in memory, every change appended to a log on local disk before it is
+//!   acknowledged; survives restarts and `kill -9`. One process per store.
+//! - [`redis::RedisKv`] (`redis`): shared by every replica; settles that cannot reach Redis are journaled locally
+//!   and replayed exactly once.
+//!
+//! Semantics (the conformance tests in this module run against each backend): `get` of a missing or expired key is
+//! none; `set` with a TTL expires the key after it; `increment` adds atomically (a missing, expired or non-integer
+//! value counts as 0; the TTL applies on creation only) and returns the new value; integers are stored as their
+//! decimal text, so `get` of a counter returns e.g. `b"42"`; `delete` of a missing key is not an error. Every
+//! operation is async and can fail ([`KvError`]): a shared backend is a network round trip away.
+
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+pub mod file;
+pub mod log;
+pub mod redis;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+
+/// Why a kv operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KvError {
+    #[error("kv backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("kv backend timed out")]
+    Timeout,
+    #[error("value larger than {0} bytes")]
+    TooLarge(usize),
+}
+
+pub type KvResult<T> = Result<T, KvError>;
+
+/// A key-value store shared by a plugin's instances.
+pub trait Kv: Send + Sync {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, KvResult<Option<Vec<u8>>>>;
+    fn set<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<()>>;
+    /// Adds `delta` atomically; a missing, expired or non-integer value counts as 0. `ttl` applies on creation.
+    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>>;
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, KvResult<()>>;
+    /// An `increment` made while settling a finished request (in `on-complete`), whose result decides nothing: a
+    /// backend that cannot take it now keeps it and applies it exactly once later (Redis: a local journal). Local
+    /// backends just increment.
+    fn settle<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>> {
+        self.increment(key, delta, ttl)
+    }
+
+    // Synchronous access, for 0.1.0 components (whose kv imports are synchronous and cannot fail): the answer if
+    // the backend gives it without waiting, else an error.
+    fn get_now(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
+        self.get(key).now_or_never().unwrap_or_else(would_block)
+    }
+    fn set_now(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> KvResult<()> {
+        self.set(key, value, ttl).now_or_never().unwrap_or_else(would_block)
+    }
+    fn increment_now(&self, key: &str, delta: i64, ttl: Option<Duration>) -> KvResult<i64> {
+        self.increment(key, delta, ttl).now_or_never().unwrap_or_else(would_block)
+    }
+    fn delete_now(&self, key: &str) -> KvResult<()> {
+        self.delete(key).now_or_never().unwrap_or_else(would_block)
+    }
+}
+
+/// Opens the configured backend.
+pub fn open(config: &crate::config::KvConfig) -> anyhow::Result<std::sync::Arc<dyn Kv>> {
+    use crate::config::KvConfig;
+    Ok(match config {
+        KvConfig::Memory => std::sync::Arc::new(MemoryKv::default()),
+        KvConfig::File { dir, sync_every } => file::FileKv::open(dir, *sync_every)?,
+        KvConfig::Redis(c) => redis::RedisKv::open(c)?,
+    })
+}
+
+fn would_block<T>() -> KvResult<T> {
+    Err(KvError::Unavailable("this backend cannot answer synchronously (a 0.1.0 plugin)".into()))
+}
+
+/// A value and its expiry.
+type Entry = (Vec<u8>, Option<Instant>);
+
+/// In-process store: one map behind a mutex, expired entries swept as the map grows.
+#[derive(Default)]
+pub struct MemoryKv {
+    map: Mutex<HashMap<String, Entry>>,
+}
+
+impl MemoryKv {
+    fn live(entry: &Entry, now: Instant) -> bool {
+        entry.1.is_none_or(|t| t > now)
+    }
+
+    fn sweep(map: &mut HashMap<String, Entry>) {
+        if map.len() > 10_000 && map.len().is_power_of_two() {
+            let now = Instant::now();
+            map.retain(|_, e| Self::live(e, now));
+        }
+    }
+
+    fn get_sync(&self, key: &str) -> Option<Vec<u8>> {
+        let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(key).filter(|e| Self::live(e, Instant::now())).map(|e| e.0.clone())
+    }
+
+    fn set_sync(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) {
+        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A TTL too long for an `Instant` (a plugin may pass any u64) means no expiry.
+        map.insert(key.to_string(), (value, ttl.and_then(|t| Instant::now().checked_add(t))));
+        Self::sweep(&mut map);
+    }
+
+    fn increment_sync(&self, key: &str, delta: i64, ttl: Option<Duration>) -> i64 {
+        let now = Instant::now();
+        let mut map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (cur, expiry) = match map.get(key).filter(|e| Self::live(e, now)) {
+            Some((v, exp)) => (std::str::from_utf8(v).ok().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0), *exp),
+            None => (0, ttl.and_then(|t| now.checked_add(t))),
+        };
+        let new = cur.saturating_add(delta);
+        map.insert(key.to_string(), (new.to_string().into_bytes(), expiry));
+        Self::sweep(&mut map);
+        new
+    }
+}
+
+impl Kv for MemoryKv {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, KvResult<Option<Vec<u8>>>> {
+        Box::pin(std::future::ready(Ok(self.get_sync(key))))
+    }
+    fn set<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<()>> {
+        self.set_sync(key, value, ttl);
+        Box::pin(std::future::ready(Ok(())))
+    }
+    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>> {
+        Box::pin(std::future::ready(Ok(self.increment_sync(key, delta, ttl))))
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, KvResult<()>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
+pub mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// One semantics: every backend passes this.
+    async fn conformance(kv: Arc<dyn Kv>) {
+        let k = |s: &str| format!("conf-{:08x}/{s}", fastrand::u32(..));
+        let (a, n, t, s, big) = (k("a"), k("n"), k("t"), k("s"), k("big"));
+        assert_eq!(kv.get(&a).await, Ok(None), "missing");
+        kv.set(&a, b"v1".to_vec(), None).await.unwrap();
+        assert_eq!(kv.get(&a).await.unwrap().as_deref(), Some(&b"v1"[..]));
+        kv.set(&a, vec![0, 255, 1], None).await.unwrap();
+        assert_eq!(kv.get(&a).await.unwrap(), Some(vec![0, 255, 1]), "binary values, overwritten");
+        kv.delete(&a).await.unwrap();
+        kv.delete(&a).await.unwrap();
+        assert_eq!(kv.get(&a).await, Ok(None), "deleted; deleting twice is fine");
+
+        assert_eq!(kv.increment(&n, 5, Some(Duration::from_millis(150))).await, Ok(5), "created at delta");
+        assert_eq!(kv.increment(&n, -7, Some(Duration::from_secs(3600))).await, Ok(-2), "ttl only on creation");
+        assert_eq!(kv.get(&n).await.unwrap().as_deref(), Some(&b"-2"[..]), "decimal text");
+        kv.set(&s, b"not a number".to_vec(), None).await.unwrap();
+        assert_eq!(kv.increment(&s, 3, None).await, Ok(3), "a non-integer counts as 0");
+        assert_eq!(kv.settle(&s, 4, None).await, Ok(7), "settle is an increment when the backend is up");
+
+        kv.set(&t, b"x".to_vec(), Some(Duration::from_millis(100))).await.unwrap();
+        assert!(kv.get(&t).await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(kv.get(&t).await, Ok(None), "set with ttl expires");
+        assert_eq!(kv.get(&n).await, Ok(None), "the increment's creation ttl expired");
+        assert_eq!(kv.increment(&n, 1, None).await, Ok(1), "an expired counter restarts at 0");
+        kv.set(&t, b"x".to_vec(), Some(Duration::from_millis(u64::MAX))).await.unwrap();
+        assert!(kv.get(&t).await.unwrap().is_some(), "a ttl too long to represent never expires");
+
+        let value = vec![7u8; crate::plugin::host::MAX_KV_VALUE];
+        kv.set(&big, value.clone(), None).await.unwrap();
+        assert_eq!(kv.get(&big).await.unwrap().map(|v| v.len()), Some(value.len()), "the largest value");
+
+        // Atomic under concurrency.
+        let c = k("c");
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (kv, c) = (kv.clone(), c.clone());
+                tokio::spawn(async move {
+                    for _ in 0..100 {
+                        kv.increment(&c, 1, None).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(kv.increment(&c, 0, None).await, Ok(800));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_memory() {
+        conformance(Arc::new(MemoryKv::default())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_file() {
+        let dir = log::tests::tempdir();
+        conformance(file::FileKv::open(&dir, Duration::from_millis(50)).unwrap()).await;
+        conformance(file::FileKv::open(&log::tests::tempdir(), Duration::ZERO).unwrap()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn conformance_redis() {
+        let server = RedisServer::start();
+        let kv = redis::RedisKv::open(&server.config()).unwrap();
+        conformance(kv).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_down_fails_fast_and_settles_are_replayed_exactly_once() {
+        let mut server = RedisServer::start();
+        let config = server.config();
+        let kv = redis::RedisKv::open(&config).unwrap();
+        assert_eq!(kv.settle("p/spend", 10, None).await, Ok(10));
+        server.stop();
+        let t0 = std::time::Instant::now();
+        assert!(kv.get("p/spend").await.is_err());
+        assert!(kv.increment("p/spend", 1, None).await.is_err());
+        assert!(t0.elapsed() < Duration::from_secs(2), "failed within the timeout: {:?}", t0.elapsed());
+        for _ in 0..5 {
+            let e = kv.settle("p/spend", 1, None).await.unwrap_err();
+            assert!(matches!(&e, KvError::Unavailable(m) if m.contains("journaled")), "{e:?}");
+        }
+        assert_eq!(kv.journal_depth(), 5);
+        // A restart of the gateway while Redis is down: the journal is on disk.
+        drop(kv);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let kv = redis::RedisKv::open(&config).unwrap();
+        assert_eq!(kv.journal_depth(), 5, "the journal survived the restart");
+        server.restart();
+        for _ in 0..100 {
+            if kv.journal_depth() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(kv.journal_depth(), 0, "replayed once Redis is back");
+        // The server restarted empty (no persistence in tests): exactly the five journaled settles were applied.
+        assert_eq!(kv.get("p/spend").await.unwrap().as_deref(), Some(&b"5"[..]));
+    }
+
+    /// A private `redis-server` on a free port (Debian's package; `make test` installs it).
+    pub struct RedisServer {
+        pub port: u16,
+        child: Option<std::process::Child>,
+        journal: std::path::PathBuf,
+    }
+
+    impl RedisServer {
+        pub fn start() -> RedisServer {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut s = RedisServer { port, child: None, journal: log::tests::tempdir() };
+            s.restart();
+            s
+        }
+        pub fn restart(&mut self) {
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server (apt-get install redis-server; `make test` installs it)");
+            self.child = Some(child);
+            for _ in 0..100 {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            panic!("redis-server did not start on port {}", self.port);
+        }
+        pub fn stop(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        pub fn config(&self) -> crate::config::RedisKvConfig {
+            crate::config::RedisKvConfig {
+                url: format!("redis://127.0.0.1:{}/0", self.port),
+                password_env: None,
+                prefix: "weir-test:".into(),
+                pool_size: 2,
+                timeout: Duration::from_millis(300),
+                journal_dir: self.journal.clone(),
+                journal_max: 1000,
+            }
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    #[test]
+    fn get_set_expire_delete() {
+        let kv = MemoryKv::default();
+        assert_eq!(kv.get_now("a"), Ok(None));
+        kv.set_now("a", b"1".to_vec(), None).unwrap();
+        assert_eq!(kv.get_now("a").unwrap().as_deref(), Some(&b"1"[..]));
+        kv.set_now("b", b"x".to_vec(), Some(Duration::from_millis(1))).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(kv.get_now("b"), Ok(None), "expired");
+        kv.delete_now("a").unwrap();
+        assert_eq!(kv.get_now("a"), Ok(None));
+    }
+
+    #[test]
+    fn any_ttl_is_accepted() {
+        let kv = MemoryKv::default();
+        kv.set_now("a", b"1".to_vec(), Some(Duration::from_millis(u64::MAX))).unwrap();
+        assert_eq!(kv.increment_now("n", 1, Some(Duration::MAX)), Ok(1));
+        assert_eq!(kv.get_now("a").unwrap().as_deref(), Some(&b"1"[..]), "too long to expire");
+    }
+
+    #[test]
+    fn increment_is_atomic_across_threads() {
+        let kv = Arc::new(MemoryKv::default());
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let kv = kv.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        kv.increment_now("n", 1, None).unwrap();
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(kv.increment_now("n", 0, None), Ok(8000));
+        assert_eq!(kv.get_now("n").unwrap().as_deref(), Some(&b"8000"[..]));
+    }
+}
