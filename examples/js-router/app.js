@@ -40,7 +40,7 @@ function onRequest(req) {
   if (!Array.isArray(targets)) {
     if (settings.strict) {
       setAttribute("decision", "unknown-tier");
-      return { tag: "reject", val: { status: 400, message: `unknown tier '${tier}'` } };
+      return { tag: "reject", val: { status: 400, message: `unknown tier '${tier}'`, headers: [] } };
     }
     setAttribute("decision", "default-routing");
     return { tag: "continue" };

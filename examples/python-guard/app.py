@@ -92,7 +92,7 @@ class Hooks(exports.Hooks):
             if on_request and pattern.search(text):
                 block("request", name)
                 status = int(_settings.get("status", 400))
-                return RequestDecision_Reject(Rejection(status, f"request blocked by guard rule '{name}'"))
+                return RequestDecision_Reject(Rejection(status, f"request blocked by guard rule '{name}'", []))
         trace.set_attribute("verdict", "allowed")
         return RequestDecision_Continue()
 

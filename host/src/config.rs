@@ -493,6 +493,34 @@ pub enum KvConfig {
     Redis(RedisKvConfig),
 }
 
+impl KvConfig {
+    /// The backend in words, for the startup log and `check-config` (never a password).
+    pub fn describe(&self) -> String {
+        match self {
+            KvConfig::Memory => "memory (this process only: lost on exit)".into(),
+            KvConfig::File { dir, sync_every } => {
+                format!("file store in {} (durable on acknowledgment; fdatasync every {sync_every:?})", dir.display())
+            }
+            KvConfig::Redis(r) => {
+                // A password in the URL is not logged.
+                let url = match r.url.split_once('@') {
+                    Some((scheme_auth, host)) => {
+                        format!("{}://…@{host}", scheme_auth.split("://").next().unwrap_or("redis"))
+                    }
+                    None => r.url.clone(),
+                };
+                format!(
+                    "redis {url} (prefix `{}`, {} connections, timeout {:?}; journal in {})",
+                    r.prefix,
+                    r.pool_size,
+                    r.timeout,
+                    r.journal_dir.display()
+                )
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisKvConfig {
     /// `redis://[user@]host:port/db` or `rediss://` (TLS). A password in the URL is allowed but `password_env` is
@@ -1122,6 +1150,7 @@ impl fmt::Display for Config {
         if let Some(d) = &self.plugins_dir {
             writeln!(f, "plugins directory (watched): {}", d.display())?;
         }
+        writeln!(f, "plugin state (kv): {}", self.kv.describe())?;
         match crate::telemetry::trace::ExportTarget::resolve(&self.telemetry, |k| std::env::var(k).ok()) {
             Ok(Some(t)) => writeln!(f, "{}", crate::telemetry::trace::describe(&t, &self.telemetry))?,
             Ok(None) => writeln!(f, "traces: off (no OTLP endpoint in [telemetry] or OTEL_EXPORTER_OTLP_ENDPOINT)")?,

@@ -149,11 +149,13 @@ pub struct ApiError {
     pub retry_after: Option<Duration>,
     /// Overrides the kind's status (a plugin's rejection carries its own).
     pub status: Option<StatusCode>,
+    /// Extra headers on the error response (a plugin's rejection: `retry-after`, `x-ratelimit-*`).
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> ApiError {
-        ApiError { kind, message: message.into(), retry_after: None, status: None }
+        ApiError { kind, message: message.into(), retry_after: None, status: None, headers: Vec::new() }
     }
 
     /// A plugin's refusal with its own status. The error types follow the status, as the providers' do.
@@ -211,6 +213,9 @@ impl ApiError {
         h.insert("x-weir-error-source", HeaderValue::from_static(self.source().as_str()));
         if let Some(ra) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(ra.as_secs_f64().ceil() as u64));
+        }
+        for (name, value) in &self.headers {
+            h.insert(name.clone(), value.clone());
         }
         resp
     }

@@ -277,7 +277,13 @@ impl ChunkExt for Chunk {
 
 /// A refusal in the client's API error shape.
 pub fn reject(status: u16, message: impl Into<String>) -> RequestDecision {
-    RequestDecision::Reject(Rejection { status, message: message.into() })
+    reject_with_headers(status, message, &[])
+}
+
+/// A refusal with headers on the error response, e.g. `("retry-after", "12")` on a 429.
+pub fn reject_with_headers(status: u16, message: impl Into<String>, headers: &[(&str, &str)]) -> RequestDecision {
+    let headers = headers.iter().map(|(n, v)| Header { name: n.to_string(), value: v.to_string() }).collect();
+    RequestDecision::Reject(Rejection { status, message: message.into(), headers })
 }
 
 #[doc(hidden)]

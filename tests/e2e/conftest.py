@@ -208,19 +208,32 @@ candidates = [{{ upstream = "dead-anthropic", model = "claude-haiku-4-5" }}, {{ 
 
 
 class Gateway:
-    def __init__(self, tmp, mock, name="gateway", top="", tail="", env=None, bind="127.0.0.1", **over):
-        self.port = free_port()
+    def __init__(self, tmp, mock, name="gateway", top="", tail="", env=None, bind="127.0.0.1", port=None, **over):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = tmp / f"{name}.toml"
+        # Plugin state in a file store of its own (the default backend), unless the test chooses.
+        over.setdefault("kv", f'path = "{name}-{self.port}-data"')
         self.config.write_text(gateway_config(mock.port, self.port, top=top, tail=tail, bind=bind, **over))
         self.log = tmp / f"{name}.log"
-        env = {**os.environ, "WEIR_TEST_UPSTREAM_KEY": UPSTREAM_KEY, "WEIR_TEST_WRONG_KEY": "sk-wrong-key-canary-0000",
-               "WEIR_TEST_ADMIN_TOKEN": ADMIN_TOKEN, **(env or {})}
+        self.log.write_text("")
+        self.env = {**os.environ, "WEIR_TEST_UPSTREAM_KEY": UPSTREAM_KEY,
+                    "WEIR_TEST_WRONG_KEY": "sk-wrong-key-canary-0000", "WEIR_TEST_ADMIN_TOKEN": ADMIN_TOKEN,
+                    **(env or {})}
+        self.start()
+
+    def start(self):
+        """Starts (or restarts) the process on the same config and port; the log file is appended to."""
         self.proc = subprocess.Popen(
             [str(WEIR), "serve", "--config", str(self.config)],
-            stdout=self.log.open("w"), stderr=subprocess.STDOUT, env=env,
+            stdout=self.log.open("a"), stderr=subprocess.STDOUT, env=self.env,
         )
         wait_http(self.url + "/readyz", proc=self.proc, log=self.log)
+
+    def kill(self):
+        """`kill -9`: no drain, no cleanup."""
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
 
     def log_text(self):
         return self.log.read_text()

@@ -347,8 +347,15 @@ impl Chain {
                         .ok()
                         .filter(|s| s.is_client_error() || s.is_server_error())
                         .unwrap_or(http::StatusCode::FORBIDDEN);
+                    let headers = match rejection_headers(&r.headers) {
+                        Ok(h) => h,
+                        Err(msg) => {
+                            self.fail(i, Hook::OnRequest, &msg)?;
+                            continue;
+                        }
+                    };
                     tracing::debug!(target: "weir::plugin", plugin = %p.name, status = status.as_u16(), "request rejected by plugin");
-                    return Err(ApiError::rejected(status, r.message));
+                    return Err(ApiError { headers, ..ApiError::rejected(status, r.message) });
                 }
             }
         }
@@ -702,6 +709,28 @@ fn describe(e: &wasmtime::Error, store: &Store<State>, hook: Hook, p: &LoadedPlu
         Some(t) => format!("trapped: {t}"),
         None => format!("failed: {e:#}"),
     }
+}
+
+/// A rejection's headers, checked: never credentials, cookies, hop-by-hop or `content-*` headers.
+fn rejection_headers(headers: &[types::Header]) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    headers
+        .iter()
+        .map(|h| {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| format!("returned a rejection header `{}` that is not a header name", h.name))?;
+            let n = name.as_str();
+            if NEVER_FORWARDED.contains(&n)
+                || n.starts_with("content-")
+                || n == "set-cookie"
+                || n == "x-weir-error-source"
+            {
+                return Err(format!("returned a rejection header `{n}`, which plugins may not set"));
+            }
+            let value = HeaderValue::from_str(&h.value)
+                .map_err(|_| format!("returned a rejection header `{n}` with an invalid value"))?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 fn plugin_error(p: &LoadedPlugin, hook: Hook, msg: &str) -> ApiError {

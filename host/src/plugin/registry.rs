@@ -230,33 +230,6 @@ pub struct Registry {
     reloads_failed: AtomicU64,
 }
 
-/// The kv backend in words, for the startup log (never a password).
-fn describe_kv(c: &crate::config::KvConfig) -> String {
-    use crate::config::KvConfig;
-    match c {
-        KvConfig::Memory => "memory (this process only: lost on exit)".into(),
-        KvConfig::File { dir, sync_every } => {
-            format!("file store in {} (durable on acknowledgment; fdatasync every {sync_every:?})", dir.display())
-        }
-        KvConfig::Redis(r) => {
-            // A password in the URL is not logged.
-            let url = match r.url.split_once('@') {
-                Some((scheme_auth, host)) => {
-                    format!("{}://…@{host}", scheme_auth.split("://").next().unwrap_or("redis"))
-                }
-                None => r.url.clone(),
-            };
-            format!(
-                "redis {url} (prefix `{}`, {} connections, timeout {:?}; journal in {})",
-                r.prefix,
-                r.pool_size,
-                r.timeout,
-                r.journal_dir.display()
-            )
-        }
-    }
-}
-
 impl Registry {
     /// The store behind the `kv` capability (keys are `<plugin name>/<key>`).
     pub fn kv(&self) -> &Arc<dyn Kv> {
@@ -267,7 +240,7 @@ impl Registry {
     pub fn new(config: &Config) -> anyhow::Result<Arc<Registry>> {
         let engine = PluginEngine::new(&config.plugin_runtime)?;
         let kv = super::kv::open(&config.kv)?;
-        tracing::info!(target: "weir::kv", "plugin state: {}", describe_kv(&config.kv));
+        tracing::info!(target: "weir::kv", "plugin state: {}", config.kv.describe());
         let mut from_config = Vec::new();
         for spec in &config.plugins {
             let bytes = std::fs::read(&spec.file)

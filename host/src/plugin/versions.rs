@@ -193,6 +193,10 @@ fn request_decision(d: v1::types::RequestDecision) -> types::RequestDecision {
             content_type: r.content_type,
             body: r.body,
         }),
-        D::Reject(r) => types::RequestDecision::Reject(types::Rejection { status: r.status, message: r.message }),
+        D::Reject(r) => types::RequestDecision::Reject(types::Rejection {
+            status: r.status,
+            message: r.message,
+            headers: Vec::new(),
+        }),
     }
 }

@@ -266,8 +266,8 @@ impl Plugin for Cost {
                 }
             };
             // Settle the reservation to the actual cost (a failed request costs what it used, usually nothing).
-            // A settle the store refuses is lost here; durable journaling of such settles is the shared-state
-            // issue's (the gateway's kv backend), not this plugin's.
+            // Increments in `on-complete` are settles: a backend that cannot take one now (Redis down) journals it
+            // and applies it exactly once later, so errors here are not retried.
             for c in &self.counters {
                 let _ = weir_sdk::kv::increment(&c.key, actual - self.reserved, None);
             }

@@ -47,7 +47,7 @@ function onRequest(req) {
 
   switch (mode) {
     case "reject":
-      return { tag: "reject", val: { status: 403, message: `${cfg.reject_message} (${req.model()})` } };
+      return { tag: "reject", val: { status: 403, message: `${cfg.reject_message} (${req.model()})`, headers: [] } };
     case "respond": {
       const stored = kv.get("greeting");
       const text = stored === undefined ? cfg.greeting : decoder.decode(stored);

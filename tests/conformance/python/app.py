@@ -71,7 +71,7 @@ class Hooks(exports.Hooks):
         log.write(log.Level.INFO, f"conformance request {n} mode={mode}")
 
         if mode == "reject":
-            return RequestDecision_Reject(Rejection(403, f"{cfg['reject_message']} ({req.model()})"))
+            return RequestDecision_Reject(Rejection(403, f"{cfg['reject_message']} ({req.model()})", []))
         if mode == "respond":
             stored = kv.get("greeting")
             text = stored.decode() if stored is not None else cfg["greeting"]
