@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 WEIR_CONFIG ?= examples/weir.toml
 
-.PHONY: run test bench fuzz build plugins check unit e2e guests polyglot clean
+.PHONY: run test bench fuzz build plugins check unit e2e guests polyglot clean need-redis
 
 # Wasm components built from source for the tests: first-party plugins and the test guests.
 PLUGINS := allowlist auth router redact cost ratelimit
@@ -57,8 +57,15 @@ check:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) clippy --locked --target wasm32-wasip2 -p weir-sdk $(addprefix -p ,$(GUESTS)) -- -D warnings
 
-unit:
+unit: need-redis
 	$(CARGO) test --workspace --locked
+
+# The kv conformance tests and the shared-state e2e tests start their own redis-server on a free port: Debian's
+# package, installed here when missing (as .ci/run installs npm).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+need-redis:
+	@command -v redis-server >/dev/null || { echo "== installing redis-server"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
 guests:
 	rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
@@ -101,7 +108,7 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json
 	npm install --prefix tools --no-audit --no-fund --loglevel=error
 	touch $@
 
-e2e: $(VENV)/.installed guests polyglot
+e2e: $(VENV)/.installed guests polyglot need-redis
 	$(CARGO) build --workspace --locked
 	WEIR_BIN=$(CURDIR)/target/debug/weir $(VENV)/bin/python -m pytest tests/e2e -q -p no:cacheprovider
 
