@@ -51,3 +51,43 @@ bench_wait() {
 pct() { awk -v p="$1%" '$1==p { v=$2; u=v; sub(/[0-9.]+/,"",u); sub(/[a-z]+$/,"",v);
   m = (u=="us") ? 1 : (u=="ms") ? 1000 : (u=="s") ? 1e6 : 1; printf "%.1f\n", v*m }'; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+# The plugins of examples/weir.toml's chain, for gateways under benchmark (built by `make guests`).
+guests=$PWD/target/guests
+demo_hash=$(printf %s sk-weir-demo | sha256sum | cut -d' ' -f1)
+redact="
+[[plugins]]
+name = \"redact\"
+order = 30
+file = \"$guests/redact.wasm\"
+capabilities = [\"config\", \"trace\"]
+config = { modes = { secret = \"block\" } }"
+# The chain of examples/weir.toml: auth → router → redact → cost. $1: extra settings for every plugin.
+chain() {
+  cat <<TOML
+[[plugins]]
+name = "auth"
+order = 10
+file = "$guests/auth.wasm"
+capabilities = ["config", "kv", "trace", "clock"]
+$1
+config = { keys = [{ id = "demo", hash = "sha256:$demo_hash", team = "demo" }] }
+[[plugins]]
+name = "router"
+order = 20
+file = "$guests/router.wasm"
+capabilities = ["config", "trace"]
+$1
+config = { rules = [{ model = "gpt-4o-mini", targets = [{ upstream = "mock", model = "gpt-4o-mini" }] }] }
+${redact}
+$1
+[[plugins]]
+name = "cost"
+order = 40
+file = "$guests/cost.wasm"
+capabilities = ["log", "config", "kv", "trace", "clock"]
+$1
+config = { prices = { "gpt-4o-mini" = { input = 0.15, output = 0.6 } }, budgets = [{ key = "demo", usd = 1e12, period = "day" }] }
+TOML
+}
+

@@ -3,14 +3,14 @@
 # plugins / one Rust plugin / the four-plugin chain, nginx proxying the same mock — and prints each measure next to
 # its budget from ../shared/DESIGN.md §6. The tables also go to target/bench/results.md.
 #
-#   bench/run.sh [section...]    sections: latency throughput streaming plugins hotswap memory (default: all)
+#   bench/run.sh [section...]    sections: latency throughput streaming plugins hotswap memory state (default: all)
 #
 # Knobs (environment): SECS (seconds per wrk run, default 5), ROUNDS (alternating rounds for latency, default 3).
 # Needs wrk and nginx (installed with apt-get if missing) and the wasm32-wasip2 target (added if missing).
 source "$(dirname "$0")/lib.sh"
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
-sections=${*:-latency throughput streaming plugins hotswap memory}
+sections=${*:-latency throughput streaming plugins hotswap memory state}
 
 # ---- tools ----
 missing=""
@@ -34,49 +34,12 @@ mkdir -p target/bench
 say() { echo "$*" | tee -a "$out"; }
 
 # ---- what runs ----
-demo_hash=$(printf %s sk-weir-demo | sha256sum | cut -d' ' -f1)
 allowlist="
 [[plugins]]
 name = \"allowlist\"
 file = \"$guests/allowlist.wasm\"
 capabilities = [\"config\", \"kv\", \"trace\"]
 config = { models = [\"gpt-4o-mini\"] }"
-redact="
-[[plugins]]
-name = \"redact\"
-order = 30
-file = \"$guests/redact.wasm\"
-capabilities = [\"config\", \"trace\"]
-config = { modes = { secret = \"block\" } }"
-# The chain of examples/weir.toml: auth → router → redact → cost. $1: extra settings for every plugin.
-chain() {
-  cat <<TOML
-[[plugins]]
-name = "auth"
-order = 10
-file = "$guests/auth.wasm"
-capabilities = ["config", "kv", "trace", "clock"]
-$1
-config = { keys = [{ id = "demo", hash = "sha256:$demo_hash", team = "demo" }] }
-[[plugins]]
-name = "router"
-order = 20
-file = "$guests/router.wasm"
-capabilities = ["config", "trace"]
-$1
-config = { rules = [{ model = "gpt-4o-mini", targets = [{ upstream = "mock", model = "gpt-4o-mini" }] }] }
-${redact}
-$1
-[[plugins]]
-name = "cost"
-order = 40
-file = "$guests/cost.wasm"
-capabilities = ["log", "config", "kv", "trace", "clock"]
-$1
-config = { prices = { "gpt-4o-mini" = { input = 0.15, output = 0.6 } }, budgets = [{ key = "demo", usd = 1e12, period = "day" }] }
-TOML
-}
-
 bench_start
 bench_gateway one 127.0.0.1:18202 "" "$allowlist"
 bench_gateway chain 127.0.0.1:18203 "" "$(chain "")"
@@ -390,3 +353,8 @@ if [[ " $sections " == *" memory "* ]]; then
 fi
 
 echo "results: $out"
+
+# ---- plugin state per kv backend (its own gateways and redis-server; appends to the same results) ----
+if [[ " $sections " == *" state "* ]]; then
+  bash bench/state.sh
+fi

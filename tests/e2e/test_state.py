@@ -6,6 +6,7 @@ exactly once). Clients are the official SDKs; the plugins are the first-party co
 import concurrent.futures
 import hashlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -346,3 +347,45 @@ def test_redis_killed_mid_traffic(session_tmp, mock, redis):
         assert "panicked" not in g.log_text()
     finally:
         g.stop()
+
+
+def test_the_replicas_example_shares_keys_and_spend(tmp_path, redis):
+    """examples/replicas/ as shipped (ports, Redis URL, plugin paths and journal directories moved to this test's)."""
+    from conftest import ROOT, WEIR, wait_http
+
+    ports = {p: free_port() for p in (8090, 8091, 8092, 8093)}
+    urls, procs = {}, []
+    env = {**os.environ, "WEIR_ADMIN_TOKEN": ADMIN_TOKEN}
+    try:
+        for r, port in (("a", 8090), ("b", 8091)):
+            text = (ROOT / "examples" / "replicas" / f"{r}.toml").read_text()
+            assert "redis://127.0.0.1:6379/0" in text and f'journal = "weir-data-{r}"' in text
+            text = text.replace("redis://127.0.0.1:6379/0", redis.url)
+            text = text.replace(f'journal = "weir-data-{r}"', f'journal = "{tmp_path / ("journal-" + r)}"')
+            for old, new in ports.items():
+                text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+            for name in ("auth", "ratelimit", "cost"):
+                built = f"../../target/wasm32-wasip2/plugin/weir_plugin_{name}.wasm"
+                assert built in text, name
+                text = text.replace(built, str(GUESTS / f"{name}.wasm"))
+            config = tmp_path / f"{r}.toml"
+            config.write_text(text)
+            log = tmp_path / f"{r}.log"
+            procs.append(subprocess.Popen([str(WEIR), "serve", "--config", str(config)], stdout=log.open("w"),
+                                          stderr=subprocess.STDOUT, env=env))
+            urls[r] = f"http://127.0.0.1:{ports[port]}"
+            wait_http(urls[r] + "/readyz", proc=procs[-1], log=log)
+        a, b = (type("G", (), {"url": urls[r]})() for r in "ab")
+        issue(a, "sk-replica-issued", "issued", team="demo")
+        rid, usage = ask(b, "sk-replica-issued")
+        wait_for(lambda: spend(a, "issued") == cost_from_example_prices(usage), "the spend on B is seen on A")
+        ask(a, "sk-weir-demo")
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+
+
+def cost_from_example_prices(u):
+    """gpt-4o-mini at the example's prices (USD 0.15 / 0.60 per million tokens), in nano-dollars."""
+    return round(u.prompt_tokens * 150 + u.completion_tokens * 600)
