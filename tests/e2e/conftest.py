@@ -120,6 +120,13 @@ def install(dir_, name, wasm, settings=""):
     tmp.rename(dir_ / f"{name}.wasm")
 
 
+def plugin_toml(name, order, capabilities, config=""):
+    """A `[[plugins]]` entry for guest `name` (from target/guests), its config table's lines after it."""
+    caps = ", ".join(f'"{c}"' for c in capabilities)
+    entry = f'[[plugins]]\nname = "{name}"\norder = {order}\nfile = "{GUESTS / (name + ".wasm")}"\ncapabilities = [{caps}]\n'
+    return entry + (f"[plugins.config]\n{config}\n" if config else "")
+
+
 def admin_kv(g, plugin, key, method="GET", body=None, token=ADMIN_TOKEN):
     """A plugin's kv entry through the admin API: (status, body bytes)."""
     req = urllib.request.Request(f"{g.url}/admin/plugins/{plugin}/kv/{key}", data=body, method=method)

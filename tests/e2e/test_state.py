@@ -19,7 +19,7 @@ import urllib.request
 import openai
 import pytest
 
-from conftest import ADMIN_TOKEN, GUESTS, Gateway, admin_kv, free_port, openai_client, wait_for
+from conftest import ADMIN_TOKEN, GUESTS, Gateway, admin_kv, free_port, openai_client, plugin_toml, wait_for
 
 PRICE_IN, PRICE_OUT = 10.0, 20.0  # USD per million tokens: every cost is a whole number of micro-dollars
 MSG = [{"role": "user", "content": "Say hello"}]
@@ -41,40 +41,16 @@ def cost_nano(u):
 
 
 def chain():
-    keys = ",\n  ".join(f'{{ id = "{i}", hash = "sha256:{sha(k)}", team = "{t}" }}' for k, (i, t) in KEYS.items())
-    return f"""
-[admin]
-token_env = "WEIR_TEST_ADMIN_TOKEN"
-
-[[plugins]]
-name = "auth"
-order = 10
-file = "{GUESTS / 'auth.wasm'}"
-capabilities = ["config", "kv", "trace", "clock"]
-[plugins.config]
-keys = [
-  {keys},
-]
-
-[[plugins]]
-name = "ratelimit"
-order = 15
-file = "{GUESTS / 'ratelimit.wasm'}"
-capabilities = ["config", "kv", "trace", "clock"]
-[plugins.config]
-limits = [{{ key = "limited", rpm = {RPM} }}]
-
-[[plugins]]
-name = "cost"
-order = 40
-file = "{GUESTS / 'cost.wasm'}"
-capabilities = ["log", "config", "kv", "trace", "clock"]
-[plugins.config]
-default_max_tokens = 64
+    keys = ", ".join(f'{{ id = "{i}", hash = "sha256:{sha(k)}", team = "{t}" }}' for k, (i, t) in KEYS.items())
+    kv = ["config", "kv", "trace", "clock"]
+    return "\n".join([
+        '[admin]\ntoken_env = "WEIR_TEST_ADMIN_TOKEN"\n',
+        plugin_toml("auth", 10, kv, f"keys = [{keys}]"),
+        plugin_toml("ratelimit", 15, kv, f'limits = [{{ key = "limited", rpm = {RPM} }}]'),
+        plugin_toml("cost", 40, ["log"] + kv, f"""default_max_tokens = 64
 budgets = [{{ key = "budget", usd = {BUDGET_USD}, period = "day" }}]
-[plugins.config.prices]
-"gpt-4o-mini" = {{ input = {PRICE_IN}, output = {PRICE_OUT} }}
-"""
+prices = {{ "gpt-4o-mini" = {{ input = {PRICE_IN}, output = {PRICE_OUT} }} }}"""),
+    ])
 
 
 def day():
