@@ -13,7 +13,7 @@ pub mod v1 {
         world: "plugin",
         exports: { default: async },
     });
-    pub use weir::plugin::types;
+    pub use self::weir::plugin::types;
 }
 
 /// `weir:plugin@0.2.0` (`wit/plugin.wit`): what the gateway itself speaks.
@@ -31,7 +31,7 @@ pub mod v2 {
             "weir:plugin/types.request": crate::plugin::host::RequestHandle,
         },
     });
-    pub use weir::plugin::types;
+    pub use self::weir::plugin::types;
 }
 
 /// The current contract's types, which the chain works with (0.1.0 calls are converted at the boundary).

@@ -46,7 +46,7 @@ pub struct RequestView<'a> {
     pub body: Bytes,
     pub model: String,
     pub stream: bool,
-    /// A model-listing check (`GET /v1/models` asks the chain once per model; see [`Chain::may_list`]).
+    /// A model-listing check (`GET /v1/models` asks the chain once per model; see `ingress::visible_models`).
     pub listing: bool,
 }
 
