@@ -191,6 +191,14 @@ def test_a_second_gateway_on_the_same_file_store_is_refused(session_tmp, mock):
         g.stop()
 
 
+def test_an_unusable_store_path_refuses_to_start_with_a_clear_error(session_tmp, mock):
+    blocker = session_tmp / "a-file-not-a-directory"
+    blocker.write_text("x")
+    with pytest.raises(RuntimeError) as e:
+        Gateway(session_tmp, mock, name="unusable", tail=chain(), kv=f'path = "{blocker / "store"}"')
+    assert "kv.path" in str(e.value) and "cannot create the store's directory" in str(e.value), str(e.value)[-500:]
+
+
 # ---- two replicas on one Redis ----
 
 @pytest.fixture

@@ -196,8 +196,9 @@ fn sync_loop(kv: Weak<FileKv>, every: Duration) {
     loop {
         std::thread::sleep(every);
         let Some(kv) = kv.upgrade() else { return };
-        let mut inner = kv.lock();
-        if let Err(e) = inner.log.sync() {
+        // The fdatasync runs without the lock: writers are not held up by the disk.
+        let handle = kv.lock().log.take_dirty();
+        if let Some(Err(e)) = handle.map(|h| h.and_then(|f| f.sync_data())) {
             tracing::warn!(target: "weir::kv", "kv store fdatasync failed: {e}");
         }
     }

@@ -92,6 +92,16 @@ impl LogFile {
         Ok(())
     }
 
+    /// For syncing without holding whatever guards this log: a handle to the same file when records were appended
+    /// since the last sync (they are then counted as synced; call `sync_data` on the handle).
+    pub fn take_dirty(&mut self) -> Option<io::Result<File>> {
+        if !self.dirty {
+            return None;
+        }
+        self.dirty = false;
+        Some(self.file.try_clone())
+    }
+
     /// Replaces the file's content with `payloads`, atomically and durably.
     pub fn rewrite<'a>(&mut self, payloads: impl Iterator<Item = &'a [u8]>) -> io::Result<()> {
         let tmp = self.path.with_extension("rewrite");
