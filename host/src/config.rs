@@ -185,6 +185,11 @@ pub struct PluginSettings {
     /// guest globals survive between requests; an instance that failed is never reused). For guests whose
     /// instantiation is expensive (Python, JavaScript). 0 = fresh instance per request.
     pub warm_instances: usize,
+    /// Pre-initialize a 0.2.0 component at load: run its `init(config)` once and snapshot the result
+    /// (wasmtime-wizer), so that every fresh instance starts initialized instead of running `init` again. `init`
+    /// must then be deterministic (what it computes is shared by every instance). Components larger than 8 MiB
+    /// (interpreted guests, which pre-initialize their runtime themselves) are not.
+    pub pre_initialize: bool,
     /// The plugin's own settings, readable through the `config` capability.
     pub config: toml::Table,
 }
@@ -198,6 +203,7 @@ impl Default for PluginSettings {
             memory: 32 << 20,
             timeouts: HookTimeouts::default(),
             warm_instances: 0,
+            pre_initialize: true,
             config: toml::Table::new(),
         }
     }

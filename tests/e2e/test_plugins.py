@@ -217,6 +217,8 @@ def test_fresh_instance_per_request_leaks_nothing(pg, poai):
         streamed_text(chat(poai, {"x-chunky": mode}, stream=True))
     lines = [l for l in pg.log_text().splitlines() if "chunky request" in l]
     assert lines and all("instance_requests=1 " in l for l in lines), "every request got a fresh instance"
+    chunky = next(p for p in pg.admin()["plugins"] if p["name"] == "chunky")
+    assert chunky["preinitialized"], "fresh instances start from the snapshot of init (and still share nothing)"
 
 
 def test_warm_instances_are_reused_without_leaking_plugin_state(session_tmp, mock):

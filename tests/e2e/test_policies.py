@@ -125,7 +125,9 @@ MSG = [{"role": "user", "content": "Say hello"}]
 
 
 def test_chain_runs_in_the_configured_order(gw4):
-    assert [p["name"] for p in gw4.admin()["plugins"]] == ["auth", "router", "redact", "cost"]
+    plugins = gw4.admin()["plugins"]
+    assert [p["name"] for p in plugins] == ["auth", "router", "redact", "cost"]
+    assert all(p["preinitialized"] and p["preinit_error"] is None for p in plugins), plugins
 
 
 # ---- auth ----

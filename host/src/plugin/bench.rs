@@ -79,38 +79,38 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str) -> anyhow::Result
     };
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (mut inst, mut on_req, mut on_chunk, mut total) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // The same plugin pre-initialized (what the gateway loads by default for 0.2.0 components), measured in the
+    // same run, request by request alternating with the plain one.
+    let preinit = rt.block_on(async {
+        let snapshot = engine.preinitialize(bytes, context.clone(), Duration::from_millis(250)).await?;
+        engine.compile(&snapshot, &Capability::ALL).map_err(|e| e.to_string())
+    });
+    let preinit = match preinit {
+        Ok(c) => Some(c.pre),
+        Err(e) => {
+            println!("not pre-initialized: {e}");
+            None
+        }
+    };
+    let (mut plain, mut pre) = (Samples::default(), Samples::default());
     let mut warm = Vec::new();
     rt.block_on(async {
         for i in 0..iterations + iterations / 10 {
-            let warmup = i < iterations / 10;
-            let t0 = Instant::now();
-            let mut store = engine.store(context.clone());
-            store.data_mut().start_call(Duration::from_millis(100));
-            let plugin = compiled.pre.instantiate(&mut store).await?;
-            let _ = plugin.init(&mut store, config_json).await?;
-            let t1 = Instant::now();
-            store.data_mut().start_call(Duration::from_millis(100));
-            let _ = plugin.on_request(&mut store, &req).await?;
-            let t2 = Instant::now();
-            let mut chunk_times = [Duration::ZERO; CHUNKS_PER_REQUEST];
-            for (k, slot) in chunk_times.iter_mut().enumerate() {
-                let c = chunk(k);
-                let s = Instant::now();
-                store.data_mut().start_call(Duration::from_millis(100));
-                let _ = plugin.on_chunk(&mut store, &c).await?;
-                *slot = s.elapsed();
-            }
-            let t3 = Instant::now();
-            store.data_mut().start_call(Duration::from_millis(100));
-            plugin.on_complete(&mut store, &summary).await?;
-            drop(store);
-            let t4 = Instant::now();
-            if !warmup {
-                inst.push(t1 - t0);
-                on_req.push(t2 - t1);
-                on_chunk.extend(chunk_times);
-                total.push((t2 - t0) + (t4 - t3));
+            let keep = i >= iterations / 10;
+            fresh_request(
+                &engine,
+                &context,
+                &compiled.pre,
+                Some(config_json),
+                &req,
+                &chunk,
+                &summary,
+                keep,
+                &mut plain,
+            )
+            .await?;
+            if let Some(p) = &preinit {
+                fresh_request(&engine, &context, p, None, &req, &chunk, &summary, keep, &mut pre).await?;
             }
         }
         // One instance reused for every request, as with `warm_instances` (chunks are measured above).
@@ -132,22 +132,77 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str) -> anyhow::Result
     })?;
 
     println!("{iterations} requests, {CHUNKS_PER_REQUEST} on-chunk calls each (200-byte chat chunks)\n");
-    println!("{:<44} {:>10} {:>10}", "measure", "median µs", "p99 µs");
-    for (name, v) in [
-        ("instantiate + init (pooling, fresh store)", &mut inst),
-        ("on-request call", &mut on_req),
-        ("per request: instantiate + on-request +", &mut total),
-        ("per request, warm instance: on-request +", &mut warm),
-        ("on-chunk call, per event", &mut on_chunk),
-    ] {
+    println!("{:<52} {:>10} {:>10}", "measure", "median µs", "p99 µs");
+    let mut rows: Vec<(&str, &mut Vec<Duration>)> = vec![
+        ("instantiate + init (pooling, fresh store)", &mut plain.inst),
+        ("on-request call", &mut plain.on_req),
+        ("per request: instantiate + init + on-request + on-complete + drop", &mut plain.total),
+    ];
+    if preinit.is_some() {
+        rows.push(("pre-initialized: instantiate (no init)", &mut pre.inst));
+        rows.push(("pre-initialized: on-request call", &mut pre.on_req));
+        rows.push(("pre-initialized: per request, fresh instance", &mut pre.total));
+    }
+    rows.push(("per request, warm instance: on-request + on-complete", &mut warm));
+    rows.push(("on-chunk call, per event", &mut plain.on_chunk));
+    for (name, v) in rows {
         v.sort();
-        let q = |p: f64| v[((v.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
-        println!("{name:<44} {:>10.2} {:>10.2}", q(0.5), q(0.99));
-        if name.starts_with("per request:") {
-            println!("{:<44}", "  on-complete + drop");
-        } else if name.starts_with("per request, warm") {
-            println!("{:<44}", "  on-complete (warm_instances)");
-        }
+        let q = |p: f64| v.get(((v.len().max(1) - 1) as f64 * p) as usize).map_or(0.0, |d| d.as_secs_f64() * 1e6);
+        println!("{name:<52} {:>10.2} {:>10.2}", q(0.5), q(0.99));
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Samples {
+    inst: Vec<Duration>,
+    on_req: Vec<Duration>,
+    on_chunk: Vec<Duration>,
+    total: Vec<Duration>,
+}
+
+/// One request on a fresh instance of `pre` (running `init` first when given its config), timed into `s` if `keep`.
+#[allow(clippy::too_many_arguments)]
+async fn fresh_request(
+    engine: &PluginEngine,
+    context: &Arc<PluginContext>,
+    pre: &super::versions::Pre,
+    init: Option<&str>,
+    req: &Arc<RequestSnapshot>,
+    chunk: &impl Fn(usize) -> types::Chunk,
+    summary: &types::Summary,
+    keep: bool,
+    s: &mut Samples,
+) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let mut store = engine.store(context.clone());
+    store.data_mut().start_call(Duration::from_millis(100));
+    let plugin = pre.instantiate(&mut store).await?;
+    if let Some(config) = init {
+        let _ = plugin.init(&mut store, config).await?;
+    }
+    let t1 = Instant::now();
+    store.data_mut().start_call(Duration::from_millis(100));
+    let _ = plugin.on_request(&mut store, req).await?;
+    let t2 = Instant::now();
+    let mut chunk_times = [Duration::ZERO; CHUNKS_PER_REQUEST];
+    for (k, slot) in chunk_times.iter_mut().enumerate() {
+        let c = chunk(k);
+        let started = Instant::now();
+        store.data_mut().start_call(Duration::from_millis(100));
+        let _ = plugin.on_chunk(&mut store, &c).await?;
+        *slot = started.elapsed();
+    }
+    let t3 = Instant::now();
+    store.data_mut().start_call(Duration::from_millis(100));
+    plugin.on_complete(&mut store, summary).await?;
+    drop(store);
+    let t4 = Instant::now();
+    if keep {
+        s.inst.push(t1 - t0);
+        s.on_req.push(t2 - t1);
+        s.on_chunk.extend(chunk_times);
+        s.total.push((t2 - t0) + (t4 - t3));
     }
     Ok(())
 }

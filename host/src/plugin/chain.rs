@@ -687,6 +687,9 @@ async fn fresh(p: &LoadedPlugin, input: usize) -> Result<Live, String> {
         Ok(b) => b,
         Err(e) => return Err(describe(&e, &store, Hook::Init, p)),
     };
+    if p.preinitialized {
+        return Ok(Live::new(store, bindings));
+    }
     match bindings.init(&mut store, &p.context.config_json).await {
         Ok(Ok(())) => Ok(Live::new(store, bindings)),
         Ok(Err(e)) => Err(format!("init returned an error: {e}")),

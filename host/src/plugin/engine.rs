@@ -45,6 +45,65 @@ pub struct Compiled {
     pub compile_time: Duration,
 }
 
+/// Wizer's view of an initialized instance: it reads memories and globals through exports it added. A failed read
+/// is remembered (the snapshot is then refused) rather than panicking.
+struct Snapshotting<'a> {
+    store: &'a mut Store<State>,
+    instance: wasmtime::component::Instance,
+    failed: Option<String>,
+}
+
+impl Snapshotting<'_> {
+    async fn call<R>(&mut self, instance: &str, func: &str) -> Option<R>
+    where
+        R: wasmtime::component::ComponentType + wasmtime::component::Lift + Send + Sync + 'static,
+    {
+        let found = self
+            .instance
+            .get_export_index(&mut *self.store, None, instance)
+            .and_then(|i| self.instance.get_export_index(&mut *self.store, Some(&i), func));
+        let result = match found {
+            None => Err(format!("no export {instance}#{func}")),
+            Some(f) => match self.instance.get_typed_func::<(), (R,)>(&mut *self.store, f) {
+                Err(e) => Err(format!("{instance}#{func}: {e:#}")),
+                Ok(f) => f
+                    .call_async(&mut *self.store, ())
+                    .await
+                    .map(|r| r.0)
+                    .map_err(|e| format!("{instance}#{func}: {e:#}")),
+            },
+        };
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.failed.get_or_insert(e);
+                None
+            }
+        }
+    }
+}
+
+impl wasmtime_wizer::ComponentInstanceState for Snapshotting<'_> {
+    async fn call_func_ret_list_u8(&mut self, instance: &str, func: &str, contents: impl FnOnce(&[u8]) + Send) {
+        match self.call::<wasmtime::component::WasmList<u8>>(instance, func).await {
+            Some(list) => contents(list.as_le_slice(&*self.store)),
+            None => contents(&[]),
+        }
+    }
+    async fn call_func_ret_s32(&mut self, instance: &str, func: &str) -> i32 {
+        self.call(instance, func).await.unwrap_or(0)
+    }
+    async fn call_func_ret_s64(&mut self, instance: &str, func: &str) -> i64 {
+        self.call(instance, func).await.unwrap_or(0)
+    }
+    async fn call_func_ret_f32(&mut self, instance: &str, func: &str) -> u32 {
+        self.call::<f32>(instance, func).await.map_or(0, f32::to_bits)
+    }
+    async fn call_func_ret_f64(&mut self, instance: &str, func: &str) -> u64 {
+        self.call::<f64>(instance, func).await.map_or(0, f64::to_bits)
+    }
+}
+
 /// Why a component cannot be loaded. Messages say how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -156,6 +215,37 @@ impl PluginEngine {
             _ => Pre::V2(v2::PluginPre::new(pre).map_err(invalid)?),
         };
         Ok(Compiled { pre, hash, imports, exports, cached, compile_time: started.elapsed() })
+    }
+
+    /// Pre-initializes a 0.2.0 component: runs `init(config)` once, in an instrumented copy instantiated under the
+    /// plugin's limits and `budget`, and returns the component rewritten with the state `init` left (wasmtime-wizer:
+    /// memories and globals become its initial state). Fresh instances of the result start initialized.
+    pub async fn preinitialize(
+        &self,
+        bytes: &[u8],
+        context: Arc<PluginContext>,
+        budget: Duration,
+    ) -> Result<Vec<u8>, String> {
+        let wizer = wasmtime_wizer::Wizer::new();
+        let (cx, instrumented) = wizer.instrument_component(bytes).map_err(|e| format!("instrumenting: {e:#}"))?;
+        let hash = hex(&Sha256::digest(&instrumented));
+        let (component, _) = self.compile_cached(&instrumented, &hash).map_err(|e| e.to_string())?;
+        let mut store = self.store(context.clone());
+        store.data_mut().start_call(budget);
+        let instance =
+            self.linker.instantiate_async(&mut store, &component).await.map_err(|e| format!("instantiating: {e:#}"))?;
+        let plugin = v2::Plugin::new(&mut store, &instance).map_err(|e| format!("binding: {e:#}"))?;
+        match plugin.weir_plugin_hooks().call_init(&mut store, &context.config_json).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("init returned an error: {}", e.message)),
+            Err(e) => return Err(format!("init: {e:#}")),
+        }
+        let mut state = Snapshotting { store: &mut store, instance, failed: None };
+        let snapshot = wizer.snapshot_component(&cx, &mut state).await.map_err(|e| format!("snapshot: {e:#}"))?;
+        match state.failed {
+            Some(e) => Err(format!("snapshot: {e}")),
+            None => Ok(snapshot),
+        }
     }
 
     /// A compiled component, from the cache when this exact file was compiled by this engine before. Only

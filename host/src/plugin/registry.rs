@@ -46,6 +46,10 @@ pub struct LoadedPlugin {
     /// Compile time (or cache load time), and whether the compiled artifact came from the disk cache.
     pub compile_time: std::time::Duration,
     pub from_cache: bool,
+    /// `init` ran once at load and its state is part of every fresh instance (`pre_initialize`): fresh instances
+    /// skip `init`. Otherwise (and when pre-initialization failed, said in `preinit_error`) they run it first.
+    pub preinitialized: bool,
+    pub preinit_error: Option<String>,
     /// Metric handles for this plugin's hooks.
     pub metrics: crate::telemetry::metrics::PluginMetrics,
     /// Content key (wasm + settings) used to detect changes.
@@ -199,6 +203,8 @@ impl LoadedPlugin {
             "imports": self.imports,
             "compile_ms": self.compile_time.as_millis() as u64,
             "compiled_from_cache": self.from_cache,
+            "preinitialized": self.preinitialized,
+            "preinit_error": self.preinit_error,
             "requests": s.requests.load(Ordering::Relaxed),
             "cancelled_mid_call": s.cancelled_mid_call.load(Ordering::Relaxed),
             "failures": s.failures.load(Ordering::Relaxed),
@@ -454,6 +460,25 @@ fn load(
     let context =
         Arc::new(PluginContext { name: name.to_string(), config_json, kv: kv.clone(), memory_cap: settings.memory });
     smoke(engine, &compiled.pre, &context, &settings)?;
+    let (mut pre, mut preinitialized, mut preinit_error) = (compiled.pre, false, None);
+    if settings.pre_initialize && matches!(pre, Pre::V2(_)) && bytes.len() <= PREINIT_MAX_BYTES {
+        match on_own_runtime(engine.preinitialize(
+            bytes,
+            context.clone(),
+            settings.timeouts.init.max(Duration::from_millis(200)),
+        ))
+        .and_then(|snapshot| engine.compile(&snapshot, &settings.capabilities).map_err(|e| e.to_string()))
+        {
+            Ok(c) => {
+                pre = c.pre;
+                preinitialized = true;
+            }
+            Err(e) => {
+                tracing::warn!(target: "weir::plugin", plugin = %name, "not pre-initialized (fresh instances run init): {e}");
+                preinit_error = Some(e);
+            }
+        }
+    }
     Ok(LoadedPlugin {
         name: name.to_string(),
         version: compiled.hash[..12].to_string(),
@@ -462,7 +487,9 @@ fn load(
         key,
         settings,
         engine: engine.clone(),
-        pre: compiled.pre,
+        pre,
+        preinitialized,
+        preinit_error,
         context,
         imports: compiled.imports,
         compile_time: compiled.compile_time,
@@ -476,6 +503,25 @@ fn load(
             rate: rt.quarantine_rate,
             first: rt.quarantine_for,
         },
+    })
+}
+
+/// Components above this size are not pre-initialized: interpreted guests (Python, JavaScript: tens of MiB) already
+/// snapshot their runtime when they are built, and a second snapshot would cost seconds at every load.
+const PREINIT_MAX_BYTES: usize = 8 << 20;
+
+/// Runs `f` to completion on a thread and runtime of its own, so that loading works from any context (startup, the
+/// watcher, `weir plugin check`).
+fn on_own_runtime<T: Send>(f: impl std::future::Future<Output = Result<T, String>> + Send) -> Result<T, String> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let rt =
+                    tokio::runtime::Builder::new_current_thread().enable_time().build().map_err(|e| e.to_string())?;
+                rt.block_on(f)
+            })
+            .join()
+            .unwrap_or_else(|_| Err("panicked".into()))
     })
 }
 
