@@ -24,6 +24,11 @@ pub const WIT_VERSIONS: [&str; 2] = ["0.2.0", "0.1.0"];
 /// Epoch tick: the granularity of hook deadlines and of yielding to other requests.
 const TICK: Duration = Duration::from_millis(1);
 
+/// Per pool slot, what is reset in place rather than unmapped (see `PluginEngine::new`).
+const KEEP_RESIDENT_MEMORY: usize = 1 << 20;
+const KEEP_RESIDENT_TABLE: usize = 256 << 10;
+const KEEP_RESIDENT_STACK: usize = 64 << 10;
+
 /// Shared engine state.
 pub struct PluginEngine {
     engine: Engine,
@@ -146,8 +151,16 @@ impl PluginEngine {
             .max_tables_per_component(16)
             .max_component_instance_size(4 << 20)
             .max_core_instance_size(4 << 20);
-        // Tried: `linear_memory_keep_resident` / `table_keep_resident` / `async_stack_keep_resident` to avoid page
-        // faults in fresh instances; per-request cost did not improve in `weir plugin bench`, so they are not set.
+        // Resetting a slot for the next instance without `madvise`: with PAGEMAP_SCAN (Linux 6.7+; `Auto` falls back
+        // to memset of the low addresses elsewhere) only the pages the last instance dirtied are copied back from
+        // the image, up to these sizes; the pages stay mapped. `madvise(DONTNEED)` instead unmaps them, which on a
+        // multi-threaded gateway costs a TLB shootdown (an interrupt to every core running it) per reset and a page
+        // fault per page on the next instance: a third of the gateway's CPU with four plugins (perf, BENCHMARKS.md).
+        // The single-threaded `weir plugin bench` does not show it (no other cores to interrupt).
+        pool.pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
+            .table_keep_resident(KEEP_RESIDENT_TABLE)
+            .async_stack_keep_resident(KEEP_RESIDENT_STACK);
         let mut config = Config::new();
         config
             .epoch_interruption(true)
