@@ -102,16 +102,19 @@ async fn models(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     axum::Json(body).into_response()
 }
 
+/// The metadata key under which a plugin names, in a listing check for no model, the models it serves itself.
+pub const LISTING_MODELS: &str = "listing.models";
+
 /// The models the caller may use, as the plugins decide: the chain's `on-request` is asked once per model, with
 /// the endpoint `models`, the candidate as `model` and an empty body (`{}`). A model whose check is refused with 403
 /// or 404 is left out; any other refusal (401 for a missing key, 503 for an unreachable key store, a failed
 /// fail-closed plugin) is the listing's answer. Nothing is forwarded, changes are ignored, and `on-complete` is not
 /// called: plugins that keep accounts (budgets, rate limits) do nothing for this endpoint.
-async fn visible_models<'a>(app: &'a App, headers: &HeaderMap, family: Family) -> Result<Vec<&'a str>, ApiError> {
-    let names = app.config.routes.keys().map(String::as_str);
-    let Some(set) = app.plugins.as_ref().map(|r| r.snapshot()) else { return Ok(names.collect()) };
+async fn visible_models(app: &App, headers: &HeaderMap, family: Family) -> Result<Vec<String>, ApiError> {
+    let mut names: std::collections::BTreeSet<String> = app.config.routes.keys().cloned().collect();
+    let Some(set) = app.plugins.as_ref().map(|r| r.snapshot()) else { return Ok(names.into_iter().collect()) };
     if Chain::new(set.clone(), family).is_empty() {
-        return Ok(names.collect());
+        return Ok(names.into_iter().collect());
     }
     // Any endpoint of the family: plugins see `models`.
     let endpoint = match family {
@@ -119,19 +122,28 @@ async fn visible_models<'a>(app: &'a App, headers: &HeaderMap, family: Family) -
         Family::Anthropic => Endpoint::Messages,
     };
     let id = format!("req_{:016x}", fastrand::u64(..));
+    let view = |model: &str| RequestView {
+        id: &id,
+        endpoint,
+        headers,
+        body: bytes::Bytes::from_static(b"{}"),
+        model: model.to_string(),
+        stream: false,
+        listing: true,
+    };
+    // First the models plugins serve themselves (a router's aliases): asked with no model, every plugin may name
+    // them in the metadata `listing.models` (comma-separated); refusals do not stop this round.
+    let mut chain = Chain::new(set.clone(), family);
+    if chain.on_request(&mut view("")).await.is_ok() {
+        for (_, v) in chain.metadata.iter().filter(|(k, _)| k == LISTING_MODELS) {
+            names.extend(v.split(',').map(str::trim).filter(|m| !m.is_empty()).map(str::to_string));
+        }
+    }
+    chain.release();
     let mut shown = Vec::new();
     for model in names {
         let mut chain = Chain::new(set.clone(), family);
-        let mut view = RequestView {
-            id: &id,
-            endpoint,
-            headers,
-            body: bytes::Bytes::from_static(b"{}"),
-            model: model.to_string(),
-            stream: false,
-            listing: true,
-        };
-        let decided = chain.on_request(&mut view).await;
+        let decided = chain.on_request(&mut view(&model)).await;
         chain.release();
         match decided {
             Ok(_) => shown.push(model),

@@ -341,6 +341,8 @@ impl Chain {
                     fx.respond = Some(r);
                     return Ok(fx);
                 }
+                // Discovering the models plugins serve (a listing check for no model): every plugin is asked.
+                RequestDecision::Reject(_) if view.listing && view.model.is_empty() => {}
                 RequestDecision::Reject(r) => {
                     let p = &self.set.plugins[i];
                     let status = http::StatusCode::from_u16(r.status)

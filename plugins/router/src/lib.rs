@@ -13,7 +13,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use serde::Deserialize;
 use weir_sdk::util::matches;
-use weir_sdk::{Plugin, PluginError, Request, RequestDecision, RouteTarget};
+use weir_sdk::{ChangesExt, Plugin, PluginError, Request, RequestDecision, RouteTarget};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,10 +105,18 @@ impl Plugin for Router {
 
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
         let config = weir_sdk::config::<Self>();
+        let model = req.model();
         if req.is_model_listing() {
+            // Asked with no model: the aliases this router serves, so that `GET /v1/models` lists them.
+            if model.is_empty() {
+                let mut names: Vec<&str> =
+                    config.rules.iter().map(|r| r.model.as_str()).filter(|m| !m.contains('*')).collect();
+                names.sort_unstable();
+                names.dedup();
+                return Ok(RequestDecision::ContinueWith(weir_sdk::changes().meta("listing.models", &names.join(","))));
+            }
             return Ok(RequestDecision::Continue);
         }
-        let model = req.model();
         let needs_principal = config.rules.iter().any(|r| r.team.is_some() || r.principal.is_some());
         let principal = if needs_principal { req.principal() } else { None };
         let Some((i, rule)) = config.rules.iter().enumerate().find(|(_, r)| r.applies(req, &model, principal.as_ref()))
@@ -147,6 +155,28 @@ mod tests {
             RequestDecision::Continue => None,
             _ => panic!("unexpected decision"),
         }
+    }
+
+    #[test]
+    fn a_model_listing_names_the_aliases_and_routes_nothing() {
+        testing::init::<Router>(
+            r#"{"rules": [
+            {"model": "fast", "targets": [{"upstream": "a"}]},
+            {"model": "smart", "targets": [{"upstream": "b"}]},
+            {"model": "gpt-*", "targets": [{"upstream": "c"}]}
+        ]}"#,
+        )
+        .unwrap();
+        let mut r = testing::request("", b"{}");
+        r.endpoint = "models".into();
+        match Router.on_request(&r.view()).unwrap() {
+            RequestDecision::ContinueWith(c) => {
+                assert_eq!(c.metadata, vec![("listing.models".to_string(), "fast,smart".to_string())]);
+            }
+            _ => panic!("the aliases are named"),
+        }
+        r.model = "fast".into();
+        assert!(matches!(Router.on_request(&r.view()).unwrap(), RequestDecision::Continue), "a listing routes nothing");
     }
 
     #[test]
