@@ -61,6 +61,28 @@ pub struct Config {
     pub kv: KvConfig,
     /// Traces (OTLP) — off unless an endpoint or protocol is set here or in the standard `OTEL_*` variables.
     pub telemetry: TelemetryConfig,
+    /// `[translation]`: serving a client of one API family from an upstream of the other.
+    pub translation: TranslationConfig,
+}
+
+/// `[translation]`: a client of one API family served by an upstream of the other (see `dialect/translate`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranslationConfig {
+    /// Whether routes may cross families (on by default). Off: upstreams of the other family are left out, as
+    /// before translation existed.
+    pub enabled: bool,
+    /// `max_tokens` sent to Anthropic upstreams when an OpenAI client set none (Anthropic requires it).
+    pub default_max_tokens: u32,
+    /// Top-level request fields with no equivalent in the other family that are dropped instead of refused with
+    /// 400 (e.g. `seed`, `top_k`). Empty by default: nothing changes meaning silently.
+    pub drop_fields: Vec<String>,
+}
+
+impl Default for TranslationConfig {
+    fn default() -> Self {
+        TranslationConfig { enabled: true, default_max_tokens: 4096, drop_fields: Vec::new() }
+    }
 }
 
 /// `[telemetry]`: OTLP trace export. Each key falls back to its standard environment variable.
@@ -485,6 +507,8 @@ struct RawConfig {
     kv: Option<Spanned<RawKv>>,
     #[serde(default)]
     telemetry: Option<Spanned<TelemetryConfig>>,
+    #[serde(default)]
+    translation: Option<Spanned<TranslationConfig>>,
 }
 
 /// Where plugin state (`kv`) lives: `[kv]`. Absent: the file store in `weir-data/` beside the config file.
@@ -863,7 +887,17 @@ impl Config {
                 message: "`plugin_runtime.quarantine_rate` must be in (0, 1] and `quarantine_window` above 0".into(),
             });
         }
+        let translation = match raw.translation {
+            None => TranslationConfig::default(),
+            Some(t) => {
+                if t.get_ref().default_max_tokens == 0 {
+                    return Err(at.invalid(&t, "translation.default_max_tokens", "must be at least 1"));
+                }
+                t.into_inner()
+            }
+        };
         Ok(Config {
+            translation,
             plugins,
             plugins_dir: raw.plugins_dir.map(|d| base.join(d)),
             plugin_runtime: raw.plugin_runtime,

@@ -6,6 +6,10 @@
 //! `WORDS[i % WORDS.len()]` (or the deltas given in `x-mock-deltas`), input tokens are the size of the prompt fields divided by four. Like OpenAI, it sends
 //! the usage chunk of a chat stream only when `stream_options.include_usage` is true.
 //!
+//! Like the providers, a request whose `tool_choice` forces a tool (OpenAI `required` or a named function, Anthropic
+//! `any` or a named tool) is answered with a call to that tool, its arguments built from the tool's JSON schema and
+//! streamed in fragments as the provider streams them (`mock/tools.rs`); otherwise the answer is text.
+//!
 //! Per-request behaviour is scripted with headers (all optional):
 //!
 //! | header | effect |
@@ -24,6 +28,7 @@
 //! | `x-mock-cut-after: N` | send N events and half of the next, then end the stream cleanly (cut mid-event) |
 //! | `x-mock-no-final-blank: 1` | end the stream without the blank line after its last event |
 //! | `x-mock-events: [["event", {data}], [null, {data}], ...]` | a streamed answer made of exactly these events (framed by the mock; `data` as given), for shapes the built-in answers do not have: several choices, thinking and tool-use blocks, several output items |
+//! | `x-mock-tool-calls: N` | N parallel tool calls when `tool_choice` forces a tool (default 1; see `tools`) |
 //! | `x-mock-tag: T` | record the request under T (with its headers and body), readable at `GET /_mock/requests?tag=T` |
 //!
 //! With `--api-key KEY`, requests must carry that key the provider's way (`Authorization: Bearer` for OpenAI,
@@ -45,6 +50,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::api::{Endpoint, Family};
+
+mod tools;
 
 /// The deterministic answer text, one entry per content delta.
 pub const WORDS: &[&str] =
@@ -129,6 +136,8 @@ struct Controls {
     cut_after: Option<usize>,
     /// `x-mock-no-final-blank`: leave out the last event's final blank line.
     no_final_blank: bool,
+    /// `x-mock-tool-calls`: parallel calls in an answer that a forced `tool_choice` makes a tool call.
+    tool_calls: usize,
 }
 
 /// Frames the `x-mock-events` list: `[[event name or null, data], ...]` (a string `data` is sent as is, anything
@@ -173,6 +182,7 @@ impl Controls {
             events: s("x-mock-events").and_then(scripted_events),
             cut_after: n("x-mock-cut-after").map(|v| v as usize),
             no_final_blank: s("x-mock-no-final-blank").is_some(),
+            tool_calls: n("x-mock-tool-calls").map_or(1, |v| (v as usize).clamp(1, 16)),
         }
     }
 }
@@ -186,6 +196,8 @@ struct Req {
     embed_inputs: usize,
     embed_base64: bool,
     dimensions: usize,
+    /// The body, for what only some answers read (forced tool calls).
+    body: Value,
 }
 
 impl Req {
@@ -209,6 +221,7 @@ impl Req {
             },
             embed_base64: obj.get("encoding_format").and_then(Value::as_str) == Some("base64"),
             dimensions: obj.get("dimensions").and_then(Value::as_u64).map_or(8, |d| d.clamp(1, 4096) as usize),
+            body: v,
         })
     }
 }
@@ -420,6 +433,23 @@ impl Mock {
 
     /// The serialized answer: one element (the body) for non-streamed answers, one per SSE event otherwise.
     fn answer(&self, endpoint: Endpoint, req: &Req, c: &Controls) -> Arc<Vec<Bytes>> {
+        let stream = req.stream && endpoint.can_stream();
+        let u = UsageNumbers { input: req.prompt_tokens, output: 0, cached: c.cached, reasoning: c.reasoning };
+        if let Some(calls) = tools::forced(endpoint, &req.body, c.tool_calls) {
+            let model = req.model.as_str();
+            return Arc::new(match (endpoint, stream) {
+                (Endpoint::ChatCompletions, true) => tools::chat_stream(model, &calls, req.include_usage, u),
+                (Endpoint::ChatCompletions, false) => vec![json_bytes(&tools::chat_body(model, &calls, u))],
+                (Endpoint::Messages, true) => tools::messages_stream(model, &calls, u),
+                (Endpoint::Messages, false) => vec![json_bytes(&tools::message_body(model, &calls, u))],
+                // Forced tools on the Responses API are not mocked: a text answer, as before.
+                _ => return self.text_answer(endpoint, req, c),
+            });
+        }
+        self.text_answer(endpoint, req, c)
+    }
+
+    fn text_answer(&self, endpoint: Endpoint, req: &Req, c: &Controls) -> Arc<Vec<Bytes>> {
         let stream = req.stream && endpoint.can_stream();
         let key = format!(
             "{}|{stream}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",

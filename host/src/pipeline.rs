@@ -31,9 +31,9 @@ use http::{HeaderMap, HeaderValue, header};
 use http_body_util::{BodyExt, Limited};
 use serde_json::value::RawValue;
 
-use crate::api::{Endpoint, Family};
-use crate::config::{Candidate, Config, UpstreamIdx};
-use crate::dialect::{self, Located, TextStream};
+use crate::api::Endpoint;
+use crate::config::{Candidate, Config, UpstreamIdx, UpstreamKind};
+use crate::dialect::{self, Located, TextStream, translate};
 use crate::error::{ApiError, ErrorKind};
 use crate::plugin::bindings::types;
 use crate::plugin::{Chain, ChunkVerdict, Registry, RequestEffects, RequestView};
@@ -80,7 +80,12 @@ enum Forward {
     /// A complete response (a non-streamed answer, a plugin's answer, or an upstream error passed through).
     Whole(Response),
     /// Headers are ready; the body is the upstream's SSE stream, forwarded through the tap (and the plugins).
-    Stream { resp: Response, upstream: reqwest::Response, tap: UsageTap },
+    Stream {
+        resp: Response,
+        upstream: reqwest::Response,
+        tap: UsageTap,
+        translator: Option<translate::StreamTranslator>,
+    },
 }
 
 /// Handles one request to a proxied endpoint. The record is finished here, or handed to the stream.
@@ -96,8 +101,9 @@ pub async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: 
             rec.finish();
             resp
         }
-        Ok(Forward::Stream { mut resp, upstream, tap }) => {
-            let stream = AnswerStream::new(endpoint, upstream, tap, app.config.timeouts.idle, rec);
+        Ok(Forward::Stream { mut resp, upstream, tap, translator }) => {
+            let mut stream = AnswerStream::new(endpoint, upstream, tap, app.config.timeouts.idle, rec);
+            stream.translator = translator;
             *resp.body_mut() = Body::from_stream(stream.into_stream());
             resp
         }
@@ -187,19 +193,69 @@ async fn run(
             )
         })?,
     };
-    let plan = app.upstreams.plan(route, family);
+    let translate = app.config.translation.enabled;
+    let mut plan = app.upstreams.plan(route, endpoint, translate);
     if plan.is_empty() {
-        let other = match family {
-            Family::OpenAi => "/v1/messages (Anthropic API)",
-            Family::Anthropic => "/v1/chat/completions (OpenAI API)",
+        let why = if matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens) {
+            format!("the other API family has no {} endpoint", endpoint.path())
+        } else {
+            "translation between the API families is off (translation.enabled = false)".to_string()
         };
         return Err(ApiError::new(
             ErrorKind::InvalidRequest,
-            format!("model `{}` is served only by upstreams of the other API family; send it to {other}", req.model),
+            format!("model `{}` is served only by upstreams of the other API family, and {why}", req.model),
         ));
     }
+    // Candidates of the other family get the body translated, once per upstream kind; a refusal leaves them out,
+    // and is the answer when no candidate is left.
+    let mut translated: Vec<(UpstreamKind, serde_json::Value)> = Vec::new();
+    let mut refusal = None;
+    if plan.iter().any(|c| app.config.upstream(c.upstream).kind.family() != family) {
+        let client_body: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::new(ErrorKind::InvalidRequest, format!("the request body is not valid JSON: {e}"))
+        })?;
+        plan.retain(|c| {
+            let kind = app.config.upstream(c.upstream).kind;
+            if kind.family() == family || translated.iter().any(|(k, _)| *k == kind) {
+                return true;
+            }
+            let Some(target) = translate::target(endpoint, kind.family()) else { return false };
+            let opts = translate::Options {
+                default_max_tokens: app.config.translation.default_max_tokens,
+                drop_fields: &app.config.translation.drop_fields,
+                kind,
+            };
+            match translate::request(endpoint, target, &client_body, &opts) {
+                Ok(v) => {
+                    translated.push((kind, v));
+                    true
+                }
+                Err(e) => {
+                    refusal.get_or_insert(e);
+                    false
+                }
+            }
+        });
+        if plan.is_empty()
+            && let Some(e) = refusal
+        {
+            return Err(e);
+        }
+    }
 
-    let body_for = |c: &Candidate| req.render(c.model.as_deref());
+    let body_for = |c: &Candidate| {
+        let kind = app.config.upstream(c.upstream).kind;
+        match translated.iter().find(|(k, _)| *k == kind && kind.family() != family) {
+            None => req.render(c.model.as_deref()),
+            Some((_, v)) => {
+                let mut v = v.clone();
+                if let Some(m) = &c.model {
+                    translate::put(&mut v, "model", serde_json::Value::from(m.as_str()));
+                }
+                Bytes::from(v.to_string())
+            }
+        }
+    };
     let attempt = AttemptRequest {
         endpoint,
         client_headers: headers,
@@ -230,8 +286,19 @@ async fn run(
     let content_type =
         answer.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
     let mut tap = UsageTap::new(endpoint, req.injected_usage);
+    // An answer of the other family is translated first: the tap and the plugins see the client's format.
+    let translator =
+        (answer.endpoint != endpoint).then(|| translate::StreamTranslator::new(answer.endpoint, endpoint)).flatten();
     let (mut resp, upstream) = match answer.body {
         AnswerBody::Full(b) => {
+            let b = if answer.endpoint == endpoint {
+                b
+            } else {
+                match serde_json::from_slice(&b).ok().and_then(|v| translate::whole(answer.endpoint, endpoint, &v)) {
+                    Some(v) => Bytes::from(v.to_string()),
+                    None => b,
+                }
+            };
             tap.on_body(&b);
             if crate::telemetry::capture_content() {
                 rec.output_capture = serde_json::from_slice(&b)
@@ -257,7 +324,7 @@ async fn run(
         }
         Some(upstream) => {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            Forward::Stream { resp, upstream, tap }
+            Forward::Stream { resp, upstream, tap, translator }
         }
     })
 }
@@ -342,10 +409,17 @@ fn failure_response(app: &App, f: Failure, rec: &mut RequestRecord) -> Result<Fo
                 if f.class == FailureClass::RateLimited { Outcome::UpstreamError } else { Outcome::ClientError };
             rec.upstream = Some(id.clone());
             rec.error = Some(format!("upstream `{id}` {} after {tries}", f.detail));
-            let mut resp = Response::new(Body::from(r.body));
+            // An upstream of the other family (a translated request) said it in its own shape: re-shaped.
+            let (body, content_type) = if app.config.upstream(f.upstream).kind.family() == rec.endpoint.family() {
+                (r.body, r.content_type)
+            } else {
+                let v = translate::error_body(&r.body, r.status.as_u16(), rec.endpoint.family());
+                (Bytes::from(v.to_string()), None)
+            };
+            let mut resp = Response::new(Body::from(body));
             *resp.status_mut() = r.status;
             let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, r.content_type.unwrap_or(HeaderValue::from_static("application/json")));
+            h.insert(header::CONTENT_TYPE, content_type.unwrap_or(HeaderValue::from_static("application/json")));
             h.insert(
                 "x-weir-error-source",
                 HeaderValue::from_static(if rec.outcome == Outcome::ClientError { "client" } else { "upstream" }),
@@ -579,6 +653,8 @@ struct AnswerStream {
     index: u32,
     streams: Streams,
     done: bool,
+    /// Turns the upstream's events into the client's, when the upstream is of the other API family.
+    translator: Option<translate::StreamTranslator>,
 }
 
 impl AnswerStream {
@@ -596,6 +672,7 @@ impl AnswerStream {
             index: 0,
             streams: Streams::default(),
             done: false,
+            translator: None,
         }
     }
 
@@ -617,7 +694,7 @@ impl AnswerStream {
                 return None;
             }
             if let Some(ev) = self.parser.next_event() {
-                self.on_event(ev).await;
+                self.on_upstream_event(ev).await;
                 // The answer's last event: end here, so a client that closes right after it still counts as served.
                 if !self.done && self.tap().is_some_and(|t| t.finished) {
                     self.finish();
@@ -646,7 +723,7 @@ impl AnswerStream {
                     if !self.tap().is_some_and(|t| t.finished)
                         && let Some(last) = self.parser.finish()
                     {
-                        self.on_event(last).await;
+                        self.on_upstream_event(last).await;
                         if self.done {
                             continue;
                         }
@@ -665,6 +742,20 @@ impl AnswerStream {
                     format!("the upstream sent nothing for {:?} (timeouts.idle)", self.idle),
                 )),
             }
+        }
+    }
+
+    /// One event from the upstream: as it is, or translated into the client's events.
+    async fn on_upstream_event(&mut self, ev: SseEvent) {
+        let Some(t) = self.translator.as_mut() else { return self.on_event(ev).await };
+        let mut out = Vec::new();
+        let f = ev.fields();
+        t.event(f.event, &f.data, &mut out);
+        for raw in out {
+            if self.done {
+                break;
+            }
+            self.on_event(SseEvent { raw }).await;
         }
     }
 

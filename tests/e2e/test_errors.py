@@ -101,10 +101,11 @@ def test_unknown_model(oai, ant):
     assert e.value.body["error"]["type"] == "not_found_error"
 
 
-def test_model_of_the_other_family(oai):
+def test_endpoint_the_other_family_lacks(oai):
+    """Chat, responses and messages translate across families; embeddings have no Anthropic equivalent."""
     with pytest.raises(openai.BadRequestError) as e:
-        oai.chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}])
-    assert "/v1/messages" in e.value.message
+        oai.embeddings.create(model="claude-haiku-4-5", input="hi")
+    assert "no /v1/embeddings endpoint" in e.value.message
 
 
 def test_upstream_client_error_passes_through(oai):

@@ -18,6 +18,7 @@
 mod chat;
 mod messages;
 mod responses;
+pub mod translate;
 
 use serde_json::Value;
 

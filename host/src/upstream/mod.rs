@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
-use crate::api::{Endpoint, Family};
+use crate::api::Endpoint;
 use crate::config::{Candidate, Config, CooldownConfig, Timeouts, Upstream, UpstreamIdx, UpstreamKind};
 use retry::FailureClass;
 
@@ -64,6 +64,8 @@ pub struct AttemptRequest<'a> {
 /// A successful attempt.
 pub struct Answer {
     pub upstream: UpstreamIdx,
+    /// The endpoint the upstream was asked (the client's, or its translation for an upstream of the other family).
+    pub endpoint: Endpoint,
     /// The model name sent to that upstream, when the candidate rewrote it.
     pub model: Option<String>,
     pub status: StatusCode,
@@ -157,14 +159,20 @@ impl Upstreams {
         &self.entries[idx.0].cfg
     }
 
-    /// The order in which to try `route`'s candidates for a request of `family`: candidates of another family are
-    /// left out; upstreams in cooldown go last; then by priority; within one priority, a weighted random order.
+    /// The order in which to try `route`'s candidates for a request to `endpoint`: candidates that cannot serve it
+    /// are left out (another family, unless `translate` and the endpoint has a translation); upstreams in cooldown
+    /// go last; then by priority; within one priority, a weighted random order.
     #[allow(clippy::indexing_slicing, reason = "UpstreamIdx values come only from the validated config: in range")]
-    pub fn plan(&self, route: &[Candidate], family: Family) -> Vec<Candidate> {
+    pub fn plan(&self, route: &[Candidate], endpoint: Endpoint, translate: bool) -> Vec<Candidate> {
         let now = now_ms();
+        let family = endpoint.family();
+        let serves = |kind: UpstreamKind| {
+            kind.family() == family
+                || (translate && crate::dialect::translate::target(endpoint, kind.family()).is_some())
+        };
         let mut keyed: Vec<((bool, u32, f64), Candidate)> = route
             .iter()
-            .filter(|c| self.entries[c.upstream.0].cfg.kind.family() == family)
+            .filter(|c| serves(self.entries[c.upstream.0].cfg.kind))
             .map(|c| {
                 let cooling = self.entries[c.upstream.0].health.cooling(now);
                 // Efraimidis–Spirakis: sorting by -ln(u)/w gives a weighted random permutation.
@@ -186,7 +194,8 @@ impl Upstreams {
         let entry = &self.entries[idx.0];
         let fail = |class, detail: String| Failure { upstream: idx, class, retry_after: None, detail, response: None };
 
-        let url = entry.urls[req.endpoint as usize].clone();
+        let endpoint = crate::dialect::translate::target(req.endpoint, entry.cfg.kind.family()).unwrap_or(req.endpoint);
+        let url = entry.urls[endpoint as usize].clone();
         let mut headers = self.upstream_headers(entry, req);
         if let Some(t) = req.trace {
             if let Ok(v) = HeaderValue::from_str(&t.traceparent(span)) {
@@ -240,7 +249,7 @@ impl Upstreams {
                 Err((class, detail)) => return Err(fail(class, detail)),
             }
         };
-        Ok(Answer { upstream: idx, model: cand.model.clone(), status, headers, body })
+        Ok(Answer { upstream: idx, endpoint, model: cand.model.clone(), status, headers, body })
     }
 
     /// Reads a whole body, allowing at most `timeouts.idle` between chunks.
@@ -386,10 +395,14 @@ candidates = [{{ upstream = "b" }}, {{ upstream = "a" }}]
         let c = config("");
         let u = Upstreams::new(&c).unwrap();
         let ids = |p: Vec<Candidate>| p.iter().map(|c| u.get(c.upstream).id.clone()).collect::<Vec<_>>();
-        assert_eq!(ids(u.plan(&c.routes["ordered"], Family::OpenAi)), ["b", "a"]);
-        assert_eq!(ids(u.plan(&c.routes["m"], Family::Anthropic)), ["c"]);
+        assert_eq!(ids(u.plan(&c.routes["ordered"], Endpoint::ChatCompletions, true)), ["b", "a"]);
+        assert_eq!(ids(u.plan(&c.routes["m"], Endpoint::Messages, false)), ["c"]);
+        assert_eq!(ids(u.plan(&c.routes["m"], Endpoint::CountTokens, true)), ["c"], "no OpenAI equivalent");
+        assert_eq!(ids(u.plan(&c.routes["m"], Endpoint::Embeddings, true)).len(), 2, "no Anthropic equivalent");
+        assert_eq!(ids(u.plan(&c.routes["m"], Endpoint::Messages, true)).len(), 3, "translated to chat completions");
         // Weighted split among a and b (weights 1 and 3): b first about 3/4 of the time.
-        let first_b = (0..4000).filter(|_| ids(u.plan(&c.routes["m"], Family::OpenAi))[0] == "b").count();
+        let first_b =
+            (0..4000).filter(|_| ids(u.plan(&c.routes["m"], Endpoint::ChatCompletions, false))[0] == "b").count();
         assert!((2700..3300).contains(&first_b), "b first {first_b}/4000 times");
     }
 
@@ -400,7 +413,7 @@ candidates = [{{ upstream = "b" }}, {{ upstream = "a" }}]
         let b = c.routes["ordered"][0].upstream;
         assert!(!u.record(b, false));
         assert!(u.record(b, false), "second consecutive failure starts the cooldown");
-        let plan = u.plan(&c.routes["ordered"], Family::OpenAi);
+        let plan = u.plan(&c.routes["ordered"], Endpoint::ChatCompletions, true);
         assert_eq!(u.get(plan[0].upstream).id, "a");
         assert_eq!(u.get(plan[1].upstream).id, "b", "a cooling upstream is still tried, last");
     }
