@@ -374,9 +374,7 @@ impl MessagesToResponses {
             Some("content_block_start") => {
                 let block = v.get("content_block").unwrap_or(&Value::Null);
                 let item = match s(block, "/type") {
-                    Some("text") => {
-                        Item::Message { id: format!("msg_{}_{}", self.msg_id, idx(&v)), text: String::new() }
-                    }
+                    Some("text") => Item::Message { id: format!("{}_{}", self.msg_id, idx(&v)), text: String::new() },
                     Some("tool_use") => Item::Call {
                         call_id: s(block, "/id").unwrap_or_default().to_string(),
                         name: s(block, "/name").unwrap_or_default().to_string(),

@@ -87,7 +87,7 @@ pub(super) fn response_items(id: &str, blocks: &[Value]) -> Vec<Value> {
     for (i, b) in blocks.iter().enumerate() {
         match b.get("type").and_then(Value::as_str) {
             Some("text") => items.push(json!({
-                "id": format!("msg_{id}_{i}"), "type": "message", "status": "completed", "role": "assistant",
+                "id": format!("{id}_{i}"), "type": "message", "status": "completed", "role": "assistant",
                 "content": [{"type": "output_text", "annotations": [], "logprobs": [],
                     "text": b.get("text").and_then(Value::as_str).unwrap_or_default()}],
             })),
