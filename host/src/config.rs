@@ -74,6 +74,10 @@ pub struct TranslationConfig {
     pub enabled: bool,
     /// `max_tokens` sent to Anthropic upstreams when an OpenAI client set none (Anthropic requires it).
     pub default_max_tokens: u32,
+    /// Candidates of the client's own family are tried before those of the other (default): translation is used
+    /// when no same-family candidate is healthy, or the model is served only by the other family. Off: the route's
+    /// priorities and weights alone decide, across families.
+    pub prefer_same_family: bool,
     /// Top-level request fields with no equivalent in the other family that are dropped instead of refused with
     /// 400 (e.g. `seed`, `top_k`). Empty by default: nothing changes meaning silently.
     pub drop_fields: Vec<String>,
@@ -81,7 +85,7 @@ pub struct TranslationConfig {
 
 impl Default for TranslationConfig {
     fn default() -> Self {
-        TranslationConfig { enabled: true, default_max_tokens: 4096, drop_fields: Vec::new() }
+        TranslationConfig { enabled: true, default_max_tokens: 4096, prefer_same_family: true, drop_fields: Vec::new() }
     }
 }
 

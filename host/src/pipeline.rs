@@ -193,8 +193,7 @@ async fn run(
             )
         })?,
     };
-    let translate = app.config.translation.enabled;
-    let mut plan = app.upstreams.plan(route, endpoint, translate);
+    let mut plan = app.upstreams.plan(route, endpoint, &app.config.translation);
     if plan.is_empty() {
         let why = if matches!(endpoint, Endpoint::Embeddings | Endpoint::CountTokens) {
             format!("the other API family has no {} endpoint", endpoint.path())

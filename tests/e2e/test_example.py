@@ -72,6 +72,26 @@ def test_fast_alias_serves_both_apis(example):
     assert (r.headers["x-weir-upstream"], r.parse().model) == ("anthropic", "claude-haiku-4-5")
 
 
+def test_fast_alias_fails_over_across_families(example):
+    """`fast` prefers the client's own family; when both of its upstreams fail, the other family serves, translated
+    (the mock fails the first two attempts of the tag: gpt-4o-mini, then the fallback gpt-4o)."""
+    import uuid
+
+    fail_two = lambda: {"x-mock-status": "503", "x-mock-fail-times": "2", "x-mock-tag": "fast-" + uuid.uuid4().hex}
+    r = openai_client(example, api_key="sk-weir-demo").chat.completions.with_raw_response.create(
+        model="fast", messages=[{"role": "user", "content": "Hello"}], stream=True, extra_headers=fail_two())
+    assert r.headers["x-weir-upstream"] == "anthropic"
+    chunks = list(r.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith("Hello from the Weir mock")
+    assert {c.model for c in chunks} == {"claude-haiku-4-5"}
+    with anthropic_client(example, api_key="sk-weir-demo").messages.stream(
+            model="fast", max_tokens=64, messages=[{"role": "user", "content": "Hello"}],
+            extra_headers=fail_two()) as s:
+        assert "".join(s.text_stream).startswith("Hello from the Weir mock")
+        assert s.response.headers["x-weir-upstream"] == "openai"
+        assert s.get_final_message().model == "gpt-4o-mini"
+
+
 def test_readme_redaction_demo(example):
     deltas = ["Mail jane", ".doe@exa", "mple.com or call +1 415", " 555 0132."]
     client = openai_client(example, api_key="sk-weir-demo")

@@ -500,3 +500,24 @@ otlp_protocol = "grpc"
     finally:
         down.stop()
         off.stop()
+
+
+def test_translated_request_names_the_provider_actually_used(gws, receiver):
+    """An OpenAI client served by an Anthropic upstream: the span names Anthropic as the provider, the usage is the
+    answer's, and the attempt span is the Anthropic upstream's."""
+    g = gws["http"]
+    trace_id, headers = caller(99)
+    stream = openai_client(g).chat.completions.create(
+        model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True}, extra_headers={**headers, "x-mock-chunks": "5"})
+    usage = [c.usage for c in stream if c.usage][0]
+    spans = receiver.trace(trace_id, complete)
+    (server,) = by_kind(spans, "SERVER")
+    a = server["attrs"]
+    assert a["gen_ai.provider.name"] == "anthropic" and a["http.route"] == "/v1/chat/completions"
+    assert a["gen_ai.request.model"] == a["gen_ai.response.model"] == "claude-haiku-4-5"
+    assert a["gen_ai.usage.output_tokens"] == usage.completion_tokens == 5
+    assert a["gen_ai.usage.input_tokens"] == usage.prompt_tokens > 0
+    assert a["gen_ai.response.finish_reasons"] == ["stop"], "in the client's terms"
+    (attempt,) = by_kind(spans, "CLIENT")
+    assert attempt["name"] == "upstream mock-anthropic"

@@ -20,7 +20,9 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
 use crate::api::Endpoint;
-use crate::config::{Candidate, Config, CooldownConfig, Timeouts, Upstream, UpstreamIdx, UpstreamKind};
+use crate::config::{
+    Candidate, Config, CooldownConfig, Timeouts, TranslationConfig, Upstream, UpstreamIdx, UpstreamKind,
+};
 use retry::FailureClass;
 
 /// Anthropic API version sent when the client did not choose one.
@@ -160,24 +162,27 @@ impl Upstreams {
     }
 
     /// The order in which to try `route`'s candidates for a request to `endpoint`: candidates that cannot serve it
-    /// are left out (another family, unless `translate` and the endpoint has a translation); upstreams in cooldown
-    /// go last; then by priority; within one priority, a weighted random order.
+    /// are left out (another family, unless translation is on and the endpoint has a translation); upstreams in
+    /// cooldown go last; then, with `translation.prefer_same_family`, the client's own family before the other (no
+    /// translation while a same-family candidate is healthy: the other family is the failover); then by priority;
+    /// within one priority, a weighted random order.
     #[allow(clippy::indexing_slicing, reason = "UpstreamIdx values come only from the validated config: in range")]
-    pub fn plan(&self, route: &[Candidate], endpoint: Endpoint, translate: bool) -> Vec<Candidate> {
+    pub fn plan(&self, route: &[Candidate], endpoint: Endpoint, translation: &TranslationConfig) -> Vec<Candidate> {
         let now = now_ms();
         let family = endpoint.family();
         let serves = |kind: UpstreamKind| {
             kind.family() == family
-                || (translate && crate::dialect::translate::target(endpoint, kind.family()).is_some())
+                || (translation.enabled && crate::dialect::translate::target(endpoint, kind.family()).is_some())
         };
-        let mut keyed: Vec<((bool, u32, f64), Candidate)> = route
+        let mut keyed: Vec<((bool, bool, u32, f64), Candidate)> = route
             .iter()
             .filter(|c| serves(self.entries[c.upstream.0].cfg.kind))
             .map(|c| {
                 let cooling = self.entries[c.upstream.0].health.cooling(now);
+                let other = translation.prefer_same_family && self.entries[c.upstream.0].cfg.kind.family() != family;
                 // Efraimidis–Spirakis: sorting by -ln(u)/w gives a weighted random permutation.
                 let r = if c.weight == 0 { f64::INFINITY } else { -(1.0 - fastrand::f64()).ln() / c.weight as f64 };
-                ((cooling, c.priority, r), c.clone())
+                ((cooling, other, c.priority, r), c.clone())
             })
             .collect();
         keyed.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
@@ -395,14 +400,22 @@ candidates = [{{ upstream = "b" }}, {{ upstream = "a" }}]
         let c = config("");
         let u = Upstreams::new(&c).unwrap();
         let ids = |p: Vec<Candidate>| p.iter().map(|c| u.get(c.upstream).id.clone()).collect::<Vec<_>>();
-        assert_eq!(ids(u.plan(&c.routes["ordered"], Endpoint::ChatCompletions, true)), ["b", "a"]);
-        assert_eq!(ids(u.plan(&c.routes["m"], Endpoint::Messages, false)), ["c"]);
-        assert_eq!(ids(u.plan(&c.routes["m"], Endpoint::CountTokens, true)), ["c"], "no OpenAI equivalent");
-        assert_eq!(ids(u.plan(&c.routes["m"], Endpoint::Embeddings, true)).len(), 2, "no Anthropic equivalent");
-        assert_eq!(ids(u.plan(&c.routes["m"], Endpoint::Messages, true)).len(), 3, "translated to chat completions");
+        let on = TranslationConfig::default();
+        let off = TranslationConfig { enabled: false, ..TranslationConfig::default() };
+        let mixed = TranslationConfig { prefer_same_family: false, ..TranslationConfig::default() };
+        assert_eq!(ids(u.plan(&c.routes["ordered"], Endpoint::ChatCompletions, &on)), ["b", "a"]);
+        assert_eq!(ids(u.plan(&c.routes["m"], Endpoint::Messages, &off)), ["c"]);
+        assert_eq!(ids(u.plan(&c.routes["m"], Endpoint::CountTokens, &on)), ["c"], "no OpenAI equivalent");
+        assert_eq!(ids(u.plan(&c.routes["m"], Endpoint::Embeddings, &on)).len(), 2, "no Anthropic equivalent");
+        let plan = ids(u.plan(&c.routes["m"], Endpoint::Messages, &on));
+        assert_eq!(plan.len(), 3, "translated to chat completions");
+        assert_eq!(plan[0], "c", "the client's own family first");
+        assert_eq!(ids(u.plan(&c.routes["m"], Endpoint::ChatCompletions, &on))[2], "c", "the other family last");
+        let firsts = (0..3000).filter(|_| ids(u.plan(&c.routes["m"], Endpoint::Messages, &mixed))[0] != "c").count();
+        assert!(firsts > 1500, "without the preference, weights decide across families ({firsts}/3000)");
         // Weighted split among a and b (weights 1 and 3): b first about 3/4 of the time.
         let first_b =
-            (0..4000).filter(|_| ids(u.plan(&c.routes["m"], Endpoint::ChatCompletions, false))[0] == "b").count();
+            (0..4000).filter(|_| ids(u.plan(&c.routes["m"], Endpoint::ChatCompletions, &off))[0] == "b").count();
         assert!((2700..3300).contains(&first_b), "b first {first_b}/4000 times");
     }
 
@@ -413,7 +426,7 @@ candidates = [{{ upstream = "b" }}, {{ upstream = "a" }}]
         let b = c.routes["ordered"][0].upstream;
         assert!(!u.record(b, false));
         assert!(u.record(b, false), "second consecutive failure starts the cooldown");
-        let plan = u.plan(&c.routes["ordered"], Endpoint::ChatCompletions, true);
+        let plan = u.plan(&c.routes["ordered"], Endpoint::ChatCompletions, &TranslationConfig::default());
         assert_eq!(u.get(plan[0].upstream).id, "a");
         assert_eq!(u.get(plan[1].upstream).id, "b", "a cooling upstream is still tried, last");
     }
