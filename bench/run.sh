@@ -3,14 +3,14 @@
 # plugins / one Rust plugin / the four-plugin chain, nginx proxying the same mock — and prints each measure next to
 # its budget from ../shared/DESIGN.md §6. The tables also go to target/bench/results.md.
 #
-#   bench/run.sh [section...]    sections: latency throughput streaming plugins hotswap memory state (default: all)
+#   bench/run.sh [section...]    sections: latency throughput streaming plugins hotswap memory state translation (default: all)
 #
 # Knobs (environment): SECS (seconds per wrk run, default 5), ROUNDS (alternating rounds for latency, default 3).
 # Needs wrk and nginx (installed with apt-get if missing) and the wasm32-wasip2 target (added if missing).
 source "$(dirname "$0")/lib.sh"
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
-sections=${*:-latency throughput streaming plugins hotswap memory state}
+sections=${*:-latency throughput streaming plugins hotswap memory state translation}
 
 # ---- tools ----
 missing=""
@@ -357,4 +357,9 @@ echo "results: $out"
 # ---- plugin state per kv backend (its own gateways and redis-server; appends to the same results) ----
 if [[ " $sections " == *" state "* ]]; then
   bash bench/state.sh
+fi
+
+# ---- translation between the API families (its own gateway; appends to the same results) ----
+if [[ " $sections " == *" translation "* ]]; then
+  bash bench/translation.sh
 fi

@@ -112,6 +112,7 @@ impl Ended {
             outcome = self.outcome.as_str(),
             partial = self.outcome == Outcome::Cancelled,
             upstream = self.upstream.as_deref(),
+            provider = self.provider,
             upstream_request_id = self.upstream_request_id.as_deref(),
             attempts = self.attempts.len(),
             attempt_outcomes = self

@@ -4,6 +4,7 @@ that fail over from one family to the other. The mock records what the upstream 
 test checks both sides: the client's answer and the upstream's request."""
 
 import json
+import urllib.request
 import uuid
 
 import anthropic
@@ -105,6 +106,9 @@ def test_openai_sdk_whole_answer_from_anthropic(tgw, toai, mock):
     assert dict(up["headers"])["anthropic-version"] == "2023-06-01"
     rec = tgw.record(raw.headers["x-request-id"])
     assert rec["upstream"] == "mock-anthropic" and rec["finish_reason"] == "stop", "in the client's terms"
+    assert rec["provider"] == "anthropic" and rec["family"] == "openai"
+    metrics = urllib.request.urlopen(tgw.url + "/metrics", timeout=5).read().decode()
+    assert 'weir_translated_requests_total{endpoint="chat.completions",provider="anthropic"}' in metrics
     assert rec["input_tokens"] == c.usage.prompt_tokens and rec["cached_tokens"] == 3 and rec["output_tokens"] == 8
 
 

@@ -24,6 +24,14 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TranslationLabels {
+    /// The client's endpoint.
+    pub endpoint: &'static str,
+    /// The family of the upstream that answered.
+    pub provider: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
     pub upstream: String,
     pub outcome: &'static str,
@@ -73,6 +81,7 @@ type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
+    pub translated: Family<TranslationLabels, Counter>,
     pub attempts: Family<AttemptLabels, Counter>,
     pub retries: Family<RetryLabels, Counter>,
     pub tokens: Family<TokenLabels, Counter>,
@@ -111,6 +120,7 @@ impl Metrics {
         let m = Metrics {
             registry: Registry::with_prefix("weir"),
             requests: Family::default(),
+            translated: Family::default(),
             attempts: Family::default(),
             retries: Family::default(),
             tokens: Family::default(),
@@ -133,6 +143,11 @@ impl Metrics {
         };
         let mut r = m.registry;
         r.register("requests", "Requests by API family, endpoint, status and outcome", m.requests.clone());
+        r.register(
+            "translated_requests",
+            "Requests answered by an upstream of the other API family, by client endpoint and provider",
+            m.translated.clone(),
+        );
         r.register("upstream_attempts", "Upstream attempts by upstream and outcome", m.attempts.clone());
         r.register(
             "upstream_retries",

@@ -25,7 +25,9 @@ use crate::completion::Ended as Line;
 use crate::config::TelemetryConfig;
 use crate::plugin::Chain;
 use crate::record::Outcome;
-use metrics::{AttemptLabels, EndpointLabels, METRICS, ModelLabels, RequestLabels, RetryLabels, TokenLabels};
+use metrics::{
+    AttemptLabels, EndpointLabels, METRICS, ModelLabels, RequestLabels, RetryLabels, TokenLabels, TranslationLabels,
+};
 use trace::{ExportStats, ExportTarget, TraceCtx, Tracer};
 
 static TRACER: OnceLock<Tracer> = OnceLock::new();
@@ -87,6 +89,9 @@ fn record_metrics(line: &Line) {
             outcome: line.outcome.as_str(),
         })
         .inc();
+    if let Some(provider) = line.provider.filter(|p| *p != line.endpoint.family().as_str()) {
+        m.translated.get_or_create(&TranslationLabels { endpoint, provider }).inc();
+    }
     let n = line.attempts.len();
     for (k, a) in line.attempts.iter().enumerate() {
         m.attempts.get_or_create(&AttemptLabels { upstream: a.upstream.clone(), outcome: a.outcome }).inc();

@@ -76,16 +76,27 @@ pub struct MessagesToChat {
     tools: Vec<(u64, u64)>,
     usage: Usage,
     finish: Option<&'static str>,
+    /// The serialized envelope every chunk shares (see `chunk`).
+    prefix: String,
 }
 
 impl MessagesToChat {
-    fn chunk(&self, delta: Value, finish: Option<&str>) -> Bytes {
-        let v = json!({
-            "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-            "system_fingerprint": null,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        frame(None, &v.to_string())
+    /// One chunk of choice 0. The envelope is the same for every chunk: serialized once (at `message_start`), so a
+    /// text delta costs one small serialization.
+    fn chunk(&mut self, delta: Value, finish: Option<&str>) -> Bytes {
+        if self.prefix.is_empty() {
+            let envelope = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "system_fingerprint": null});
+            let text = envelope.to_string();
+            // `{...}` without its closing brace, to append `"choices":[...]}` to.
+            self.prefix = format!("{},", text.strip_suffix('}').unwrap_or(&text));
+        }
+        let finish = finish.map_or(Value::Null, |f| json!(f));
+        let data = format!(
+            r#"{}"choices":[{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish}}}]}}"#,
+            self.prefix
+        );
+        frame(None, &data)
     }
 
     fn event(&mut self, event: Option<&str>, data: &str, out: &mut Vec<Bytes>) {

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Translation benchmark, in one run: what each translation step costs in process (host/examples/translate_bench.rs),
+# then one gateway (no plugins) serving an OpenAI chat client two ways, alternating: `gpt-4o-mini` from an OpenAI
+# upstream (no translation) and `claude-haiku-4-5` from an Anthropic upstream (chat → messages, and the answer
+# back), both on the same mock. `make bench` runs it as its `translation` section.
+#
+#   bench/translation.sh       knobs: SECS (seconds per wrk run, default 5), ROUNDS (alternating rounds, default 3)
+source "$(dirname "$0")/lib.sh"
+SECS=${SECS:-5}
+ROUNDS=${ROUNDS:-3}
+out=target/bench/results.md
+mkdir -p target/bench
+say() { echo "$*" | tee -a "$out"; }
+
+bench_setup 18401 18400
+say "## Translation, in process (\`cargo run --release -p weir --example translate_bench\`)"
+say ""
+cargo run --release -q --locked -p weir --example translate_bench | tee -a "$out"
+say ""
+
+bench_start "" "
+[[upstreams]]
+id = \"mock-anthropic\"
+kind = \"anthropic\"
+base_url = \"http://$mock/v1\"
+models = [\"claude-haiku-4-5\"]"
+for m in gpt-4o-mini claude-haiku-4-5; do
+  for s in false true; do
+    cat >"$tmp/$m-$s.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"$m","stream":$s,"max_tokens":64,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Say hello"}]}'
+LUA
+  done
+done
+pid=$(pgrep -f "serve --config $tmp/gw.toml")
+ticks() { awk '{print $14 + $15}' /proc/$pid/stat; }
+
+say "## Translation through the gateway (no plugins): the same chat request, native vs translated"
+say ""
+say "c=1: median of $ROUNDS alternating rounds of ${SECS}s (µs). CPU: gateway user+system time per request at c=8."
+say ""
+say "| request | stream | c=1 p50 | c=1 p99 | c=8 requests/s | CPU µs per request | failed |"
+say "|---|---|---|---|---|---|---|"
+for s in false true; do
+  for m in gpt-4o-mini claude-haiku-4-5; do : >"$tmp/$m-$s.p50"; : >"$tmp/$m-$s.p99"; done
+  for _ in $(seq "$ROUNDS"); do
+    for m in gpt-4o-mini claude-haiku-4-5; do
+      o=$(wrk -t1 -c1 -d"${SECS}s" --latency -s "$tmp/$m-$s.lua" "http://$gw/v1/chat/completions")
+      echo "$o" | pct 50 >>"$tmp/$m-$s.p50"; echo "$o" | pct 99 >>"$tmp/$m-$s.p99"
+    done
+  done
+  for m in gpt-4o-mini claude-haiku-4-5; do
+    t0=$(ticks)
+    o=$(wrk -t2 -c8 -d"${SECS}s" --latency -s "$tmp/$m-$s.lua" "http://$gw/v1/chat/completions")
+    t1=$(ticks)
+    reqs=$(echo "$o" | awk '/requests in/ {print $1}')
+    bad=$(echo "$o" | awk '/Non-2xx/ {n+=$NF} /Socket errors/ {gsub(/,/,""); n+=$4+$6+$8+$10} END {print n+0}')
+    cpu=$(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
+    label="chat → OpenAI upstream (native)"
+    [ $m = claude-haiku-4-5 ] && label="chat → Anthropic upstream (translated)"
+    say "| $label | $s | $(median <"$tmp/$m-$s.p50") | $(median <"$tmp/$m-$s.p99") | $(echo "$o" | awk '/Requests\/sec/ {printf "%.0f", $2}') | $cpu | $bad |"
+  done
+done
+say ""
