@@ -1195,6 +1195,18 @@ impl fmt::Display for Config {
             writeln!(f, "plugins directory (watched): {}", d.display())?;
         }
         writeln!(f, "plugin state (kv): {}", self.kv.describe())?;
+        let t = &self.translation;
+        if t.enabled {
+            let order = if t.prefer_same_family { "own family first" } else { "by priority and weight only" };
+            let drops = if t.drop_fields.is_empty() { "none".to_string() } else { t.drop_fields.join(", ") };
+            writeln!(
+                f,
+                "translation: on ({order}; default max_tokens {}; fields dropped instead of refused: {drops})",
+                t.default_max_tokens
+            )?;
+        } else {
+            writeln!(f, "translation: off (upstreams of the other API family are skipped)")?;
+        }
         match crate::telemetry::trace::ExportTarget::resolve(&self.telemetry, |k| std::env::var(k).ok()) {
             Ok(Some(t)) => writeln!(f, "{}", crate::telemetry::trace::describe(&t, &self.telemetry))?,
             Ok(None) => writeln!(f, "traces: off (no OTLP endpoint in [telemetry] or OTEL_EXPORTER_OTLP_ENDPOINT)")?,
@@ -1280,6 +1292,18 @@ candidates = [{ upstream = "a", model = "gpt-4o-mini" }, { upstream = "b" }]
         assert!(e.contains("forward_headers"), "{e}");
         let e = parse(&format!("{GOOD}\n[timeouts]\nidle = \"5 parsecs\"\n")).unwrap_err().to_string();
         assert!(e.contains("unit must be"), "{e}");
+    }
+
+    #[test]
+    fn validates_translation() {
+        let t = parse(GOOD).unwrap().translation;
+        assert!(t.enabled && t.prefer_same_family && t.default_max_tokens == 4096 && t.drop_fields.is_empty());
+        let with = |t: &str| parse(&format!("{GOOD}\n[translation]\n{t}\n"));
+        let t = with("enabled = false\ndrop_fields = [\"seed\"]").unwrap().translation;
+        assert!(!t.enabled && t.drop_fields == ["seed"]);
+        let e = with("default_max_tokens = 0").unwrap_err().to_string();
+        assert!(e.contains("translation.default_max_tokens") && e.contains("at least 1"), "{e}");
+        assert!(with("max_tokens = 5").unwrap_err().to_string().contains("max_tokens"), "unknown keys are refused");
     }
 
     #[test]

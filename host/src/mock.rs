@@ -442,7 +442,8 @@ impl Mock {
                 (Endpoint::ChatCompletions, false) => vec![json_bytes(&tools::chat_body(model, &calls, u))],
                 (Endpoint::Messages, true) => tools::messages_stream(model, &calls, u),
                 (Endpoint::Messages, false) => vec![json_bytes(&tools::message_body(model, &calls, u))],
-                // Forced tools on the Responses API are not mocked: a text answer, as before.
+                (Endpoint::Responses, true) => tools::responses_stream(model, &calls, u),
+                (Endpoint::Responses, false) => vec![json_bytes(&tools::response_body(model, &calls, u))],
                 _ => return self.text_answer(endpoint, req, c),
             });
         }

@@ -392,3 +392,29 @@ def test_translation_can_be_turned_off(session_tmp, mock):
         assert "translation.enabled = false" in e.value.message
     finally:
         g.stop()
+
+
+# ---- the mock's forced tool calls, natively (the reference the translated answers are held to) --------------------
+
+
+def test_mock_forced_tool_calls_natively_through_each_sdk_helper(tgw, toai, tant):
+    with toai.chat.completions.stream(model="gpt-4o-mini", messages=[{"role": "user", "content": "Paris?"}],
+                                      tools=OA_TOOLS, tool_choice="required",
+                                      extra_headers={"x-mock-tool-calls": "2"}) as s:
+        c = s.get_final_completion().choices[0]
+    assert c.finish_reason == "tool_calls" and [t.function.name for t in c.message.tool_calls] == ["get_weather", "get_time"]
+    valid_weather(json.loads(c.message.tool_calls[0].function.arguments))
+    with tant.messages.stream(model="claude-haiku-4-5", max_tokens=100, tools=AN_TOOLS,
+                              tool_choice={"type": "tool", "name": "get_time"},
+                              messages=[{"role": "user", "content": "Time?"}]) as s:
+        m = s.get_final_message()
+    assert m.stop_reason == "tool_use" and m.content[0].name == "get_time" and set(m.content[0].input) == {"zone"}
+    tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER}]
+    with toai.responses.stream(model="gpt-4o-mini", input="Weather in Paris?", tools=tools,
+                               tool_choice={"type": "function", "name": "get_weather"}) as s:
+        r = s.get_final_response()
+    (call,) = [o for o in r.output if o.type == "function_call"]
+    valid_weather(json.loads(call.arguments))
+    # Without a forced choice the answer is text, as providers usually answer.
+    r = toai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], tools=OA_TOOLS)
+    assert r.choices[0].finish_reason == "stop" and r.choices[0].message.content == expected_text()

@@ -229,3 +229,54 @@ pub fn messages_stream(model: &str, calls: &[Call], u: UsageNumbers) -> Vec<Byte
     out.push(named_event("message_stop", &json!({"type": "message_stop"})));
     out
 }
+
+fn function_call_item(c: &Call, done: bool) -> Value {
+    json!({"id": format!("fc_{}", c.id), "type": "function_call", "status": if done { "completed" } else { "in_progress" },
+        "arguments": if done { c.arguments.as_str() } else { "" }, "call_id": c.id, "name": c.name})
+}
+
+fn responses_usage(u: UsageNumbers, output: u64) -> Value {
+    json!({"input_tokens": u.input, "input_tokens_details": {"cached_tokens": u.cached},
+        "output_tokens": output, "output_tokens_details": {"reasoning_tokens": u.reasoning},
+        "total_tokens": u.input + output})
+}
+
+pub fn response_body(model: &str, calls: &[Call], u: UsageNumbers) -> Value {
+    let mut r = super::response_object(model, &[], u, true);
+    r["output"] = calls.iter().map(|c| function_call_item(c, true)).collect();
+    r["usage"] = responses_usage(u, output_tokens(calls));
+    r
+}
+
+/// The Responses API streams each call as a `function_call` output item: `output_item.added` with empty arguments,
+/// `function_call_arguments.delta` fragments, `function_call_arguments.done`, `output_item.done`.
+pub fn responses_stream(model: &str, calls: &[Call], u: UsageNumbers) -> Vec<Bytes> {
+    let mut seq = 0u64;
+    let mut ev = |name: &str, mut v: Value| {
+        v["type"] = json!(name);
+        v["sequence_number"] = json!(seq);
+        seq += 1;
+        named_event(name, &v)
+    };
+    let mut out = vec![
+        ev("response.created", json!({"response": super::response_object(model, &[], u, false)})),
+        ev("response.in_progress", json!({"response": super::response_object(model, &[], u, false)})),
+    ];
+    for (k, c) in calls.iter().enumerate() {
+        let id = format!("fc_{}", c.id);
+        out.push(ev("response.output_item.added", json!({"output_index": k, "item": function_call_item(c, false)})));
+        for f in fragments(&c.arguments) {
+            out.push(ev(
+                "response.function_call_arguments.delta",
+                json!({"item_id": id, "output_index": k, "delta": f}),
+            ));
+        }
+        out.push(ev(
+            "response.function_call_arguments.done",
+            json!({"item_id": id, "output_index": k, "arguments": c.arguments}),
+        ));
+        out.push(ev("response.output_item.done", json!({"output_index": k, "item": function_call_item(c, true)})));
+    }
+    out.push(ev("response.completed", json!({"response": response_body(model, calls, u)})));
+    out
+}
