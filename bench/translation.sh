@@ -24,42 +24,56 @@ id = \"mock-anthropic\"
 kind = \"anthropic\"
 base_url = \"http://$mock/v1\"
 models = [\"claude-haiku-4-5\"]"
-for m in gpt-4o-mini claude-haiku-4-5; do
+# Four ways through one gateway: each client family to each upstream family. Translation's cost is a translated row
+# minus the native row with the same upstream answer (chat → Anthropic vs messages → Anthropic: the mock sends the
+# same events; messages → OpenAI vs chat → OpenAI).
+ways="chat-openai messages-anthropic chat-anthropic messages-openai"
+for w in $ways; do
+  case $w in
+    chat-*) path=/v1/chat/completions; extra='' ;;
+    messages-*) path=/v1/messages; extra='"max_tokens":64,' ;;
+  esac
+  case $w in *-openai) model=gpt-4o-mini ;; *) model=claude-haiku-4-5 ;; esac
+  echo "$path" >"$tmp/$w.path"
   for s in false true; do
-    cat >"$tmp/$m-$s.lua" <<LUA
+    cat >"$tmp/$w-$s.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"$m","stream":$s,"max_tokens":64,"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Say hello"}]}'
+wrk.body = '{"model":"$model",$extra"stream":$s,"messages":[{"role":"user","content":"Say hello"}]}'
 LUA
   done
 done
 pid=$(pgrep -f "serve --config $tmp/gw.toml")
 ticks() { awk '{print $14 + $15}' /proc/$pid/stat; }
+url() { echo "http://$gw$(cat "$tmp/$1.path")"; }
 
-say "## Translation through the gateway (no plugins): the same chat request, native vs translated"
+say "## Translation through the gateway (no plugins): each client family to each upstream family"
 say ""
-say "c=1: median of $ROUNDS alternating rounds of ${SECS}s (µs). CPU: gateway user+system time per request at c=8."
+say "c=1: median of $ROUNDS alternating rounds of ${SECS}s (µs). CPU: the gateway's user+system time per request at"
+say "c=8. A translated row's cost is its difference to the native row with the same upstream answer."
 say ""
-say "| request | stream | c=1 p50 | c=1 p99 | c=8 requests/s | CPU µs per request | failed |"
+say "| client → upstream | stream | c=1 p50 | c=1 p99 | c=8 requests/s | CPU µs per request | failed |"
 say "|---|---|---|---|---|---|---|"
 for s in false true; do
-  for m in gpt-4o-mini claude-haiku-4-5; do : >"$tmp/$m-$s.p50"; : >"$tmp/$m-$s.p99"; done
+  for w in $ways; do : >"$tmp/$w-$s.p50"; : >"$tmp/$w-$s.p99"; done
   for _ in $(seq "$ROUNDS"); do
-    for m in gpt-4o-mini claude-haiku-4-5; do
-      o=$(wrk -t1 -c1 -d"${SECS}s" --latency -s "$tmp/$m-$s.lua" "http://$gw/v1/chat/completions")
-      echo "$o" | pct 50 >>"$tmp/$m-$s.p50"; echo "$o" | pct 99 >>"$tmp/$m-$s.p99"
+    for w in $ways; do
+      o=$(wrk -t1 -c1 -d"${SECS}s" --latency -s "$tmp/$w-$s.lua" "$(url $w)")
+      echo "$o" | pct 50 >>"$tmp/$w-$s.p50"; echo "$o" | pct 99 >>"$tmp/$w-$s.p99"
     done
   done
-  for m in gpt-4o-mini claude-haiku-4-5; do
+  for w in $ways; do
     t0=$(ticks)
-    o=$(wrk -t2 -c8 -d"${SECS}s" --latency -s "$tmp/$m-$s.lua" "http://$gw/v1/chat/completions")
+    o=$(wrk -t2 -c8 -d"${SECS}s" --latency -s "$tmp/$w-$s.lua" "$(url $w)")
     t1=$(ticks)
     reqs=$(echo "$o" | awk '/requests in/ {print $1}')
     bad=$(echo "$o" | awk '/Non-2xx/ {n+=$NF} /Socket errors/ {gsub(/,/,""); n+=$4+$6+$8+$10} END {print n+0}')
     cpu=$(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" 'BEGIN {printf "%.1f", d / hz * 1e6 / n}')
-    label="chat → OpenAI upstream (native)"
-    [ $m = claude-haiku-4-5 ] && label="chat → Anthropic upstream (translated)"
-    say "| $label | $s | $(median <"$tmp/$m-$s.p50") | $(median <"$tmp/$m-$s.p99") | $(echo "$o" | awk '/Requests\/sec/ {printf "%.0f", $2}') | $cpu | $bad |"
+    case $w in
+      chat-openai) label="OpenAI chat → OpenAI (native)" ;; messages-anthropic) label="Anthropic → Anthropic (native)" ;;
+      chat-anthropic) label="OpenAI chat → Anthropic (translated)" ;; messages-openai) label="Anthropic → OpenAI chat (translated)" ;;
+    esac
+    say "| $label | $s | $(median <"$tmp/$w-$s.p50") | $(median <"$tmp/$w-$s.p99") | $(echo "$o" | awk '/Requests\/sec/ {printf "%.0f", $2}') | $cpu | $bad |"
   done
 done
 say ""
