@@ -175,7 +175,8 @@ impl ApiError {
         }
     }
 
-    fn types(&self) -> (&'static str, &'static str, &'static str) {
+    /// OpenAI `error.type`, OpenAI `error.code`, Anthropic `error.type`.
+    pub(crate) fn types(&self) -> (&'static str, &'static str, &'static str) {
         let (oa_type, code) = self.kind.openai();
         let an_type = self.kind.anthropic();
         if self.kind != ErrorKind::Rejected {
@@ -220,28 +221,10 @@ impl ApiError {
         resp
     }
 
-    /// One SSE event that reports this error after the stream has started. Each family's SDK raises it:
-    /// - chat completions: a `data:` event whose JSON has an `error` object (the shape OpenAI sends);
-    /// - responses: an `error` event (`type`, `code`, `message`, `param`, `sequence_number`), with the same `error`
-    ///   object so that the SDK raises it rather than yielding it;
-    /// - messages: an `event: error` with the Anthropic error body.
+    /// One SSE event that reports this error after the stream has started, in the shape the endpoint's SDK raises
+    /// (the endpoint's dialect knows it: `Dialect::error_event`).
     pub fn sse_event(&self, endpoint: Endpoint, sequence_number: u64) -> Bytes {
-        let (ty, code, _) = self.types();
-        let text = match endpoint {
-            Endpoint::Messages | Endpoint::CountTokens => {
-                format!("event: error\ndata: {}\n\n", self.body(Family::Anthropic))
-            }
-            Endpoint::Responses => {
-                let data = json!({
-                    "type": "error", "code": code, "message": self.message, "param": null,
-                    "sequence_number": sequence_number,
-                    "error": {"type": ty, "code": code, "message": self.message},
-                });
-                format!("event: error\ndata: {data}\n\n")
-            }
-            Endpoint::ChatCompletions | Endpoint::Embeddings => format!("data: {}\n\n", self.body(Family::OpenAi)),
-        };
-        Bytes::from(text)
+        crate::dialect::of(endpoint).error_event(self, sequence_number)
     }
 }
 

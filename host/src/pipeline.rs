@@ -28,7 +28,7 @@ use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde_json::value::RawValue;
 
 use crate::api::Endpoint;
@@ -450,7 +450,10 @@ fn failure_response(app: &App, f: Failure, rec: &mut RequestRecord) -> Result<Fo
     }
 }
 
-/// Reads the request body, refusing more than `limit` bytes with 413 (early, from `content-length`, when it says so).
+/// Reads the request body, refusing more than `limit` bytes with 413. An oversized upload is read on and discarded
+/// (up to [`drain_cap`] bytes, within `limits.body_timeout` like any body) before the 413 is sent: a client that is
+/// still writing when the gateway answers would otherwise get a reset or a broken pipe instead of the 413. A body
+/// declared (`content-length`) beyond the cap is refused at once, unread.
 async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -458,15 +461,39 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
             format!("request body is larger than the gateway's limit of {limit} bytes"),
         )
     };
+    let cap = drain_cap(limit);
     let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > cap as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large()),
-        Err(e) => Err(ApiError::new(ErrorKind::InvalidRequest, format!("could not read the request body: {e}"))),
+    let mut oversized = declared.is_some_and(|n| n > limit as u64);
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::new(ErrorKind::InvalidRequest, format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if oversized || seen > limit {
+            oversized = true;
+            buf = bytes::BytesMut::new();
+            if seen > cap {
+                break;
+            }
+            continue;
+        }
+        buf.extend_from_slice(&data);
     }
+    if oversized {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
+}
+
+/// How much of an oversized upload is read and discarded so that its client gets the 413 (see [`read_body`]).
+fn drain_cap(limit: usize) -> usize {
+    limit.saturating_mul(4).max(16 << 20)
 }
 
 /// Refuses a body whose arrays and objects nest deeper than `limit` (`limits.max_json_depth`), before anything
@@ -547,7 +574,7 @@ impl<'a> RequestBody<'a> {
             _ => false,
         };
         let mut injected_stream_options = None;
-        if endpoint == Endpoint::ChatCompletions && stream {
+        if stream && dialect::of(endpoint).asks_for_stream_usage() {
             let mut opts: serde_json::Map<String, serde_json::Value> = match fields.get("stream_options") {
                 Some(raw) if raw.get() != "null" => {
                     serde_json::from_str(raw.get()).map_err(|_| invalid("`stream_options` must be an object".into()))?

@@ -1,5 +1,7 @@
 //! The usage tap: token usage, time to first token and the response's identity, read natively from every SSE event
-//! (streamed answers) or from the body (non-streamed answers), for both API families.
+//! (streamed answers) or from the body (non-streamed answers), for both API families. Where each surface keeps
+//! these is its dialect's knowledge (`dialect::Dialect::observe_event`, `observe_body`; shapes in `dialect/wire.rs`);
+//! the tap holds what was seen.
 //!
 //! The tap observes; it never fails a request. An event it cannot parse is passed on and ignored. Its one decision
 //! is [`Verdict::Drop`] for the usage-only chunk of an OpenAI chat stream when the gateway asked for it on the
@@ -12,11 +14,7 @@
 // Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::borrow::Cow;
 use std::time::Instant;
-
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use crate::api::Endpoint;
 use crate::sse::SseEvent;
@@ -72,245 +70,31 @@ impl UsageTap {
         }
     }
 
-    /// Observes one SSE event of a streamed answer.
+    /// Observes one SSE event of a streamed answer (what to read is the endpoint's dialect's knowledge).
     pub fn on_event(&mut self, ev: &SseEvent, now: Instant) -> Verdict {
         self.events += 1;
         let f = ev.fields();
-        match self.endpoint {
-            Endpoint::ChatCompletions => {
-                if f.data.starts_with("[DONE]") {
-                    self.finished = true;
-                    return Verdict::Forward;
-                }
-                let Ok(c) = serde_json::from_str::<OaEnvelope>(&f.data) else { return Verdict::Forward };
-                if c.error.is_some() {
-                    self.stream_error = Some("upstream sent an error event".into());
-                }
-                if c.choices.iter().any(|ch| ch.delta.as_ref().is_some_and(Delta::has_content)) {
-                    self.first_token_at.get_or_insert(now);
-                }
-                for ch in &c.choices {
-                    if let Some(r) = &ch.finish_reason {
-                        self.finish_reason = Some(r.to_string());
-                    }
-                }
-                self.identity(c.id.as_deref(), c.model.as_deref());
-                if let Some(u) = &c.usage {
-                    self.usage = u.openai();
-                    if self.strip_injected_usage && c.choices.is_empty() {
-                        return Verdict::Drop;
-                    }
-                }
-            }
-            Endpoint::Responses => {
-                let ty = f.event.unwrap_or("");
-                if ty.ends_with(".delta") {
-                    if ty.starts_with("response.output_text")
-                        || ty.starts_with("response.refusal")
-                        || ty.starts_with("response.function_call_arguments")
-                    {
-                        self.first_token_at.get_or_insert(now);
-                    }
-                    return Verdict::Forward;
-                }
-                if ty == "error" {
-                    self.stream_error = Some("upstream sent an error event".into());
-                    return Verdict::Forward;
-                }
-                let Ok(e) = serde_json::from_str::<OaEnvelope>(&f.data) else { return Verdict::Forward };
-                if let Some(r) = &e.response {
-                    self.identity(r.id.as_deref(), r.model.as_deref());
-                    if let Some(u) = &r.usage {
-                        self.usage = u.openai();
-                    }
-                    if matches!(ty, "response.completed" | "response.incomplete" | "response.failed") {
-                        self.finish_reason = r.status.as_deref().map(str::to_string);
-                        self.finished = true;
-                    }
-                }
-            }
-            Endpoint::Messages => match f.event.unwrap_or("") {
-                "content_block_delta" => {
-                    self.first_token_at.get_or_insert(now);
-                }
-                "ping" | "content_block_start" | "content_block_stop" => {}
-                "message_stop" => self.finished = true,
-                "error" => self.stream_error = Some("upstream sent an error event".into()),
-                _ => {
-                    let Ok(e) = serde_json::from_str::<AnEnvelope>(&f.data) else { return Verdict::Forward };
-                    if let Some(m) = &e.message {
-                        self.identity(m.id.as_deref(), m.model.as_deref());
-                        if let Some(u) = &m.usage {
-                            self.usage = u.anthropic(self.usage);
-                        }
-                    }
-                    if let Some(u) = &e.usage {
-                        self.usage = u.anthropic(self.usage);
-                    }
-                    if let Some(r) = e.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
-                        self.finish_reason = Some(r.to_string());
-                    }
-                }
-            },
-            Endpoint::Embeddings | Endpoint::CountTokens => {}
-        }
-        Verdict::Forward
+        crate::dialect::of(self.endpoint).observe_event(self, f.event, &f.data, now)
     }
 
     /// Observes the whole body of a non-streamed answer.
     pub fn on_body(&mut self, body: &[u8]) {
-        match self.endpoint {
-            Endpoint::ChatCompletions | Endpoint::Responses | Endpoint::Embeddings => {
-                let Ok(b) = serde_json::from_slice::<OaEnvelope>(body) else { return };
-                self.identity(b.id.as_deref(), b.model.as_deref());
-                if let Some(u) = &b.usage {
-                    self.usage = u.openai();
-                }
-                self.finish_reason = b
-                    .choices
-                    .iter()
-                    .find_map(|c| c.finish_reason.as_deref())
-                    .or(b.status.as_deref())
-                    .map(str::to_string);
-            }
-            Endpoint::Messages | Endpoint::CountTokens => {
-                let Ok(b) = serde_json::from_slice::<AnEnvelope>(body) else { return };
-                self.identity(b.id.as_deref(), b.model.as_deref());
-                if let Some(u) = &b.usage {
-                    self.usage = u.anthropic(self.usage);
-                }
-                if let Some(n) = b.input_tokens {
-                    self.usage.input_tokens = Some(n);
-                }
-                self.finish_reason = b.stop_reason.as_deref().map(str::to_string);
-            }
-        }
+        crate::dialect::of(self.endpoint).observe_body(self, body);
         self.finished = true;
     }
 
-    fn identity(&mut self, id: Option<&str>, model: Option<&str>) {
+    /// Whether the gateway asked for the usage chunk on the client's behalf (then the dialect hides it).
+    pub(crate) fn strips_injected_usage(&self) -> bool {
+        self.strip_injected_usage
+    }
+
+    /// Records the answer's id and model, the first time they are seen.
+    pub(crate) fn identity(&mut self, id: Option<&str>, model: Option<&str>) {
         if self.response_id.is_none() {
             self.response_id = id.map(str::to_string);
         }
         if self.response_model.is_none() {
             self.response_model = model.map(str::to_string);
-        }
-    }
-}
-
-// ---- wire shapes (only the fields the tap reads; everything else is skipped) ----
-
-#[derive(Deserialize)]
-struct OaEnvelope<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    choices: Vec<Choice<'a>>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-    #[serde(borrow, default)]
-    status: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    response: Option<Box<OaEnvelope<'a>>>,
-    #[serde(default)]
-    error: Option<IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct Choice<'a> {
-    #[serde(borrow, default)]
-    delta: Option<Delta<'a>>,
-    #[serde(borrow, default)]
-    finish_reason: Option<Cow<'a, str>>,
-}
-
-#[derive(Deserialize)]
-struct Delta<'a> {
-    #[serde(borrow, default)]
-    content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    refusal: Option<Cow<'a, str>>,
-    #[serde(default)]
-    tool_calls: Option<IgnoredAny>,
-}
-
-impl Delta<'_> {
-    fn has_content(&self) -> bool {
-        self.content.as_ref().is_some_and(|c| !c.is_empty())
-            || self.refusal.as_ref().is_some_and(|c| !c.is_empty())
-            || self.tool_calls.is_some()
-    }
-}
-
-#[derive(Deserialize)]
-struct AnEnvelope<'a> {
-    #[serde(borrow, default)]
-    id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    model: Option<Cow<'a, str>>,
-    #[serde(default)]
-    usage: Option<WireUsage>,
-    #[serde(borrow, default)]
-    stop_reason: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    message: Option<Box<AnEnvelope<'a>>>,
-    #[serde(borrow, default)]
-    delta: Option<AnDelta<'a>>,
-    #[serde(default)]
-    input_tokens: Option<u64>,
-}
-
-#[derive(Deserialize)]
-struct AnDelta<'a> {
-    #[serde(borrow, default)]
-    stop_reason: Option<Cow<'a, str>>,
-}
-
-/// Every usage field name either family uses.
-#[derive(Deserialize, Default)]
-struct WireUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    #[serde(alias = "input_tokens_details")]
-    prompt_tokens_details: Option<Details>,
-    #[serde(alias = "output_tokens_details")]
-    completion_tokens_details: Option<Details>,
-    cache_read_input_tokens: Option<u64>,
-    cache_creation_input_tokens: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-struct Details {
-    cached_tokens: Option<u64>,
-    reasoning_tokens: Option<u64>,
-}
-
-impl WireUsage {
-    fn openai(&self) -> Usage {
-        Usage {
-            input_tokens: self.prompt_tokens.or(self.input_tokens),
-            output_tokens: self.completion_tokens.or(self.output_tokens),
-            cached_tokens: self.prompt_tokens_details.as_ref().and_then(|d| d.cached_tokens),
-            reasoning_tokens: self.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens),
-        }
-    }
-
-    /// Anthropic reports usage in `message_start` and again (cumulatively) in `message_delta`; later values win.
-    fn anthropic(&self, prev: Usage) -> Usage {
-        let cached = self.cache_read_input_tokens.or(prev.cached_tokens);
-        let input = self
-            .input_tokens
-            .map(|i| i + self.cache_read_input_tokens.unwrap_or(0) + self.cache_creation_input_tokens.unwrap_or(0))
-            .or(prev.input_tokens);
-        Usage {
-            input_tokens: input,
-            output_tokens: self.output_tokens.or(prev.output_tokens),
-            cached_tokens: cached,
-            reasoning_tokens: prev.reasoning_tokens,
         }
     }
 }

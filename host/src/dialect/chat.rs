@@ -2,9 +2,16 @@
 //! `message.content` (whole), reasoning in `reasoning_content` (OpenAI-compatible providers), tool-call arguments in
 //! `tool_calls[].function.arguments` (one stream per tool call index).
 
+use std::time::Instant;
+
+use bytes::Bytes;
 use serde_json::Value;
 
+use super::wire::{self, Delta, OaEnvelope};
 use super::{Dialect, Ends, Located, TextKind, TextStream, stream, text_at, u};
+use crate::api::Family;
+use crate::error::ApiError;
+use crate::usage::{UsageTap, Verdict};
 
 pub struct Chat;
 
@@ -31,6 +38,50 @@ fn choices(v: &Value) -> impl Iterator<Item = (usize, &Value)> {
 }
 
 impl Dialect for Chat {
+    fn family(&self) -> Family {
+        Family::OpenAi
+    }
+
+    fn asks_for_stream_usage(&self) -> bool {
+        true
+    }
+
+    fn observe_event(&self, tap: &mut UsageTap, _event: Option<&str>, data: &str, now: Instant) -> Verdict {
+        if data.starts_with("[DONE]") {
+            tap.finished = true;
+            return Verdict::Forward;
+        }
+        let Ok(c) = serde_json::from_str::<OaEnvelope>(data) else { return Verdict::Forward };
+        if c.error.is_some() {
+            tap.stream_error = Some(wire::UPSTREAM_ERROR_EVENT.into());
+        }
+        if c.choices.iter().any(|ch| ch.delta.as_ref().is_some_and(Delta::has_content)) {
+            tap.first_token_at.get_or_insert(now);
+        }
+        for ch in &c.choices {
+            if let Some(r) = &ch.finish_reason {
+                tap.finish_reason = Some(r.to_string());
+            }
+        }
+        tap.identity(c.id.as_deref(), c.model.as_deref());
+        if let Some(u) = &c.usage {
+            tap.usage = u.openai();
+            if tap.strips_injected_usage() && c.choices.is_empty() {
+                return Verdict::Drop;
+            }
+        }
+        Verdict::Forward
+    }
+
+    fn observe_body(&self, tap: &mut UsageTap, body: &[u8]) {
+        wire::observe_openai_body(tap, body);
+    }
+
+    /// A `data:` event whose JSON has an `error` object (the shape OpenAI sends; the SDK raises it).
+    fn error_event(&self, e: &ApiError, _sequence_number: u64) -> Bytes {
+        Bytes::from(format!("data: {}\n\n", e.body(Family::OpenAi)))
+    }
+
     fn deltas(&self, _event: Option<&str>, v: &Value) -> Vec<Located> {
         let mut out = Vec::new();
         for (k, c) in choices(v) {

@@ -3,13 +3,60 @@
 //! `content_block_stop`. A whole answer has `content[]` blocks (`text`, `thinking`; `tool_use` input is structured
 //! JSON, not text).
 
+use std::time::Instant;
+
+use bytes::Bytes;
 use serde_json::Value;
 
+use super::wire::{self, AnEnvelope};
 use super::{Dialect, Ends, Located, TextKind, stream, text_at, u};
+use crate::api::Family;
+use crate::error::ApiError;
+use crate::usage::{UsageTap, Verdict};
 
 pub struct Messages;
 
 impl Dialect for Messages {
+    fn family(&self) -> Family {
+        Family::Anthropic
+    }
+
+    fn observe_event(&self, tap: &mut UsageTap, event: Option<&str>, data: &str, now: Instant) -> Verdict {
+        match event.unwrap_or("") {
+            "content_block_delta" => {
+                tap.first_token_at.get_or_insert(now);
+            }
+            "ping" | "content_block_start" | "content_block_stop" => {}
+            "message_stop" => tap.finished = true,
+            "error" => tap.stream_error = Some(wire::UPSTREAM_ERROR_EVENT.into()),
+            _ => {
+                let Ok(e) = serde_json::from_str::<AnEnvelope>(data) else { return Verdict::Forward };
+                if let Some(m) = &e.message {
+                    tap.identity(m.id.as_deref(), m.model.as_deref());
+                    if let Some(u) = &m.usage {
+                        tap.usage = u.anthropic(tap.usage);
+                    }
+                }
+                if let Some(u) = &e.usage {
+                    tap.usage = u.anthropic(tap.usage);
+                }
+                if let Some(r) = e.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
+                    tap.finish_reason = Some(r.to_string());
+                }
+            }
+        }
+        Verdict::Forward
+    }
+
+    fn observe_body(&self, tap: &mut UsageTap, body: &[u8]) {
+        wire::observe_anthropic_body(tap, body);
+    }
+
+    /// An `event: error` with the Anthropic error body.
+    fn error_event(&self, e: &ApiError, _sequence_number: u64) -> Bytes {
+        Bytes::from(format!("event: error\ndata: {}\n\n", e.body(Family::Anthropic)))
+    }
+
     fn deltas(&self, event: Option<&str>, v: &Value) -> Vec<Located> {
         if event != Some("content_block_delta") {
             return Vec::new();

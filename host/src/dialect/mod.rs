@@ -19,11 +19,17 @@ mod chat;
 mod messages;
 mod responses;
 pub mod translate;
+mod wire;
 
+use std::time::Instant;
+
+use bytes::Bytes;
 use serde_json::Value;
 
-use crate::api::Endpoint;
+use crate::api::{Endpoint, Family};
+use crate::error::ApiError;
 pub use crate::plugin::bindings::types::{TextKind, TextStream};
+use crate::usage::{UsageTap, Verdict};
 
 /// A piece of text found in an event or body: its stream, where it is (an RFC 6901 pointer), and the text.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,8 +57,22 @@ impl Ends {
     }
 }
 
-/// One API surface's knowledge of where text lives.
+/// One API surface's knowledge of its wire format: where text lives (for plugins), where usage, identity and the
+/// end of an answer are (for the usage tap), how a mid-stream error is said, and what the gateway must ask for.
 pub trait Dialect: Sync {
+    /// The API family of this surface.
+    fn family(&self) -> Family;
+    /// Reads one streamed event into the tap; `Drop` hides the event from the client (the usage chunk the gateway
+    /// asked for on the client's behalf).
+    fn observe_event(&self, tap: &mut UsageTap, event: Option<&str>, data: &str, now: Instant) -> Verdict;
+    /// Reads a whole (non-streamed) answer into the tap.
+    fn observe_body(&self, tap: &mut UsageTap, body: &[u8]);
+    /// One SSE event reporting `e` after the stream started, in the shape this surface's SDK raises.
+    fn error_event(&self, e: &ApiError, sequence_number: u64) -> Bytes;
+    /// Whether a streamed request must ask for usage explicitly (`stream_options.include_usage`).
+    fn asks_for_stream_usage(&self) -> bool {
+        false
+    }
     /// The text deltas a streamed event carries (`v`: its parsed `data`).
     fn deltas(&self, event: Option<&str>, v: &Value) -> Vec<Located>;
     /// Every text of a whole (non-streamed) answer, in order.
@@ -76,19 +96,39 @@ pub trait Dialect: Sync {
     fn after_whole_replace(&self, _v: &mut Value) {}
 }
 
-/// The dialect of an endpoint (embeddings and token counting carry no generated text).
+/// The dialect of an endpoint.
 pub fn of(endpoint: Endpoint) -> &'static dyn Dialect {
     match endpoint {
         Endpoint::ChatCompletions => &chat::Chat,
         Endpoint::Responses => &responses::Responses,
         Endpoint::Messages => &messages::Messages,
-        Endpoint::Embeddings | Endpoint::CountTokens => &NoText,
+        Endpoint::Embeddings => &NoText(Family::OpenAi),
+        Endpoint::CountTokens => &NoText(Family::Anthropic),
     }
 }
 
-struct NoText;
+/// Embeddings (OpenAI) and token counting (Anthropic): answers without generated text, never streamed.
+struct NoText(Family);
 
 impl Dialect for NoText {
+    fn family(&self) -> Family {
+        self.0
+    }
+    fn observe_event(&self, _: &mut UsageTap, _: Option<&str>, _: &str, _: Instant) -> Verdict {
+        Verdict::Forward
+    }
+    fn observe_body(&self, tap: &mut UsageTap, body: &[u8]) {
+        match self.0 {
+            Family::OpenAi => wire::observe_openai_body(tap, body),
+            Family::Anthropic => wire::observe_anthropic_body(tap, body),
+        }
+    }
+    fn error_event(&self, e: &ApiError, sequence_number: u64) -> Bytes {
+        match self.0 {
+            Family::OpenAi => chat::Chat.error_event(e, sequence_number),
+            Family::Anthropic => messages::Messages.error_event(e, sequence_number),
+        }
+    }
     fn deltas(&self, _: Option<&str>, _: &Value) -> Vec<Located> {
         Vec::new()
     }

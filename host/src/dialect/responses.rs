@@ -4,9 +4,16 @@
 //! events, `response.content_part.done`, `response.output_item.done` and `response.completed`, which the host
 //! rewrites to what was actually sent.
 
-use serde_json::Value;
+use std::time::Instant;
 
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::wire::{self, OaEnvelope};
 use super::{Dialect, Ends, Located, TextKind, TextStream, stream, text_at, u};
+use crate::api::Family;
+use crate::error::ApiError;
+use crate::usage::{UsageTap, Verdict};
 
 pub struct Responses;
 
@@ -59,6 +66,55 @@ fn event_stream(event: &str, v: &Value) -> Option<TextStream> {
 }
 
 impl Dialect for Responses {
+    fn family(&self) -> Family {
+        Family::OpenAi
+    }
+
+    fn observe_event(&self, tap: &mut UsageTap, event: Option<&str>, data: &str, now: Instant) -> Verdict {
+        let ty = event.unwrap_or("");
+        if ty.ends_with(".delta") {
+            if ty.starts_with("response.output_text")
+                || ty.starts_with("response.refusal")
+                || ty.starts_with("response.function_call_arguments")
+            {
+                tap.first_token_at.get_or_insert(now);
+            }
+            return Verdict::Forward;
+        }
+        if ty == "error" {
+            tap.stream_error = Some(wire::UPSTREAM_ERROR_EVENT.into());
+            return Verdict::Forward;
+        }
+        let Ok(e) = serde_json::from_str::<OaEnvelope>(data) else { return Verdict::Forward };
+        if let Some(r) = &e.response {
+            tap.identity(r.id.as_deref(), r.model.as_deref());
+            if let Some(u) = &r.usage {
+                tap.usage = u.openai();
+            }
+            if matches!(ty, "response.completed" | "response.incomplete" | "response.failed") {
+                tap.finish_reason = r.status.as_deref().map(str::to_string);
+                tap.finished = true;
+            }
+        }
+        Verdict::Forward
+    }
+
+    fn observe_body(&self, tap: &mut UsageTap, body: &[u8]) {
+        wire::observe_openai_body(tap, body);
+    }
+
+    /// An `error` event (`type`, `code`, `message`, `param`, `sequence_number`), with the same `error` object so that
+    /// the SDK raises it rather than yielding it.
+    fn error_event(&self, e: &ApiError, sequence_number: u64) -> Bytes {
+        let (ty, code, _) = e.types();
+        let data = json!({
+            "type": "error", "code": code, "message": e.message, "param": null,
+            "sequence_number": sequence_number,
+            "error": {"type": ty, "code": code, "message": e.message},
+        });
+        Bytes::from(format!("event: error\ndata: {data}\n\n"))
+    }
+
     fn deltas(&self, event: Option<&str>, v: &Value) -> Vec<Located> {
         let Some(event) = event.filter(|e| e.ends_with(".delta")) else { return Vec::new() };
         let Some(s) = event_stream(event, v) else { return Vec::new() };

@@ -259,7 +259,17 @@ mod tests {
             let len = std::fs::metadata(dir.join("kv.log")).unwrap().len();
             assert!(len < 4 * COMPACT_MIN, "compacted: {len} bytes for 2000 writes of 4 KiB");
         }
-        let kv = FileKv::open(&dir, Duration::from_millis(10)).unwrap();
+        // The sync thread may hold the last reference for a moment (it upgrades its weak one to sync), and the lock
+        // goes with the store's drop: wait for it rather than race it.
+        let mut reopened = FileKv::open(&dir, Duration::from_millis(10));
+        for _ in 0..200 {
+            if reopened.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            reopened = FileKv::open(&dir, Duration::from_millis(10));
+        }
+        let kv = reopened.unwrap();
         assert_eq!(kv.keys(), 11);
         assert_eq!(kv.get_now("count").unwrap().as_deref(), Some(&b"2000"[..]));
     }
