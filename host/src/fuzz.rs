@@ -25,8 +25,14 @@ use crate::usage::UsageTap;
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets, by name (the directory names under `fuzz/corpus/`).
-pub const TARGETS: [(&str, Target); 5] =
-    [("sse", sse), ("answer", answer), ("request", request), ("config", config), ("plugin", plugin)];
+pub const TARGETS: [(&str, Target); 6] = [
+    ("sse", sse),
+    ("answer", answer),
+    ("request", request),
+    ("config", config),
+    ("plugin", plugin),
+    ("translate", translate),
+];
 
 /// The first byte's choice of endpoint, and the rest.
 fn endpoint_and_rest(data: &[u8]) -> Option<(u8, Endpoint, &[u8])> {
@@ -96,6 +102,53 @@ pub fn answer(data: &[u8]) {
 pub fn request(data: &[u8]) {
     let Some((_, endpoint, rest)) = endpoint_and_rest(data) else { return };
     let _ = crate::pipeline::validate_for_fuzzing(&Bytes::copy_from_slice(rest), endpoint, 64);
+}
+
+/// Translation between the families, in the direction the first byte chooses (OpenAI chat → Anthropic, OpenAI
+/// responses → Anthropic, Anthropic → OpenAI chat): with the high bit set, the rest is the upstream's SSE answer fed
+/// to a stream translator whose output goes through the client's usage tap; otherwise the rest, as JSON, is
+/// translated as a request, as a whole answer and as an error body.
+pub fn translate(data: &[u8]) {
+    use crate::dialect::translate as t;
+    let Some((&sel, rest)) = data.split_first() else { return };
+    let (client, upstream) = match sel % 3 {
+        0 => (Endpoint::ChatCompletions, Endpoint::Messages),
+        1 => (Endpoint::Responses, Endpoint::Messages),
+        _ => (Endpoint::Messages, Endpoint::ChatCompletions),
+    };
+    if sel & 0x80 != 0 {
+        let Some(mut translator) = t::StreamTranslator::new(upstream, client) else { return };
+        let mut tap = UsageTap::new(client, sel & 0x40 != 0);
+        let mut parser = SseParser::new();
+        parser.push(rest);
+        let now = Instant::now();
+        let mut out = Vec::new();
+        while let Some(ev) = parser.next_event().or_else(|| parser.finish()) {
+            let f = ev.fields();
+            translator.event(f.event, &f.data, &mut out);
+        }
+        for raw in out {
+            let _ = tap.on_event(&SseEvent { raw }, now);
+        }
+        return;
+    }
+    let _ = t::error_body(rest, 400, client.family());
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(rest) else { return };
+    let opts = t::Options {
+        default_max_tokens: 4096,
+        drop_fields: &[],
+        kind: if sel & 0x40 != 0 {
+            crate::config::UpstreamKind::Openai
+        } else {
+            crate::config::UpstreamKind::Anthropic
+        },
+    };
+    if let Ok(translated) = t::request(client, upstream, &v, &opts) {
+        let _ = translated.to_string();
+    }
+    if let Some(answer) = t::whole(upstream, client, &v) {
+        let _ = answer.to_string();
+    }
 }
 
 /// The config loader on arbitrary text (environment variables it names may or may not exist; it reads no file).

@@ -9,7 +9,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import WEIR, wait_for
+from conftest import WEIR
 
 
 def post(url, data, headers=None):

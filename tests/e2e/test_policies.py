@@ -381,6 +381,21 @@ def test_cost_is_on_the_request_line_and_in_the_spend(gw4):
     assert status == 200 and int(body) >= want
 
 
+def test_cost_of_a_translated_request_uses_the_answers_usage(gw4):
+    """An OpenAI client served by the Anthropic upstream: the cost plugin prices the model that answered with the
+    usage the client saw (cached input at its own price: Anthropic reports it apart, the tap folds it in)."""
+    raw = oai(gw4).chat.completions.with_raw_response.create(
+        model="claude-haiku-4-5", messages=MSG, max_tokens=16, extra_headers={"x-mock-cached-tokens": "4"})
+    assert raw.headers["x-weir-upstream"] == "mock-anthropic"
+    u = raw.parse().usage
+    assert u.prompt_tokens_details.cached_tokens == 4
+    uncached = u.prompt_tokens - 4
+    want = round(uncached * (PRICE_IN * 1e9 / 1e6) + 4 * (1.0 * 1e9 / 1e6) + u.completion_tokens * (PRICE_OUT * 1e9 / 1e6))
+    rec = gw4.record(raw.headers["x-request-id"])
+    assert rec["provider"] == "anthropic" and rec["cached_tokens"] == 4
+    assert f"usd={want / 1e9:.6f}" in rec["plugin_attributes"], rec["plugin_attributes"]
+
+
 def test_concurrent_requests_overspend_a_budget_by_at_most_one_reservation(gw4):
     client = oai(gw4, "sk-weir-budget")
 

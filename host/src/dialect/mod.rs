@@ -1,10 +1,17 @@
-//! Provider dialects: where each API surface keeps generated text, which events end a stream of text, and which
-//! events repeat text already streamed. One module per surface; the pipeline asks the [`Dialect`] of the request's
-//! endpoint and never matches on formats itself.
+//! Provider dialects: one module per API surface, each the one place that knows its wire format. The pipeline, the
+//! usage tap and the error encoder ask the [`Dialect`] of the request's endpoint and never match on formats
+//! themselves; a new provider surface is one new module (plus its arms in [`of`] and in `translate`).
 //!
-//! Text is classified per *stream* ([`TextStream`]: choice, part, kind), so that text of different choices
-//! (OpenAI `n` > 1, Responses output items), content blocks, reasoning and tool-call arguments never mixes, and
-//! so that a plugin's replacement of a stream's text can be applied to every event that repeats it.
+//! A dialect says:
+//! - where generated text lives, per *stream* ([`TextStream`]: choice, part, kind), so that text of different
+//!   choices (OpenAI `n` > 1, Responses output items), content blocks, reasoning and tool-call arguments never mixes,
+//!   which events end a stream and which repeat text already streamed (for plugins and redaction);
+//! - where usage, the answer's id and model, the finish reason, the first token and the end of the answer are (for
+//!   the usage tap: `observe_event`, `observe_body`; the serde shapes are in `wire.rs`);
+//! - how a mid-stream error is said so that the surface's SDK raises it (`error_event`);
+//! - whether a streamed request must ask for usage (`asks_for_stream_usage`: OpenAI chat's `include_usage`).
+//!
+//! Translation between the families (a client of one served by an upstream of the other) is `translate/`.
 //!
 //! | surface | streamed text | ends a stream | repeats text (summary) |
 //! |---|---|---|---|
