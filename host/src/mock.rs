@@ -558,11 +558,18 @@ fn chat_stream(model: &str, chunks: &[&str], include_usage: bool, u: UsageNumber
             null.clone(),
         )));
     }
-    out.push(data_event(&chat_chunk(
+    out.extend(chat_stream_end(model, "stop", include_usage, u));
+    out
+}
+
+/// The end of a chat stream: the chunk with `finish_reason`, the usage chunk (with `include_usage`), `[DONE]`.
+fn chat_stream_end(model: &str, finish: &str, include_usage: bool, u: UsageNumbers) -> Vec<Bytes> {
+    let null = include_usage.then_some(Value::Null);
+    let mut out = vec![data_event(&chat_chunk(
         model,
-        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}]),
+        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish}]),
         null,
-    )));
+    ))];
     if include_usage {
         out.push(data_event(&chat_chunk(model, json!([]), Some(openai_usage(u)))));
     }
@@ -609,14 +616,19 @@ fn response_object(model: &str, chunks: &[&str], u: UsageNumbers, done: bool) ->
     })
 }
 
-fn responses_stream(model: &str, chunks: &[&str], u: UsageNumbers) -> Vec<Bytes> {
+/// Frames Responses API events, each with its `type` and the next `sequence_number`.
+fn sequenced() -> impl FnMut(&str, Value) -> Bytes {
     let mut seq = 0u64;
-    let mut ev = |name: &str, mut v: Value| {
+    move |name: &str, mut v: Value| {
         v["type"] = json!(name);
         v["sequence_number"] = json!(seq);
         seq += 1;
         named_event(name, &v)
-    };
+    }
+}
+
+fn responses_stream(model: &str, chunks: &[&str], u: UsageNumbers) -> Vec<Bytes> {
+    let mut ev = sequenced();
     let item = |extra: Value| {
         let mut v = json!({"item_id": "msg_weirmock", "output_index": 0, "content_index": 0});
         v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());

@@ -171,15 +171,7 @@ pub fn chat_stream(model: &str, calls: &[Call], include_usage: bool, mut u: Usag
             )));
         }
     }
-    out.push(data_event(&chat_chunk(
-        model,
-        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "tool_calls"}]),
-        null,
-    )));
-    if include_usage {
-        out.push(data_event(&chat_chunk(model, json!([]), Some(openai_usage(u)))));
-    }
-    out.push(Bytes::from_static(b"data: [DONE]\n\n"));
+    out.extend(super::chat_stream_end(model, "tool_calls", include_usage, u));
     out
 }
 
@@ -251,13 +243,7 @@ pub fn response_body(model: &str, calls: &[Call], u: UsageNumbers) -> Value {
 /// The Responses API streams each call as a `function_call` output item: `output_item.added` with empty arguments,
 /// `function_call_arguments.delta` fragments, `function_call_arguments.done`, `output_item.done`.
 pub fn responses_stream(model: &str, calls: &[Call], u: UsageNumbers) -> Vec<Bytes> {
-    let mut seq = 0u64;
-    let mut ev = |name: &str, mut v: Value| {
-        v["type"] = json!(name);
-        v["sequence_number"] = json!(seq);
-        seq += 1;
-        named_event(name, &v)
-    };
+    let mut ev = super::sequenced();
     let mut out = vec![
         ev("response.created", json!({"response": super::response_object(model, &[], u, false)})),
         ev("response.in_progress", json!({"response": super::response_object(model, &[], u, false)})),

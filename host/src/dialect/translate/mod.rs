@@ -101,6 +101,15 @@ impl Usage {
         }
     }
 
+    /// A `message_delta`'s usage: the output count so far, and the input counts when it repeats them.
+    pub fn merge_anthropic_delta(&mut self, u: &Value) {
+        let d = Usage::from_anthropic(u);
+        self.output = d.output;
+        if u.get("input_tokens").is_some() {
+            (self.input, self.cache_read, self.cache_creation) = (d.input, d.cache_read, d.cache_creation);
+        }
+    }
+
     pub fn to_anthropic(self) -> Value {
         json!({
             "input_tokens": self.input.saturating_sub(self.cache_read + self.cache_creation),

@@ -154,13 +154,7 @@ impl MessagesToChat {
             }
             Some("message_delta") => {
                 if let Some(u) = v.get("usage") {
-                    let d = Usage::from_anthropic(u);
-                    self.usage.output = d.output;
-                    if u.get("input_tokens").is_some() {
-                        self.usage.input = d.input;
-                        self.usage.cache_read = d.cache_read;
-                        self.usage.cache_creation = d.cache_creation;
-                    }
+                    self.usage.merge_anthropic_delta(u);
                 }
                 if let Some(r) = s(&v, "/delta/stop_reason") {
                     let f = finish_reason(r);
@@ -468,13 +462,7 @@ impl MessagesToResponses {
             }
             Some("message_delta") => {
                 if let Some(u) = v.get("usage") {
-                    let d = Usage::from_anthropic(u);
-                    self.usage.output = d.output;
-                    if u.get("input_tokens").is_some() {
-                        self.usage.input = d.input;
-                        self.usage.cache_read = d.cache_read;
-                        self.usage.cache_creation = d.cache_creation;
-                    }
+                    self.usage.merge_anthropic_delta(u);
                 }
                 self.stop = s(&v, "/delta/stop_reason").map(str::to_string);
             }
