@@ -227,7 +227,18 @@ class Gateway:
         self.env = {**os.environ, "WEIR_TEST_UPSTREAM_KEY": UPSTREAM_KEY,
                     "WEIR_TEST_WRONG_KEY": "sk-wrong-key-canary-0000", "WEIR_TEST_ADMIN_TOKEN": ADMIN_TOKEN,
                     **(env or {})}
-        self.start()
+        for attempt in range(3):
+            try:
+                self.start()
+                return
+            except RuntimeError as e:
+                # A port picked free can be taken (by some connection's ephemeral port) before the gateway binds it:
+                # try again on another, unless the test chose the port.
+                if port is not None or "Address already in use" not in str(e) or attempt == 2:
+                    raise
+                old_port, self.port = self.port, free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.config.write_text(self.config.read_text().replace(f":{old_port}\"", f":{self.port}\"", 1))
 
     def start(self):
         """Starts (or restarts) the process on the same config and port; the log file is appended to."""

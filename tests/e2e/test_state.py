@@ -335,32 +335,49 @@ def test_redis_killed_mid_traffic(session_tmp, mock, redis):
         g.stop()
 
 
-def test_the_replicas_example_shares_keys_and_spend(tmp_path, redis):
-    """examples/replicas/ as shipped (ports, Redis URL, plugin paths and journal directories moved to this test's)."""
+def start_replicas_example(tmp_path, redis, env):
+    """Starts examples/replicas/{a,b}.toml with their ports, Redis URL, plugin paths and journals moved to this
+    test's. Returns (urls, processes). Ports are picked free, but another socket (an outgoing connection's ephemeral
+    port) can take one before the gateway binds it: then the whole start is tried again on new ports."""
     from conftest import ROOT, WEIR, wait_http
 
-    ports = {p: free_port() for p in (8090, 8091, 8092, 8093)}
-    urls, procs = {}, []
+    for attempt in range(3):
+        ports = {p: free_port() for p in (8090, 8091, 8092, 8093)}
+        urls, procs = {}, []
+        try:
+            for r, port in (("a", 8090), ("b", 8091)):
+                text = (ROOT / "examples" / "replicas" / f"{r}.toml").read_text()
+                assert "redis://127.0.0.1:6379/0" in text and f'journal = "weir-data-{r}"' in text
+                text = text.replace("redis://127.0.0.1:6379/0", redis.url)
+                text = text.replace(f'journal = "weir-data-{r}"', f'journal = "{tmp_path / ("journal-" + r)}"')
+                for old, new in ports.items():
+                    text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+                for name in ("auth", "ratelimit", "cost"):
+                    built = f"../../target/wasm32-wasip2/plugin/weir_plugin_{name}.wasm"
+                    assert built in text, name
+                    text = text.replace(built, str(GUESTS / f"{name}.wasm"))
+                config = tmp_path / f"{r}.toml"
+                config.write_text(text)
+                log = tmp_path / f"{r}.log"
+                procs.append(subprocess.Popen([str(WEIR), "serve", "--config", str(config)], stdout=log.open("w"),
+                                              stderr=subprocess.STDOUT, env=env))
+                urls[r] = f"http://127.0.0.1:{ports[port]}"
+                wait_http(urls[r] + "/readyz", proc=procs[-1], log=log)
+            return urls, procs
+        except RuntimeError as e:
+            for p in procs:
+                if p.poll() is None:
+                    p.terminate()
+                    p.wait(10)
+            if "Address already in use" not in str(e) or attempt == 2:
+                raise
+
+
+def test_the_replicas_example_shares_keys_and_spend(tmp_path, redis):
+    """examples/replicas/ as shipped (ports, Redis URL, plugin paths and journal directories moved to this test's)."""
     env = {**os.environ, "WEIR_ADMIN_TOKEN": ADMIN_TOKEN}
+    urls, procs = start_replicas_example(tmp_path, redis, env)
     try:
-        for r, port in (("a", 8090), ("b", 8091)):
-            text = (ROOT / "examples" / "replicas" / f"{r}.toml").read_text()
-            assert "redis://127.0.0.1:6379/0" in text and f'journal = "weir-data-{r}"' in text
-            text = text.replace("redis://127.0.0.1:6379/0", redis.url)
-            text = text.replace(f'journal = "weir-data-{r}"', f'journal = "{tmp_path / ("journal-" + r)}"')
-            for old, new in ports.items():
-                text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
-            for name in ("auth", "ratelimit", "cost"):
-                built = f"../../target/wasm32-wasip2/plugin/weir_plugin_{name}.wasm"
-                assert built in text, name
-                text = text.replace(built, str(GUESTS / f"{name}.wasm"))
-            config = tmp_path / f"{r}.toml"
-            config.write_text(text)
-            log = tmp_path / f"{r}.log"
-            procs.append(subprocess.Popen([str(WEIR), "serve", "--config", str(config)], stdout=log.open("w"),
-                                          stderr=subprocess.STDOUT, env=env))
-            urls[r] = f"http://127.0.0.1:{ports[port]}"
-            wait_http(urls[r] + "/readyz", proc=procs[-1], log=log)
         a, b = (type("G", (), {"url": urls[r]})() for r in "ab")
         issue(a, "sk-replica-issued", "issued", team="demo")
         rid, usage = ask(b, "sk-replica-issued")

@@ -278,8 +278,17 @@ impl PluginEngine {
         let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         if let Err(e) = self.write_cache(&path, &component) {
             tracing::warn!(dir = %self.cache_dir.display(), error = %e, "cannot cache the compiled plugin");
+            return Ok((component, false));
         }
-        Ok((component, false))
+        // Served from the file just written, as after a restart: its memory images are then mapped from that file
+        // (copy-on-write) rather than copied into a sealed memfd per image. A fresh memfd's seals were refused now
+        // and then on a loaded machine ("cannot add seals to the memfd"), failing a first load in CI; a cached load
+        // never needs one.
+        // SAFETY: as above — the file was written by this gateway, just now, from this component.
+        match unsafe { Component::deserialize_file(&self.engine, &path) } {
+            Ok(c) => Ok((c, false)),
+            Err(_) => Ok((component, false)),
+        }
     }
 
     fn write_cache(&self, path: &Path, component: &Component) -> anyhow::Result<()> {
