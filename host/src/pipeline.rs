@@ -286,8 +286,6 @@ async fn run(
         answer.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
     let mut tap = UsageTap::new(endpoint, req.injected_usage);
     // An answer of the other family is translated first: the tap and the plugins see the client's format.
-    let translator =
-        (answer.endpoint != endpoint).then(|| translate::StreamTranslator::new(answer.endpoint, endpoint)).flatten();
     let (mut resp, upstream) = match answer.body {
         AnswerBody::Full(b) => {
             let b = if answer.endpoint == endpoint {
@@ -323,6 +321,7 @@ async fn run(
         }
         Some(upstream) => {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            let translator = translate::StreamTranslator::new(answer.endpoint, endpoint);
             Forward::Stream { resp, upstream, tap, translator }
         }
     })
@@ -454,7 +453,7 @@ fn failure_response(app: &App, f: Failure, rec: &mut RequestRecord) -> Result<Fo
 /// (up to [`drain_cap`] bytes, within `limits.body_timeout` like any body) before the 413 is sent: a client that is
 /// still writing when the gateway answers would otherwise get a reset or a broken pipe instead of the 413. A body
 /// declared (`content-length`) beyond the cap is refused at once, unread.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {
         ApiError::new(
             ErrorKind::PayloadTooLarge,
@@ -467,7 +466,6 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         return Err(too_large());
     }
     let mut oversized = declared.is_some_and(|n| n > limit as u64);
-    let mut body = body;
     let mut buf = bytes::BytesMut::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {

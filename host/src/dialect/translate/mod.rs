@@ -33,8 +33,10 @@ pub use request::{Options, request};
 pub use stream::StreamTranslator;
 pub use whole::whole;
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::wire::WireUsage;
 use crate::api::{Endpoint, Family};
 
 /// The endpoint an upstream of `family` is asked when a client called `client`: the same endpoint within a family,
@@ -70,34 +72,33 @@ pub(crate) struct Usage {
     pub reasoning: Option<u64>,
 }
 
-fn n(v: &Value, pointer: &str) -> u64 {
-    v.pointer(pointer).and_then(Value::as_u64).unwrap_or(0)
+/// A usage object through the tap's own reading of it (`dialect/wire.rs`), so both agree on what a field means.
+fn wire(u: &Value) -> WireUsage {
+    WireUsage::deserialize(u).unwrap_or_default()
 }
 
 impl Usage {
     pub fn from_anthropic(u: &Value) -> Usage {
-        let (cache_read, cache_creation) = (n(u, "/cache_read_input_tokens"), n(u, "/cache_creation_input_tokens"));
+        let w = wire(u);
+        let n = w.anthropic(crate::usage::Usage::default());
         Usage {
-            input: n(u, "/input_tokens") + cache_read + cache_creation,
-            output: n(u, "/output_tokens"),
-            cache_read,
-            cache_creation,
+            input: n.input_tokens.unwrap_or(0),
+            output: n.output_tokens.unwrap_or(0),
+            cache_read: n.cached_tokens.unwrap_or(0),
+            cache_creation: w.cache_creation_input_tokens.unwrap_or(0),
             reasoning: None,
         }
     }
 
     /// From a chat completions or responses usage object.
     pub fn from_openai(u: &Value) -> Usage {
-        let input = u.get("prompt_tokens").or(u.get("input_tokens")).and_then(Value::as_u64).unwrap_or(0);
-        let output = u.get("completion_tokens").or(u.get("output_tokens")).and_then(Value::as_u64).unwrap_or(0);
-        let details = u.get("prompt_tokens_details").or(u.get("input_tokens_details"));
-        let out_details = u.get("completion_tokens_details").or(u.get("output_tokens_details"));
+        let n = wire(u).openai();
         Usage {
-            input,
-            output,
-            cache_read: details.map_or(0, |d| n(d, "/cached_tokens")),
+            input: n.input_tokens.unwrap_or(0),
+            output: n.output_tokens.unwrap_or(0),
+            cache_read: n.cached_tokens.unwrap_or(0),
             cache_creation: 0,
-            reasoning: out_details.and_then(|d| d.get("reasoning_tokens")).and_then(Value::as_u64),
+            reasoning: n.reasoning_tokens,
         }
     }
 

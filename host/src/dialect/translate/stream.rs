@@ -231,9 +231,7 @@ impl ChatToMessages {
         }
         if data.starts_with("[DONE]") {
             self.close(out);
-            let u = self.usage.unwrap_or_default();
-            let mut usage = u.to_anthropic();
-            super::put(&mut usage, "output_tokens", json!(u.output));
+            let usage = self.usage.unwrap_or_default().to_anthropic();
             let stop = stop_reason(self.finish.as_deref().unwrap_or("stop"));
             let ev =
                 json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": usage});
