@@ -37,6 +37,9 @@ pub fn complete(ended: Ended, chain: Option<Chain>) {
         chain.release();
         ended.emit(Some(&chain));
         crate::telemetry::finish(&ended, Some(&chain));
+        let refill = chain.refill();
+        drop(chain);
+        refill.await;
     });
 }
 

@@ -142,6 +142,9 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str) -> anyhow::Result
         rows.push(("pre-initialized: instantiate (no init)", &mut pre.inst));
         rows.push(("pre-initialized: on-request call", &mut pre.on_req));
         rows.push(("pre-initialized: per request, fresh instance", &mut pre.total));
+        rows.push(("  of which: new store", &mut pre.store));
+        rows.push(("  of which: on-complete", &mut pre.complete));
+        rows.push(("  of which: drop (slot reset)", &mut pre.drop));
     }
     rows.push(("per request, warm instance: on-request + on-complete", &mut warm));
     rows.push(("on-chunk call, per event", &mut plain.on_chunk));
@@ -159,6 +162,9 @@ struct Samples {
     on_req: Vec<Duration>,
     on_chunk: Vec<Duration>,
     total: Vec<Duration>,
+    store: Vec<Duration>,
+    complete: Vec<Duration>,
+    drop: Vec<Duration>,
 }
 
 /// One request on a fresh instance of `pre` (running `init` first when given its config), timed into `s` if `keep`.
@@ -176,6 +182,7 @@ async fn fresh_request(
 ) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let mut store = engine.store(context.clone());
+    let ts = Instant::now();
     store.data_mut().start_call(Duration::from_millis(100));
     let plugin = pre.instantiate(&mut store).await?;
     if let Some(config) = init {
@@ -196,9 +203,13 @@ async fn fresh_request(
     let t3 = Instant::now();
     store.data_mut().start_call(Duration::from_millis(100));
     plugin.on_complete(&mut store, summary).await?;
+    let td = Instant::now();
     drop(store);
     let t4 = Instant::now();
     if keep {
+        s.store.push(ts - t0);
+        s.complete.push(td - t3);
+        s.drop.push(t4 - td);
         s.inst.push(t1 - t0);
         s.on_req.push(t2 - t1);
         s.on_chunk.extend(chunk_times);

@@ -243,7 +243,7 @@ impl Chain {
                     FailurePolicy::FailClosed => Err(plugin_error(&p, hook, &msg)),
                 };
             }
-            let live = match p.take_warm() {
+            let live = match p.take_warm().or_else(|| p.take_ready()) {
                 Some(live) => Ok(live),
                 None => fresh(&p, self.input_len).await,
             };
@@ -259,6 +259,9 @@ impl Chain {
         if let Some(live) = live {
             live.store.data_mut().allow_input(self.input_len);
             live.store.data_mut().start_call(deadline);
+            // The next deadline check one tick from now, not from when the store was made: a store older than a
+            // tick would otherwise stop at its first instruction to check a deadline that has not run yet.
+            live.store.set_epoch_deadline(1);
             return Ok(Some(live));
         }
         Ok(None)
@@ -296,7 +299,7 @@ impl Chain {
             let (live, result) = match self.shielded_on_request(i, &req).await {
                 Some(done) => done,
                 None => {
-                    let msg = "on-request ended without an answer (its task was stopped)".to_string();
+                    let msg = "on-request could not be started: its instance was gone".to_string();
                     self.note(i, Hook::OnRequest, t0, "failed", Some(msg.clone()));
                     self.fail(i, Hook::OnRequest, &msg)?;
                     continue;
@@ -364,41 +367,39 @@ impl Chain {
         Ok(fx)
     }
 
-    /// Runs plugin `i`'s `on-request` on a task of its own (its instance must be live) and waits for it. If this
-    /// future is dropped meanwhile (the client went away), the call still completes and the instance waits in the
-    /// slot for the completion phase. `None`: the task was lost (the runtime is shutting down).
+    /// Runs plugin `i`'s `on-request` (its instance must be live) as a future owned by the slot, and waits for it.
+    /// If this future is dropped meanwhile (the client went away), the call is left in the slot, part-way, and the
+    /// completion phase finishes it ([`Chain::settle_in_flight`]) before `on-complete`: a hang-up cannot stop it
+    /// half-way. (Owning the call rather than spawning a task for it saves a task and a cross-thread wake-up per
+    /// plugin per request: BENCHMARKS.md.) `None`: the slot held no live instance.
     async fn shielded_on_request(&mut self, i: usize, req: &Arc<RequestSnapshot>) -> Option<super::instance::Shielded> {
         let Slot::Live(mut live) = std::mem::replace(&mut self.slots[i], Slot::Idle) else { return None };
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let req = req.clone();
-        tokio::spawn(async move {
+        self.slots[i] = Slot::InFlight(Box::pin(async move {
             let result = live.bindings.on_request(&mut live.store, &req).await;
-            let _ = tx.send((live, result));
-        });
-        self.slots[i] = Slot::InFlight(rx);
-        let Slot::InFlight(rx) = &mut self.slots[i] else { return None };
-        let done = rx.await.ok();
-        if done.is_none() {
-            self.slots[i] = Slot::Poisoned;
-        }
-        done
+            (live, result)
+        }));
+        let Slot::InFlight(call) = &mut self.slots[i] else { return None };
+        let done = call.await;
+        self.slots[i] = Slot::Idle;
+        Some(done)
     }
 
-    /// Takes back instances whose shielded `on-request` was still running when the request was dropped.
+    /// Finishes the `on-request` calls that were still running when the request was dropped, taking back their
+    /// instances.
     async fn settle_in_flight(&mut self) {
         for i in 0..self.slots.len() {
             if !matches!(self.slots[i], Slot::InFlight(_)) {
                 continue;
             }
-            let Slot::InFlight(rx) = std::mem::replace(&mut self.slots[i], Slot::Poisoned) else { continue };
-            match rx.await {
-                Ok((live, Ok(_))) => self.slots[i] = Slot::Live(live),
-                Ok((live, Err(e))) => {
+            let Slot::InFlight(call) = std::mem::replace(&mut self.slots[i], Slot::Poisoned) else { continue };
+            match call.await {
+                (live, Ok(_)) => self.slots[i] = Slot::Live(live),
+                (live, Err(e)) => {
                     let p = self.set.plugins[i].clone();
                     let msg = describe(&e, &live.store, Hook::OnRequest, &p);
                     let _ = self.fail(i, Hook::OnRequest, &msg);
                 }
-                Err(_) => {}
             }
         }
     }
@@ -647,6 +648,22 @@ impl Chain {
             if let Some(live) = slot.into_reusable() {
                 live.drain_output(&p.name);
                 p.put_warm(*live);
+            }
+        }
+    }
+
+    /// Tops up each plugin's reserve of fresh instances (see [`super::registry::READY_INSTANCES`]); run by the
+    /// completion phase, off the response path, after [`Chain::release`] freed this request's instances.
+    pub fn refill(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let set = self.set.clone();
+        async move {
+            for p in &set.plugins {
+                while p.wants_ready() {
+                    match fresh(p, 0).await {
+                        Ok(live) => p.put_ready(live),
+                        Err(_) => break,
+                    }
+                }
             }
         }
     }

@@ -8,14 +8,15 @@
 //!                          ├─ call fails (trap, deadline, ► Failed   (the request's failure, counted)
 //!                          │  error, invalid decision)
 //!                          └─ future dropped mid-call ───► Poisoned (a cancellation, never counted)
-//!   Live ──on-request──────► InFlight (the call runs on a task of its own: a hang-up cannot stop it half-way)
+//!   Live ──on-request──────► InFlight (the call is owned by the slot: a hang-up cannot stop it half-way)
 //!                          └─ call returns ──► Live (or Failed)
 //!   Idle ──quarantined────► Skipped (never called in this request)
 //!   end of request: a usable Live goes back to the pool (warm reuse only); anything else is dropped
 //! ```
 //!
-//! `on-request` calls are *shielded*: they run on a task of their own and the instance comes back through a channel
-//! kept in the slot, so a client that hangs up during `on-request` cannot stop the call half-way — a plugin's
+//! `on-request` calls are *shielded*: the call's future is kept in the slot (the request polls it from there) and
+//! gives the instance back when done; a request dropped mid-call leaves it there and the completion phase finishes
+//! it. So a client that hangs up during `on-request` cannot stop the call half-way — a plugin's
 //! multi-step effects there (a budget reservation over several counters) happen entirely or not at all, and its
 //! `on-complete` runs on the same instance, with the request's state. Other hooks run inline (they are per event and
 //! must stay cheap); if one of those is dropped half-way, the instance is poisoned as below.
@@ -83,8 +84,9 @@ pub enum Slot {
     Failed,
     /// Quarantined when this request reached it: never called.
     Skipped,
-    /// A shielded `on-request` call is running on its own task; the instance comes back through this channel.
-    InFlight(tokio::sync::oneshot::Receiver<Shielded>),
+    /// A shielded `on-request` call, owned here so that it outlives a dropped request: polled by the request, or
+    /// finished by the completion phase when the request was dropped mid-call. It gives the instance back.
+    InFlight(std::pin::Pin<Box<dyn std::future::Future<Output = Shielded> + Send>>),
 }
 
 /// What to run a plugin's `on-complete` on.

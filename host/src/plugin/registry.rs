@@ -56,8 +56,17 @@ pub struct LoadedPlugin {
     key: String,
     stats: Stats,
     warm: Mutex<Vec<Live>>,
+    /// Fresh instances made ahead of need (never entered by a request), see [`READY_INSTANCES`].
+    ready: Mutex<Vec<Live>>,
     quarantine: QuarantinePolicy,
 }
+
+/// Fresh instances kept ready per plugin (without `warm_instances`): a request takes one instead of instantiating
+/// on its path, and its completion phase, after dropping the request's instances, makes the replacements. An
+/// instance in this reserve has never run a hook for any request, so it is as fresh as one made on the spot; the
+/// reserve only moves instantiation (and `init` when not pre-initialized) off the request's path. When it is empty
+/// (a burst, the first requests) a request instantiates inline as before.
+pub const READY_INSTANCES: usize = 4;
 
 /// When a plugin is quarantined: over the last `window`, at least `min_failures` requests failed in it and they
 /// were at least `rate` of the requests that reached it. One request (or one tenant's few requests) never does it,
@@ -175,6 +184,26 @@ impl LoadedPlugin {
             return None;
         }
         self.warm.lock().unwrap().pop()
+    }
+
+    /// A fresh instance made ahead of need, if one is ready.
+    pub fn take_ready(&self) -> Option<Live> {
+        self.ready.lock().unwrap().pop()
+    }
+
+    /// Whether the reserve of fresh instances wants one more (never with warm reuse, nor while quarantined).
+    pub fn wants_ready(&self) -> bool {
+        self.settings.warm_instances == 0
+            && !self.is_quarantined()
+            && self.ready.lock().unwrap().len() < READY_INSTANCES
+    }
+
+    /// Adds a fresh instance to the reserve (dropped if it filled up meanwhile).
+    pub fn put_ready(&self, live: Live) {
+        let mut ready = self.ready.lock().unwrap();
+        if ready.len() < READY_INSTANCES {
+            ready.push(live);
+        }
     }
 
     /// Returns a healthy instance for reuse (only when configured; otherwise it is dropped).
@@ -497,6 +526,7 @@ fn load(
         metrics: crate::telemetry::metrics::PluginMetrics::new(name),
         stats: Stats::default(),
         warm: Mutex::new(Vec::new()),
+        ready: Mutex::new(Vec::new()),
         quarantine: QuarantinePolicy {
             window: rt.quarantine_window,
             min_failures: rt.quarantine_after,
