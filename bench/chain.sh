@@ -72,12 +72,12 @@ for n in "${names[@]}"; do
   [ ${#names[@]} -eq 1 ] || { say "### $n"; say ""; }
   n50=$(col "$n-none.c1" 1); n99=$(col "$n-none.c1" 2); c50=$(col "$n-chain.c1" 1); c99=$(col "$n-chain.c1" 2)
   ncpu=$(col "$n-none.c8" 4); ccpu=$(col "$n-chain.c8" 4); nrps=$(col "$n-none.c32" 3); crps=$(col "$n-chain.c32" 3)
-  a50=$(awk -v a="$c50" -v b="$n50" 'BEGIN {printf "%.0f", a - b}'); a99=$(awk -v a="$c99" -v b="$n99" 'BEGIN {printf "%.0f", a - b}')
+  a50=$(awk -v a="$c50" -v b="$n50" 'BEGIN {printf "%+.0f", a - b}'); a99=$(awk -v a="$c99" -v b="$n99" 'BEGIN {printf "%+.0f", a - b}')
   rcpu=$(awk -v a="$ccpu" -v b="$ncpu" 'BEGIN {printf "%.2f", a / b}'); rrps=$(awk -v a="$crps" -v b="$nrps" 'BEGIN {printf "%.2f", a / b}')
   say "| measure | no plugins | four plugins | chain vs none | budget | verdict |"
   say "|---|---|---|---|---|---|"
-  say "| c=1 p50 µs | $n50 | $c50 | +$a50 | ≤ +100 | $(verdict "$a50" 100) |"
-  say "| c=1 p99 µs | $n99 | $c99 | +$a99 | ≤ +150 | $(verdict "$a99" 150) |"
+  say "| c=1 p50 µs | $n50 | $c50 | $a50 | ≤ +100 | $(verdict "$a50" 100) |"
+  say "| c=1 p99 µs | $n99 | $c99 | $a99 | ≤ +150 | $(verdict "$a99" 150) |"
   say "| CPU µs per request, c=8 | $ncpu | $ccpu | ${rcpu}× | ≤ 2× | $(verdict "$rcpu" 2) |"
   say "| requests/s, c=8 | $(col "$n-none.c8" 3) | $(col "$n-chain.c8" 3) | – | – | – |"
   say "| requests/s at saturation, c=32 | $nrps | $crps | $rrps | ≥ 0.50 | $(verdict "$rrps" 0.5 up) |"

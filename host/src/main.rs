@@ -206,6 +206,12 @@ fn plugin_check(path: &Path, settings: Option<&Path>) -> ExitCode {
             let _ = writeln!(out, "imports:\n  {}", c.imports.join("\n  "));
             let _ = writeln!(
                 out,
+                "hooks called: {}{}",
+                c.hooks.names().join(", "),
+                if c.hooks == plugin::engine::Hooks::ALL { "" } else { "  (declared in its weir:hooks section)" }
+            );
+            let _ = writeln!(
+                out,
                 "needs capabilities: [{}]  (grant them with `capabilities = [...]`)\nWASI 0.2 is linked deny-all: no files, no sockets, no environment",
                 needed.iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ")
             );

@@ -54,10 +54,42 @@ pub use bindings::weir::plugin::types::{
     RequestDecision, Response, RouteTarget, Summary, TextKind, TextPiece, TextStream, Usage,
 };
 
+/// The optional hooks a plugin implements, declared so that the gateway calls no others: a plugin that only
+/// decides on requests is not entered for every event of the answer nor after it ends. [`export!`] writes the
+/// declaration into the component (a `weir:hooks` custom section); a component without one gets every hook.
+/// `on-request` is always called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hooks(u8);
+
+impl Hooks {
+    /// Only `on-request`.
+    pub const NONE: Hooks = Hooks(0);
+    /// `on-chunk` and `flush` (a plugin that never holds text back may leave `flush` at its default).
+    pub const CHUNKS: Hooks = Hooks(1);
+    /// `on-complete`.
+    pub const COMPLETE: Hooks = Hooks(2);
+    /// Every hook (the default).
+    pub const ALL: Hooks = Hooks(3);
+
+    /// Both sets.
+    pub const fn and(self, other: Hooks) -> Hooks {
+        Hooks(self.0 | other.0)
+    }
+
+    /// The declaration as written into the component.
+    pub const fn bits(self) -> u8 {
+        self.0
+    }
+}
+
 /// A Weir plugin. Every hook has a default; see the WIT (`wit/plugin.wit`) for when each runs.
 pub trait Plugin: Default + 'static {
     /// The plugin's config table, parsed once per instance by `init` (use [`serde_json::Value`] to take any).
     type Config: serde::de::DeserializeOwned + 'static;
+
+    /// The optional hooks this plugin implements (beyond `on-request`); the gateway skips the others. Default: all
+    /// of them. Declare exactly what you override: a hook left out is never called.
+    const HOOKS: Hooks = Hooks::ALL;
 
     /// Checks the parsed config beyond what its type says (at load: an error refuses the plugin). Default: ok.
     fn check(config: &Self::Config) -> Result<(), PluginError> {
@@ -352,6 +384,11 @@ macro_rules! export {
                     $crate::__private::with::<$ty, _>(|p| <$ty as $crate::Plugin>::on_complete(p, &summary))
                 }
             }
+            // The hooks this plugin implements, for the gateway to read at load (see [`Hooks`]).
+            #[cfg(target_arch = "wasm32")]
+            #[used]
+            #[unsafe(link_section = "weir:hooks")]
+            static __WEIR_HOOKS: [u8; 1] = [<$ty as $crate::Plugin>::HOOKS.bits()];
             // Only Wasm has component exports; natively (unit tests) the hooks are called through the trait.
             #[cfg(target_arch = "wasm32")]
     $crate::bindings::__export_weir_bindings!(__WeirHooks with_types_in $crate::bindings);

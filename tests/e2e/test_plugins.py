@@ -11,6 +11,7 @@ import urllib.request
 
 import openai
 import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from conftest import (
     ALLOWLIST_PLUGIN, GUESTS, WEIR, Gateway, install, anthropic_client, expected_text, openai_client, wait_for,
@@ -242,6 +243,27 @@ def test_warm_instances_are_reused_without_leaking_plugin_state(session_tmp, moc
         g.stop()
 
 
+def test_only_declared_hooks_are_called(pg, poai):
+    """allowlist declares only on-request: a streamed answer calls chunky's on-chunk for every event and its
+    on-complete, and never allowlist's (counted per plugin and hook in /metrics)."""
+    def calls():
+        with urllib.request.urlopen(pg.url + "/metrics", timeout=5) as r:
+            fams = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+        return {(s.labels["plugin"], s.labels["hook"]): s.value for s in fams["weir_plugin_calls"].samples
+                if s.name == "weir_plugin_calls_total"}
+    before = calls()
+    raw = chat(poai, stream=True, chunks=6)
+    assert streamed_text(raw)
+    wait_for(lambda: calls()[("chunky", "on-complete")] > before[("chunky", "on-complete")], "on-complete ran")
+    after = calls()
+    delta = {k: after[k] - before.get(k, 0) for k in after}
+    assert delta[("allowlist", "on-request")] == 1 and delta[("chunky", "on-request")] == 1
+    assert delta[("chunky", "on-chunk")] >= 6
+    assert delta[("allowlist", "on-chunk")] == 0 and delta[("allowlist", "flush")] == 0
+    assert delta[("allowlist", "on-complete")] == 0 and delta[("chunky", "on-complete")] == 1
+    assert pg.admin()["plugins"][0]["hooks"] == ["on-request"]
+
+
 def test_foreign_import_is_refused_and_nothing_changes(pg, poai):
     install(pg.dir, "foreign", "foreign.wasm")
     deadline = time.time() + 5
@@ -259,6 +281,10 @@ def test_plugin_check_cli():
     assert out.returncode == 0, out.stderr
     assert "weir:plugin/hooks@0.2.0" in out.stdout and 'needs capabilities: ["kv", "trace"]' in out.stdout
     assert "weir:plugin@0.2.0" in out.stdout
+    # allowlist declares (weir_sdk `Plugin::HOOKS`) that it only decides on requests; chunky declares nothing.
+    assert "hooks called: on-request  (declared in its weir:hooks section)" in out.stdout
+    out = subprocess.run([str(WEIR), "plugin", "check", str(GUESTS / "chunky.wasm")], capture_output=True, text=True)
+    assert "hooks called: on-request, on-chunk, flush, on-complete\n" in out.stdout
     out = subprocess.run([str(WEIR), "plugin", "check", str(GUESTS / "foreign.wasm")], capture_output=True, text=True)
     assert out.returncode == 1 and "test:foreign/raw-socket" in out.stderr
     out = subprocess.run([str(WEIR), "plugin", "check", str(GUESTS / "allowlist.wasm")[:-5] + ".nope"], capture_output=True, text=True)

@@ -443,7 +443,7 @@ impl Chain {
 
     /// Runs one plugin's `on-chunk`. `Ok(None)`: the plugin is out (fail-open) and the chunk goes on unchanged.
     async fn chunk_one(&mut self, i: usize, chunk: &types::Chunk) -> Result<Option<ChunkDecision>, ApiError> {
-        if !matches!(self.slots[i], Slot::Live(_)) {
+        if !matches!(self.slots[i], Slot::Live(_)) || !self.set.plugins[i].hooks.chunks {
             return Ok(None);
         }
         let p = self.set.plugins[i].clone();
@@ -520,7 +520,7 @@ impl Chain {
     pub async fn flush(&mut self, stream: types::TextStream) -> Result<Result<Vec<String>, String>, ApiError> {
         let mut out = Vec::new();
         for i in 0..self.set.plugins.len() {
-            if !matches!(self.slots[i], Slot::Live(_)) {
+            if !matches!(self.slots[i], Slot::Live(_)) || !self.set.plugins[i].hooks.chunks {
                 continue;
             }
             let p = self.set.plugins[i].clone();
@@ -582,7 +582,8 @@ impl Chain {
             let deadline = Hook::OnComplete.deadline(&p);
             let t0 = Instant::now();
             let mut fresh_live;
-            let (live, is_fresh) = match self.slots[i].complete_on(self.started[i]) {
+            let owed = self.started[i] && p.hooks.complete;
+            let (live, is_fresh) = match self.slots[i].complete_on(owed) {
                 CompleteOn::Nothing => continue,
                 CompleteOn::Own(live) => {
                     live.store.data_mut().start_call(deadline);

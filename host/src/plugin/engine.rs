@@ -48,6 +48,51 @@ pub struct Compiled {
     /// Whether the compiled artifact came from the disk cache.
     pub cached: bool,
     pub compile_time: Duration,
+    /// The optional hooks the component declares it implements.
+    pub hooks: Hooks,
+}
+
+/// The optional hooks a plugin implements, from its `weir:hooks` custom section (written by the Rust SDK's
+/// `export!` from `Plugin::HOOKS`): one byte, bit 0 `on-chunk` and `flush`, bit 1 `on-complete`. A component
+/// without the section (Python, JavaScript, other toolchains) gets every hook; `on-request` is always called.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hooks {
+    pub chunks: bool,
+    pub complete: bool,
+}
+
+impl Hooks {
+    pub const ALL: Hooks = Hooks { chunks: true, complete: true };
+
+    /// The declaration in `bytes` (a component; its core modules are searched too), or [`Hooks::ALL`].
+    pub fn declared(bytes: &[u8]) -> Hooks {
+        let mut bits = None::<u8>;
+        for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+            match payload {
+                Ok(wasmparser::Payload::CustomSection(c)) if c.name() == "weir:hooks" => {
+                    *bits.get_or_insert(0) |= c.data().iter().fold(0, |a, b| a | b);
+                }
+                Ok(_) => {}
+                Err(_) => return Hooks::ALL,
+            }
+        }
+        match bits {
+            Some(b) => Hooks { chunks: b & 1 != 0, complete: b & 2 != 0 },
+            None => Hooks::ALL,
+        }
+    }
+
+    /// As shown by `weir plugin check` and `/admin/plugins`.
+    pub fn names(self) -> Vec<&'static str> {
+        let mut v = vec!["on-request"];
+        if self.chunks {
+            v.extend(["on-chunk", "flush"]);
+        }
+        if self.complete {
+            v.push("on-complete");
+        }
+        v
+    }
 }
 
 /// Wizer's view of an initialized instance: it reads memories and globals through exports it added. A failed read
@@ -227,7 +272,8 @@ impl PluginEngine {
             "0.1.0" => Pre::V1(v1::PluginPre::new(pre).map_err(invalid)?),
             _ => Pre::V2(v2::PluginPre::new(pre).map_err(invalid)?),
         };
-        Ok(Compiled { pre, hash, imports, exports, cached, compile_time: started.elapsed() })
+        let hooks = Hooks::declared(bytes);
+        Ok(Compiled { pre, hash, imports, exports, cached, compile_time: started.elapsed(), hooks })
     }
 
     /// Pre-initializes a 0.2.0 component: runs `init(config)` once, in an instrumented copy instantiated under the
@@ -491,5 +537,44 @@ mod tests {
             needed_capabilities(&s(&["weir:plugin/kv@0.1.0", "weir:plugin/types@0.1.0", "wasi:io/streams@0.2.6"])),
             [Capability::Kv].into_iter().collect()
         );
+    }
+
+    /// A core module with the given custom sections (name, payload).
+    fn module_with(sections: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        for (name, data) in sections {
+            let len = 1 + name.len() + data.len();
+            assert!(len < 128 && name.len() < 128, "one-byte LEB128 lengths");
+            m.extend([0, len as u8, name.len() as u8]);
+            m.extend(name.as_bytes());
+            m.extend(*data);
+        }
+        m
+    }
+
+    #[test]
+    fn declared_hooks_come_from_the_custom_section() {
+        let all = Hooks::ALL;
+        assert_eq!(Hooks::declared(&module_with(&[])), all, "no section: every hook");
+        assert_eq!(Hooks::declared(&module_with(&[("other", b"\x00")])), all);
+        let none = Hooks { chunks: false, complete: false };
+        assert_eq!(Hooks::declared(&module_with(&[("weir:hooks", b"\x00")])), none);
+        assert_eq!(Hooks::declared(&module_with(&[("weir:hooks", b"\x01")])), Hooks { chunks: true, complete: false });
+        assert_eq!(Hooks::declared(&module_with(&[("weir:hooks", b"\x02")])), Hooks { chunks: false, complete: true });
+        // Two declarations (two crates' statics concatenated, or two sections) add up.
+        assert_eq!(Hooks::declared(&module_with(&[("weir:hooks", b"\x01\x02")])), all);
+        assert_eq!(Hooks::declared(&module_with(&[("weir:hooks", b"\x01"), ("weir:hooks", b"\x02")])), all);
+        // What cannot be read is not a reason to skip hooks.
+        assert_eq!(Hooks::declared(b"\0asm\x01\0\0\0\0\x7f"), all, "truncated section");
+        assert_eq!(Hooks::names(none), ["on-request"]);
+        assert_eq!(Hooks::names(all), ["on-request", "on-chunk", "flush", "on-complete"]);
+        // The first-party plugins as built (when `make guests` ran): auth declares none, redact the chunk hooks.
+        let guests = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/guests");
+        if let (Ok(auth), Ok(redact)) =
+            (std::fs::read(guests.join("auth.wasm")), std::fs::read(guests.join("redact.wasm")))
+        {
+            assert_eq!(Hooks::declared(&auth), none);
+            assert_eq!(Hooks::declared(&redact), Hooks { chunks: true, complete: false });
+        }
     }
 }

@@ -50,6 +50,8 @@ pub struct LoadedPlugin {
     /// skip `init`. Otherwise (and when pre-initialization failed, said in `preinit_error`) they run it first.
     pub preinitialized: bool,
     pub preinit_error: Option<String>,
+    /// The optional hooks it declares (`weir:hooks`): the chain calls no others.
+    pub hooks: super::engine::Hooks,
     /// Metric handles for this plugin's hooks.
     pub metrics: crate::telemetry::metrics::PluginMetrics,
     /// Content key (wasm + settings) used to detect changes.
@@ -233,6 +235,7 @@ impl LoadedPlugin {
             "compile_ms": self.compile_time.as_millis() as u64,
             "compiled_from_cache": self.from_cache,
             "preinitialized": self.preinitialized,
+            "hooks": self.hooks.names(),
             "preinit_error": self.preinit_error,
             "requests": s.requests.load(Ordering::Relaxed),
             "cancelled_mid_call": s.cancelled_mid_call.load(Ordering::Relaxed),
@@ -519,6 +522,7 @@ fn load(
         pre,
         preinitialized,
         preinit_error,
+        hooks: compiled.hooks,
         context,
         imports: compiled.imports,
         compile_time: compiled.compile_time,

@@ -18,6 +18,8 @@ pub struct Allowlist;
 
 impl Plugin for Allowlist {
     type Config = Config;
+    /// Only decides on requests.
+    const HOOKS: weir_sdk::Hooks = weir_sdk::Hooks::NONE;
 
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
         let models = &weir_sdk::config::<Self>().models;

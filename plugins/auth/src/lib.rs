@@ -84,6 +84,8 @@ fn find(config: &Config, hash: &str) -> Result<Option<Key>, Lookup> {
 
 impl Plugin for Auth {
     type Config = Config;
+    /// Only decides on requests.
+    const HOOKS: weir_sdk::Hooks = weir_sdk::Hooks::NONE;
 
     fn check(config: &Config) -> Result<(), PluginError> {
         for k in &config.keys {

@@ -160,6 +160,8 @@ fn unavailable(e: &KvError) -> RequestDecision {
 
 impl Plugin for Cost {
     type Config = Config;
+    /// Settles in on-complete; never looks at the answer.
+    const HOOKS: weir_sdk::Hooks = weir_sdk::Hooks::COMPLETE;
 
     fn check(c: &Config) -> Result<(), PluginError> {
         match c.budgets.iter().position(|b| b.key.is_some() == b.team.is_some() || b.usd.is_nan() || b.usd < 0.0) {

@@ -124,6 +124,8 @@ const RESERVED_META: &str = "ratelimit.tokens";
 
 impl Plugin for RateLimit {
     type Config = Config;
+    /// Counts in on-complete; never looks at the answer.
+    const HOOKS: weir_sdk::Hooks = weir_sdk::Hooks::COMPLETE;
 
     fn check(c: &Config) -> Result<(), PluginError> {
         for (i, l) in c.limits.iter().enumerate() {

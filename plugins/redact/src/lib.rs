@@ -133,6 +133,8 @@ fn repeats_whole_text(chunk: &Chunk) -> bool {
 
 impl Plugin for Redact {
     type Config = Config;
+    /// Rewrites the answer; nothing to do once it ended.
+    const HOOKS: weir_sdk::Hooks = weir_sdk::Hooks::CHUNKS;
 
     fn check(config: &Config) -> Result<(), PluginError> {
         config.modes().map(|_| ()).map_err(weir_sdk::error)

@@ -95,6 +95,8 @@ fn uniform() -> f64 {
 
 impl Plugin for Router {
     type Config = Config;
+    /// Only decides on requests.
+    const HOOKS: weir_sdk::Hooks = weir_sdk::Hooks::NONE;
 
     fn check(config: &Config) -> Result<(), PluginError> {
         match config.rules.iter().position(|r| r.targets.is_empty()) {
