@@ -8,7 +8,8 @@
 #   bench/chain.sh A=BIN[:GUESTS] B=...  an A/B: each variant's binary (and plugin directory, default target/guests)
 #                                        measured in the same rounds, alternating; one table per variant
 #
-# Knobs: SECS (seconds per wrk run, default 5), ROUNDS (alternating rounds, default 3). Every gateway uses `[kv]
+# Knobs: SECS (seconds per wrk run, default 5), ROUNDS (alternating rounds, default 3), STREAM=N (streamed answers
+# of N text deltas instead of non-streamed ones; the budgets are for non-streamed). Every gateway uses `[kv]
 # backend = "memory"` so the store's disk writes are not in the figures (bench/state.sh measures the backends).
 source "$(dirname "$0")/lib.sh"
 SECS=${SECS:-5}
@@ -34,11 +35,15 @@ for v in "${variants[@]}"; do
   bench_gateway "$name-chain" "127.0.0.1:$port" $'[kv]\nbackend = "memory"' "$(chain "" | sed "s#$guests/#$vguests/#")"
   echo "127.0.0.1:$port" >"$tmp/$name-chain.addr"; port=$((port + 1))
 done
-cat >"$tmp/plain.lua" <<'LUA'
+STREAM=${STREAM:-}
+chunks_line=""; stream=false
+[ -z "$STREAM" ] || { chunks_line="wrk.headers[\"x-mock-chunks\"] = \"$STREAM\""; stream=true; }
+cat >"$tmp/plain.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-weir-demo"
-wrk.body = '{"model":"gpt-4o-mini","max_tokens":64,"messages":[{"role":"user","content":"Say hello to jane@example.com"}]}'
+$chunks_line
+wrk.body = '{"model":"gpt-4o-mini","max_tokens":64,"stream":$stream,"messages":[{"role":"user","content":"Say hello to jane@example.com"}]}'
 LUA
 ticks() { awk '{print $14 + $15}' "/proc/$(pgrep -f "serve --config $tmp/$1.toml")/stat"; }
 # run GATEWAY CONNS: one wrk run; appends p50, p99, requests/s and CPU µs per request to $tmp/GATEWAY.cCONNS.
@@ -62,7 +67,7 @@ done
 col() { awk -v k="$2" '{print $k}' "$tmp/$1" | median; } # col FILE FIELD: the median over rounds
 verdict() { awk -v v="$1" -v b="$2" -v up="${3:-}" 'BEGIN { ok = up ? v >= b : v <= b; print ok ? "met" : "missed" }'; }
 
-say "## Four plugins through the gateway vs no plugins (median of $ROUNDS alternating rounds of ${SECS}s, wrk)"
+say "## Four plugins through the gateway vs no plugins, ${STREAM:+streamed ($STREAM deltas)}${STREAM:-non-streamed} (median of $ROUNDS alternating rounds of ${SECS}s, wrk)"
 say ""
 say "Chain: auth → router → redact → cost, a fresh instance of each per request, \`[kv] backend = \"memory\"\`."
 say "Added latency is the chain's percentile minus the no-plugin gateway's at c=1; CPU is the gateway's user+system"
