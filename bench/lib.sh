@@ -23,12 +23,18 @@ bench_start() {
 
 # bench_gateway NAME ADDR [TOP-LEVEL TOML] [TRAILING TOML]: writes $tmp/NAME.toml (one OpenAI upstream `mock`: the
 # mock, serving gpt-4o-mini; x-mock-* headers forwarded so clients can script the mock) and starts a gateway on ADDR with it ($WEIR_ENV before it, e.g.
-# "env TOKIO_WORKER_THREADS=1"); waits until it is ready. Its log is $tmp/NAME.log.
+# "env TOKIO_WORKER_THREADS=1"); waits until it is ready. Its log is $tmp/NAME.log. Unless the top-level TOML has a
+# `[kv]` table, the gateway gets a file store of its own ($tmp/weir-data-NAME).
 bench_gateway() {
+  # Each gateway its own file store (the default backend), unless the caller chose a kv backend.
+  local kv="[kv]
+path = \"weir-data-$1\""
+  [[ "${3:-}" != *"[kv]"* ]] || kv=""
   cat > "$tmp/$1.toml" <<TOML
 listen = "$2"
 forward_headers = ["x-mock-*"]
 ${3:-}
+$kv
 [log]
 level = "${BENCH_LOG_LEVEL:-warn}"
 [[upstreams]]

@@ -244,11 +244,13 @@ if [[ " $sections " == *" plugins "* ]]; then
   say ""
   say "| plugin | size KB | per request, init per instance | per request, pre-initialized median | p99 | warm | on-chunk median | on-chunk p99 | budget | verdict |"
   say "|---|---|---|---|---|---|---|---|---|---|"
-  for spec in "allowlist|{\"models\":[\"gpt-4o-mini\"]}" "auth|{\"keys\":[]}" \
+  # auth with the demo key presented (the accept path: hash, lookup, revocation check in kv, principal).
+  for spec in "allowlist|{\"models\":[\"gpt-4o-mini\"]}" \
+      "auth|{\"keys\":[{\"id\":\"demo\",\"hash\":\"sha256:$demo_hash\",\"team\":\"demo\"}]}" \
       "router|{\"rules\":[{\"model\":\"gpt-4o-mini\",\"targets\":[{\"upstream\":\"mock\"}]}]}" "redact|{}" \
       "cost|{\"prices\":{\"gpt-4o-mini\":{\"input\":0.15,\"output\":0.6}}}"; do
     name=${spec%%|*}; cfg=${spec#*|}
-    o=$("$bin" plugin bench "$guests/$name.wasm" --iterations 3000 --config "$cfg")
+    o=$("$bin" plugin bench "$guests/$name.wasm" --iterations 3000 --config "$cfg" --header "authorization:Bearer sk-weir-demo")
     plain=$(echo "$o" | awk '/^per request: instantiate/ {print $(NF-1)}')
     pre=$(echo "$o" | awk '/^pre-initialized: per request/ {print $(NF-1), $NF}')
     warm=$(echo "$o" | awk '/^per request, warm/ {print $(NF-1)}')

@@ -76,6 +76,10 @@ enum PluginCommand {
         /// The plugin's config table, as JSON.
         #[arg(long, default_value = "{}")]
         config: String,
+        /// A request header, replacing the bench request's own of that name (repeatable), e.g.
+        /// `--header "authorization:Bearer sk-..."` for a key the config knows.
+        #[arg(long = "header", value_name = "NAME:VALUE")]
+        headers: Vec<String>,
     },
 }
 
@@ -84,10 +88,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Plugin(PluginCommand::Check { file, config }) => plugin_check(&file, config.as_deref()),
-        Command::Plugin(PluginCommand::Bench { file, iterations, config }) => {
+        Command::Plugin(PluginCommand::Bench { file, iterations, config, headers }) => {
             match std::fs::read(&file)
                 .map_err(anyhow::Error::from)
-                .and_then(|b| plugin::bench::run(&b, iterations.max(10), &config))
+                .and_then(|b| plugin::bench::run(&b, iterations.max(10), &config, &headers))
             {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

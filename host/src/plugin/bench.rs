@@ -15,7 +15,7 @@ use crate::config::{Capability, PluginRuntime};
 
 const CHUNKS_PER_REQUEST: usize = 16;
 
-pub fn run(bytes: &[u8], iterations: usize, config_json: &str) -> anyhow::Result<()> {
+pub fn run(bytes: &[u8], iterations: usize, config_json: &str, extra_headers: &[String]) -> anyhow::Result<()> {
     let engine = PluginEngine::new(&PluginRuntime { max_instances: 16, ..Default::default() })?;
     let started = Instant::now();
     let compiled = engine.compile(bytes, &Capability::ALL)?;
@@ -34,6 +34,13 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str) -> anyhow::Result
     let mut headers = http::HeaderMap::new();
     for n in ["content-type", "accept", "user-agent", "x-stainless-lang", "authorization"] {
         headers.insert(n, http::HeaderValue::from_static("application/json; v=1"));
+    }
+    for h in extra_headers {
+        let Some((name, value)) = h.split_once(':') else { anyhow::bail!("--header {h:?}: expected NAME:VALUE") };
+        headers.insert(
+            http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())?,
+            http::HeaderValue::from_str(value.trim())?,
+        );
     }
     let req = Arc::new(RequestSnapshot::new(
         "req_0123456789abcdef".into(),
