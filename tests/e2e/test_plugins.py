@@ -264,6 +264,26 @@ def test_only_declared_hooks_are_called(pg, poai):
     assert pg.admin()["plugins"][0]["hooks"] == ["on-request"]
 
 
+def test_reserves_of_fresh_instances_never_take_the_slots_requests_need(session_tmp, mock):
+    """The smallest pool (max_instances = 8) and four plugins: every request needs 4 instances. The plugins' reserves
+    of fresh instances (made after each request) may hold at most a quarter of the pool, so request after request
+    still finds the 4 it needs — and each request still gets fresh ones (the reserve only moves instantiation)."""
+    plugins = "".join(
+        ALLOWLIST_PLUGIN.replace('name = "allowlist"', f'name = "allow{i}"').replace("order = 10", f"order = {i}")
+        for i in range(4))
+    g = Gateway(session_tmp, mock, name="tiny-pool", tail="[plugin_runtime]\nmax_instances = 8\n" + plugins)
+    try:
+        client = openai_client(g)
+        for _ in range(12):
+            raw = chat(client)
+            assert raw.http_response.status_code == 200
+            rid = raw.headers["x-request-id"]
+            g.record(rid)  # logged after the completion phase (the refill follows it)
+        assert all(p["failures"] == 0 for p in g.admin()["plugins"]), g.admin()["plugins"]
+    finally:
+        g.stop()
+
+
 def test_foreign_import_is_refused_and_nothing_changes(pg, poai):
     install(pg.dir, "foreign", "foreign.wasm")
     deadline = time.time() + 5

@@ -660,9 +660,9 @@ impl Chain {
         async move {
             for p in &set.plugins {
                 while p.wants_ready() {
-                    match fresh(p, 0).await {
-                        Ok(live) => p.put_ready(live),
-                        Err(_) => break,
+                    let Ok(live) = fresh(p, 0).await else { break };
+                    if !p.put_ready(live) {
+                        break;
                     }
                 }
             }

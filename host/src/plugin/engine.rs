@@ -36,6 +36,10 @@ pub struct PluginEngine {
     cache_dir: PathBuf,
     /// Hash of the engine settings that compiled artifacts depend on.
     compat: u64,
+    /// Fresh instances held in the plugins' reserves (`registry::READY_INSTANCES`), and how many the pool can spare
+    /// for them: a quarter of `max_instances`, so reserves never take the slots requests need.
+    reserved: std::sync::atomic::AtomicUsize,
+    reserve_cap: usize,
 }
 
 /// A component compiled, checked and linked, ready to instantiate.
@@ -246,7 +250,32 @@ impl PluginEngine {
         // The default directory is the gateway's own: one left readable by others (by an older version) is tightened;
         // a configured one must already be 0700.
         secure_cache_dir(&cache_dir, rt.cache_dir.is_none())?;
-        Ok(Arc::new(PluginEngine { engine, linker, cache_dir, compat: h.finish() }))
+        Ok(Arc::new(PluginEngine {
+            engine,
+            linker,
+            cache_dir,
+            compat: h.finish(),
+            reserved: Default::default(),
+            reserve_cap: n as usize / 4,
+        }))
+    }
+
+    /// Takes one place for a reserved fresh instance, if the pool can spare it ([`PluginEngine::unreserve`] gives
+    /// it back).
+    pub fn reserve(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.reserved
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.reserve_cap).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Whether a reserve could take one more instance now.
+    pub fn reserve_room(&self) -> bool {
+        self.reserved.load(std::sync::atomic::Ordering::Relaxed) < self.reserve_cap
+    }
+
+    pub fn unreserve(&self, n: usize) {
+        self.reserved.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Compiles (or loads from the cache), checks exports and imports against `granted`, and links.

@@ -67,8 +67,17 @@ pub struct LoadedPlugin {
 /// on its path, and its completion phase, after dropping the request's instances, makes the replacements. An
 /// instance in this reserve has never run a hook for any request, so it is as fresh as one made on the spot; the
 /// reserve only moves instantiation (and `init` when not pre-initialized) off the request's path. When it is empty
-/// (a burst, the first requests) a request instantiates inline as before.
+/// (a burst, the first requests) a request instantiates inline as before. All reserves together hold at most a
+/// quarter of `plugin_runtime.max_instances`, so they never take the pool slots requests need.
 pub const READY_INSTANCES: usize = 4;
+
+impl Drop for LoadedPlugin {
+    /// A retired version's reserve gives its places back.
+    fn drop(&mut self) {
+        let n = self.ready.get_mut().map_or(0, |r| r.len());
+        self.engine.unreserve(n);
+    }
+}
 
 /// When a plugin is quarantined: over the last `window`, at least `min_failures` requests failed in it and they
 /// were at least `rate` of the requests that reached it. One request (or one tenant's few requests) never does it,
@@ -190,22 +199,29 @@ impl LoadedPlugin {
 
     /// A fresh instance made ahead of need, if one is ready.
     pub fn take_ready(&self) -> Option<Live> {
-        self.ready.lock().unwrap().pop()
+        let live = self.ready.lock().unwrap().pop()?;
+        self.engine.unreserve(1);
+        Some(live)
     }
 
-    /// Whether the reserve of fresh instances wants one more (never with warm reuse, nor while quarantined).
+    /// Whether the reserve of fresh instances wants one more (never with warm reuse, nor while quarantined, nor
+    /// when the pool cannot spare the place).
     pub fn wants_ready(&self) -> bool {
         self.settings.warm_instances == 0
             && !self.is_quarantined()
+            && self.engine.reserve_room()
             && self.ready.lock().unwrap().len() < READY_INSTANCES
     }
 
-    /// Adds a fresh instance to the reserve (dropped if it filled up meanwhile).
-    pub fn put_ready(&self, live: Live) {
+    /// Adds a fresh instance to the reserve. `false`: it was dropped instead, the reserve having filled up
+    /// meanwhile or the pool having no place to spare ([`super::engine::PluginEngine::reserve`]).
+    pub fn put_ready(&self, live: Live) -> bool {
         let mut ready = self.ready.lock().unwrap();
-        if ready.len() < READY_INSTANCES {
+        if ready.len() < READY_INSTANCES && self.engine.reserve() {
             ready.push(live);
+            return true;
         }
+        false
     }
 
     /// Returns a healthy instance for reuse (only when configured; otherwise it is dropped).
