@@ -14,9 +14,6 @@
 source "$(dirname "$0")/lib.sh"
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
-out=target/bench/results.md
-mkdir -p target/bench
-say() { echo "$*" | tee -a "$out"; }
 
 bench_setup 18301 18300
 "$bin" mock-upstream --listen "$mock" >"$tmp/mock.log" 2>&1 &

@@ -1,8 +1,14 @@
-# Shared by bench/run.sh (the harness, `make bench`) and bench/plugin-spin.sh (sourced, not run): build, a temp dir
-# removed on exit, a mock upstream and gateways on loopback, and the percentile helpers for wrk's output.
+# Shared by the bench scripts (run.sh — the harness, `make bench` —, chain.sh, state.sh, translation.sh,
+# plugin-spin.sh; sourced, not run): the results file, build, a temp dir removed on exit, a mock upstream and gateways
+# on loopback, and the percentile helpers for wrk's output.
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Every section appends its tables to one results file; `say` prints a line and appends it.
+out=target/bench/results.md
+mkdir -p target/bench
+say() { echo "$*" | tee -a "$out"; }
 
 # bench_setup MOCK_PORT GATEWAY_PORT: builds the release binary; sets $bin, $tmp, $mock, $gw.
 bench_setup() {

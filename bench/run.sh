@@ -29,10 +29,7 @@ cargo build --release --locked -q -p weir-loadgen
 make -s guests polyglot >/dev/null
 loadgen=target/release/weir-loadgen
 guests=$PWD/target/guests
-out=target/bench/results.md
-mkdir -p target/bench
 : >"$out"
-say() { echo "$*" | tee -a "$out"; }
 
 # ---- what runs ----
 allowlist="

@@ -8,9 +8,6 @@
 source "$(dirname "$0")/lib.sh"
 SECS=${SECS:-5}
 command -v redis-server >/dev/null || make -s need-redis
-out=target/bench/results.md
-mkdir -p target/bench
-say() { echo "$*" | tee -a "$out"; }
 
 bench_setup 18301 18300
 make -s guests >/dev/null

@@ -8,9 +8,6 @@
 source "$(dirname "$0")/lib.sh"
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
-out=target/bench/results.md
-mkdir -p target/bench
-say() { echo "$*" | tee -a "$out"; }
 
 bench_setup 18401 18400
 say "## Translation, in process (\`cargo run --release -p weir --example translate_bench\`)"

@@ -466,7 +466,8 @@ async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<
         return Err(too_large());
     }
     let mut oversized = declared.is_some_and(|n| n > limit as u64);
-    let mut buf = bytes::BytesMut::new();
+    // A body that arrives in one frame (the usual case) is kept as it came, without a copy.
+    let mut frames: Vec<Bytes> = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame
@@ -475,18 +476,22 @@ async fn read_body(headers: &HeaderMap, mut body: Body, limit: usize) -> Result<
         seen = seen.saturating_add(data.len());
         if oversized || seen > limit {
             oversized = true;
-            buf = bytes::BytesMut::new();
+            frames.clear();
             if seen > cap {
                 break;
             }
             continue;
         }
-        buf.extend_from_slice(&data);
+        frames.push(data);
     }
     if oversized {
         return Err(too_large());
     }
-    Ok(buf.freeze())
+    Ok(match frames.len() {
+        0 => Bytes::new(),
+        1 => frames.swap_remove(0),
+        _ => Bytes::from(frames.concat()),
+    })
 }
 
 /// How much of an oversized upload is read and discarded so that its client gets the 413 (see [`read_body`]).
