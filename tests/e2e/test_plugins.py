@@ -264,6 +264,36 @@ def test_only_declared_hooks_are_called(pg, poai):
     assert pg.admin()["plugins"][0]["hooks"] == ["on-request"]
 
 
+def test_hooks_start_with_a_fresh_deadline(pg, poai):
+    """A hook's first deadline check is one epoch tick (1 ms) after the call starts. chunky's on-complete runs on
+    the instance its on-request ran on, 30+ ms earlier (the mock waits before its headers): were the deadline
+    left from on-request, every on-complete would pause at its first check and wait its turn behind other requests
+    (milliseconds under load). Pauses are counted per plugin and hook in /metrics; a spinning plugin shows that
+    the counter counts."""
+    def metric(name):
+        with urllib.request.urlopen(pg.url + "/metrics", timeout=5) as r:
+            fams = {f.name: f for f in text_string_to_metric_families(r.read().decode())}
+        fam = fams.get(name)
+        return {(s.labels["plugin"], s.labels["hook"]): s.value for s in (fam.samples if fam else [])
+                if s.name == name + "_total"}
+
+    before, done = metric("weir_plugin_yields"), metric("weir_plugin_calls")[("chunky", "on-complete")]
+    n = 10
+    for _ in range(n):
+        assert chat(poai, {"x-mock-header-delay-ms": "30"}).http_response.status_code == 200
+    wait_for(lambda: metric("weir_plugin_calls")[("chunky", "on-complete")] >= done + n, "every on-complete ran")
+    key = ("chunky", "on-complete")
+    paused = metric("weir_plugin_yields").get(key, 0) - before.get(key, 0)
+    # A call that happens to span a tick pauses once (a few % of these short calls); a stale deadline pauses all.
+    assert paused <= n // 2, f"chunky's on-complete paused {paused} times in {n} requests"
+
+    # The counter counts: a plugin spinning until its deadline (300 ms) pauses at nearly every tick.
+    with pytest.raises(openai.InternalServerError):
+        chat(poai, {"x-closed": "loop"})
+    key = ("closed", "on-request")
+    assert metric("weir_plugin_yields").get(key, 0) - before.get(key, 0) >= 50
+
+
 def test_reserves_of_fresh_instances_never_take_the_slots_requests_need(session_tmp, mock):
     """The smallest pool (max_instances = 8) and four plugins: every request needs 4 instances. The plugins' reserves
     of fresh instances (made after each request) may hold at most a quarter of the pool, so request after request

@@ -258,10 +258,7 @@ impl Chain {
         let live = self.slots[i].usable();
         if let Some(live) = live {
             live.store.data_mut().allow_input(self.input_len);
-            live.store.data_mut().start_call(deadline);
-            // The next deadline check one tick from now, not from when the store was made: a store older than a
-            // tick would otherwise stop at its first instruction to check a deadline that has not run yet.
-            live.store.set_epoch_deadline(1);
+            super::host::start_call(&mut live.store, hook.name(), deadline);
             return Ok(Some(live));
         }
         Ok(None)
@@ -586,7 +583,7 @@ impl Chain {
             let (live, is_fresh) = match self.slots[i].complete_on(owed) {
                 CompleteOn::Nothing => continue,
                 CompleteOn::Own(live) => {
-                    live.store.data_mut().start_call(deadline);
+                    super::host::start_call(&mut live.store, Hook::OnComplete.name(), deadline);
                     (live, false)
                 }
                 CompleteOn::Fresh => match fresh(&p, 0).await {
@@ -702,7 +699,7 @@ async fn fresh(p: &LoadedPlugin, input: usize) -> Result<Live, String> {
     let mut store = p.engine.store(p.context.clone());
     store.data_mut().allow_input(input);
     // Instantiation and `init` have a budget of their own; the hook then gets its own deadline.
-    store.data_mut().start_call(Hook::Init.deadline(p));
+    super::host::start_call(&mut store, Hook::Init.name(), Hook::Init.deadline(p));
     let bindings = match p.pre.instantiate(&mut store).await {
         Ok(b) => b,
         Err(e) => return Err(describe(&e, &store, Hook::Init, p)),

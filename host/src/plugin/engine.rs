@@ -319,7 +319,7 @@ impl PluginEngine {
         let hash = hex(&Sha256::digest(&instrumented));
         let (component, _) = self.compile_cached(&instrumented, &hash).map_err(|e| e.to_string())?;
         let mut store = self.store(context.clone());
-        store.data_mut().start_call(budget);
+        super::host::start_call(&mut store, "init", budget);
         let instance =
             self.linker.instantiate_async(&mut store, &component).await.map_err(|e| format!("instantiating: {e:#}"))?;
         let plugin = v2::Plugin::new(&mut store, &instance).map_err(|e| format!("binding: {e:#}"))?;
@@ -395,6 +395,7 @@ impl PluginEngine {
             if data.used >= data.budget {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
+            crate::telemetry::metrics::plugin_yield(&data.plugin.name, data.hook);
             let resumed = data.running_since.clone();
             Ok(wasmtime::UpdateDeadline::YieldCustom(
                 1,

@@ -141,6 +141,8 @@ pub struct State {
     pub events: Vec<(String, Instant)>,
     /// The guest's stdout and stderr.
     pub output: MemoryOutputPipe,
+    /// The hook being called (`init` while instantiating), for the yields metric.
+    pub hook: &'static str,
     /// The current call is `on-complete`: `kv.increment` settles ([`Kv::settle`]: kept and applied later when the
     /// backend cannot take it now).
     pub settling: bool,
@@ -164,6 +166,7 @@ impl State {
             attributes: Vec::new(),
             events: Vec::new(),
             output,
+            hook: "init",
             settling: false,
         }
     }
@@ -174,8 +177,10 @@ impl State {
         self.memory_allowance = self.memory_allowance.max(input.saturating_mul(MEMORY_PER_INPUT_BYTE));
     }
 
-    /// Starts a hook call with this budget of guest running time.
-    pub fn start_call(&mut self, budget: Duration) {
+    /// Starts a hook call with this budget of guest running time (see [`start_call`], which also re-arms the
+    /// store's deadline check).
+    fn start_call(&mut self, hook: &'static str, budget: Duration) {
+        self.hook = hook;
         self.budget = budget;
         self.used = Duration::ZERO;
         self.settling = false;
@@ -442,6 +447,16 @@ impl v2::weir::plugin::kv::Host for State {
         self.resume_running();
         r
     }
+}
+
+/// Starts a call of `hook` (or an instantiation: `init`) on `store` with this budget of guest running time: the budget is charged
+/// from now, and the next deadline check is one epoch tick from now. Every call must start here: a deadline left
+/// from an earlier call (an instance's `on-request` long before its `on-complete`) has already passed, so the
+/// call's first check would yield the guest to the scheduler at once — a fiber switch and a trip to the back of
+/// the run queue (milliseconds under load) for nothing.
+pub fn start_call(store: &mut wasmtime::Store<State>, hook: &'static str, budget: Duration) {
+    store.data_mut().start_call(hook, budget);
+    store.set_epoch_deadline(1);
 }
 
 #[cfg(test)]

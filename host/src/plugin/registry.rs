@@ -597,7 +597,7 @@ pub fn smoke(
                     .map_err(|e| LoadError::Smoke(e.to_string()))?;
                 rt.block_on(async {
                     let mut store = engine.store(context.clone());
-                    store.data_mut().start_call(settings.timeouts.init.max(Duration::from_millis(200)));
+                    super::host::start_call(&mut store, "init", settings.timeouts.init.max(Duration::from_millis(200)));
                     let plugin = pre
                         .instantiate(&mut store)
                         .await

@@ -94,6 +94,7 @@ pub struct Metrics {
     pub plugin_calls: Family<PluginLabels, Counter>,
     pub plugin_failures: Family<PluginLabels, Counter>,
     pub plugin_seconds: Histograms<PluginLabels>,
+    pub plugin_yields: Family<PluginLabels, Counter>,
     pub reloads: Family<ReloadLabels, Counter>,
     pub spans_exported: Counter,
     pub spans_dropped: Counter,
@@ -133,6 +134,7 @@ impl Metrics {
             plugin_calls: Family::default(),
             plugin_failures: Family::default(),
             plugin_seconds: Family::new_with_constructor(plugin_seconds),
+            plugin_yields: Family::default(),
             reloads: Family::default(),
             spans_exported: Counter::default(),
             spans_dropped: Counter::default(),
@@ -200,6 +202,12 @@ impl Metrics {
             "Plugin hook call time, instantiation included",
             m.plugin_seconds.clone(),
         );
+        r.register(
+            "plugin_yields",
+            "Times a plugin's guest code was paused at an epoch tick so other requests could run, by hook (a call \
+             that spans a tick pauses once; a spinning one at every tick)",
+            m.plugin_yields.clone(),
+        );
         r.register("plugin_reloads", "Plugin loads from the watched directory by outcome", m.reloads.clone());
         r.register("spans_exported", "Spans sent to the OTLP collector", m.spans_exported.clone());
         r.register(
@@ -247,4 +255,10 @@ impl PluginMetrics {
     pub fn failure(&self, hook: usize) {
         self.failures[hook].inc();
     }
+}
+
+/// Counts one pause of a plugin's guest code at an epoch tick, in `hook` (`init` for instantiation and `init`).
+/// Rare by design (at most one per tick of guest time), so the label lookup is not on any hot path.
+pub fn plugin_yield(plugin: &str, hook: &'static str) {
+    METRICS.plugin_yields.get_or_create(&PluginLabels { plugin: plugin.to_string(), hook }).inc();
 }
