@@ -121,7 +121,10 @@ pub struct PluginContext {
 
 /// Store data of one instance.
 pub struct State {
-    wasi: WasiCtx,
+    /// Built at the guest's first WASI call ([`WasiView::ctx`]): most hook calls make none (a pre-initialized Rust
+    /// guest usually none at all), and building and dropping a context for each fresh instance is a measurable
+    /// part of a plugin's per-request cost.
+    wasi: Option<WasiCtx>,
     table: ResourceTable,
     pub plugin: Arc<PluginContext>,
     /// The current hook call's budget of guest running time, and what it has used (checked at every epoch tick;
@@ -139,8 +142,8 @@ pub struct State {
     pub attributes: Vec<(String, String)>,
     /// `trace` events added by the guest (namespaced names), with when.
     pub events: Vec<(String, Instant)>,
-    /// The guest's stdout and stderr.
-    pub output: MemoryOutputPipe,
+    /// The guest's stdout and stderr (once its WASI context exists).
+    pub output: Option<MemoryOutputPipe>,
     /// The hook being called (`init` while instantiating), for the yields metric.
     pub hook: &'static str,
     /// The current call is `on-complete`: `kv.increment` settles ([`Kv::settle`]: kept and applied later when the
@@ -149,13 +152,12 @@ pub struct State {
 }
 
 impl State {
-    /// A deny-all WASI context: no preopened directories, no sockets, no environment, no arguments; stdout and
-    /// stderr go to a bounded buffer that the gateway logs.
+    /// A store's data. Its WASI context, made at the guest's first WASI call, is deny-all: no preopened
+    /// directories, no sockets, no environment, no arguments; stdout and stderr go to a bounded buffer that the
+    /// gateway logs.
     pub fn new(plugin: Arc<PluginContext>) -> State {
-        let output = MemoryOutputPipe::new(OUTPUT_CAP);
-        let wasi = WasiCtxBuilder::new().stdout(output.clone()).stderr(output.clone()).build();
         State {
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             plugin,
             budget: Duration::from_secs(3600),
@@ -165,7 +167,7 @@ impl State {
             memory_allowance: 0,
             attributes: Vec::new(),
             events: Vec::new(),
-            output,
+            output: None,
             hook: "init",
             settling: false,
         }
@@ -213,7 +215,12 @@ impl State {
 
 impl WasiView for State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        let output = &mut self.output;
+        let ctx = self.wasi.get_or_insert_with(|| {
+            let pipe = output.get_or_insert_with(|| MemoryOutputPipe::new(OUTPUT_CAP));
+            WasiCtxBuilder::new().stdout(pipe.clone()).stderr(pipe.clone()).build()
+        });
+        WasiCtxView { ctx, table: &mut self.table }
     }
 }
 

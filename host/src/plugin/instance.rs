@@ -64,7 +64,8 @@ impl Live {
 
     /// Logs what the guest wrote to stdout/stderr.
     pub fn drain_output(&self, plugin: &str) {
-        let out = self.store.data().output.contents();
+        let Some(output) = &self.store.data().output else { return };
+        let out = output.contents();
         if !out.is_empty() {
             for line in String::from_utf8_lossy(&out).lines().filter(|l| !l.trim().is_empty()) {
                 tracing::info!(target: "weir::plugin", plugin, "guest output: {line}");
