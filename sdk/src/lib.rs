@@ -333,11 +333,6 @@ pub mod __private {
         let parsed: P::Config = serde_json::from_str(if config_json.is_empty() { "{}" } else { config_json })
             .map_err(|e| error(format!("config: {e}")))?;
         P::check(&parsed)?;
-        // Seeds this instance's `HashMap` keys now (std draws them from WASI `insecure-seed` on first use): a
-        // pre-initialized instance then starts with them, and a request's first `HashMap` makes no WASI call —
-        // which would cost the gateway a WASI context for that instance. The keys stay random per load (drawn from
-        // the host when `init` runs), as a native process's are per thread.
-        let _ = std::collections::hash_map::RandomState::new();
         let leaked: &'static P::Config = Box::leak(Box::new(parsed));
         CONFIG.with(|c| c.set(Some(leaked)));
         Ok(())

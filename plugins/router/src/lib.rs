@@ -86,7 +86,9 @@ fn weighted_order(targets: &[Target], mut uniform: impl FnMut() -> f64) -> Vec<&
 }
 
 /// A uniform number in [0, 1). std keys each `RandomState` from the platform's randomness (`wasi:random` in the
-/// sandbox, which the gateway provides), so hashing a constant with a fresh one is a random draw.
+/// sandbox, which the gateway provides), so hashing a constant with a fresh one is a random draw. Only while `init`
+/// makes no `HashMap`: keys drawn there would be in the pre-initialized snapshot, the same in every instance, and
+/// every request would draw the same number (`test_weighted_split` fails then; docs/plugins.md, "Pre-initialization").
 fn uniform() -> f64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u8(0);
