@@ -303,8 +303,8 @@ async fn run(
                     .and_then(|v| dialect::answer_text(&dialect::of(endpoint).whole(&v)));
             }
             let b = match rec.chain.as_mut() {
-                Some(chain) => whole_body_plugins(chain, endpoint, b).await?,
-                None => b,
+                Some(chain) if chain.reads_answer() => whole_body_plugins(chain, endpoint, b).await?,
+                _ => b,
             };
             (Response::new(Body::from(b)), None)
         }
@@ -795,7 +795,8 @@ impl AnswerStream {
             return;
         }
         let capture = crate::telemetry::capture_content();
-        if rec.chain.is_none() && !capture {
+        let plugins = rec.chain.as_ref().is_some_and(Chain::reads_answer);
+        if !plugins && !capture {
             self.ready.push_back(ev.raw);
             return;
         }
@@ -808,7 +809,7 @@ impl AnswerStream {
         if capture && let Some(t) = dialect::answer_text(&located) {
             rec.output_capture.get_or_insert_with(String::new).push_str(&t);
         }
-        if rec.chain.is_none() {
+        if !plugins {
             self.ready.push_back(ev.raw);
             return;
         }

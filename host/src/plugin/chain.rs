@@ -229,6 +229,12 @@ impl Chain {
         self.set.plugins.is_empty()
     }
 
+    /// Whether any plugin of the chain reads the answer (declared `on-chunk`/`flush`). When none does, the answer
+    /// goes through as if there were no chain: no per-event parse, no text extraction, no chunk built.
+    pub fn reads_answer(&self) -> bool {
+        self.set.plugins.iter().any(|p| p.hooks.chunks)
+    }
+
     /// The live instance of plugin `i`, creating it on first use, with the hook's deadline started. `Ok(None)`: the
     /// plugin is out for this request (failed, skipped, or its instance was left poisoned by a cancellation).
     async fn instance(&mut self, i: usize, hook: Hook) -> Result<Option<&mut Live>, ApiError> {
