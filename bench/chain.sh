@@ -9,11 +9,19 @@
 #                                        measured in the same rounds, alternating; one table per variant
 #
 # Knobs: SECS (seconds per wrk run, default 5), ROUNDS (alternating rounds, default 3), STREAM=N (streamed answers
-# of N text deltas instead of non-streamed ones; the budgets are for non-streamed). Every gateway uses `[kv]
+# of N text deltas instead of non-streamed ones; the budgets are for non-streamed), ONLY="router ..." (only these
+# plugins of the chain: what one plugin costs through the gateway, against `weir plugin bench` in process). Every gateway uses `[kv]
 # backend = "memory"` so the store's disk writes are not in the figures (bench/state.sh measures the backends).
 source "$(dirname "$0")/lib.sh"
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
+# only: the chain's [[plugins]] blocks named in $ONLY (all of them when it is empty).
+only() {
+  awk -v keep=" ${ONLY:-} " 'function out() { if (blk != "" && (keep == "  " || index(keep, " " name " "))) printf "%s", blk }
+    /^\[\[plugins\]\]/ { out(); blk = ""; name = "" }
+    /^name = / { name = $3; gsub(/"/, "", name) }
+    { blk = blk $0 "\n" } END { out() }'
+}
 
 bench_setup 18301 18300
 "$bin" mock-upstream --listen "$mock" >"$tmp/mock.log" 2>&1 &
@@ -29,7 +37,7 @@ for v in "${variants[@]}"; do
   bin=$vbin
   bench_gateway "$name-none" "127.0.0.1:$port" $'[kv]\nbackend = "memory"' ""
   echo "127.0.0.1:$port" >"$tmp/$name-none.addr"; port=$((port + 1))
-  bench_gateway "$name-chain" "127.0.0.1:$port" $'[kv]\nbackend = "memory"' "$(chain "" | sed "s#$guests/#$vguests/#")"
+  bench_gateway "$name-chain" "127.0.0.1:$port" $'[kv]\nbackend = "memory"' "$(chain "" | only | sed "s#$guests/#$vguests/#")"
   echo "127.0.0.1:$port" >"$tmp/$name-chain.addr"; port=$((port + 1))
 done
 STREAM=${STREAM:-}
@@ -64,9 +72,10 @@ done
 col() { awk -v k="$2" '{print $k}' "$tmp/$1" | median; } # col FILE FIELD: the median over rounds
 verdict() { awk -v v="$1" -v b="$2" -v up="${3:-}" 'BEGIN { ok = up ? v >= b : v <= b; print ok ? "met" : "missed" }'; }
 
-say "## Four plugins through the gateway vs no plugins, ${STREAM:+streamed ($STREAM deltas)}${STREAM:-non-streamed} (median of $ROUNDS alternating rounds of ${SECS}s, wrk)"
+plugins=${ONLY:-auth router redact cost}
+say "## ${ONLY:+Only }$(echo "$plugins" | sed 's/ / → /g') through the gateway vs no plugins, ${STREAM:+streamed ($STREAM deltas)}${STREAM:-non-streamed} (median of $ROUNDS alternating rounds of ${SECS}s, wrk)"
 say ""
-say "Chain: auth → router → redact → cost, a fresh instance of each per request, \`[kv] backend = \"memory\"\`."
+say "Chain: $(echo "$plugins" | sed 's/ / → /g'), a fresh instance of each per request, \`[kv] backend = \"memory\"\`${ONLY:+ (the budgets are for the four)}."
 say "Added latency is the chain's percentile minus the no-plugin gateway's at c=1; CPU is the gateway's user+system"
 say "time per request at c=8; saturation is requests/s at c=32."
 say ""
@@ -76,7 +85,7 @@ for n in "${names[@]}"; do
   ncpu=$(col "$n-none.c8" 4); ccpu=$(col "$n-chain.c8" 4); nrps=$(col "$n-none.c32" 3); crps=$(col "$n-chain.c32" 3)
   a50=$(awk -v a="$c50" -v b="$n50" 'BEGIN {printf "%+.0f", a - b}'); a99=$(awk -v a="$c99" -v b="$n99" 'BEGIN {printf "%+.0f", a - b}')
   rcpu=$(awk -v a="$ccpu" -v b="$ncpu" 'BEGIN {printf "%.2f", a / b}'); rrps=$(awk -v a="$crps" -v b="$nrps" 'BEGIN {printf "%.2f", a / b}')
-  say "| measure | no plugins | four plugins | chain vs none | budget | verdict |"
+  say "| measure | no plugins | ${ONLY:+only }$(echo "$plugins" | sed 's/ / → /g') | chain vs none | budget | verdict |"
   say "|---|---|---|---|---|---|"
   say "| c=1 p50 µs | $n50 | $c50 | $a50 | ≤ +100 | $(verdict "$a50" 100) |"
   say "| c=1 p99 µs | $n99 | $c99 | $a99 | ≤ +150 | $(verdict "$a99" 150) |"
