@@ -456,11 +456,11 @@ impl v2::weir::plugin::kv::Host for State {
     }
 }
 
-/// Starts a call of `hook` (or an instantiation: `init`) on `store` with this budget of guest running time: the budget is charged
-/// from now, and the next deadline check is one epoch tick from now. Every call must start here: a deadline left
-/// from an earlier call (an instance's `on-request` long before its `on-complete`) has already passed, so the
-/// call's first check would yield the guest to the scheduler at once — a fiber switch and a trip to the back of
-/// the run queue (milliseconds under load) for nothing.
+/// Starts a call of `hook` (or an instantiation: `init`) on `store` with this budget of guest running time: the
+/// budget is charged from now, and the next deadline check is one epoch tick from now. Every call must start here:
+/// a deadline left from an earlier call (an instance's `on-request` long before its `on-complete`) has already
+/// passed, so the call's first check would yield the guest to the scheduler at once — a fiber switch and a trip to
+/// the back of the run queue (milliseconds under load) for nothing.
 pub fn start_call(store: &mut wasmtime::Store<State>, hook: &'static str, budget: Duration) {
     store.data_mut().start_call(hook, budget);
     store.set_epoch_deadline(1);
