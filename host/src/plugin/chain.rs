@@ -114,6 +114,9 @@ pub struct Chain {
     /// Per plugin: `on-chunk` calls and their total time.
     chunks: Vec<(u32, Duration)>,
     chunk_spans: bool,
+    /// Whether any plugin reads the answer ([`Chain::reads_answer`]), decided once per request: it is asked per
+    /// event.
+    reads_answer: bool,
     /// Per plugin: whether its `on-request` started (it is then owed `on-complete`).
     started: Vec<bool>,
     /// Size of the input the current hook call is given, for its deadline.
@@ -173,6 +176,7 @@ impl Chain {
         let chunks = vec![(0, Duration::ZERO); set.plugins.len()];
         let chunk_spans = crate::telemetry::chunk_spans();
         let started = vec![false; set.plugins.len()];
+        let reads_answer = set.plugins.iter().any(|p| p.hooks.chunks);
         Chain {
             set,
             slots,
@@ -182,6 +186,7 @@ impl Chain {
             calls: Vec::new(),
             chunks,
             chunk_spans,
+            reads_answer,
             started,
             input_len: 0,
             late_attributes: Vec::new(),
@@ -232,7 +237,7 @@ impl Chain {
     /// Whether any plugin of the chain reads the answer (declared `on-chunk`/`flush`). When none does, the answer
     /// goes through as if there were no chain: no per-event parse, no text extraction, no chunk built.
     pub fn reads_answer(&self) -> bool {
-        self.set.plugins.iter().any(|p| p.hooks.chunks)
+        self.reads_answer
     }
 
     /// The live instance of plugin `i`, creating it on first use, with the hook's deadline started. `Ok(None)`: the
