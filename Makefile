@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 WEIR_CONFIG ?= examples/weir.toml
 
-.PHONY: run test bench fuzz build plugins check unit e2e guests polyglot clean need-redis
+.PHONY: run test bench fuzz build dist plugins check unit e2e guests polyglot clean need-redis need-wasm need-npm need-musl
 
 # Wasm components built from source for the tests: first-party plugins and the test guests.
 PLUGINS := allowlist auth router redact cost ratelimit
@@ -48,17 +48,28 @@ build:
 	$(CARGO) build --release --locked -p weir
 
 ## The first-party plugins, as Wasm components in target/wasm32-wasip2/plugin/.
-plugins:
-	rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+plugins: need-wasm
 	$(CARGO) build --locked --target wasm32-wasip2 --profile plugin $(addprefix -p weir-plugin-,$(PLUGINS))
 
-check:
+check: need-wasm
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) clippy --locked --target wasm32-wasip2 -p weir-sdk $(addprefix -p ,$(GUESTS)) -- -D warnings
 
 unit: need-redis
 	$(CARGO) test --workspace --locked
+
+# Everything `make test` needs is installed by its own prerequisite, so a fresh machine with only rustup's host
+# toolchain, Python 3 and apt gets there (.ci/run removes the cheap ones first to prove it). `rustup target add` is
+# idempotent, but listing first keeps an installed target from costing a network round trip.
+need-wasm:
+	@rustup target list --installed | grep -qx wasm32-wasip2 || { echo "== adding the wasm32-wasip2 Rust target"; \
+	  rustup target add wasm32-wasip2; }
+
+# componentize-js runs on Node.js (18+); Debian's nodejs and npm when missing.
+need-npm:
+	@command -v npm >/dev/null || { echo "== installing Node.js and npm"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq nodejs npm >/dev/null; }
 
 # The kv conformance tests and the shared-state e2e tests start their own redis-server on a free port: Debian's
 # package, installed here when missing (as .ci/run installs npm).
@@ -67,8 +78,7 @@ need-redis:
 	@command -v redis-server >/dev/null || { echo "== installing redis-server"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
-guests:
-	rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+guests: need-wasm
 	$(CARGO) build --locked --target wasm32-wasip2 --profile plugin $(addprefix -p ,$(GUESTS))
 	mkdir -p target/guests
 	for p in $(PLUGINS); do cp $(WASM)/weir_plugin_$$p.wasm target/guests/$$p.wasm; done
@@ -102,8 +112,7 @@ target/guests/conformance-js.wasm: tests/conformance/js/app.js wit/plugin.wit to
 target/guests/tier-router.wasm: examples/js-router/app.js wit/plugin.wit tools/node_modules/.installed
 	$(call componentize_js,examples/js-router/app.js,$@)
 
-tools/node_modules/.installed: tools/package.json tools/package-lock.json
-	@command -v npm >/dev/null || { echo "npm not found: install Node.js 18+ (Debian: apt-get install nodejs npm)"; exit 1; }
+tools/node_modules/.installed: tools/package.json tools/package-lock.json | need-npm
 	# `npm install`, not `npm ci`: npm leaves other platforms' optional packages out of the lock, which `ci` rejects.
 	npm install --prefix tools --no-audit --no-fund --loglevel=error
 	touch $@
