@@ -4,14 +4,14 @@
 # its budget from ../shared/DESIGN.md §6. The tables also go to target/bench/results.md.
 #
 #   bench/run.sh [section...]    sections: latency throughput streaming plugins chain hotswap memory state translation
-#                                (default: all)
+#                                dist (default: all)
 #
 # Knobs (environment): SECS (seconds per wrk run, default 5), ROUNDS (alternating rounds for latency, default 3).
 # Needs wrk and nginx (installed with apt-get if missing) and the wasm32-wasip2 target (added if missing).
 source "$(dirname "$0")/lib.sh"
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
-sections=${*:-latency throughput streaming plugins chain hotswap memory state translation}
+sections=${*:-latency throughput streaming plugins chain hotswap memory state translation dist}
 
 # ---- tools ----
 missing=""
@@ -21,7 +21,7 @@ if [ -n "$missing" ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get install -y -q $(echo "$missing" | sed 's/nginx/nginx-light/') >/dev/null
 fi
-rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+make -s need-wasm
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 bench_setup 18201 18200
@@ -377,4 +377,9 @@ fi
 # ---- translation between the API families (its own gateway; appends to the same results) ----
 if [[ " $sections " == *" translation "* ]]; then
   bash bench/translation.sh
+fi
+
+# ---- the shipped static binary against the glibc build (its own gateways; appends to the same results) ----
+if [[ " $sections " == *" dist "* ]]; then
+  bash bench/dist.sh
 fi

@@ -110,6 +110,24 @@ config = {{ models = ["gpt-4o-mini", "claude-*", "failover-*"] }}
 """
 
 
+def example_config(tmp):
+    """`examples/weir.toml` as written, with only its ports and plugin paths moved (so a test can run beside a
+    `make run`): returns (config path, gateway port). Its watched directory is `tmp/plugins.d`."""
+    port, mock_port = free_port(), free_port()
+    text = (ROOT / "examples" / "weir.toml").read_text()
+    assert "127.0.0.1:8080" in text and "127.0.0.1:8081" in text
+    text = text.replace("127.0.0.1:8080", f"127.0.0.1:{port}").replace("127.0.0.1:8081", f"127.0.0.1:{mock_port}")
+    for name in ("auth", "ratelimit", "router", "redact", "cost"):
+        built = f"../target/wasm32-wasip2/plugin/weir_plugin_{name}.wasm"
+        assert built in text, name
+        text = text.replace(built, str(GUESTS / f"{name}.wasm"))
+    text = text.replace('plugins_dir = "plugins.d"', f'plugins_dir = "{tmp / "plugins.d"}"')
+    (tmp / "plugins.d").mkdir()
+    config = tmp / "weir.toml"
+    config.write_text(text)
+    return config, port
+
+
 def install(dir_, name, wasm, settings=""):
     """Drops a plugin into the watched directory the way a user would: the .toml first, then the .wasm (copied
     under a temporary name and renamed, so the gateway never sees half a file)."""

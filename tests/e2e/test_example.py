@@ -13,7 +13,8 @@ import pytest
 
 import anthropic
 
-from conftest import GUESTS, ROOT, WEIR, anthropic_client, free_port, http_json, install, openai_client, wait_http
+from conftest import (GUESTS, ROOT, WEIR, anthropic_client, example_config, http_json, install, openai_client,
+                      wait_http)
 
 
 class Example(str):
@@ -28,18 +29,7 @@ class Example(str):
 @pytest.fixture(scope="module")
 def example(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("example")
-    port, mock_port = free_port(), free_port()
-    text = (ROOT / "examples" / "weir.toml").read_text()
-    assert "127.0.0.1:8080" in text and "127.0.0.1:8081" in text
-    text = text.replace("127.0.0.1:8080", f"127.0.0.1:{port}").replace("127.0.0.1:8081", f"127.0.0.1:{mock_port}")
-    for name in ("auth", "ratelimit", "router", "redact", "cost"):
-        built = f"../target/wasm32-wasip2/plugin/weir_plugin_{name}.wasm"
-        assert built in text, name
-        text = text.replace(built, str(GUESTS / f"{name}.wasm"))
-    text = text.replace('plugins_dir = "plugins.d"', f'plugins_dir = "{tmp / "plugins.d"}"')
-    (tmp / "plugins.d").mkdir()
-    config = tmp / "weir.toml"
-    config.write_text(text)
+    config, port = example_config(tmp)
     log = tmp / "weir.log"
     proc = subprocess.Popen([str(WEIR), "serve", "--config", str(config)], stdout=log.open("w"),
                             stderr=subprocess.STDOUT)
