@@ -112,22 +112,22 @@ polyglot: $(POLYGLOT)
 # componentize-py <module dir> <module> <out>; written to a temporary name first so a failed build leaves nothing.
 define componentize_py
 	mkdir -p target/guests
-	$(COMPONENTIZE_PY) -d wit -w plugin componentize -p $(1) $(2) -o $(3).tmp
+	$(COMPONENTIZE_PY) -d wit/v0.2.0 -w plugin componentize -p $(1) $(2) -o $(3).tmp
 	mv $(3).tmp $(3)
 endef
 define componentize_js
 	mkdir -p target/guests
-	$(COMPONENTIZE_JS) $(1) --wit wit -n plugin -d http fetch-event -o $(2).tmp
+	$(COMPONENTIZE_JS) $(1) --wit wit/v0.2.0 -n plugin -d http fetch-event -o $(2).tmp
 	mv $(2).tmp $(2)
 endef
 
-target/guests/conformance-python.wasm: tests/conformance/python/app.py wit/plugin.wit $(VENV)/.installed
+target/guests/conformance-python.wasm: tests/conformance/python/app.py wit/v0.2.0/plugin.wit $(VENV)/.installed
 	$(call componentize_py,tests/conformance/python,app,$@)
-target/guests/guard.wasm: examples/python-guard/app.py wit/plugin.wit $(VENV)/.installed
+target/guests/guard.wasm: examples/python-guard/app.py wit/v0.2.0/plugin.wit $(VENV)/.installed
 	$(call componentize_py,examples/python-guard,app,$@)
-target/guests/conformance-js.wasm: tests/conformance/js/app.js wit/plugin.wit tools/node_modules/.installed
+target/guests/conformance-js.wasm: tests/conformance/js/app.js wit/v0.2.0/plugin.wit tools/node_modules/.installed
 	$(call componentize_js,tests/conformance/js/app.js,$@)
-target/guests/tier-router.wasm: examples/js-router/app.js wit/plugin.wit tools/node_modules/.installed
+target/guests/tier-router.wasm: examples/js-router/app.js wit/v0.2.0/plugin.wit tools/node_modules/.installed
 	$(call componentize_js,examples/js-router/app.js,$@)
 
 tools/node_modules/.installed: tools/package.json tools/package-lock.json | need-npm

@@ -4,13 +4,15 @@
 # cache warm), then bench/chain.sh as an A/B of the two binaries (latency at c=1, CPU per request at c=8, requests/s
 # at c=32, with and without the chain). `make bench` runs it as its `dist` section.
 #
-# Knobs: STARTS (start-ups per binary and config, default 20), and chain.sh's SECS and ROUNDS.
+# Knobs: STARTS (start-ups per binary and config, default 20), chain.sh's SECS and ROUNDS, and GLIBC=BIN / MUSL=BIN
+# to measure binaries already built (absolute paths) instead of building this tree's.
 source "$(dirname "$0")/lib.sh"
 STARTS=${STARTS:-20}
-make -s dist guests >/dev/null
-cargo build --release -p weir --locked -q
-glibc=target/release/weir
-musl=dist/weir-x86_64-linux-musl
+make -s guests >/dev/null
+glibc=${GLIBC:-}
+musl=${MUSL:-}
+[ -n "$musl" ] || { make -s dist >/dev/null; musl=$PWD/dist/weir-x86_64-linux-musl; }
+[ -n "$glibc" ] || { cargo build --release -p weir --locked -q; glibc=$PWD/target/release/weir; }
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
 
@@ -85,4 +87,4 @@ for cfg in bare:/healthz example:/healthz example:/readyz; do
   say "| start-up to $p, $c config, ms | $g50 ($g90) | $m50 ($m90) |"
 done
 say ""
-bash bench/chain.sh "glibc=$PWD/$glibc" "musl=$PWD/$musl"
+BENCH_BIN=$glibc bash bench/chain.sh "glibc=$glibc" "musl=$musl"

@@ -10,10 +10,15 @@ out=target/bench/results.md
 mkdir -p target/bench
 say() { echo "$*" | tee -a "$out"; }
 
-# bench_setup MOCK_PORT GATEWAY_PORT: builds the release binary; sets $bin, $tmp, $mock, $gw.
+# bench_setup MOCK_PORT GATEWAY_PORT: builds the release binary (or uses $BENCH_BIN, built already); sets $bin, $tmp,
+# $mock, $gw.
 bench_setup() {
-  cargo build --release -p weir --locked -q
-  bin=target/release/weir
+  if [ -n "${BENCH_BIN:-}" ]; then
+    bin=$BENCH_BIN
+  else
+    cargo build --release -p weir --locked -q
+    bin=target/release/weir
+  fi
   mock=127.0.0.1:$1
   gw=127.0.0.1:$2
   tmp=$(mktemp -d)

@@ -6,7 +6,6 @@
 //! the offending value, taken from the `Spanned` fields.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -89,6 +88,33 @@ impl Default for TranslationConfig {
     }
 }
 
+/// The OTLP transport, as the config and `OTEL_EXPORTER_OTLP_PROTOCOL` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// From the environment variable's value.
+    pub fn parse(s: &str) -> Option<OtlpProtocol> {
+        match s {
+            "grpc" => Some(OtlpProtocol::Grpc),
+            "http/protobuf" => Some(OtlpProtocol::HttpProtobuf),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::Grpc => "grpc",
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
 /// `[telemetry]`: OTLP trace export. Each key falls back to its standard environment variable.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -97,7 +123,7 @@ pub struct TelemetryConfig {
     /// HTTP (`/v1/traces` is appended).
     pub otlp_endpoint: Option<String>,
     /// `grpc` or `http/protobuf` (`OTEL_EXPORTER_OTLP_PROTOCOL`; default `http/protobuf`).
-    pub otlp_protocol: Option<String>,
+    pub otlp_protocol: Option<OtlpProtocol>,
     /// Headers sent to the collector, e.g. an API key (`OTEL_EXPORTER_OTLP_HEADERS`: `k1=v1,k2=v2`).
     pub otlp_headers: BTreeMap<String, String>,
     /// `service.name` of the spans (`OTEL_SERVICE_NAME`; default `weir`).
@@ -156,7 +182,8 @@ impl Capability {
 }
 
 /// What happens to a request when a plugin fails (traps, times out, runs out of memory, returns an error).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+/// Serialized as in the config (`fail-closed`, `fail-open`), e.g. by `/admin/plugins`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailurePolicy {
     /// The request fails with a gateway error naming the plugin (the default: auth, redaction and routing must
@@ -707,11 +734,6 @@ impl Config {
                 if !(0.0..=1.0).contains(&c.sampling_ratio) {
                     return Err(at.invalid(t, "telemetry.sampling_ratio", "must be between 0.0 and 1.0"));
                 }
-                if let Some(p) = &c.otlp_protocol
-                    && crate::telemetry::trace::Protocol::parse(p).is_none()
-                {
-                    return Err(at.invalid(t, "telemetry.otlp_protocol", "must be `grpc` or `http/protobuf`"));
-                }
                 if let Some(e) = &c.otlp_endpoint
                     && e.parse::<http::Uri>().map_or(true, |u| u.scheme().is_none() || u.host().is_none())
                 {
@@ -1145,86 +1167,6 @@ fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     }
 }
 
-impl fmt::Display for Config {
-    /// A human summary of what the gateway would serve (used by `weir check-config`).
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "listen: http://{}", self.listen)?;
-        if let Some(m) = self.mock_upstream {
-            writeln!(f, "built-in mock upstream: http://{m}")?;
-        }
-        writeln!(f, "upstreams:")?;
-        for u in &self.upstreams {
-            let key = match &u.api_key_env {
-                Some(e) if std::env::var_os(e).is_some() => format!("key from ${e}"),
-                Some(e) => format!("key from ${e} (NOT SET)"),
-                None => "no key".into(),
-            };
-            writeln!(f, "  {:<20} {:<17} {}  ({key})", u.id, format!("{:?}", u.kind).to_lowercase(), u.base_url)?;
-        }
-        writeln!(f, "models:")?;
-        for (model, cands) in &self.routes {
-            let list: Vec<String> = cands
-                .iter()
-                .map(|c| {
-                    let mut s =
-                        format!("{} (priority {}, weight {})", self.upstream(c.upstream).id, c.priority, c.weight);
-                    if let Some(m) = &c.model {
-                        s.push_str(&format!(" as `{m}`"));
-                    }
-                    s
-                })
-                .collect();
-            writeln!(f, "  {model:<28} -> {}", list.join(", "))?;
-        }
-        // In the order they run (the registry's: `order`, then name).
-        let mut plugins: Vec<&PluginSpec> = self.plugins.iter().collect();
-        plugins.sort_by(|a, b| (a.settings.order, &a.name).cmp(&(b.settings.order, &b.name)));
-        for p in plugins {
-            let caps: Vec<&str> = p.settings.capabilities.iter().map(|c| c.interface()).collect();
-            writeln!(
-                f,
-                "plugin {:<16} {} (order {}, {:?}, capabilities [{}])",
-                p.name,
-                p.file.display(),
-                p.settings.order,
-                p.settings.failure,
-                caps.join(", ")
-            )?;
-        }
-        if let Some(d) = &self.plugins_dir {
-            writeln!(f, "plugins directory (watched): {}", d.display())?;
-        }
-        writeln!(f, "plugin state (kv): {}", self.kv.describe())?;
-        let t = &self.translation;
-        if t.enabled {
-            let order = if t.prefer_same_family { "own family first" } else { "by priority and weight only" };
-            let drops = if t.drop_fields.is_empty() { "none".to_string() } else { t.drop_fields.join(", ") };
-            writeln!(
-                f,
-                "translation: on ({order}; default max_tokens {}; fields dropped instead of refused: {drops})",
-                t.default_max_tokens
-            )?;
-        } else {
-            writeln!(f, "translation: off (upstreams of the other API family are skipped)")?;
-        }
-        match crate::telemetry::trace::ExportTarget::resolve(&self.telemetry, |k| std::env::var(k).ok()) {
-            Ok(Some(t)) => writeln!(f, "{}", crate::telemetry::trace::describe(&t, &self.telemetry))?,
-            Ok(None) => writeln!(f, "traces: off (no OTLP endpoint in [telemetry] or OTEL_EXPORTER_OTLP_ENDPOINT)")?,
-            Err(e) => writeln!(f, "traces: {e}")?,
-        }
-        write!(
-            f,
-            "timeouts: connect {:?}, first byte {:?}, idle {:?}; retry: {} attempts, backoff {:?}..{:?}",
-            self.timeouts.connect,
-            self.timeouts.first_byte,
-            self.timeouts.idle,
-            self.retry.attempts,
-            self.retry.backoff_base,
-            self.retry.backoff_cap
-        )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1315,7 +1257,7 @@ candidates = [{ upstream = "a", model = "gpt-4o-mini" }, { upstream = "b" }]
         assert!(c.telemetry.capture_content && !c.telemetry.chunk_spans && c.telemetry.sampling_ratio == 1.0);
         for (bad, key) in [
             ("sampling_ratio = 1.5", "telemetry.sampling_ratio"),
-            ("otlp_protocol = \"http/json\"", "telemetry.otlp_protocol"),
+            ("otlp_protocol = \"http/json\"", "expected `grpc` or `http/protobuf`"),
             ("otlp_endpoint = \"localhost:4317\"", "telemetry.otlp_endpoint"),
             ("otlp_endpoit = \"http://x\"", "otlp_endpoit"),
         ] {

@@ -155,7 +155,7 @@ pub fn translate(data: &[u8]) {
 pub fn config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(c) = Config::parse(text, Path::new("fuzz.toml")) {
-        let _ = c.to_string();
+        let _ = crate::summary::of(&c, |_| None);
     }
 }
 

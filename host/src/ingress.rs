@@ -219,6 +219,7 @@ async fn admin_kv(
         },
         http::Method::PUT => match kv.set(&full, body.to_vec(), q.ttl_ms.map(std::time::Duration::from_millis)).await {
             Ok(()) => StatusCode::NO_CONTENT.into_response(),
+            Err(e @ crate::plugin::kv::KvError::TooLarge(_)) => error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         },
         _ => match kv.delete(&full).await {

@@ -2,7 +2,10 @@
 //! the corpus replay test (`tests/fuzz_corpus.rs`) call [`fuzz`]'s entry points. The modules are public for those
 //! two users only; nothing here is a stable API.
 //!
-//! Data flow of one request: [`ingress`] → [`pipeline`] → [`upstream::retry`] → [`sse`] + [`usage`] → [`record`].
+//! Data flow of one request: [`ingress`] (route → endpoint) → [`pipeline`] (the driver of the phases: intake,
+//! plugins' `on-request`, parse, plan, attempt via [`upstream::retry`], answer through [`sse`], [`dialect`] and
+//! [`usage`]) → [`record`] frozen → [`completion`] (plugins' `on-complete`, then the log line, and [`telemetry`]'s
+//! spans and metrics).
 
 pub mod api;
 pub mod completion;
@@ -17,6 +20,7 @@ pub mod plugin;
 pub mod record;
 pub mod server;
 pub mod sse;
+pub mod summary;
 pub mod telemetry;
 pub mod upstream;
 pub mod usage;

@@ -142,7 +142,12 @@ fn check_config(path: &Path) -> ExitCode {
     match Config::load(path) {
         Ok(c) => {
             // Ignore write errors: `weir check-config x | head` must not panic on a closed pipe.
-            let _ = writeln!(std::io::stdout(), "{}: OK\n{c}", path.display());
+            let _ = writeln!(
+                std::io::stdout(),
+                "{}: OK\n{}",
+                path.display(),
+                weir::summary::of(&c, |k| std::env::var(k).ok())
+            );
             for (id, env) in c.missing_key_envs() {
                 eprintln!(
                     "warning: upstream `{id}`: environment variable `{env}` is not set; `weir serve` would refuse to start"

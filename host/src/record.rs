@@ -2,7 +2,9 @@
 //! normally, with an error, or because the client went away (then `cancelled`, marked `partial`) — the record is
 //! frozen into an [`Ended`] and handed to the completion phase (`completion.rs`), exactly once.
 //!
-//! The record holds no prompt or completion text and no credentials, only ids, counts and timings.
+//! The record holds no credentials, and no prompt or completion text unless content capture is on
+//! (`telemetry.capture_content`): then `input_capture` / `output_capture` hold the prompt and the answer's text for
+//! the span's `gen_ai.input.messages` / `gen_ai.output.messages`. Otherwise it is ids, counts and timings.
 
 // Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]

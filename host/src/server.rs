@@ -237,7 +237,7 @@ async fn shed(mut stream: TcpStream) {
 }
 
 /// Set when the drain time is over: streams still open end with an error event in their client's format (see
-/// `pipeline.rs`) instead of being cut mid-event.
+/// `pipeline/answer.rs`) instead of being cut mid-event.
 static DRAIN_OVER: std::sync::LazyLock<tokio::sync::watch::Sender<bool>> =
     std::sync::LazyLock::new(|| tokio::sync::watch::channel(false).0);
 

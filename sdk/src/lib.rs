@@ -33,10 +33,12 @@
 //! each must be granted to the plugin in the gateway config. With the `testing` feature (and on a non-Wasm target)
 //! they run against an in-memory [`testing`] host, so hooks can be unit-tested with `cargo test`.
 
+// The contract is a copy of the released `wit/v0.2.0/plugin.wit` inside this crate, so that the SDK builds outside
+// this repository too (tests/contract_copy.rs keeps the two equal).
 #[doc(hidden)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         world: "plugin",
         pub_export_macro: true,
         export_macro_name: "__export_weir_bindings",
@@ -47,6 +49,7 @@ pub mod bindings {
 
 use std::cell::{Cell, RefCell};
 
+pub mod keys;
 pub mod util;
 
 pub use bindings::weir::plugin::types::{
@@ -82,7 +85,7 @@ impl Hooks {
     }
 }
 
-/// A Weir plugin. Every hook has a default; see the WIT (`wit/plugin.wit`) for when each runs.
+/// A Weir plugin. Every hook has a default; see the WIT (`wit/plugin.wit` in this crate) for when each runs.
 pub trait Plugin: Default + 'static {
     /// The plugin's config table, parsed once per instance by `init` (use [`serde_json::Value`] to take any).
     type Config: serde::de::DeserializeOwned + 'static;

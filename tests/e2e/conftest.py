@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -146,8 +147,10 @@ def plugin_toml(name, order, capabilities, config=""):
 
 
 def admin_kv(g, plugin, key, method="GET", body=None, token=ADMIN_TOKEN):
-    """A plugin's kv entry through the admin API: (status, body bytes)."""
-    req = urllib.request.Request(f"{g.url}/admin/plugins/{plugin}/kv/{key}", data=body, method=method)
+    """A plugin's kv entry through the admin API: (status, body bytes). `key` as the plugin wrote it (it is
+    percent-encoded here for the URL, `/` kept)."""
+    path = urllib.parse.quote(key, safe="/")
+    req = urllib.request.Request(f"{g.url}/admin/plugins/{plugin}/kv/{path}", data=body, method=method)
     if token:
         req.add_header("Authorization", f"Bearer {token}")
     try:

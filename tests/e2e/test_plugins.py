@@ -425,13 +425,17 @@ def test_hot_swap_under_load(session_tmp, mock):
 
         # Now at A (20 swaps end on A). A half-written B does not replace it...
         assert version_now() == "A"
+        # (Each write is followed by the failed load it causes: the admin document counts them.)
+        failed = lambda: g.admin()["reloads"]["failed"]
         data = (GUESTS / "version-B.wasm").read_bytes()
+        before = failed()
         (d / "version.wasm").write_bytes(data[: len(data) // 2])
-        time.sleep(0.5)
+        wait_for(lambda: failed() > before, "the half-written file was tried and refused")
         assert version_now() == "A"
         # ...nor does garbage...
+        before = failed()
         (d / "version.wasm").write_bytes(b"\0asm garbage")
-        time.sleep(0.5)
+        wait_for(lambda: failed() > before, "the garbage file was tried and refused")
         assert version_now() == "A"
         assert "version" in g.admin()["load_errors"]
         # ...and once the file is complete, B serves.

@@ -22,6 +22,7 @@
 // Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+pub mod body;
 mod chat;
 mod messages;
 mod responses;

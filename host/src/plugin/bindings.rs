@@ -16,10 +16,10 @@ pub mod v1 {
     pub use self::weir::plugin::types;
 }
 
-/// `weir:plugin@0.2.0` (`wit/plugin.wit`): what the gateway itself speaks.
+/// `weir:plugin@0.2.0` (`wit/v0.2.0/plugin.wit`): what the gateway itself speaks.
 pub mod v2 {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/v0.2.0",
         world: "plugin",
         imports: {
             "weir:plugin/kv": async,

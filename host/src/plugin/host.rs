@@ -27,8 +27,8 @@ const OUTPUT_CAP: usize = 16 << 10;
 pub const MEMORY_PER_INPUT_BYTE: usize = 8;
 /// Trace attributes kept per instance.
 const MAX_ATTRIBUTES: usize = 64;
-/// Largest value a plugin may store in `kv`.
-pub const MAX_KV_VALUE: usize = 1 << 20;
+/// Largest value a plugin may store in `kv` (the store refuses larger ones, whoever sets them).
+pub use super::kv::MAX_VALUE as MAX_KV_VALUE;
 
 /// The request as 0.2.0's `request` resource shows it: built once per request (and again after a plugin changes
 /// it), shared by every plugin's handle; the body is parsed as JSON at most once, when a plugin first asks.
@@ -425,9 +425,6 @@ impl v2::weir::plugin::kv::Host for State {
         r
     }
     async fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) -> KvResult<()> {
-        if value.len() > MAX_KV_VALUE {
-            return Err(kv_error(KvError::TooLarge(MAX_KV_VALUE)));
-        }
         let kv = self.plugin.kv.clone();
         let k = self.key(&key);
         let r = bounded(kv.set(&k, value, ttl(ttl_ms))).await.map_err(kv_error);
@@ -594,9 +591,12 @@ mod tests {
         // 0.1.0 components cannot see errors: a failing store reads as empty.
         assert_eq!(v1::weir::plugin::kv::Host::get(&mut s, "k".into()), None);
 
-        let mut s = state("p", Arc::new(MemoryKv::default()));
+        // The store's cap holds for both contract versions (0.1.0's set cannot report it: nothing is stored).
+        let mut s = state("p", Arc::new(crate::plugin::kv::Capped(Arc::new(MemoryKv::default()))));
         let big = vec![0u8; MAX_KV_VALUE + 1];
-        assert_eq!(s.set("k".into(), big, None).await, Err(v2::types::KvError::TooLarge(MAX_KV_VALUE as u64)));
+        assert_eq!(s.set("k".into(), big.clone(), None).await, Err(v2::types::KvError::TooLarge(MAX_KV_VALUE as u64)));
+        v1::weir::plugin::kv::Host::set(&mut s, "k1".into(), big, None);
+        assert_eq!(v1::weir::plugin::kv::Host::get(&mut s, "k1".into()), None);
         assert_eq!(s.set("k".into(), b"v".to_vec(), None).await, Ok(()));
         assert_eq!(v2::weir::plugin::kv::Host::get(&mut s, "k".into()).await, Ok(Some(b"v".to_vec())));
     }

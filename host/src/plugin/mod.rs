@@ -1,4 +1,4 @@
-//! The plugin runtime: WebAssembly components implementing `wit/plugin.wit`, run by wasmtime.
+//! The plugin runtime: WebAssembly components implementing `wit/v<version>/plugin.wit`, run by wasmtime.
 //!
 //! - [`engine`]: the wasmtime engine (pooling allocator, epoch deadlines, compile cache, import checks);
 //! - [`bindings`]: the `bindgen!`s, one per contract version (0.1.0 and 0.2.0);

@@ -245,7 +245,7 @@ impl LoadedPlugin {
             "source": self.source,
             "loaded_at": httpdate::fmt_http_date(self.loaded_at),
             "order": self.settings.order,
-            "failure_policy": format!("{:?}", self.settings.failure),
+            "failure_policy": self.settings.failure,
             "capabilities": self.settings.capabilities.iter().map(|c| c.interface()).collect::<Vec<_>>(),
             "imports": self.imports,
             "compile_ms": self.compile_time.as_millis() as u64,

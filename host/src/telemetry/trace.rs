@@ -28,27 +28,7 @@ use tokio::sync::mpsc;
 
 use crate::config::TelemetryConfig;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Grpc,
-    HttpProtobuf,
-}
-
-impl Protocol {
-    pub fn parse(s: &str) -> Option<Protocol> {
-        match s {
-            "grpc" => Some(Protocol::Grpc),
-            "http/protobuf" => Some(Protocol::HttpProtobuf),
-            _ => None,
-        }
-    }
-    fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Grpc => "grpc",
-            Protocol::HttpProtobuf => "http/protobuf",
-        }
-    }
-}
+pub use crate::config::OtlpProtocol as Protocol;
 
 /// Where spans go, resolved from `[telemetry]` and the standard `OTEL_*` variables (config first).
 #[derive(Debug, Clone, PartialEq)]
@@ -64,14 +44,15 @@ impl ExportTarget {
     /// `None`: tracing is off (no endpoint and no protocol, in the config or the environment).
     pub fn resolve(c: &TelemetryConfig, env: impl Fn(&str) -> Option<String>) -> Result<Option<ExportTarget>, String> {
         let endpoint = c.otlp_endpoint.clone().or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT")).filter(|s| !s.is_empty());
-        let protocol = c.otlp_protocol.clone().or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")).filter(|s| !s.is_empty());
-        if endpoint.is_none() && protocol.is_none() {
+        let from_env = env("OTEL_EXPORTER_OTLP_PROTOCOL").filter(|s| !s.is_empty());
+        if endpoint.is_none() && c.otlp_protocol.is_none() && from_env.is_none() {
             return Ok(None);
         }
-        let protocol = match protocol {
-            Some(p) => Protocol::parse(&p)
+        let protocol = match (c.otlp_protocol, from_env) {
+            (Some(p), _) => p,
+            (None, Some(p)) => Protocol::parse(&p)
                 .ok_or_else(|| format!("OTLP protocol `{p}` is not supported: use `grpc` or `http/protobuf`"))?,
-            None => Protocol::HttpProtobuf,
+            (None, None) => Protocol::HttpProtobuf,
         };
         let base = endpoint.unwrap_or_else(|| match protocol {
             Protocol::Grpc => "http://localhost:4317".into(),
@@ -441,7 +422,7 @@ mod tests {
         assert_eq!(t.service_name, "gw");
         let c = TelemetryConfig {
             otlp_endpoint: Some("http://cfg:4317".into()),
-            otlp_protocol: Some("grpc".into()),
+            otlp_protocol: Some(Protocol::Grpc),
             ..Default::default()
         };
         let t = ExportTarget::resolve(&c, env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://env:4318")])).unwrap().unwrap();

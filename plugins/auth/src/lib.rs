@@ -9,8 +9,11 @@
 //! on: the config and `kv` hold hashes only, and the gateway never forwards a client's credentials upstream.
 //!
 //! Keys come from the config (`keys = [...]`) or from `kv` (keys issued while the gateway runs): `keys/<sha256 hex>`
-//! holds the same record as JSON, and `revoked/<key id>` (any value) revokes a key of either kind. When `kv` cannot
-//! be reached, auth fails closed: 503, nothing is forwarded.
+//! holds the same record as JSON, and `revoked/<key id>` (any value) revokes a key of either kind (the id as one
+//! part of a kv key, `weir_sdk::keys`: `/`, `%` and control characters escaped). Key ids and team names are 1 to 128
+//! bytes without control characters, spaces allowed; a config that breaks this is refused at load, an issued record
+//! that does when it is looked up (the request gets a 500 naming the record). When `kv` cannot be reached, auth fails
+//! closed: 503, nothing is forwarded.
 //! Capabilities: `kv`, `trace`, `clock`.
 
 use serde::Deserialize;
@@ -36,6 +39,17 @@ pub struct Key {
     pub expires: Option<String>,
     #[serde(default)]
     pub revoked: bool,
+}
+
+impl Key {
+    /// Whether the id and team can name counters and principals (`weir_sdk::keys::check_name`).
+    fn check_names(&self) -> Result<(), String> {
+        weir_sdk::keys::check_name("key id", &self.id)?;
+        match &self.team {
+            Some(team) => weir_sdk::keys::check_name(&format!("key `{}`: team", self.id), team),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,9 +90,12 @@ fn find(config: &Config, hash: &str) -> Result<Option<Key>, Lookup> {
     match weir_sdk::kv::get(&format!("keys/{hex}")) {
         Err(e) => Err(Lookup::Unavailable(weir_sdk::kv::describe(&e))),
         Ok(None) => Ok(None),
-        Ok(Some(raw)) => serde_json::from_slice(&raw)
-            .map(Some)
-            .map_err(|e| Lookup::Failed(weir_sdk::error(format!("kv record keys/{}…: {e}", &hex[..8])))),
+        Ok(Some(raw)) => {
+            let failed = |e: String| Lookup::Failed(weir_sdk::error(format!("kv record keys/{}…: {e}", &hex[..8])));
+            let key: Key = serde_json::from_slice(&raw).map_err(|e| failed(e.to_string()))?;
+            key.check_names().map_err(failed)?;
+            Ok(Some(key))
+        }
     }
 }
 
@@ -89,6 +106,7 @@ impl Plugin for Auth {
 
     fn check(config: &Config) -> Result<(), PluginError> {
         for k in &config.keys {
+            k.check_names().map_err(weir_sdk::error)?;
             match &k.hash {
                 Some(h) if h.len() == "sha256:".len() + 64 && h.starts_with("sha256:") => {}
                 _ => return Err(weir_sdk::error(format!("key `{}`: `hash` must be \"sha256:<64 hex digits>\"", k.id))),
@@ -130,7 +148,7 @@ fn decide(config: &Config, req: &Request) -> Result<RequestDecision, PluginError
         Err(Lookup::Unavailable(why)) => return unavailable(why),
         Err(Lookup::Failed(e)) => return Err(e),
     };
-    let revoked = match weir_sdk::kv::get(&format!("revoked/{}", key.id)) {
+    let revoked = match weir_sdk::kv::get(&weir_sdk::keys::key(&["revoked", &key.id])) {
         Ok(r) => r.is_some(),
         Err(e) => return unavailable(weir_sdk::kv::describe(&e)),
     };

@@ -3,7 +3,8 @@
 //! On completion the cost is computed from the usage the gateway measured and a price table in the config (USD
 //! per million tokens: input, output, cached input), set as the trace attribute `usd`, and added to the caller's
 //! spend in `kv`: per key and per team (from the principal an auth plugin set), per UTC day and per month, in
-//! nano-dollars under `spend/{key,team}/<id>/<YYYY-MM-DD|YYYY-MM>`.
+//! nano-dollars under `spend/{key,team}/<id>/<YYYY-MM-DD|YYYY-MM>` (keys built by `weir_sdk::keys`: an id with `/`,
+//! `%` or a control character has them escaped; spaces stay as written).
 //!
 //! Budgets (`budgets = [{ key = "…" | team = "…", usd = 5.0, period = "day" | "month" }]`, `"*"` for every key or
 //! team) refuse a request with 429 when the spend is already at or over the budget. Concurrent requests cannot
@@ -126,7 +127,7 @@ fn counters(req_principal: &weir_sdk::Principal, now_ms: u64) -> Vec<(Counter, &
     let mut out = Vec::new();
     let mut add = |scope: &'static str, id: &str| {
         for (period, label, ttl) in [(Period::Day, &day, 2 * DAY_MS), (Period::Month, &month, 32 * DAY_MS)] {
-            let key = format!("spend/{scope}/{id}/{label}");
+            let key = weir_sdk::keys::key(&["spend", scope, id, label]);
             out.push((Counter { key, ttl_ms: ttl }, scope, id.to_string(), period));
         }
     };
@@ -225,14 +226,15 @@ impl Plugin for Cost {
             // `on-complete` can settle it on a fresh instance (the gateway uses one when this instance failed).
             // A client hanging up cannot stop this hook half-way (the gateway runs `on-request` to its end); a trap
             // between the increments and this line would leave the estimate counted, erring towards the budget.
-            let record: Vec<String> =
-                std::iter::once(est.to_string()).chain(taken.iter().map(|c| c.key.clone())).collect();
+            let record =
+                weir_sdk::keys::Reservation { amount: est, keys: taken.iter().map(|c| c.key.clone()).collect() }
+                    .encode();
             let id = req.id();
-            let _ = weir_sdk::kv::set(&reservation_key(&id), record.join("\n").as_bytes(), Some(RESERVATION_TTL_MS));
+            let _ = weir_sdk::kv::set(&reservation_key(&id), record.as_bytes(), Some(RESERVATION_TTL_MS));
             self.counters = taken;
             self.reserved = est;
             // Also in the request's metadata, which `on-complete` receives on whatever instance it runs.
-            Ok(RequestDecision::ContinueWith(weir_sdk::changes().meta(RESERVED_META, &record.join(" "))))
+            Ok(RequestDecision::ContinueWith(weir_sdk::changes().meta(RESERVED_META, &record)))
         }
     }
 
@@ -292,10 +294,11 @@ impl Plugin for Cost {
 const RESERVATION_TTL_MS: u64 = DAY_MS;
 
 fn reservation_key(request_id: &str) -> String {
-    format!("reservation/{request_id}")
+    weir_sdk::keys::key(&["reservation", request_id])
 }
 
-/// The metadata key under which the reservation travels with the request: `<nano-dollars> <counter key> ...`.
+/// The metadata key under which the reservation travels with the request: a `weir_sdk::keys::Reservation` of
+/// nano-dollars and counter keys.
 const RESERVED_META: &str = "cost.reservation";
 
 impl Cost {
@@ -304,16 +307,15 @@ impl Cost {
     /// interrupted between the two).
     fn recall(&mut self, s: &Summary) {
         let record = match s.metadata.iter().find(|(k, _)| k == RESERVED_META) {
-            Some((_, v)) => v.split(' ').map(str::to_string).collect::<Vec<_>>(),
+            Some((_, v)) => v.clone(),
             None => match weir_sdk::kv::get(&reservation_key(&s.request_id)) {
-                Ok(Some(r)) => String::from_utf8_lossy(&r).lines().map(str::to_string).collect(),
+                Ok(Some(r)) => String::from_utf8_lossy(&r).into_owned(),
                 _ => return,
             },
         };
-        let mut parts = record.into_iter();
-        let Some(est) = parts.next().and_then(|l| l.parse::<i64>().ok()) else { return };
-        self.reserved = est;
-        self.counters = parts.map(|key| Counter { key, ttl_ms: 0 }).collect();
+        let Some(r) = weir_sdk::keys::Reservation::decode(&record) else { return };
+        self.reserved = r.amount;
+        self.counters = r.keys.into_iter().map(|key| Counter { key, ttl_ms: 0 }).collect();
     }
 }
 

@@ -86,7 +86,7 @@ struct Window {
 fn take(w: &Window, now: u64) -> Result<(bool, f64, u64), KvError> {
     let minute = now / MINUTE_MS;
     let after = weir_sdk::kv::increment(&w.key, w.cost, Some(2 * MINUTE_MS))?;
-    let prev_key = format!("rl/{}/{}/{}/{}", w.kind, w.scope, w.id, minute.saturating_sub(1));
+    let prev_key = weir_sdk::keys::key(&["rl", w.kind, w.scope, &w.id, &minute.saturating_sub(1).to_string()]);
     let prev = weir_sdk::kv::get(&prev_key)?
         .and_then(|v| String::from_utf8(v).ok())
         .and_then(|s| s.parse::<i64>().ok())
@@ -152,7 +152,7 @@ impl Plugin for RateLimit {
         for (scope, id, l) in applicable(config, &principal) {
             for (kind, limit, cost) in [("requests", l.rpm, 1), ("tokens", l.tpm, tokens)] {
                 if let Some(limit) = limit {
-                    let key = format!("rl/{kind}/{scope}/{id}/{minute}");
+                    let key = weir_sdk::keys::key(&["rl", kind, scope, &id, &minute.to_string()]);
                     windows.push(Window { kind, scope, id: id.clone(), limit, cost, key });
                 }
             }
@@ -201,25 +201,25 @@ impl Plugin for RateLimit {
                 return Ok(weir_sdk::reject_with_headers(429, msg, &h));
             }
         }
-        let token_keys: Vec<&str> = windows.iter().filter(|w| w.kind == "tokens").map(|w| w.key.as_str()).collect();
+        let token_keys: Vec<String> = windows.iter().filter(|w| w.kind == "tokens").map(|w| w.key.clone()).collect();
         if token_keys.is_empty() {
             return Ok(RequestDecision::Continue);
         }
-        let record = std::iter::once(tokens.to_string()).chain(token_keys.iter().map(|k| k.to_string()));
-        Ok(RequestDecision::ContinueWith(
-            weir_sdk::changes().meta(RESERVED_META, &record.collect::<Vec<_>>().join(" ")),
-        ))
+        let record = weir_sdk::keys::Reservation { amount: tokens, keys: token_keys };
+        Ok(RequestDecision::ContinueWith(weir_sdk::changes().meta(RESERVED_META, &record.encode())))
     }
 
     fn on_complete(&mut self, s: &Summary) {
         // Settle the token reservation to what was used (on whatever instance this runs: it is in the metadata).
         let Some((_, record)) = s.metadata.iter().find(|(k, _)| k == RESERVED_META) else { return };
-        let mut parts = record.split(' ');
-        let Some(est) = parts.next().and_then(|e| e.parse::<i64>().ok()) else { return };
+        let Some(weir_sdk::keys::Reservation { amount: est, keys }) = weir_sdk::keys::Reservation::decode(record)
+        else {
+            return;
+        };
         let u = &s.usage;
         let used = (u.input_tokens.unwrap_or(0) + u.output_tokens.unwrap_or(0)).min(i64::MAX as u64) as i64;
         if used != est {
-            for key in parts {
+            for key in &keys {
                 let _ = weir_sdk::kv::increment(key, used - est, None);
             }
         }

@@ -7,6 +7,9 @@
 //! - [`redis::RedisKv`] (`redis`): shared by every replica; settles that cannot reach Redis are journaled locally
 //!   and replayed exactly once.
 //!
+//! Every store [`open`] returns is wrapped in [`Capped`], which refuses a value over [`MAX_VALUE`] on every path
+//! (0.2.0 `set`, 0.1.0 `set`, the admin API's PUT) before it reaches the backend.
+//!
 //! Semantics (the conformance tests in this module run against each backend): `get` of a missing or expired key is
 //! none; `set` with a TTL expires the key after it; `increment` adds atomically (a missing, expired or non-integer
 //! value counts as 0; the TTL applies on creation only) and returns the new value; integers are stored as their
@@ -70,14 +73,62 @@ pub trait Kv: Send + Sync {
     }
 }
 
-/// Opens the configured backend.
+/// Largest value a store takes.
+pub const MAX_VALUE: usize = 1 << 20;
+
+/// Opens the configured backend, behind [`Capped`].
 pub fn open(config: &crate::config::KvConfig) -> anyhow::Result<std::sync::Arc<dyn Kv>> {
     use crate::config::KvConfig;
-    Ok(match config {
+    let backend: std::sync::Arc<dyn Kv> = match config {
         KvConfig::Memory => std::sync::Arc::new(MemoryKv::default()),
         KvConfig::File { dir, sync_every } => file::FileKv::open(dir, *sync_every)?,
         KvConfig::Redis(c) => redis::RedisKv::open(c)?,
-    })
+    };
+    Ok(std::sync::Arc::new(Capped(backend)))
+}
+
+/// A store that refuses values over [`MAX_VALUE`] with [`KvError::TooLarge`] (whoever sets them) and passes every
+/// other operation to the backend.
+pub struct Capped(pub std::sync::Arc<dyn Kv>);
+
+impl Capped {
+    fn check(value: &[u8]) -> KvResult<()> {
+        if value.len() > MAX_VALUE { Err(KvError::TooLarge(MAX_VALUE)) } else { Ok(()) }
+    }
+}
+
+impl Kv for Capped {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, KvResult<Option<Vec<u8>>>> {
+        self.0.get(key)
+    }
+    fn set<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<()>> {
+        match Self::check(&value) {
+            Ok(()) => self.0.set(key, value, ttl),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+    fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>> {
+        self.0.increment(key, delta, ttl)
+    }
+    fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, KvResult<()>> {
+        self.0.delete(key)
+    }
+    fn settle<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>> {
+        self.0.settle(key, delta, ttl)
+    }
+    fn get_now(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
+        self.0.get_now(key)
+    }
+    fn set_now(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> KvResult<()> {
+        Self::check(&value)?;
+        self.0.set_now(key, value, ttl)
+    }
+    fn increment_now(&self, key: &str, delta: i64, ttl: Option<Duration>) -> KvResult<i64> {
+        self.0.increment_now(key, delta, ttl)
+    }
+    fn delete_now(&self, key: &str) -> KvResult<()> {
+        self.0.delete_now(key)
+    }
 }
 
 fn would_block<T>() -> KvResult<T> {
@@ -183,7 +234,7 @@ pub mod tests {
         kv.set(&t, b"x".to_vec(), Some(Duration::from_millis(u64::MAX))).await.unwrap();
         assert!(kv.get(&t).await.unwrap().is_some(), "a ttl too long to represent never expires");
 
-        let value = vec![7u8; crate::plugin::host::MAX_KV_VALUE];
+        let value = vec![7u8; MAX_VALUE];
         kv.set(&big, value.clone(), None).await.unwrap();
         assert_eq!(kv.get(&big).await.unwrap().map(|v| v.len()), Some(value.len()), "the largest value");
 
