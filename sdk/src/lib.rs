@@ -293,6 +293,27 @@ impl Request<'_> {
     }
 }
 
+/// What a request will use at most, estimated before it is sent (for reservations: budgets, token rate limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenEstimate {
+    /// Prompt bytes / 4, rounded up: read from the body's size, the body itself is not copied into the plugin.
+    pub input: u64,
+    /// The output limit the client set (`max_tokens`, `max_completion_tokens` or `max_output_tokens`, whichever
+    /// its API uses), else `default_max_tokens`.
+    pub output: u64,
+}
+
+impl Request<'_> {
+    /// See [`TokenEstimate`].
+    pub fn token_estimate(&self, default_max_tokens: u64) -> TokenEstimate {
+        let output = ["/max_tokens", "/max_completion_tokens", "/max_output_tokens"]
+            .iter()
+            .find_map(|k| self.json(k).as_ref().and_then(serde_json::Value::as_u64))
+            .unwrap_or(default_max_tokens);
+        TokenEstimate { input: self.body_size().div_ceil(4), output }
+    }
+}
+
 /// Helpers for [`Chunk`].
 pub trait ChunkExt {
     /// The answer text this chunk carries (its first answer piece), if any.

@@ -1,5 +1,9 @@
 //! An in-memory fake host, used when hooks run natively (`cargo test` of a plugin crate, or the `testing` feature).
 //!
+//! Its kv has the gateway's semantics: a TTL expires a key on the fake clock ([`set_now_ms`]); `increment` counts a
+//! missing, expired or non-integer value as 0, applies its TTL on creation only and saturates; a value over 1 MiB
+//! is refused with `too-large`.
+//!
 //! ```ignore
 //! weir_sdk::testing::init::<MyPlugin>(r#"{"allow": ["gpt-4o-mini"]}"#).unwrap();
 //! let mut p = MyPlugin::default();
@@ -13,9 +17,13 @@ use std::collections::HashMap;
 use crate::bindings::weir::plugin::log::Level;
 use crate::{ApiFamily, FakeRequest, KvError, Plugin, PluginError};
 
+/// Largest kv value, as the gateway's store has it.
+pub const MAX_KV_VALUE: usize = 1 << 20;
+
 #[derive(Default)]
 struct Fake {
-    kv: HashMap<String, Vec<u8>>,
+    /// Value and expiry (fake-clock ms).
+    kv: HashMap<String, (Vec<u8>, Option<u64>)>,
     logs: Vec<(Level, String)>,
     attributes: Vec<(String, String)>,
     events: Vec<String>,
@@ -62,10 +70,17 @@ pub fn attributes() -> Vec<(String, String)> {
 
 /// A request for tests: OpenAI chat completions, no headers (hooks take `request(..).view()`).
 pub fn request(model: &str, body: &[u8]) -> FakeRequest {
+    request_to("chat.completions", model, body)
+}
+
+/// A request to another endpoint (`chat.completions`, `responses`, `embeddings`, `messages`,
+/// `messages.count_tokens`, or `models` for a model-listing check), with the API family that endpoint belongs to.
+pub fn request_to(endpoint: &str, model: &str, body: &[u8]) -> FakeRequest {
+    let family = if endpoint.starts_with("messages") { ApiFamily::Anthropic } else { ApiFamily::Openai };
     FakeRequest {
         id: "req_test".into(),
-        family: Some(ApiFamily::Openai),
-        endpoint: "chat.completions".into(),
+        family: Some(family),
+        endpoint: endpoint.into(),
         headers: Vec::new(),
         body: body.to_vec(),
         model: model.into(),
@@ -83,28 +98,52 @@ pub(crate) mod log {
 }
 
 pub(crate) mod kv {
-    use super::FAKE;
+    use super::{FAKE, Fake, MAX_KV_VALUE};
     use crate::KvError;
 
     fn failing() -> Result<(), KvError> {
         FAKE.with(|f| f.borrow().kv_failure.clone()).map_or(Ok(()), Err)
     }
+    fn expiry(f: &Fake, ttl_ms: Option<u64>) -> Option<u64> {
+        ttl_ms.map(|t| f.now_ms.saturating_add(t))
+    }
+    /// The live value of `key` (an expired one is removed).
+    fn live(f: &mut Fake, key: &str) -> Option<(Vec<u8>, Option<u64>)> {
+        let now = f.now_ms;
+        match f.kv.get(key) {
+            Some((_, Some(at))) if *at <= now => {
+                f.kv.remove(key);
+                None
+            }
+            other => other.cloned(),
+        }
+    }
     pub fn get(key: &str) -> Result<Option<Vec<u8>>, KvError> {
         failing()?;
-        Ok(FAKE.with(|f| f.borrow().kv.get(key).cloned()))
+        Ok(FAKE.with(|f| live(&mut f.borrow_mut(), key).map(|(v, _)| v)))
     }
-    pub fn set(key: &str, value: &[u8], _ttl_ms: Option<u64>) -> Result<(), KvError> {
+    pub fn set(key: &str, value: &[u8], ttl_ms: Option<u64>) -> Result<(), KvError> {
         failing()?;
-        FAKE.with(|f| f.borrow_mut().kv.insert(key.to_string(), value.to_vec()));
+        if value.len() > MAX_KV_VALUE {
+            return Err(KvError::TooLarge(MAX_KV_VALUE as u64));
+        }
+        FAKE.with(|f| {
+            let mut f = f.borrow_mut();
+            let at = expiry(&f, ttl_ms);
+            f.kv.insert(key.to_string(), (value.to_vec(), at));
+        });
         Ok(())
     }
-    pub fn increment(key: &str, delta: i64, _ttl_ms: Option<u64>) -> Result<i64, KvError> {
+    pub fn increment(key: &str, delta: i64, ttl_ms: Option<u64>) -> Result<i64, KvError> {
         failing()?;
         Ok(FAKE.with(|f| {
             let mut f = f.borrow_mut();
-            let cur = f.kv.get(key).and_then(|v| std::str::from_utf8(v).ok()?.parse::<i64>().ok()).unwrap_or(0);
-            let new = cur + delta;
-            f.kv.insert(key.to_string(), new.to_string().into_bytes());
+            let (cur, at) = match live(&mut f, key) {
+                Some((v, at)) => (std::str::from_utf8(&v).ok().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0), at),
+                None => (0, expiry(&f, ttl_ms)),
+            };
+            let new = cur.saturating_add(delta);
+            f.kv.insert(key.to_string(), (new.to_string().into_bytes(), at));
             new
         }))
     }
@@ -112,6 +151,32 @@ pub(crate) mod kv {
         failing()?;
         FAKE.with(|f| f.borrow_mut().kv.remove(key));
         Ok(())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_fake_kv_has_the_gateway_semantics() {
+            crate::testing::reset();
+            crate::testing::set_now_ms(1_000);
+            set("t", b"x", Some(100)).unwrap();
+            assert_eq!(increment("n", 5, Some(150)), Ok(5), "created at delta");
+            assert_eq!(increment("n", -7, Some(1_000_000)), Ok(-2), "the ttl applies on creation only");
+            crate::testing::set_now_ms(1_099);
+            assert_eq!(get("t"), Ok(Some(b"x".to_vec())));
+            crate::testing::set_now_ms(1_100);
+            assert_eq!(get("t"), Ok(None), "expired at its ttl");
+            crate::testing::set_now_ms(1_150);
+            assert_eq!(get("n"), Ok(None), "the counter's creation ttl expired");
+            assert_eq!(increment("n", 1, None), Ok(1), "an expired counter restarts at 0");
+            set("s", b"not a number", None).unwrap();
+            assert_eq!(increment("s", 3, None), Ok(3), "a non-integer counts as 0");
+            assert_eq!(increment("s", i64::MAX, None), Ok(i64::MAX), "saturates");
+            assert_eq!(set("big", &vec![0; MAX_KV_VALUE + 1], None), Err(KvError::TooLarge(MAX_KV_VALUE as u64)));
+            assert_eq!(set("big", &vec![0; MAX_KV_VALUE], None), Ok(()), "the largest value");
+        }
     }
 }
 

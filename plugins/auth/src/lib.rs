@@ -270,5 +270,11 @@ mod tests {
         assert!(e.message.contains("key `x`"), "{}", e.message);
         let e = testing::init::<Auth>(r#"{"kees": []}"#).unwrap_err();
         assert!(e.message.starts_with("config: unknown field `kees`"), "{}", e.message);
+        let h = key_hash("k");
+        let e = testing::init::<Auth>(&format!(r#"{{"keys": [{{"id": "a", "hash": "{h}", "team": "ML\nOps"}}]}}"#))
+            .unwrap_err();
+        assert!(e.message.contains("key `a`: team") && e.message.contains("control character"), "{}", e.message);
+        let ok = format!(r#"{{"keys": [{{"id": "key one", "hash": "{h}", "team": "ML Ops"}}]}}"#);
+        assert!(testing::init::<Auth>(&ok).is_ok(), "spaces are fine");
     }
 }

@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::Value;
 use weir_sdk::{ChangesExt, KvError, Plugin, PluginError, Request, RequestDecision, Summary};
 
 /// USD per million tokens.
@@ -138,15 +137,10 @@ fn counters(req_principal: &weir_sdk::Principal, now_ms: u64) -> Vec<(Counter, &
     out
 }
 
-/// Prompt bytes / 4 input tokens, plus the output limit the client set (or the default). Reads two fields and the
-/// body's size: the body itself is never copied into the plugin.
+/// The most the request can cost: `Request::token_estimate` at the model's price (or the dearest listed).
 fn estimate(config: &Config, req: &Request, model: &str) -> i64 {
-    let max_out = ["/max_tokens", "/max_completion_tokens", "/max_output_tokens"]
-        .iter()
-        .find_map(|k| req.json(k).as_ref().and_then(Value::as_u64))
-        .unwrap_or(config.default_max_tokens);
-    let input = req.body_size().div_ceil(4);
-    cost_nano(config.price(model).unwrap_or_else(|| config.dearest()), input, 0, max_out)
+    let t = req.token_estimate(config.default_max_tokens);
+    cost_nano(config.price(model).unwrap_or_else(|| config.dearest()), t.input, 0, t.output)
 }
 
 /// A kv failure before anything was reserved refuses the request (a budget that cannot be checked is not

@@ -111,12 +111,10 @@ fn take(w: &Window, now: u64) -> Result<(bool, f64, u64), KvError> {
     Ok((false, before, wait))
 }
 
+/// Tokens the request may use: `Request::token_estimate`, input and output together.
 fn estimate(config: &Config, req: &Request) -> i64 {
-    let max_out = ["/max_tokens", "/max_completion_tokens", "/max_output_tokens"]
-        .iter()
-        .find_map(|k| req.json(k).as_ref().and_then(serde_json::Value::as_u64))
-        .unwrap_or(config.default_max_tokens);
-    (req.body_size().div_ceil(4) + max_out).min(i64::MAX as u64) as i64
+    let t = req.token_estimate(config.default_max_tokens);
+    t.input.saturating_add(t.output).min(i64::MAX as u64) as i64
 }
 
 /// Metadata under which the token reservation travels: `<estimate> <counter key> ...`.
