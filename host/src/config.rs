@@ -728,177 +728,17 @@ impl Config {
             Some(l) => Some(parse_addr(l, "admin.listen", at)?),
             None => None,
         };
-        let telemetry = match &raw.telemetry {
-            Some(t) => {
-                let c = t.get_ref();
-                if !(0.0..=1.0).contains(&c.sampling_ratio) {
-                    return Err(at.invalid(t, "telemetry.sampling_ratio", "must be between 0.0 and 1.0"));
-                }
-                if let Some(e) = &c.otlp_endpoint
-                    && e.parse::<http::Uri>().map_or(true, |u| u.scheme().is_none() || u.host().is_none())
-                {
-                    return Err(at.invalid(
-                        t,
-                        "telemetry.otlp_endpoint",
-                        "must be a URL such as http://127.0.0.1:4317",
-                    ));
-                }
-                c.clone()
-            }
-            None => TelemetryConfig::default(),
-        };
+        let telemetry = check_telemetry(raw.telemetry.as_ref(), at)?;
+        check_retry(raw.retry.as_ref(), at)?;
 
-        if let Some(retry) = &raw.retry {
-            let r = retry.get_ref();
-            if r.attempts == 0 || r.attempts > 10 {
-                return Err(at.invalid(retry, "retry.attempts", "must be between 1 and 10"));
-            }
-            if r.backoff_base > r.backoff_cap {
-                return Err(at.invalid(retry, "retry.backoff_base", "must not exceed retry.backoff_cap"));
-            }
-        }
+        let forward_headers = forward_headers(&raw.forward_headers, at)?;
 
-        let mut forward_headers = Vec::new();
-        for h in &raw.forward_headers {
-            let name = h.get_ref().to_ascii_lowercase();
-            let bare = name.strip_suffix('*').unwrap_or(&name);
-            if HeaderName::from_bytes(bare.as_bytes()).is_err() && !bare.is_empty() {
-                return Err(at.invalid(h, "forward_headers", "not a valid header name"));
-            }
-            if bare.is_empty() || NEVER_FORWARDED.iter().any(|n| n.starts_with(bare)) {
-                return Err(at.invalid(
-                    h,
-                    "forward_headers",
-                    "would forward credentials or hop-by-hop headers; the gateway sets those itself",
-                ));
-            }
-            forward_headers.push(name);
-        }
+        let (upstreams, by_id) = upstreams(&raw.upstreams, at)?;
 
-        let mut upstreams = Vec::new();
-        let mut by_id: HashMap<String, UpstreamIdx> = HashMap::new();
-        for (i, u) in raw.upstreams.iter().enumerate() {
-            let key = |k: &str| format!("upstreams[{i}].{k}");
-            let id = u.id.get_ref();
-            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(at.invalid(&u.id, &key("id"), "use letters, digits, `-` and `_`"));
-            }
-            if by_id.insert(id.clone(), UpstreamIdx(i)).is_some() {
-                return Err(at.invalid(&u.id, &key("id"), &format!("duplicate upstream id `{id}`")));
-            }
-            let base_url =
-                validate_base_url(u.base_url.get_ref()).map_err(|m| at.invalid(&u.base_url, &key("base_url"), &m))?;
-            if let Some(env) = &u.api_key_env {
-                let name = env.get_ref();
-                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(at.invalid(
-                        env,
-                        &key("api_key_env"),
-                        "must be the *name* of an environment variable (the key itself never goes in the config)",
-                    ));
-                }
-            }
-            let mut headers = Vec::new();
-            for (name, value) in &u.headers {
-                let hn = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| at.invalid(value, &key("headers"), &format!("`{name}` is not a header name")))?;
-                if NEVER_FORWARDED.contains(&hn.as_str()) {
-                    return Err(at.invalid(
-                        value,
-                        &key("headers"),
-                        &format!("`{name}` is set by the gateway; use api_key_env for credentials"),
-                    ));
-                }
-                let hv = HeaderValue::from_str(value.get_ref())
-                    .map_err(|_| at.invalid(value, &key("headers"), "not a valid header value"))?;
-                headers.push((hn, hv));
-            }
-            upstreams.push(Upstream {
-                id: id.clone(),
-                kind: u.kind,
-                base_url,
-                api_key_env: u.api_key_env.as_ref().map(|s| s.get_ref().clone()),
-                models: u.models.clone(),
-                weight: u.weight,
-                headers,
-            });
-        }
-
-        // Implicit routes: every model an upstream lists is served by all upstreams listing it, as one weighted tier.
-        let mut routes: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
-        for (i, u) in upstreams.iter().enumerate() {
-            for m in &u.models {
-                routes.entry(m.clone()).or_default().push(Candidate {
-                    upstream: UpstreamIdx(i),
-                    weight: u.weight,
-                    priority: 0,
-                    model: None,
-                });
-            }
-        }
-        // Explicit routes replace the implicit ones for their model.
-        let mut explicit = HashMap::new();
-        for (i, r) in raw.routes.iter().enumerate() {
-            let model = r.model.get_ref();
-            if model.is_empty() {
-                return Err(at.invalid(&r.model, &format!("routes[{i}].model"), "must not be empty"));
-            }
-            if explicit.insert(model.clone(), i).is_some() {
-                return Err(at.invalid(&r.model, &format!("routes[{i}].model"), "another route has this model"));
-            }
-            if r.candidates.get_ref().is_empty() {
-                return Err(at.invalid(&r.candidates, &format!("routes[{i}].candidates"), "must not be empty"));
-            }
-            let mut candidates = Vec::new();
-            for (j, c) in r.candidates.get_ref().iter().enumerate() {
-                let Some(&idx) = by_id.get(c.upstream.get_ref()) else {
-                    let known: Vec<_> = upstreams.iter().map(|u| u.id.as_str()).collect();
-                    return Err(at.invalid(
-                        &c.upstream,
-                        &format!("routes[{i}].candidates[{j}].upstream"),
-                        &format!("no upstream `{}` (defined: {})", c.upstream.get_ref(), known.join(", ")),
-                    ));
-                };
-                candidates.push(Candidate {
-                    upstream: idx,
-                    weight: c.weight.unwrap_or(upstreams[idx.0].weight),
-                    priority: c.priority.unwrap_or(j as u32),
-                    model: c.model.clone(),
-                });
-            }
-            routes.insert(model.clone(), candidates);
-        }
+        let routes = routes(&raw.routes, &upstreams, &by_id, at)?;
 
         let base = at.file.parent().unwrap_or(Path::new("."));
-        let mut plugins = Vec::new();
-        let mut names = std::collections::HashSet::new();
-        for (i, entry) in raw.plugins.iter().enumerate() {
-            // `name` and `file` say where the code is; everything else is the plugin's settings.
-            let mut rest = entry.get_ref().clone();
-            let mut take = |key: &str| match rest.remove(key) {
-                Some(toml::Value::String(s)) => Ok(s),
-                Some(_) => Err(at.invalid(entry, &format!("plugins[{i}].{key}"), "must be a string")),
-                None => Err(at.invalid(entry, &format!("plugins[{i}].{key}"), "is required")),
-            };
-            let name = take("name")?;
-            let file = take("file")?;
-            if !valid_plugin_name(&name) {
-                return Err(at.invalid(entry, &format!("plugins[{i}].name"), "use letters, digits, `-` and `_`"));
-            }
-            if !names.insert(name.clone()) {
-                return Err(at.invalid(
-                    entry,
-                    &format!("plugins[{i}].name"),
-                    &format!("two plugins are named `{name}`"),
-                ));
-            }
-            let settings: PluginSettings = toml::Value::Table(rest)
-                .try_into()
-                .map_err(|e: toml::de::Error| at.invalid(entry, &format!("plugins[{i}]"), e.message()))?;
-            check_plugin_settings(&settings, &raw.plugin_runtime)
-                .map_err(|m| at.invalid(entry, &format!("plugins[{i}]"), &m))?;
-            plugins.push(PluginSpec { name, file: base.join(file), settings });
-        }
+        let plugins = plugins(&raw.plugins, &raw.plugin_runtime, base, at)?;
 
         if !(1..=128).contains(&raw.limits.max_json_depth) {
             return Err(ConfigError::Parse {
@@ -956,6 +796,213 @@ impl Config {
             .filter(|(_, e)| std::env::var_os(e).is_none())
             .collect()
     }
+}
+
+/// `[telemetry]`, checked (the protocol is checked by its type).
+fn check_telemetry(t: Option<&Spanned<TelemetryConfig>>, at: &Positions) -> Result<TelemetryConfig, ConfigError> {
+    Ok(match t {
+        Some(t) => {
+            let c = t.get_ref();
+            if !(0.0..=1.0).contains(&c.sampling_ratio) {
+                return Err(at.invalid(t, "telemetry.sampling_ratio", "must be between 0.0 and 1.0"));
+            }
+            if let Some(e) = &c.otlp_endpoint
+                && e.parse::<http::Uri>().map_or(true, |u| u.scheme().is_none() || u.host().is_none())
+            {
+                return Err(at.invalid(
+                    t,
+                    "telemetry.otlp_endpoint",
+                    "must be a URL such as http://127.0.0.1:4317",
+                ));
+            }
+            c.clone()
+        }
+        None => TelemetryConfig::default(),
+    })
+}
+
+fn check_retry(retry: Option<&Spanned<RetryConfig>>, at: &Positions) -> Result<(), ConfigError> {
+    if let Some(retry) = retry {
+        let r = retry.get_ref();
+        if r.attempts == 0 || r.attempts > 10 {
+            return Err(at.invalid(retry, "retry.attempts", "must be between 1 and 10"));
+        }
+        if r.backoff_base > r.backoff_cap {
+            return Err(at.invalid(retry, "retry.backoff_base", "must not exceed retry.backoff_cap"));
+        }
+    }
+    Ok(())
+}
+
+/// `forward_headers`, lower-cased; credentials and hop-by-hop headers refused.
+fn forward_headers(raw: &[Spanned<String>], at: &Positions) -> Result<Vec<String>, ConfigError> {
+    let mut forward_headers = Vec::new();
+    for h in raw {
+        let name = h.get_ref().to_ascii_lowercase();
+        let bare = name.strip_suffix('*').unwrap_or(&name);
+        if HeaderName::from_bytes(bare.as_bytes()).is_err() && !bare.is_empty() {
+            return Err(at.invalid(h, "forward_headers", "not a valid header name"));
+        }
+        if bare.is_empty() || NEVER_FORWARDED.iter().any(|n| n.starts_with(bare)) {
+            return Err(at.invalid(
+                h,
+                "forward_headers",
+                "would forward credentials or hop-by-hop headers; the gateway sets those itself",
+            ));
+        }
+        forward_headers.push(name);
+    }
+    Ok(forward_headers)
+}
+
+/// The `[[upstreams]]`, checked, and their index by id.
+fn upstreams(
+    raw: &[RawUpstream],
+    at: &Positions,
+) -> Result<(Vec<Upstream>, HashMap<String, UpstreamIdx>), ConfigError> {
+    let mut upstreams = Vec::new();
+    let mut by_id: HashMap<String, UpstreamIdx> = HashMap::new();
+    for (i, u) in raw.iter().enumerate() {
+        let key = |k: &str| format!("upstreams[{i}].{k}");
+        let id = u.id.get_ref();
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(at.invalid(&u.id, &key("id"), "use letters, digits, `-` and `_`"));
+        }
+        if by_id.insert(id.clone(), UpstreamIdx(i)).is_some() {
+            return Err(at.invalid(&u.id, &key("id"), &format!("duplicate upstream id `{id}`")));
+        }
+        let base_url =
+            validate_base_url(u.base_url.get_ref()).map_err(|m| at.invalid(&u.base_url, &key("base_url"), &m))?;
+        if let Some(env) = &u.api_key_env {
+            let name = env.get_ref();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(at.invalid(
+                    env,
+                    &key("api_key_env"),
+                    "must be the *name* of an environment variable (the key itself never goes in the config)",
+                ));
+            }
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &u.headers {
+            let hn = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| at.invalid(value, &key("headers"), &format!("`{name}` is not a header name")))?;
+            if NEVER_FORWARDED.contains(&hn.as_str()) {
+                return Err(at.invalid(
+                    value,
+                    &key("headers"),
+                    &format!("`{name}` is set by the gateway; use api_key_env for credentials"),
+                ));
+            }
+            let hv = HeaderValue::from_str(value.get_ref())
+                .map_err(|_| at.invalid(value, &key("headers"), "not a valid header value"))?;
+            headers.push((hn, hv));
+        }
+        upstreams.push(Upstream {
+            id: id.clone(),
+            kind: u.kind,
+            base_url,
+            api_key_env: u.api_key_env.as_ref().map(|s| s.get_ref().clone()),
+            models: u.models.clone(),
+            weight: u.weight,
+            headers,
+        });
+    }
+    Ok((upstreams, by_id))
+}
+
+/// Every model's candidates: implicit routes (each model an upstream lists, served by all upstreams listing it, as
+/// one weighted tier), replaced by the explicit `[[routes]]` for their model.
+fn routes(
+    raw: &[RawRoute],
+    upstreams: &[Upstream],
+    by_id: &HashMap<String, UpstreamIdx>,
+    at: &Positions,
+) -> Result<BTreeMap<String, Vec<Candidate>>, ConfigError> {
+    // Implicit routes: every model an upstream lists is served by all upstreams listing it, as one weighted tier.
+    let mut routes: BTreeMap<String, Vec<Candidate>> = BTreeMap::new();
+    for (i, u) in upstreams.iter().enumerate() {
+        for m in &u.models {
+            routes.entry(m.clone()).or_default().push(Candidate {
+                upstream: UpstreamIdx(i),
+                weight: u.weight,
+                priority: 0,
+                model: None,
+            });
+        }
+    }
+    // Explicit routes replace the implicit ones for their model.
+    let mut explicit = HashMap::new();
+    for (i, r) in raw.iter().enumerate() {
+        let model = r.model.get_ref();
+        if model.is_empty() {
+            return Err(at.invalid(&r.model, &format!("routes[{i}].model"), "must not be empty"));
+        }
+        if explicit.insert(model.clone(), i).is_some() {
+            return Err(at.invalid(&r.model, &format!("routes[{i}].model"), "another route has this model"));
+        }
+        if r.candidates.get_ref().is_empty() {
+            return Err(at.invalid(&r.candidates, &format!("routes[{i}].candidates"), "must not be empty"));
+        }
+        let mut candidates = Vec::new();
+        for (j, c) in r.candidates.get_ref().iter().enumerate() {
+            let Some(&idx) = by_id.get(c.upstream.get_ref()) else {
+                let known: Vec<_> = upstreams.iter().map(|u| u.id.as_str()).collect();
+                return Err(at.invalid(
+                    &c.upstream,
+                    &format!("routes[{i}].candidates[{j}].upstream"),
+                    &format!("no upstream `{}` (defined: {})", c.upstream.get_ref(), known.join(", ")),
+                ));
+            };
+            candidates.push(Candidate {
+                upstream: idx,
+                weight: c.weight.unwrap_or(upstreams[idx.0].weight),
+                priority: c.priority.unwrap_or(j as u32),
+                model: c.model.clone(),
+            });
+        }
+        routes.insert(model.clone(), candidates);
+    }
+    Ok(routes)
+}
+
+/// The `[[plugins]]`: `name` and `file` say where the code is; everything else is the plugin's settings.
+fn plugins(
+    raw: &[Spanned<toml::Table>],
+    runtime: &PluginRuntime,
+    base: &Path,
+    at: &Positions,
+) -> Result<Vec<PluginSpec>, ConfigError> {
+    let mut plugins = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for (i, entry) in raw.iter().enumerate() {
+        // `name` and `file` say where the code is; everything else is the plugin's settings.
+        let mut rest = entry.get_ref().clone();
+        let mut take = |key: &str| match rest.remove(key) {
+            Some(toml::Value::String(s)) => Ok(s),
+            Some(_) => Err(at.invalid(entry, &format!("plugins[{i}].{key}"), "must be a string")),
+            None => Err(at.invalid(entry, &format!("plugins[{i}].{key}"), "is required")),
+        };
+        let name = take("name")?;
+        let file = take("file")?;
+        if !valid_plugin_name(&name) {
+            return Err(at.invalid(entry, &format!("plugins[{i}].name"), "use letters, digits, `-` and `_`"));
+        }
+        if !names.insert(name.clone()) {
+            return Err(at.invalid(
+                entry,
+                &format!("plugins[{i}].name"),
+                &format!("two plugins are named `{name}`"),
+            ));
+        }
+        let settings: PluginSettings = toml::Value::Table(rest)
+            .try_into()
+            .map_err(|e: toml::de::Error| at.invalid(entry, &format!("plugins[{i}]"), e.message()))?;
+        check_plugin_settings(&settings, runtime)
+            .map_err(|m| at.invalid(entry, &format!("plugins[{i}]"), &m))?;
+        plugins.push(PluginSpec { name, file: base.join(file), settings });
+    }
+    Ok(plugins)
 }
 
 /// Plugin names become file names, metric labels and kv namespaces.

@@ -232,23 +232,7 @@ async fn handle(mock: Arc<Mock>, endpoint: Endpoint, headers: HeaderMap, body: B
     let family = endpoint.family();
     let path = endpoint.upstream_path();
 
-    let auth = match &mock.api_key {
-        None => "ok",
-        Some(key) => {
-            let given = match family {
-                Family::OpenAi => headers
-                    .get(header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer ")),
-                Family::Anthropic => headers.get("x-api-key").and_then(|v| v.to_str().ok()),
-            };
-            match given {
-                None => "missing",
-                Some(g) if g == key => "ok",
-                Some(_) => "wrong",
-            }
-        }
-    };
+    let auth = auth(&mock, family, &headers);
 
     if !c.header_delay.is_zero() {
         tokio::time::sleep(c.header_delay).await;
@@ -311,49 +295,99 @@ async fn handle(mock: Arc<Mock>, endpoint: Endpoint, headers: HeaderMap, body: B
         _ => mock.answer(endpoint, &req, &c),
     };
     if req.stream && endpoint.can_stream() {
-        // Broken framings, as upstreams produce them.
-        if let Some(n) = c.cut_after.filter(|n| *n < events.len()) {
-            let mut cut: Vec<Bytes> = events[..n].to_vec();
-            cut.push(events[n].slice(..events[n].len() / 2));
-            events = Arc::new(cut);
-        } else if c.no_final_blank
-            && let Some(last) = events.last().filter(|l| l.ends_with(b"\n\n"))
-        {
-            let mut v = events.to_vec();
-            let trimmed = last.slice(..last.len() - 1);
-            *v.last_mut().expect("not empty") = trimmed;
-            events = Arc::new(v);
-        }
+        events = broken_framing(events, &c);
     }
     record.events_total = events.len();
     let request_id = HeaderValue::from_str(&format!("req_mock_{:012x}", fastrand::u64(..) >> 16)).unwrap();
     let id_header = if family == Family::OpenAi { "x-request-id" } else { "request-id" };
 
     if !record.stream {
-        let body = events[0].clone();
-        let body = match c.reset_after {
-            // A broken non-streamed answer: half the body, then the connection is aborted.
-            Some(_) => {
-                record.outcome = "reset";
-                let half = body.slice(..body.len() / 2);
-                Body::from_stream(futures_util::stream::iter([
-                    Ok(half),
-                    Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock reset")),
-                ]))
-            }
-            None => {
-                record.outcome = "completed";
-                record.events_sent = 1;
-                Body::from(body)
-            }
-        };
-        mock.record(&c, record, started);
-        let mut r = Response::new(body);
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        r.headers_mut().insert(id_header, request_id);
-        return r;
+        return whole_response(&mock, events, c, record, started, (id_header, request_id));
     }
 
+    stream_response(mock, events, c, record, started, (id_header, request_id))
+}
+
+/// Whether the request carries the mock's key: `ok`, `missing` or `wrong`.
+fn auth(mock: &Mock, family: Family, headers: &HeaderMap) -> &'static str {
+    match &mock.api_key {
+        None => "ok",
+        Some(key) => {
+            let given = match family {
+                Family::OpenAi => headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer ")),
+                Family::Anthropic => headers.get("x-api-key").and_then(|v| v.to_str().ok()),
+            };
+            match given {
+                None => "missing",
+                Some(g) if g == key => "ok",
+                Some(_) => "wrong",
+            }
+        }
+    }
+}
+
+/// Broken framings of a streamed answer, as upstreams produce them (`x-mock-cut-after`, `x-mock-no-final-blank`).
+fn broken_framing(mut events: Arc<Vec<Bytes>>, c: &Controls) -> Arc<Vec<Bytes>> {
+        if let Some(n) = c.cut_after.filter(|n| *n < events.len()) {
+        let mut cut: Vec<Bytes> = events[..n].to_vec();
+        cut.push(events[n].slice(..events[n].len() / 2));
+        events = Arc::new(cut);
+    } else if c.no_final_blank
+        && let Some(last) = events.last().filter(|l| l.ends_with(b"\n\n"))
+    {
+        let mut v = events.to_vec();
+        let trimmed = last.slice(..last.len() - 1);
+        *v.last_mut().expect("not empty") = trimmed;
+        events = Arc::new(v);
+    }
+    events
+}
+
+/// A non-streamed answer (or, with `x-mock-reset-after`, half of one and a reset).
+fn whole_response(
+    mock: &Mock,
+    events: Arc<Vec<Bytes>>,
+    c: Controls,
+    mut record: Record,
+    started: Instant,
+    (id_header, request_id): (&'static str, HeaderValue),
+) -> Response {
+    let body = events[0].clone();
+    let body = match c.reset_after {
+        // A broken non-streamed answer: half the body, then the connection is aborted.
+        Some(_) => {
+            record.outcome = "reset";
+            let half = body.slice(..body.len() / 2);
+            Body::from_stream(futures_util::stream::iter([
+                Ok(half),
+                Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock reset")),
+            ]))
+        }
+        None => {
+            record.outcome = "completed";
+            record.events_sent = 1;
+            Body::from(body)
+        }
+    };
+    mock.record(&c, record, started);
+    let mut r = Response::new(body);
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(id_header, request_id);
+    r
+}
+
+/// A streamed answer, event by event with the controls' delays, resets and stalls.
+fn stream_response(
+    mock: Arc<Mock>,
+    events: Arc<Vec<Bytes>>,
+    c: Controls,
+    record: Record,
+    started: Instant,
+    (id_header, request_id): (&'static str, HeaderValue),
+) -> Response {
     let slot = mock.record(&c, record, started);
     let guard = StreamGuard { mock: mock.clone(), slot, started, sent: 0, outcome: "disconnected" };
     let stream = futures_util::stream::unfold((events, 0usize, guard, c), |(events, i, mut g, c)| async move {

@@ -30,60 +30,9 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str, extra_headers: &[
         kv: Arc::new(MemoryKv::default()),
         memory_cap: 32 << 20,
     });
-    let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a haiku about rivers and the weirs that hold them back."}],"stream":true,"max_tokens":256}"#;
-    let mut headers = http::HeaderMap::new();
-    for n in ["content-type", "accept", "user-agent", "x-stainless-lang", "authorization"] {
-        headers.insert(n, http::HeaderValue::from_static("application/json; v=1"));
-    }
-    for h in extra_headers {
-        let Some((name, value)) = h.split_once(':') else { anyhow::bail!("--header {h:?}: expected NAME:VALUE") };
-        headers.insert(
-            http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())?,
-            http::HeaderValue::from_str(value.trim())?,
-        );
-    }
-    let req = Arc::new(RequestSnapshot::new(
-        "req_0123456789abcdef".into(),
-        Family::OpenAi,
-        Endpoint::ChatCompletions,
-        "gpt-4o-mini".into(),
-        true,
-        Arc::new(headers),
-        bytes::Bytes::from_static(body),
-        None,
-        Vec::new(),
-    ));
-    let data = r#"{"id":"chatcmpl-weirmock","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":" rivers"},"logprobs":null,"finish_reason":null}]}"#;
-    let chunk = |i: usize| types::Chunk {
-        index: i as u32,
-        event: None,
-        data: data.into(),
-        texts: vec![types::TextPiece {
-            stream: types::TextStream { choice: 0, part: 0, kind: types::TextKind::Answer },
-            text: " rivers".into(),
-        }],
-        whole_body: false,
-    };
-    let summary = types::Summary {
-        request_id: req.id.clone(),
-        model: req.model.clone(),
-        status: 200,
-        outcome: "ok".into(),
-        upstream: Some("openai".into()),
-        attempts: 1,
-        usage: types::Usage {
-            input_tokens: Some(40),
-            output_tokens: Some(16),
-            cached_tokens: Some(0),
-            reasoning_tokens: None,
-        },
-        ttft_ms: Some(120.0),
-        duration_ms: 900.0,
-        principal: None,
-        metadata: Vec::new(),
-        error: None,
-        partial: false,
-    };
+    let req = Arc::new(sample_request(extra_headers)?);
+    let chunk = sample_chunk;
+    let summary = sample_summary(&req);
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // The same plugin pre-initialized (what the gateway loads by default for 0.2.0 components), measured in the
@@ -138,6 +87,78 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str, extra_headers: &[
         anyhow::Ok(())
     })?;
 
+    print_table(iterations, &mut plain, preinit.is_some().then_some(&mut pre), &mut warm);
+    Ok(())
+}
+
+/// A streamed chat request as an SDK sends it, with `extra_headers` (`NAME:VALUE`) added.
+fn sample_request(extra_headers: &[String]) -> anyhow::Result<RequestSnapshot> {
+    let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a haiku about rivers and the weirs that hold them back."}],"stream":true,"max_tokens":256}"#;
+    let mut headers = http::HeaderMap::new();
+    for n in ["content-type", "accept", "user-agent", "x-stainless-lang", "authorization"] {
+        headers.insert(n, http::HeaderValue::from_static("application/json; v=1"));
+    }
+    for h in extra_headers {
+        let Some((name, value)) = h.split_once(':') else { anyhow::bail!("--header {h:?}: expected NAME:VALUE") };
+        headers.insert(
+            http::HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes())?,
+            http::HeaderValue::from_str(value.trim())?,
+        );
+    }
+    Ok(RequestSnapshot::new(
+        "req_0123456789abcdef".into(),
+        Family::OpenAi,
+        Endpoint::ChatCompletions,
+        "gpt-4o-mini".into(),
+        true,
+        Arc::new(headers),
+        bytes::Bytes::from_static(body),
+        None,
+        Vec::new(),
+    ))
+}
+
+/// The `i`th event of a streamed chat answer (200 bytes, one text piece).
+fn sample_chunk(i: usize) -> types::Chunk {
+    let data = r#"{"id":"chatcmpl-weirmock","object":"chat.completion.chunk","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":" rivers"},"logprobs":null,"finish_reason":null}]}"#;
+    types::Chunk {
+        index: i as u32,
+        event: None,
+        data: data.into(),
+        texts: vec![types::TextPiece {
+            stream: types::TextStream { choice: 0, part: 0, kind: types::TextKind::Answer },
+            text: " rivers".into(),
+        }],
+        whole_body: false,
+    }
+}
+
+/// The completion summary of `req`: a successful streamed answer.
+fn sample_summary(req: &RequestSnapshot) -> types::Summary {
+    types::Summary {
+        request_id: req.id.clone(),
+        model: req.model.clone(),
+        status: 200,
+        outcome: "ok".into(),
+        upstream: Some("openai".into()),
+        attempts: 1,
+        usage: types::Usage {
+            input_tokens: Some(40),
+            output_tokens: Some(16),
+            cached_tokens: Some(0),
+            reasoning_tokens: None,
+        },
+        ttft_ms: Some(120.0),
+        duration_ms: 900.0,
+        principal: None,
+        metadata: Vec::new(),
+        error: None,
+        partial: false,
+    }
+}
+
+/// The results: median and p99 of each measure.
+fn print_table(iterations: usize, plain: &mut Samples, pre: Option<&mut Samples>, warm: &mut Vec<Duration>) {
     println!("{iterations} requests, {CHUNKS_PER_REQUEST} on-chunk calls each (200-byte chat chunks)\n");
     println!("{:<52} {:>10} {:>10}", "measure", "median µs", "p99 µs");
     let mut rows: Vec<(&str, &mut Vec<Duration>)> = vec![
@@ -145,7 +166,7 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str, extra_headers: &[
         ("on-request call", &mut plain.on_req),
         ("per request: instantiate + init + on-request + on-complete + drop", &mut plain.total),
     ];
-    if preinit.is_some() {
+    if let Some(pre) = pre {
         rows.push(("pre-initialized: instantiate (no init)", &mut pre.inst));
         rows.push(("pre-initialized: on-request call", &mut pre.on_req));
         rows.push(("pre-initialized: per request, fresh instance", &mut pre.total));
@@ -153,14 +174,13 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str, extra_headers: &[
         rows.push(("  of which: on-complete", &mut pre.complete));
         rows.push(("  of which: drop (slot reset)", &mut pre.drop));
     }
-    rows.push(("per request, warm instance: on-request + on-complete", &mut warm));
+    rows.push(("per request, warm instance: on-request + on-complete", warm));
     rows.push(("on-chunk call, per event", &mut plain.on_chunk));
     for (name, v) in rows {
         v.sort();
         let q = |p: f64| v.get(((v.len().max(1) - 1) as f64 * p) as usize).map_or(0.0, |d| d.as_secs_f64() * 1e6);
         println!("{name:<52} {:>10.2} {:>10.2}", q(0.5), q(0.99));
     }
-    Ok(())
 }
 
 #[derive(Default)]

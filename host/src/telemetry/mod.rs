@@ -121,6 +121,16 @@ fn s(v: impl Into<StringValue>) -> Value {
 
 fn spans(tracer: &Tracer, t: &TraceCtx, line: &Line, chain: Option<&Chain>) -> Vec<opentelemetry_sdk::trace::SpanData> {
     let mut out = Vec::with_capacity(2 + line.attempts.len());
+    out.push(server_span(tracer, t, line, chain));
+    attempt_spans(tracer, t, line, &mut out);
+    if let Some(chain) = chain {
+        plugin_spans(tracer, t, chain, &mut out);
+    }
+    out
+}
+
+/// The request's own span: `SERVER` `"{operation} {model}"`.
+fn server_span(tracer: &Tracer, t: &TraceCtx, line: &Line, chain: Option<&Chain>) -> opentelemetry_sdk::trace::SpanData {
     let end = t.time(line.ended);
     let u = &line.usage;
     let request_model = line.model.clone().unwrap_or_default();
@@ -192,8 +202,11 @@ fn spans(tracer: &Tracer, t: &TraceCtx, line: &Line, chain: Option<&Chain>) -> V
         server.events.events =
             chain.events().into_iter().map(|(name, at)| Event::new(name, t.time(at), Vec::new(), 0)).collect();
     }
-    out.push(server);
+    server
+}
 
+/// One `CLIENT` span per upstream attempt.
+fn attempt_spans(tracer: &Tracer, t: &TraceCtx, line: &Line, out: &mut Vec<opentelemetry_sdk::trace::SpanData>) {
     let n = line.attempts.len();
     for (k, at) in line.attempts.iter().enumerate() {
         let mut a = vec![
@@ -222,37 +235,37 @@ fn spans(tracer: &Tracer, t: &TraceCtx, line: &Line, chain: Option<&Chain>) -> V
             status,
         ));
     }
+}
 
-    if let Some(chain) = chain {
-        for call in chain.calls() {
-            let (name, version) = chain.plugin_identity(call.plugin);
-            let mut a = vec![
-                KeyValue::new("weir.plugin.name", name.to_string()),
-                KeyValue::new("weir.plugin.version", version.to_string()),
-                KeyValue::new("weir.plugin.hook", metrics::HOOKS[call.hook]),
-                KeyValue::new("weir.plugin.decision", call.outcome),
-            ];
-            let status = match &call.error {
-                Some(e) => {
-                    a.push(KeyValue::new("error.type", "plugin_failure"));
-                    Status::error(e.clone())
-                }
-                None => Status::Unset,
-            };
-            let start = t.time(call.start);
-            out.push(tracer.span(
-                t,
-                trace::new_span_id(),
-                Some(t.span_id),
-                SpanKind::Internal,
-                format!("plugin {name} {}", metrics::HOOKS[call.hook]),
-                (start, start + call.took),
-                a,
-                status,
-            ));
-        }
+/// One `INTERNAL` span per plugin hook call.
+fn plugin_spans(tracer: &Tracer, t: &TraceCtx, chain: &Chain, out: &mut Vec<opentelemetry_sdk::trace::SpanData>) {
+    for call in chain.calls() {
+        let (name, version) = chain.plugin_identity(call.plugin);
+        let mut a = vec![
+            KeyValue::new("weir.plugin.name", name.to_string()),
+            KeyValue::new("weir.plugin.version", version.to_string()),
+            KeyValue::new("weir.plugin.hook", metrics::HOOKS[call.hook]),
+            KeyValue::new("weir.plugin.decision", call.outcome),
+        ];
+        let status = match &call.error {
+            Some(e) => {
+                a.push(KeyValue::new("error.type", "plugin_failure"));
+                Status::error(e.clone())
+            }
+            None => Status::Unset,
+        };
+        let start = t.time(call.start);
+        out.push(tracer.span(
+            t,
+            trace::new_span_id(),
+            Some(t.span_id),
+            SpanKind::Internal,
+            format!("plugin {name} {}", metrics::HOOKS[call.hook]),
+            (start, start + call.took),
+            a,
+            status,
+        ));
     }
-    out
 }
 
 /// One plugin hook call, as the chain records it for spans.

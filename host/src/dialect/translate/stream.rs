@@ -99,6 +99,47 @@ impl MessagesToChat {
         frame(None, &data)
     }
 
+    /// A content block begins: a tool call's header, or a text block's initial text.
+    fn block_start(&mut self, v: &Value, out: &mut Vec<Bytes>) {
+        let block = v.get("content_block").unwrap_or(&Value::Null);
+        match s(block, "/type") {
+            Some("tool_use") => {
+                let k = self.tools.len() as u64;
+                self.tools.push((idx(v), k));
+                out.push(self.chunk(
+                    json!({"tool_calls": [{"index": k, "id": block.get("id"), "type": "function",
+                        "function": {"name": block.get("name"), "arguments": ""}}]}),
+                    None,
+                ));
+            }
+            Some("text") => {
+                if let Some(t) = s(block, "/text").filter(|t| !t.is_empty()) {
+                    out.push(self.chunk(json!({"content": t}), None));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A content block's delta: text, thinking, or a tool call's arguments.
+    fn block_delta(&mut self, v: &Value, out: &mut Vec<Bytes>) {
+        let d = v.get("delta").unwrap_or(&Value::Null);
+        let delta = match s(d, "/type") {
+            Some("text_delta") => json!({"content": d.get("text")}),
+            Some("thinking_delta") => json!({"reasoning_content": d.get("thinking")}),
+            Some("input_json_delta") => {
+                let part = s(d, "/partial_json").unwrap_or_default();
+                let Some(&(_, k)) = self.tools.iter().find(|(b, _)| *b == idx(v)) else { return };
+                if part.is_empty() {
+                    return;
+                }
+                json!({"tool_calls": [{"index": k, "function": {"arguments": part}}]})
+            }
+            _ => return,
+        };
+        out.push(self.chunk(delta, None));
+    }
+
     fn event(&mut self, event: Option<&str>, data: &str, out: &mut Vec<Bytes>) {
         if event == Some("error") {
             out.push(stream_error(data, Endpoint::ChatCompletions));
@@ -115,43 +156,8 @@ impl MessagesToChat {
                 }
                 out.push(self.chunk(json!({"role": "assistant", "content": ""}), None));
             }
-            Some("content_block_start") => {
-                let block = v.get("content_block").unwrap_or(&Value::Null);
-                match s(block, "/type") {
-                    Some("tool_use") => {
-                        let k = self.tools.len() as u64;
-                        self.tools.push((idx(&v), k));
-                        out.push(self.chunk(
-                            json!({"tool_calls": [{"index": k, "id": block.get("id"), "type": "function",
-                                "function": {"name": block.get("name"), "arguments": ""}}]}),
-                            None,
-                        ));
-                    }
-                    Some("text") => {
-                        if let Some(t) = s(block, "/text").filter(|t| !t.is_empty()) {
-                            out.push(self.chunk(json!({"content": t}), None));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Some("content_block_delta") => {
-                let d = v.get("delta").unwrap_or(&Value::Null);
-                let delta = match s(d, "/type") {
-                    Some("text_delta") => json!({"content": d.get("text")}),
-                    Some("thinking_delta") => json!({"reasoning_content": d.get("thinking")}),
-                    Some("input_json_delta") => {
-                        let part = s(d, "/partial_json").unwrap_or_default();
-                        let Some(&(_, k)) = self.tools.iter().find(|(b, _)| *b == idx(&v)) else { return };
-                        if part.is_empty() {
-                            return;
-                        }
-                        json!({"tool_calls": [{"index": k, "function": {"arguments": part}}]})
-                    }
-                    _ => return,
-                };
-                out.push(self.chunk(delta, None));
-            }
+            Some("content_block_start") => self.block_start(&v, out),
+            Some("content_block_delta") => self.block_delta(&v, out),
             Some("message_delta") => {
                 if let Some(u) = v.get("usage") {
                     self.usage.merge_anthropic_delta(u);
