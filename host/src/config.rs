@@ -809,11 +809,7 @@ fn check_telemetry(t: Option<&Spanned<TelemetryConfig>>, at: &Positions) -> Resu
             if let Some(e) = &c.otlp_endpoint
                 && e.parse::<http::Uri>().map_or(true, |u| u.scheme().is_none() || u.host().is_none())
             {
-                return Err(at.invalid(
-                    t,
-                    "telemetry.otlp_endpoint",
-                    "must be a URL such as http://127.0.0.1:4317",
-                ));
+                return Err(at.invalid(t, "telemetry.otlp_endpoint", "must be a URL such as http://127.0.0.1:4317"));
             }
             c.clone()
         }
@@ -989,17 +985,12 @@ fn plugins(
             return Err(at.invalid(entry, &format!("plugins[{i}].name"), "use letters, digits, `-` and `_`"));
         }
         if !names.insert(name.clone()) {
-            return Err(at.invalid(
-                entry,
-                &format!("plugins[{i}].name"),
-                &format!("two plugins are named `{name}`"),
-            ));
+            return Err(at.invalid(entry, &format!("plugins[{i}].name"), &format!("two plugins are named `{name}`")));
         }
         let settings: PluginSettings = toml::Value::Table(rest)
             .try_into()
             .map_err(|e: toml::de::Error| at.invalid(entry, &format!("plugins[{i}]"), e.message()))?;
-        check_plugin_settings(&settings, runtime)
-            .map_err(|m| at.invalid(entry, &format!("plugins[{i}]"), &m))?;
+        check_plugin_settings(&settings, runtime).map_err(|m| at.invalid(entry, &format!("plugins[{i}]"), &m))?;
         plugins.push(PluginSpec { name, file: base.join(file), settings });
     }
     Ok(plugins)

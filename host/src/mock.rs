@@ -331,7 +331,7 @@ fn auth(mock: &Mock, family: Family, headers: &HeaderMap) -> &'static str {
 
 /// Broken framings of a streamed answer, as upstreams produce them (`x-mock-cut-after`, `x-mock-no-final-blank`).
 fn broken_framing(mut events: Arc<Vec<Bytes>>, c: &Controls) -> Arc<Vec<Bytes>> {
-        if let Some(n) = c.cut_after.filter(|n| *n < events.len()) {
+    if let Some(n) = c.cut_after.filter(|n| *n < events.len()) {
         let mut cut: Vec<Bytes> = events[..n].to_vec();
         cut.push(events[n].slice(..events[n].len() / 2));
         events = Arc::new(cut);

@@ -384,11 +384,15 @@ def test_hot_swap_under_load(session_tmp, mock):
                 timeouts='connect = "1s"\nfirst_byte = "10s"\nidle = "10s"')
     c = openai_client(g, timeout=30)
 
+    finished = []  # (start, versions) of every stream done
+
     def one_stream(_):
+        started = time.monotonic()
         raw = chat(c, {"x-mock-delay-ms": "20"}, stream=True, chunks=15)
         deltas = [ch.choices[0].delta.content for ch in raw.parse() if ch.choices and ch.choices[0].delta.content]
         versions = {d_[d_.rindex("<") + 1:-1] for d_ in deltas}
         assert len(deltas) == 15
+        finished.append((started, versions))
         return versions
 
     def version_now():
@@ -409,6 +413,11 @@ def test_hot_swap_under_load(session_tmp, mock):
                 while version_now() != v:
                     time.sleep(0.002)
                 swap_ms.append((time.monotonic() - t0) * 1000)
+                # Hold this version until a stream that started under it has finished, so that every version
+                # serves streams (the swaps could otherwise all happen within one batch of streams).
+                live = time.monotonic()
+                while not any(t >= live for t, _ in list(finished)) and time.monotonic() < live + 15:
+                    time.sleep(0.005)
             stop.set()
 
         sw = threading.Thread(target=swapper)

@@ -130,7 +130,12 @@ fn spans(tracer: &Tracer, t: &TraceCtx, line: &Line, chain: Option<&Chain>) -> V
 }
 
 /// The request's own span: `SERVER` `"{operation} {model}"`.
-fn server_span(tracer: &Tracer, t: &TraceCtx, line: &Line, chain: Option<&Chain>) -> opentelemetry_sdk::trace::SpanData {
+fn server_span(
+    tracer: &Tracer,
+    t: &TraceCtx,
+    line: &Line,
+    chain: Option<&Chain>,
+) -> opentelemetry_sdk::trace::SpanData {
     let end = t.time(line.ended);
     let u = &line.usage;
     let request_model = line.model.clone().unwrap_or_default();
