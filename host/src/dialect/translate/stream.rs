@@ -359,6 +359,96 @@ impl MessagesToResponses {
         response_object(&self.id, &self.model, status, output, usage, self.stop.as_deref())
     }
 
+    /// A content block begins: a message or function-call output item (and a message's content part).
+    fn block_start(&mut self, v: &Value, out: &mut Vec<Bytes>) {
+        let block = v.get("content_block").unwrap_or(&Value::Null);
+        let item = match s(block, "/type") {
+            Some("text") => Item::Message { id: format!("{}_{}", self.msg_id, idx(v)), text: String::new() },
+            Some("tool_use") => Item::Call {
+                call_id: s(block, "/id").unwrap_or_default().to_string(),
+                name: s(block, "/name").unwrap_or_default().to_string(),
+                args: String::new(),
+            },
+            _ => Item::Skipped,
+        };
+        let output_index = self.outputs;
+        if !matches!(item, Item::Skipped) {
+            self.outputs += 1;
+            let added = json!({"output_index": output_index, "item": Self::item_json(&item, false)});
+            let e = self.ev("response.output_item.added", added);
+            out.push(e);
+            if let Item::Message { id, .. } = &item {
+                let part = json!({"item_id": id, "output_index": output_index, "content_index": 0,
+                    "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}});
+                let e = self.ev("response.content_part.added", part);
+                out.push(e);
+            }
+        }
+        self.items.push((idx(v), output_index, item));
+    }
+
+    /// A content block's delta: output text, or a function call's arguments.
+    fn block_delta(&mut self, v: &Value, out: &mut Vec<Bytes>) {
+        let d = v.get("delta").cloned().unwrap_or(Value::Null);
+        let b = idx(v);
+        let Some(pos) = self.items.iter().position(|(i, _, _)| *i == b) else { return };
+        let ev = match self.items.get_mut(pos) {
+            Some((_, oi, Item::Message { id, text })) if s(&d, "/type") == Some("text_delta") => {
+                let t = s(&d, "/text").unwrap_or_default();
+                text.push_str(t);
+                (
+                    "response.output_text.delta",
+                    json!({"item_id": id, "output_index": oi, "content_index": 0, "delta": t, "logprobs": []}),
+                )
+            }
+            Some((_, oi, Item::Call { call_id, args, .. })) if s(&d, "/type") == Some("input_json_delta") => {
+                let t = s(&d, "/partial_json").unwrap_or_default();
+                if t.is_empty() {
+                    return;
+                }
+                args.push_str(t);
+                (
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": format!("fc_{call_id}"), "output_index": oi, "delta": t}),
+                )
+            }
+            _ => return,
+        };
+        let e = self.ev(ev.0, ev.1);
+        out.push(e);
+    }
+
+    /// A content block ends: its `*.done` events, then `response.output_item.done`.
+    fn block_stop(&mut self, v: &Value, out: &mut Vec<Bytes>) {
+        let b = idx(v);
+        let Some((_, oi, item)) = self.items.iter().find(|(i, _, _)| *i == b) else { return };
+        let (oi, done) = (*oi, Self::item_json(item, true));
+        let evs: Vec<(&str, Value)> = match item {
+            Item::Message { id, text } => vec![
+                (
+                    "response.output_text.done",
+                    json!({"item_id": id, "output_index": oi, "content_index": 0, "text": text, "logprobs": []}),
+                ),
+                (
+                    "response.content_part.done",
+                    json!({"item_id": id, "output_index": oi, "content_index": 0,
+                    "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": text}}),
+                ),
+            ],
+            Item::Call { call_id, args, .. } => vec![(
+                "response.function_call_arguments.done",
+                json!({"item_id": format!("fc_{call_id}"), "output_index": oi, "arguments": args}),
+            )],
+            Item::Skipped => return,
+        };
+        for (name, body) in evs {
+            let e = self.ev(name, body);
+            out.push(e);
+        }
+        let e = self.ev("response.output_item.done", json!({"output_index": oi, "item": done}));
+        out.push(e);
+    }
+
     fn event(&mut self, event: Option<&str>, data: &str, out: &mut Vec<Bytes>) {
         if event == Some("error") {
             out.push(stream_error(data, Endpoint::Responses));
@@ -380,90 +470,9 @@ impl MessagesToResponses {
                 let e = self.ev("response.in_progress", json!({"response": r}));
                 out.push(e);
             }
-            Some("content_block_start") => {
-                let block = v.get("content_block").unwrap_or(&Value::Null);
-                let item = match s(block, "/type") {
-                    Some("text") => Item::Message { id: format!("{}_{}", self.msg_id, idx(&v)), text: String::new() },
-                    Some("tool_use") => Item::Call {
-                        call_id: s(block, "/id").unwrap_or_default().to_string(),
-                        name: s(block, "/name").unwrap_or_default().to_string(),
-                        args: String::new(),
-                    },
-                    _ => Item::Skipped,
-                };
-                let output_index = self.outputs;
-                if !matches!(item, Item::Skipped) {
-                    self.outputs += 1;
-                    let added = json!({"output_index": output_index, "item": Self::item_json(&item, false)});
-                    let e = self.ev("response.output_item.added", added);
-                    out.push(e);
-                    if let Item::Message { id, .. } = &item {
-                        let part = json!({"item_id": id, "output_index": output_index, "content_index": 0,
-                            "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}});
-                        let e = self.ev("response.content_part.added", part);
-                        out.push(e);
-                    }
-                }
-                self.items.push((idx(&v), output_index, item));
-            }
-            Some("content_block_delta") => {
-                let d = v.get("delta").cloned().unwrap_or(Value::Null);
-                let b = idx(&v);
-                let Some(pos) = self.items.iter().position(|(i, _, _)| *i == b) else { return };
-                let ev = match self.items.get_mut(pos) {
-                    Some((_, oi, Item::Message { id, text })) if s(&d, "/type") == Some("text_delta") => {
-                        let t = s(&d, "/text").unwrap_or_default();
-                        text.push_str(t);
-                        (
-                            "response.output_text.delta",
-                            json!({"item_id": id, "output_index": oi, "content_index": 0, "delta": t, "logprobs": []}),
-                        )
-                    }
-                    Some((_, oi, Item::Call { call_id, args, .. })) if s(&d, "/type") == Some("input_json_delta") => {
-                        let t = s(&d, "/partial_json").unwrap_or_default();
-                        if t.is_empty() {
-                            return;
-                        }
-                        args.push_str(t);
-                        (
-                            "response.function_call_arguments.delta",
-                            json!({"item_id": format!("fc_{call_id}"), "output_index": oi, "delta": t}),
-                        )
-                    }
-                    _ => return,
-                };
-                let e = self.ev(ev.0, ev.1);
-                out.push(e);
-            }
-            Some("content_block_stop") => {
-                let b = idx(&v);
-                let Some((_, oi, item)) = self.items.iter().find(|(i, _, _)| *i == b) else { return };
-                let (oi, done) = (*oi, Self::item_json(item, true));
-                let evs: Vec<(&str, Value)> = match item {
-                    Item::Message { id, text } => vec![
-                        (
-                            "response.output_text.done",
-                            json!({"item_id": id, "output_index": oi, "content_index": 0, "text": text, "logprobs": []}),
-                        ),
-                        (
-                            "response.content_part.done",
-                            json!({"item_id": id, "output_index": oi, "content_index": 0,
-                            "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": text}}),
-                        ),
-                    ],
-                    Item::Call { call_id, args, .. } => vec![(
-                        "response.function_call_arguments.done",
-                        json!({"item_id": format!("fc_{call_id}"), "output_index": oi, "arguments": args}),
-                    )],
-                    Item::Skipped => return,
-                };
-                for (name, body) in evs {
-                    let e = self.ev(name, body);
-                    out.push(e);
-                }
-                let e = self.ev("response.output_item.done", json!({"output_index": oi, "item": done}));
-                out.push(e);
-            }
+            Some("content_block_start") => self.block_start(&v, out),
+            Some("content_block_delta") => self.block_delta(&v, out),
+            Some("content_block_stop") => self.block_stop(&v, out),
             Some("message_delta") => {
                 if let Some(u) = v.get("usage") {
                     self.usage.merge_anthropic_delta(u);
