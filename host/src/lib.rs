@@ -21,6 +21,7 @@ pub mod record;
 pub mod server;
 pub mod sse;
 pub mod summary;
+pub mod sync;
 pub mod telemetry;
 pub mod upstream;
 pub mod usage;

@@ -2,6 +2,7 @@
 //! compiled components cached on disk by content hash and engine settings, one linker with every host import and
 //! a deny-all WASI 0.2, and the load-time checks (exports, imports versus granted capabilities).
 
+use crate::sync::Locked;
 use std::collections::BTreeSet;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -390,7 +391,7 @@ impl PluginEngine {
         store.epoch_deadline_callback(|mut ctx| {
             let now = Instant::now();
             let data = ctx.data_mut();
-            let since = *data.running_since.lock().unwrap();
+            let since = *data.running_since.locked();
             data.used += now.saturating_duration_since(since).min(2 * TICK);
             if data.used >= data.budget {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
@@ -401,7 +402,7 @@ impl PluginEngine {
                 1,
                 Box::pin(async move {
                     tokio::task::yield_now().await;
-                    *resumed.lock().unwrap() = Instant::now();
+                    *resumed.locked() = Instant::now();
                 }),
             ))
         });
@@ -517,6 +518,7 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
 

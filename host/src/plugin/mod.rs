@@ -10,6 +10,10 @@
 //! - [`instance`]: one plugin instance's lifecycle in a request (fresh, warm, pooled, failed, poisoned);
 //! - [`bench`]: `weir plugin bench`, a plugin's cost measured in process.
 
+// No panics on the request path (see docs/gateway-core.md, "No panic from the wire"); tests and start-up code opt
+// out where they must, with a reason.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 pub mod bench;
 pub mod bindings;
 pub mod chain;

@@ -8,6 +8,7 @@
 //! version keeps serving. Names starting with `.` and names that are not valid plugin names (editors' and copy
 //! tools' temporary files) are ignored.
 
+use crate::sync::Locked;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -105,6 +106,7 @@ impl Window {
     fn add(&mut self, now_ms: u64, window: Duration, failed: bool) -> (u32, u32) {
         let width = (window.as_millis() as u64 / BUCKETS as u64).max(1);
         let n = now_ms / width;
+        #[allow(clippy::indexing_slicing, reason = "an index modulo the array's length")]
         let b = &mut self.buckets[(n % BUCKETS as u64) as usize];
         if b.0 != n {
             *b = (n, 0, 0);
@@ -155,7 +157,7 @@ impl LoadedPlugin {
 
     /// Notes a failure's message (for `/admin/plugins`); the request is counted once, by [`Self::record_request`].
     pub fn record_failure(&self, message: &str) {
-        *self.stats.last_error.lock().unwrap() = Some(message.to_string());
+        *self.stats.last_error.locked() = Some(message.to_string());
     }
 
     /// Counts one finished (not cancelled) request that reached this plugin, and quarantines the plugin when the
@@ -164,17 +166,17 @@ impl LoadedPlugin {
         let s = &self.stats;
         s.requests.fetch_add(1, Ordering::Relaxed);
         if ok {
-            s.window.lock().unwrap().add(now_ms(), self.quarantine.window, false);
+            s.window.locked().add(now_ms(), self.quarantine.window, false);
             return;
         }
         s.failures.fetch_add(1, Ordering::Relaxed);
         let q = &self.quarantine;
         let now = now_ms();
-        let (requests, failures) = s.window.lock().unwrap().add(now, q.window, true);
+        let (requests, failures) = s.window.locked().add(now, q.window, true);
         if failures < q.min_failures.max(1) || (failures as f64) < q.rate * requests as f64 || self.is_quarantined() {
             return;
         }
-        *s.window.lock().unwrap() = Window::default();
+        *s.window.locked() = Window::default();
         let last_end = s.quarantined_until.load(Ordering::Relaxed);
         let k = if last_end + (q.window.as_millis() as u64) < now {
             s.streak.store(1, Ordering::Relaxed);
@@ -194,12 +196,12 @@ impl LoadedPlugin {
         if self.settings.warm_instances == 0 {
             return None;
         }
-        self.warm.lock().unwrap().pop()
+        self.warm.locked().pop()
     }
 
     /// A fresh instance made ahead of need, if one is ready.
     pub fn take_ready(&self) -> Option<Live> {
-        let live = self.ready.lock().unwrap().pop()?;
+        let live = self.ready.locked().pop()?;
         self.engine.unreserve(1);
         Some(live)
     }
@@ -210,13 +212,13 @@ impl LoadedPlugin {
         self.settings.warm_instances == 0
             && !self.is_quarantined()
             && self.engine.reserve_room()
-            && self.ready.lock().unwrap().len() < READY_INSTANCES
+            && self.ready.locked().len() < READY_INSTANCES
     }
 
     /// Adds a fresh instance to the reserve. `false`: it was dropped instead, the reserve having filled up
     /// meanwhile or the pool having no place to spare ([`super::engine::PluginEngine::reserve`]).
     pub fn put_ready(&self, live: Live) -> bool {
-        let mut ready = self.ready.lock().unwrap();
+        let mut ready = self.ready.locked();
         if ready.len() < READY_INSTANCES && self.engine.reserve() {
             ready.push(live);
             return true;
@@ -231,7 +233,7 @@ impl LoadedPlugin {
         }
         live.store.data_mut().attributes.clear();
         live.store.data_mut().events.clear();
-        let mut warm = self.warm.lock().unwrap();
+        let mut warm = self.warm.locked();
         if warm.len() < self.settings.warm_instances {
             warm.push(live);
         }
@@ -258,7 +260,7 @@ impl LoadedPlugin {
             "failures": s.failures.load(Ordering::Relaxed),
             "quarantined": self.quarantined_for().is_some(),
             "quarantines": s.quarantines.load(Ordering::Relaxed),
-            "last_error": s.last_error.lock().unwrap().clone(),
+            "last_error": s.last_error.locked().clone(),
         })
     }
 }
@@ -338,7 +340,7 @@ impl Registry {
 
     fn publish(&self) {
         let mut plugins: Vec<Arc<LoadedPlugin>> = self.from_config.clone();
-        plugins.extend(self.from_dir.lock().unwrap().values().cloned());
+        plugins.extend(self.from_dir.locked().values().cloned());
         plugins.sort_by(|a, b| (a.settings.order, &a.name).cmp(&(b.settings.order, &b.name)));
         let names: Vec<String> = plugins.iter().map(|p| format!("{}@{}", p.name, p.version)).collect();
         self.live.store(Arc::new(PluginSet { plugins }));
@@ -367,11 +369,11 @@ impl Registry {
         }
         let mut changed = false;
         {
-            let mut current = self.from_dir.lock().unwrap();
+            let mut current = self.from_dir.locked();
             let removed: Vec<String> = current.keys().filter(|n| !seen.contains_key(*n)).cloned().collect();
             for name in removed {
                 current.remove(&name);
-                self.dir_errors.lock().unwrap().remove(&name);
+                self.dir_errors.locked().remove(&name);
                 tracing::info!(target: "weir::plugin", plugin = %name, "plugin removed (its file is gone)");
                 reload_metric("removed");
                 changed = true;
@@ -381,14 +383,14 @@ impl Registry {
                     // The file is the loaded version again (e.g. restored after a broken copy): an error about the
                     // broken copy is stale.
                     Ok(None) => {
-                        self.dir_errors.lock().unwrap().remove(&name);
+                        self.dir_errors.locked().remove(&name);
                     }
                     Ok(Some(p)) => {
                         tracing::info!(target: "weir::plugin", plugin = %name, version = %p.version, file = %path.display(),
                             compile_ms = p.compile_time.as_millis() as u64, cached = p.from_cache, "plugin loaded");
                         self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                         reload_metric("loaded");
-                        self.dir_errors.lock().unwrap().remove(&name);
+                        self.dir_errors.locked().remove(&name);
                         current.insert(name, Arc::new(p));
                         changed = true;
                     }
@@ -398,7 +400,7 @@ impl Registry {
                             keeping = previous.as_deref().unwrap_or("nothing"), "plugin not loaded: {msg}");
                         self.reloads_failed.fetch_add(1, Ordering::Relaxed);
                         reload_metric("failed");
-                        self.dir_errors.lock().unwrap().insert(name, msg);
+                        self.dir_errors.locked().insert(name, msg);
                     }
                 }
             }
@@ -464,7 +466,7 @@ impl Registry {
         json!({
             "plugins": set.plugins.iter().map(|p| p.admin()).collect::<Vec<_>>(),
             "plugins_dir": self.dir.as_ref().map(|d| d.display().to_string()),
-            "load_errors": self.dir_errors.lock().unwrap().clone(),
+            "load_errors": self.dir_errors.locked().clone(),
             "reloads": {"ok": self.reloads_ok.load(Ordering::Relaxed), "failed": self.reloads_failed.load(Ordering::Relaxed)},
         })
     }

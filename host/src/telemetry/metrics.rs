@@ -221,7 +221,8 @@ impl Metrics {
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -236,6 +237,11 @@ pub struct PluginMetrics {
 
 pub const HOOKS: [&str; 4] = ["on-request", "on-chunk", "flush", "on-complete"];
 
+/// The name of hook index `i` (see [`HOOKS`]).
+pub fn hook_name(i: usize) -> &'static str {
+    HOOKS.get(i).copied().unwrap_or("unknown")
+}
+
 impl PluginMetrics {
     pub fn new(plugin: &str) -> PluginMetrics {
         let m = &*METRICS;
@@ -247,13 +253,18 @@ impl PluginMetrics {
         }
     }
 
+    /// `hook` indexes [`HOOKS`]; another index counts nothing.
     pub fn call(&self, hook: usize, took: Duration) {
-        self.calls[hook].inc();
-        self.seconds[hook].observe(took.as_secs_f64());
+        if let (Some(c), Some(s)) = (self.calls.get(hook), self.seconds.get(hook)) {
+            c.inc();
+            s.observe(took.as_secs_f64());
+        }
     }
 
     pub fn failure(&self, hook: usize) {
-        self.failures[hook].inc();
+        if let Some(f) = self.failures.get(hook) {
+            f.inc();
+        }
     }
 }
 

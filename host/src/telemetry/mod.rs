@@ -11,6 +11,10 @@
 //!
 //! Privacy: no header values, no keys and no prompt or completion text, unless `capture_content` is on.
 
+// No panics on the request path (see docs/gateway-core.md, "No panic from the wire"); tests and start-up code opt
+// out where they must, with a reason.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 pub mod metrics;
 pub mod trace;
 
@@ -249,7 +253,7 @@ fn plugin_spans(tracer: &Tracer, t: &TraceCtx, chain: &Chain, out: &mut Vec<open
         let mut a = vec![
             KeyValue::new("weir.plugin.name", name.to_string()),
             KeyValue::new("weir.plugin.version", version.to_string()),
-            KeyValue::new("weir.plugin.hook", metrics::HOOKS[call.hook]),
+            KeyValue::new("weir.plugin.hook", metrics::hook_name(call.hook)),
             KeyValue::new("weir.plugin.decision", call.outcome),
         ];
         let status = match &call.error {
@@ -265,7 +269,7 @@ fn plugin_spans(tracer: &Tracer, t: &TraceCtx, chain: &Chain, out: &mut Vec<open
             trace::new_span_id(),
             Some(t.span_id),
             SpanKind::Internal,
-            format!("plugin {name} {}", metrics::HOOKS[call.hook]),
+            format!("plugin {name} {}", metrics::hook_name(call.hook)),
             (start, start + call.took),
             a,
             status,

@@ -371,6 +371,7 @@ pub fn describe(target: &ExportTarget, c: &TelemetryConfig) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
 
