@@ -6,6 +6,7 @@ request proves the gateway replaced the client's credentials with the upstream's
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,6 +64,13 @@ def wait_for(pred, what, timeout=10):
     while not pred():
         assert time.time() < deadline, what
         time.sleep(0.02)
+
+
+def metric(g, name):
+    """The sum of every series of Prometheus metric `name` on gateway `g` (0 when there is none yet)."""
+    with urllib.request.urlopen(g.url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M))
 
 
 def http_json(url):

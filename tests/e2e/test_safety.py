@@ -8,7 +8,8 @@ import anthropic
 import openai
 import pytest
 
-from conftest import CLIENT_KEY, UPSTREAM_KEY, Gateway, anthropic_client, expected_text, openai_client
+from conftest import (CLIENT_KEY, UPSTREAM_KEY, Gateway, anthropic_client, expected_text, metric, openai_client,
+                      wait_for)
 
 
 def test_canary_keys_never_logged(gw, oai, ant):
@@ -62,7 +63,7 @@ def test_sigterm_drains_open_streams_then_exits(session_tmp, mock):
     long = threading.Thread(target=run, args=("long", 100))  # ~10 s: cut at the drain time
     short.start()
     long.start()
-    time.sleep(0.4)
+    wait_for(lambda: metric(g, "weir_open_streams") == 2, "both streams open")
     sent = time.monotonic()
     g.terminate()
     code = g.proc.wait(15)

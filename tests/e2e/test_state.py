@@ -19,7 +19,8 @@ import urllib.request
 import openai
 import pytest
 
-from conftest import ADMIN_TOKEN, GUESTS, Gateway, admin_kv, free_port, openai_client, plugin_toml, wait_for
+from conftest import (ADMIN_TOKEN, GUESTS, Gateway, admin_kv, free_port, metric, openai_client, plugin_toml,
+                      wait_for)
 
 PRICE_IN, PRICE_OUT = 10.0, 20.0  # USD per million tokens: every cost is a whole number of micro-dollars
 MSG = [{"role": "user", "content": "Say hello"}]
@@ -71,13 +72,6 @@ def ask(g, key, **kw):
     raw = openai_client(g, api_key=key).chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=MSG, max_tokens=16, **kw)
     return raw.headers["x-request-id"], raw.parse().usage
-
-
-def metric(g, name):
-    """The sum of every series of metric `name` (0 when there is none yet)."""
-    with urllib.request.urlopen(g.url + "/metrics", timeout=5) as r:
-        text = r.read().decode()
-    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M))
 
 
 class Redis:
@@ -359,7 +353,8 @@ def test_redis_killed_mid_traffic(session_tmp, mock, redis):
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(stream, i) for i in range(4)]
-            time.sleep(0.7)  # all four are streaming (their reservations are in Redis)
+            # All four are streaming (their reservations are in Redis).
+            wait_for(lambda: metric(g, "weir_open_streams") == 4, "four open streams", timeout=10)
             redis.kill()
             t0 = time.time()
             with pytest.raises(openai.InternalServerError) as e:
