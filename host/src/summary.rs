@@ -90,3 +90,33 @@ fn write(c: &Config, env: &dyn Fn(&str) -> Option<String>) -> Result<String, std
     )?;
     Ok(out)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+listen = "127.0.0.1:8080"
+[[upstreams]]
+id = "oai"
+kind = "openai"
+base_url = "https://api.openai.com/v1"
+api_key_env = "OAI_KEY"
+models = ["gpt-4o-mini"]
+[telemetry]
+otlp_protocol = "grpc"
+"#;
+
+    #[test]
+    fn the_summary_reads_only_the_environment_it_is_given() {
+        let c = Config::parse(CONFIG, std::path::Path::new("weir.toml")).unwrap();
+        let bare = of(&c, |_| None);
+        assert!(bare.contains("oai") && bare.contains("key from $OAI_KEY (NOT SET)"), "{bare}");
+        assert!(bare.contains("gpt-4o-mini"), "{bare}");
+        assert!(bare.contains("grpc"), "the config's protocol: {bare}");
+        let set = of(&c, |k| (k == "OAI_KEY").then(|| "sk-x".to_string()));
+        assert!(set.contains("key from $OAI_KEY)") && !set.contains("NOT SET"), "{set}");
+        assert!(!set.contains("sk-x"), "never the key itself");
+    }
+}

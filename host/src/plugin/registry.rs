@@ -621,3 +621,36 @@ pub fn smoke(
             .unwrap_or_else(|_| Err(LoadError::Smoke("panicked".into())))
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn the_quarantine_window_counts_the_last_window_only() {
+        let mut w = Window::default();
+        // A 60 s window in six 10 s buckets. Start well after 0, as a real clock does.
+        let t0 = 1_000_000;
+        assert_eq!(w.add(t0, MINUTE, false), (1, 0));
+        assert_eq!(w.add(t0 + 1, MINUTE, true), (2, 1));
+        assert_eq!(w.add(t0 + 25_000, MINUTE, true), (3, 2), "another bucket of the same window");
+        // 60 s after the first bucket began, that bucket has left the window; the later one has not.
+        let first_bucket_end = (t0 / 10_000 + 6) * 10_000;
+        assert_eq!(w.add(first_bucket_end, MINUTE, false), (2, 1));
+        // Far later, nothing of the past is left, and a reused slot starts from zero.
+        assert_eq!(w.add(t0 + 10 * 60_000, MINUTE, true), (1, 1));
+    }
+
+    #[test]
+    fn a_window_shorter_than_its_buckets_still_counts() {
+        let mut w = Window::default();
+        // Width rounds down to 1 ms: every millisecond is a bucket, six make the window.
+        let tiny = Duration::from_millis(3);
+        assert_eq!(w.add(500, tiny, true), (1, 1));
+        assert_eq!(w.add(505, tiny, false), (2, 1));
+        assert_eq!(w.add(506, tiny, false), (2, 0), "the request at 500 left the window");
+    }
+}
