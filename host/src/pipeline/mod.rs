@@ -136,17 +136,27 @@ async fn run(
         }
     };
     intake::check_depth(&bytes, limits.max_json_depth)?;
-    let (bytes, mut effects) = match on_request(endpoint, headers, bytes, rec).await? {
+    // Parsed once; again only when a plugin rewrote the body or the model.
+    let parsed = RequestBody::parse(&bytes, endpoint)?;
+    rec.model = Some(parsed.model.to_string());
+    rec.stream = parsed.stream;
+    let (rewritten, mut effects) = match on_request(endpoint, headers, &bytes, &parsed, rec).await? {
         OnRequest::Answered(resp) => return Ok(Forward::Whole(resp)),
-        OnRequest::Continue(bytes, effects) => (bytes, effects),
+        OnRequest::Continue(rewritten, effects) => (rewritten, effects),
     };
-    let req = RequestBody::parse(&bytes, endpoint)?;
-    rec.model = Some(req.model.to_string());
-    rec.stream = req.stream;
+    let (bytes, req) = match &rewritten {
+        None => (&bytes, parsed),
+        Some(b) => {
+            let req = RequestBody::parse(b, endpoint)?;
+            rec.model = Some(req.model.to_string());
+            rec.stream = req.stream;
+            (b, req)
+        }
+    };
     if crate::telemetry::capture_content() {
-        rec.input_capture = input_messages(&bytes);
+        rec.input_capture = input_messages(bytes);
     }
-    let plan = plan::Plan::new(app, endpoint, &req, &bytes, effects.route.take())?;
+    let plan = plan::Plan::new(app, endpoint, &req, bytes, effects.route.take())?;
     let body_for = |c: &crate::config::Candidate| plan.body_for(app, &req, c);
     let attempt = AttemptRequest {
         endpoint,
@@ -170,21 +180,21 @@ async fn run(
 enum OnRequest {
     /// A plugin answered (or refused) it: this is the response.
     Answered(Response),
-    /// On with this body (rewritten when a plugin changed it or its model) and the plugins' other effects.
-    Continue(Bytes, RequestEffects),
+    /// On, with the body a plugin rewrote (its own, or the client's with another model), if one did, and the
+    /// plugins' other effects.
+    Continue(Option<Bytes>, RequestEffects),
 }
 
-/// The chain's `on-request` (nothing without a chain). Malformed input is refused before any plugin sees it.
+/// The chain's `on-request` (nothing without a chain), over the request as parsed (malformed input was refused
+/// before any plugin sees it).
 async fn on_request(
     endpoint: Endpoint,
     headers: &HeaderMap,
-    bytes: Bytes,
+    bytes: &Bytes,
+    parsed: &RequestBody<'_>,
     rec: &mut RequestRecord,
 ) -> Result<OnRequest, ApiError> {
-    let Some(chain) = rec.chain.as_mut() else { return Ok(OnRequest::Continue(bytes, RequestEffects::default())) };
-    let parsed = RequestBody::parse(&bytes, endpoint)?;
-    rec.model = Some(parsed.model.to_string());
-    rec.stream = parsed.stream;
+    let Some(chain) = rec.chain.as_mut() else { return Ok(OnRequest::Continue(None, RequestEffects::default())) };
     let mut view = RequestView {
         id: &rec.request_id,
         endpoint,
@@ -194,7 +204,6 @@ async fn on_request(
         stream: parsed.stream,
         listing: false,
     };
-    drop(parsed);
     let mut effects = chain.on_request(&mut view).await?;
     rec.principal = chain.principal.as_ref().map(|p| p.id.clone());
     if let Some(r) = effects.respond.take() {
@@ -203,15 +212,15 @@ async fn on_request(
         rec.model = Some(view.model);
         return Ok(OnRequest::Answered(plugin_response(r)));
     }
-    if effects.body.is_none() && effects.model.is_none() {
-        return Ok(OnRequest::Continue(bytes, effects));
-    }
-    let body = effects.body.take().unwrap_or(view.body);
-    let bytes = match &effects.model {
-        Some(m) => RequestBody::parse(&body, endpoint)?.render(Some(m)),
-        None => body,
+    // A plugin that changes the body also changes `view.body`; with only the model changed, the body is the
+    // client's, already parsed.
+    let rewritten = match (effects.body.take(), &effects.model) {
+        (None, None) => return Ok(OnRequest::Continue(None, effects)),
+        (None, Some(m)) => parsed.render(Some(m)),
+        (Some(body), None) => body,
+        (Some(body), Some(m)) => RequestBody::parse(&body, endpoint)?.render(Some(m)),
     };
-    Ok(OnRequest::Continue(bytes, effects))
+    Ok(OnRequest::Continue(Some(rewritten), effects))
 }
 
 /// A plugin's own answer.
