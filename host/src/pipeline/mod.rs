@@ -1,9 +1,10 @@
 //! One proxied request from body to log line, as a driver over phases, each a module or function of its own:
 //!
 //! 1. **intake** ([`intake`]): the body read within `limits` (size, time, nesting);
-//! 2. **plugins on the request** ([`on_request`]): `on-request` of the chain (when plugins are configured), which may
+//! 2. **parse**: the body as the gateway reads it ([`crate::dialect::body::RequestBody`]), once (again only when a
+//!    plugin rewrote it);
+//! 3. **plugins on the request** ([`on_request`]): `on-request` of the chain (when plugins are configured), which may
 //!    answer, rewrite the body or the model, set headers, or route;
-//! 3. **parse**: the body as the gateway reads it ([`crate::dialect::body::RequestBody`]), once for the rest;
 //! 4. **plan** ([`plan`]): the model's candidates (or the plugins' route), ordered by health and family, each with
 //!    the body it is sent (translated once per upstream kind of the other family);
 //! 5. **attempt** ([`crate::upstream::retry`]): retries and failover, before any byte reaches the client; its final
