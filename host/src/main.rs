@@ -217,7 +217,7 @@ fn plugin_check(path: &Path, settings: Option<&Path>) -> ExitCode {
                 out,
                 "hooks called: {}{}",
                 c.hooks.names().join(", "),
-                if c.hooks == plugin::engine::Hooks::ALL { "" } else { "  (declared in its weir:hooks section)" }
+                if c.hooks == plugin::hook::Hooks::ALL { "" } else { "  (declared in its weir:hooks section)" }
             );
             let _ = writeln!(
                 out,

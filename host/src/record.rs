@@ -1,6 +1,6 @@
 //! The per-request record: everything the gateway learns about one request while it runs. When the request ends —
 //! normally, with an error, or because the client went away (then `cancelled`, marked `partial`) — the record is
-//! frozen into an [`Ended`] and handed to the completion phase (`completion.rs`), exactly once.
+//! frozen into an [`Ended`] and handed to the completion phase (`completion/`), exactly once.
 //!
 //! The record holds no credentials, and no prompt or completion text unless content capture is on
 //! (`telemetry.capture_content`): then `input_capture` / `output_capture` hold the prompt and the answer's text for
@@ -12,9 +12,8 @@
 use std::time::{Duration, Instant};
 
 use crate::api::Endpoint;
-use crate::completion::Ended;
 use crate::error::Source;
-use crate::plugin::Chain;
+use crate::plugin::{Chain, PluginReport};
 use crate::telemetry::trace::TraceCtx;
 use crate::upstream::retry::AttemptLog;
 use crate::usage::UsageTap;
@@ -50,6 +49,41 @@ impl Outcome {
     }
 }
 
+/// How a request ended: the owned, immutable contents of its log line, spans and metrics.
+pub struct Ended {
+    pub request_id: String,
+    pub endpoint: Endpoint,
+    pub model: Option<String>,
+    pub upstream_model: Option<String>,
+    pub stream: bool,
+    pub status: u16,
+    pub outcome: Outcome,
+    pub upstream: Option<String>,
+    pub upstream_request_id: Option<String>,
+    pub attempts: Vec<AttemptLog>,
+    pub response_model: Option<String>,
+    pub response_id: Option<String>,
+    pub finish_reason: Option<String>,
+    pub usage: crate::usage::Usage,
+    pub events: Option<u64>,
+    pub ttft_ms: Option<f64>,
+    pub tokens_per_s: Option<f64>,
+    pub duration_ms: f64,
+    pub error: Option<String>,
+    pub principal: Option<String>,
+    pub trace: Option<TraceCtx>,
+    pub provider: Option<&'static str>,
+    pub input_capture: Option<String>,
+    pub output_capture: Option<String>,
+    pub ended: Instant,
+    /// What the plugins did, set by the completion phase after `on-complete`.
+    pub plugins: Option<PluginReport>,
+}
+
+/// Where a frozen record goes: the completion phase (`crate::completion::complete`), given by whoever makes the
+/// record, so that the record does not depend on what consumes it.
+pub type OnEnd = fn(Ended, Option<Chain>);
+
 /// One request's record. Dropping it unfinished logs it as cancelled.
 #[derive(Debug)]
 pub struct RequestRecord {
@@ -79,10 +113,11 @@ pub struct RequestRecord {
     pub input_capture: Option<String>,
     pub output_capture: Option<String>,
     logged: bool,
+    on_end: OnEnd,
 }
 
 impl RequestRecord {
-    pub fn new(endpoint: Endpoint) -> RequestRecord {
+    pub fn new(endpoint: Endpoint, on_end: OnEnd) -> RequestRecord {
         RequestRecord {
             request_id: format!("req_{:016x}", fastrand::u64(..)),
             endpoint,
@@ -104,6 +139,7 @@ impl RequestRecord {
             input_capture: None,
             output_capture: None,
             logged: false,
+            on_end,
         }
     }
 
@@ -156,8 +192,9 @@ impl RequestRecord {
             input_capture: self.input_capture.take(),
             output_capture: self.output_capture.take(),
             ended: end,
+            plugins: None,
         };
-        crate::completion::complete(ended, self.chain.take());
+        (self.on_end)(ended, self.chain.take());
     }
 }
 
@@ -175,4 +212,85 @@ impl Drop for RequestRecord {
 
 pub(crate) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
+pub(crate) mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static ENDED: RefCell<Vec<Ended>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An `on_end` that keeps what it is given, for this thread's test to read.
+    fn keep(e: Ended, chain: Option<Chain>) {
+        assert!(chain.is_none());
+        ENDED.with(|v| v.borrow_mut().push(e));
+    }
+
+    /// The records that ended on this thread since the last call.
+    pub(crate) fn ended() -> Vec<Ended> {
+        ENDED.with(|v| std::mem::take(&mut *v.borrow_mut()))
+    }
+
+    /// A record that ends into [`ended`].
+    pub(crate) fn record(endpoint: Endpoint) -> RequestRecord {
+        RequestRecord::new(endpoint, keep)
+    }
+
+    #[test]
+    fn a_finished_record_ends_once_with_what_it_learnt() {
+        let mut r = record(Endpoint::ChatCompletions);
+        r.model = Some("gpt-4o-mini".into());
+        r.status = 200;
+        r.outcome = Outcome::Ok;
+        let mut tap = UsageTap::new(Endpoint::ChatCompletions, false);
+        tap.usage.output_tokens = Some(50);
+        tap.first_token_at = Some(r.started);
+        tap.finish_reason = Some("stop".into());
+        r.tap = Some(tap);
+        std::thread::sleep(Duration::from_millis(5));
+        r.finish();
+        let ended = ended();
+        assert_eq!(ended.len(), 1, "ends exactly once (finish, then no second end from Drop)");
+        let e = &ended[0];
+        assert!(e.request_id.starts_with("req_") && e.request_id.len() == 20, "{}", e.request_id);
+        assert_eq!((e.status, e.outcome, e.model.as_deref()), (200, Outcome::Ok, Some("gpt-4o-mini")));
+        assert_eq!(e.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(e.ttft_ms, Some(0.0));
+        let tps = e.tokens_per_s.unwrap();
+        assert!(tps > 0.0 && tps <= 50.0 / 0.005, "50 tokens over at least 5 ms: {tps}");
+        assert!(e.duration_ms >= 5.0);
+        assert!(e.plugins.is_none(), "the plugins' report is the completion phase's to add");
+        assert!(e.error.is_none());
+    }
+
+    #[test]
+    fn a_record_dropped_before_it_finished_ends_as_cancelled() {
+        let mut r = record(Endpoint::Messages);
+        r.status = 200;
+        r.outcome = Outcome::Ok;
+        drop(r);
+        let first = ended();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].outcome, Outcome::Cancelled);
+        assert_eq!(first[0].error.as_deref(), Some("client went away before the answer was complete"));
+        assert_eq!((first[0].ttft_ms, first[0].tokens_per_s), (None, None), "no tap, no timings");
+
+        // An error already known is kept.
+        let mut r = record(Endpoint::Messages);
+        r.error = Some("upstream timed out".into());
+        drop(r);
+        assert_eq!(ended()[0].error.as_deref(), Some("upstream timed out"));
+    }
+
+    #[test]
+    fn outcomes_name_their_source() {
+        assert_eq!(Outcome::from_source(Source::Client), Outcome::ClientError);
+        assert_eq!(Outcome::from_source(Source::Upstream).as_str(), "upstream_error");
+        assert_eq!(Outcome::from_source(Source::Gateway).as_str(), "gateway_error");
+        assert_eq!(ms(Duration::from_micros(1500)), 1.5);
+    }
 }

@@ -89,7 +89,7 @@ enum Forward {
 
 /// Handles one request to a proxied endpoint. The record is finished here, or handed to the stream.
 pub async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
-    let mut rec = RequestRecord::new(endpoint);
+    let mut rec = RequestRecord::new(endpoint, crate::completion::complete);
     rec.trace = crate::telemetry::tracer().map(|t| t.begin(&headers));
     // One snapshot of the plugin set for the whole request, streams included.
     rec.chain = app.plugins.as_ref().map(|r| Chain::new(r.snapshot(), endpoint.family())).filter(|c| !c.is_empty());

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::bindings::types;
 use super::engine::PluginEngine;
+use super::hook::Hook;
 use super::host::{PluginContext, RequestSnapshot};
 use super::kv::MemoryKv;
 use crate::api::{Endpoint, Family};
@@ -71,14 +72,14 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str, extra_headers: &[
         }
         // One instance reused for every request, as with `warm_instances` (chunks are measured above).
         let mut store = engine.store(context.clone());
-        super::host::start_call(&mut store, "bench", Duration::from_millis(100));
+        super::host::start_call(&mut store, Hook::Init, Duration::from_millis(100));
         let plugin = compiled.pre.instantiate(&mut store).await?;
         let _ = plugin.init(&mut store, config_json).await?;
         for i in 0..iterations + iterations / 10 {
             let t0 = Instant::now();
-            super::host::start_call(&mut store, "bench", Duration::from_millis(100));
+            super::host::start_call(&mut store, Hook::OnRequest, Duration::from_millis(100));
             let _ = plugin.on_request(&mut store, &req).await?;
-            super::host::start_call(&mut store, "bench", Duration::from_millis(100));
+            super::host::start_call(&mut store, Hook::OnComplete, Duration::from_millis(100));
             plugin.on_complete(&mut store, &summary).await?;
             if i >= iterations / 10 {
                 warm.push(t0.elapsed());
@@ -210,25 +211,25 @@ async fn fresh_request(
     let t0 = Instant::now();
     let mut store = engine.store(context.clone());
     let ts = Instant::now();
-    super::host::start_call(&mut store, "bench", Duration::from_millis(100));
+    super::host::start_call(&mut store, Hook::Init, Duration::from_millis(100));
     let plugin = pre.instantiate(&mut store).await?;
     if let Some(config) = init {
         let _ = plugin.init(&mut store, config).await?;
     }
     let t1 = Instant::now();
-    super::host::start_call(&mut store, "bench", Duration::from_millis(100));
+    super::host::start_call(&mut store, Hook::OnRequest, Duration::from_millis(100));
     let _ = plugin.on_request(&mut store, req).await?;
     let t2 = Instant::now();
     let mut chunk_times = [Duration::ZERO; CHUNKS_PER_REQUEST];
     for (k, slot) in chunk_times.iter_mut().enumerate() {
         let c = chunk(k);
         let started = Instant::now();
-        super::host::start_call(&mut store, "bench", Duration::from_millis(100));
+        super::host::start_call(&mut store, Hook::OnChunk, Duration::from_millis(100));
         let _ = plugin.on_chunk(&mut store, &c).await?;
         *slot = started.elapsed();
     }
     let t3 = Instant::now();
-    super::host::start_call(&mut store, "bench", Duration::from_millis(100));
+    super::host::start_call(&mut store, Hook::OnComplete, Duration::from_millis(100));
     plugin.on_complete(&mut store, summary).await?;
     let td = Instant::now();
     drop(store);

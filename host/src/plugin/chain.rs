@@ -29,13 +29,15 @@ use http::{HeaderName, HeaderValue};
 use wasmtime::Store;
 
 use super::bindings::types::{self, ChunkDecision, RequestDecision};
+use super::hook::Hook;
 use super::host::{RequestSnapshot, State};
 use super::instance::{CompleteOn, Live, Slot};
 use super::registry::{LoadedPlugin, PluginSet};
+use super::report::{ChunkTotals, HookCall, PluginReport};
+use super::versions::HookResult;
 use crate::api::{Endpoint, Family};
 use crate::config::{FailurePolicy, NEVER_FORWARDED};
 use crate::error::{ApiError, ErrorKind};
-use crate::telemetry::HookCall;
 
 /// Extra guest running time a hook gets per MiB of input (request body, or a whole non-streamed answer), on top of
 /// its configured deadline.
@@ -129,57 +131,13 @@ pub struct Chain {
     late_events: Vec<(String, Instant)>,
 }
 
-/// The hook being called, for deadlines and messages.
-#[derive(Clone, Copy)]
-enum Hook {
-    OnRequest,
-    OnChunk,
-    Flush,
-    OnComplete,
-    /// Instantiation and `init` of a fresh instance (counted with `on-request` in metrics).
-    Init,
-}
-
-impl Hook {
-    /// Index into [`crate::telemetry::metrics::HOOKS`].
-    fn index(self) -> usize {
-        match self {
-            Hook::Init => Hook::OnRequest as usize,
-            h => h as usize,
-        }
-    }
-    fn name(self) -> &'static str {
-        match self {
-            Hook::OnRequest => "on-request",
-            Hook::OnChunk => "on-chunk",
-            Hook::Flush => "flush",
-            Hook::OnComplete => "on-complete",
-            Hook::Init => "init",
-        }
-    }
-    fn deadline(self, p: &LoadedPlugin) -> Duration {
-        let t = &p.settings.timeouts;
-        match self {
-            Hook::OnRequest => t.on_request,
-            Hook::OnChunk | Hook::Flush => t.on_chunk,
-            Hook::OnComplete => t.on_complete,
-            Hook::Init => t.init,
-        }
-    }
-    /// The deadline for a call given `input` bytes: the configured one plus [`DEADLINE_PER_MIB`] per MiB.
-    fn deadline_for(self, p: &LoadedPlugin, input: usize) -> Duration {
-        let extra = DEADLINE_PER_MIB.as_nanos() as u64 * input as u64 / (1 << 20);
-        self.deadline(p).saturating_add(Duration::from_nanos(extra))
-    }
-}
-
 impl Chain {
     pub fn new(set: Arc<PluginSet>, family: Family) -> Chain {
         let slots = set.plugins.iter().map(|_| Slot::Idle).collect();
         let chunks = vec![(0, Duration::ZERO); set.plugins.len()];
         let chunk_spans = crate::telemetry::chunk_spans();
         let started = vec![false; set.plugins.len()];
-        let reads_answer = set.plugins.iter().any(|p| p.hooks.chunks);
+        let reads_answer = set.plugins.iter().any(|p| p.hooks.calls(Hook::OnChunk));
         Chain {
             set,
             slots,
@@ -200,7 +158,7 @@ impl Chain {
     /// Notes one hook call of plugin `i` (started at `start`) for metrics and spans.
     fn note(&mut self, i: usize, hook: Hook, start: Instant, outcome: &'static str, error: Option<String>) {
         let took = start.elapsed();
-        self.set.plugins[i].metrics.call(hook.index(), took);
+        self.set.plugins[i].metrics.call(hook, took);
         if let Hook::OnChunk = hook {
             let c = &mut self.chunks[i];
             c.0 += 1;
@@ -209,28 +167,7 @@ impl Chain {
                 return;
             }
         }
-        self.calls.push(HookCall { plugin: i, hook: hook.index(), start, took, outcome, error });
-    }
-
-    /// The hook calls noted in this request.
-    pub fn calls(&self) -> &[HookCall] {
-        &self.calls
-    }
-
-    /// Name and version of plugin `i`.
-    pub fn plugin_identity(&self, i: usize) -> (&str, &str) {
-        let p = &self.set.plugins[i];
-        (&p.name, &p.version)
-    }
-
-    /// Per plugin that ran `on-chunk`: (name, calls, total time).
-    pub fn chunk_summary(&self) -> Vec<(&str, u32, Duration)> {
-        self.chunks
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.0 > 0)
-            .map(|(i, c)| (self.set.plugins[i].name.as_str(), c.0, c.1))
-            .collect()
+        self.calls.push(HookCall { plugin: i, hook, start, took, outcome, error });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -247,7 +184,7 @@ impl Chain {
     /// plugin is out for this request (failed, skipped, or its instance was left poisoned by a cancellation).
     async fn instance(&mut self, i: usize, hook: Hook) -> Result<Option<&mut Live>, ApiError> {
         let p = self.set.plugins[i].clone();
-        let deadline = hook.deadline_for(&p, self.input_len);
+        let deadline = hook.deadline_for(&p.settings, self.input_len, DEADLINE_PER_MIB);
         if matches!(self.slots[i], Slot::Idle) {
             if let Some(until) = p.quarantined_for() {
                 self.slots[i] = Slot::Skipped;
@@ -272,7 +209,7 @@ impl Chain {
         let live = self.slots[i].usable();
         if let Some(live) = live {
             live.store.data_mut().allow_input(self.input_len);
-            super::host::start_call(&mut live.store, hook.name(), deadline);
+            super::host::start_call(&mut live.store, hook, deadline);
             return Ok(Some(live));
         }
         Ok(None)
@@ -285,11 +222,34 @@ impl Chain {
             live.drain_output(&p.name);
         }
         p.record_failure(&format!("{}: {msg}", hook.name()));
-        p.metrics.failure(hook.index());
+        p.metrics.failure(hook);
         tracing::warn!(target: "weir::plugin", plugin = %p.name, version = %p.version, hook = hook.name(), policy = ?p.settings.failure, "plugin failed: {msg}");
         match p.settings.failure {
             FailurePolicy::FailOpen => Ok(()),
             FailurePolicy::FailClosed => Err(plugin_error(p, hook, msg)),
+        }
+    }
+
+    /// The one handler of a hook call's result: the call is noted (metrics, spans) with its decision's label or
+    /// its failure, and a failure goes to [`Chain::fail`]. `Ok(Some(value))`: the hook's value; `Ok(None)`: the
+    /// plugin failed and is out of this request (fail-open); `Err`: it failed and its policy is fail-closed.
+    fn conclude<T>(
+        &mut self,
+        i: usize,
+        hook: Hook,
+        t0: Instant,
+        judged: Result<T, Failure>,
+        label: impl Fn(&T) -> &'static str,
+    ) -> Result<Option<T>, ApiError> {
+        match judged {
+            Ok(value) => {
+                self.note(i, hook, t0, label(&value), None);
+                Ok(Some(value))
+            }
+            Err(f) => {
+                self.note(i, hook, t0, f.label, Some(f.message.clone()));
+                self.fail(i, hook, &f.message).map(|()| None)
+            }
         }
     }
 
@@ -310,32 +270,14 @@ impl Chain {
             let (live, result) = match self.shielded_on_request(i, &req).await {
                 Some(done) => done,
                 None => {
-                    let msg = "on-request could not be started: its instance was gone".to_string();
-                    self.note(i, Hook::OnRequest, t0, "failed", Some(msg.clone()));
-                    self.fail(i, Hook::OnRequest, &msg)?;
+                    let gone = Err(Failure::new("failed", "on-request could not be started: its instance was gone"));
+                    self.conclude(i, Hook::OnRequest, t0, gone, |_: &()| "")?;
                     continue;
                 }
             };
-            let failure = match &result {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(("error", format!("returned an error: {e}"))),
-                Err(e) => Some(("failed", describe(e, &live.store, Hook::OnRequest, &p))),
-            };
+            let judged = judge(result, &live.store, Hook::OnRequest, &p);
             self.slots[i] = Slot::Live(live);
-            if let Some((label, msg)) = failure {
-                self.note(i, Hook::OnRequest, t0, label, Some(msg.clone()));
-                self.fail(i, Hook::OnRequest, &msg)?;
-                continue;
-            }
-            let Ok(Ok(decision)) = result else { continue };
-            let label = match &decision {
-                RequestDecision::Continue => "continue",
-                RequestDecision::ContinueWith(_) => "continue-with",
-                RequestDecision::Route(_) => "route",
-                RequestDecision::Respond(_) => "respond",
-                RequestDecision::Reject(_) => "reject",
-            };
-            self.note(i, Hook::OnRequest, t0, label, None);
+            let Some(decision) = self.conclude(i, Hook::OnRequest, t0, judged, request_label)? else { continue };
             match decision {
                 RequestDecision::Continue => {}
                 RequestDecision::ContinueWith(c) => {
@@ -409,6 +351,7 @@ impl Chain {
                 (live, Err(e)) => {
                     let p = self.set.plugins[i].clone();
                     let msg = describe(&e, &live.store, Hook::OnRequest, &p);
+                    // The request is gone: nobody to answer, so the policy's verdict is moot.
                     let _ = self.fail(i, Hook::OnRequest, &msg);
                 }
             }
@@ -454,7 +397,7 @@ impl Chain {
 
     /// Runs one plugin's `on-chunk`. `Ok(None)`: the plugin is out (fail-open) and the chunk goes on unchanged.
     async fn chunk_one(&mut self, i: usize, chunk: &types::Chunk) -> Result<Option<ChunkDecision>, ApiError> {
-        if !matches!(self.slots[i], Slot::Live(_)) || !self.set.plugins[i].hooks.chunks {
+        if !matches!(self.slots[i], Slot::Live(_)) || !self.set.plugins[i].hooks.calls(Hook::OnChunk) {
             return Ok(None);
         }
         let p = self.set.plugins[i].clone();
@@ -464,30 +407,8 @@ impl Chain {
         live.begin_call();
         let result = live.bindings.on_chunk(&mut live.store, chunk).await;
         live.end_call();
-        match result {
-            Ok(Ok(d)) => {
-                let label = match &d {
-                    ChunkDecision::Pass => "pass",
-                    ChunkDecision::ReplaceTexts(_) => "replace-texts",
-                    ChunkDecision::ReplaceData(_) => "replace-data",
-                    ChunkDecision::Drop => "drop",
-                    ChunkDecision::Hold => "hold",
-                    ChunkDecision::Abort(_) => "abort",
-                };
-                self.note(i, Hook::OnChunk, t0, label, None);
-                Ok(Some(d))
-            }
-            Ok(Err(e)) => {
-                let msg = format!("returned an error: {e}");
-                self.note(i, Hook::OnChunk, t0, "error", Some(msg.clone()));
-                self.fail(i, Hook::OnChunk, &msg).map(|()| None)
-            }
-            Err(e) => {
-                let msg = describe(&e, &live.store, Hook::OnChunk, &p);
-                self.note(i, Hook::OnChunk, t0, "failed", Some(msg.clone()));
-                self.fail(i, Hook::OnChunk, &msg).map(|()| None)
-            }
-        }
+        let judged = judge(result, &live.store, Hook::OnChunk, &p);
+        self.conclude(i, Hook::OnChunk, t0, judged, chunk_label)
     }
 
     /// Runs `on-chunk` through the plugins from `from` on. Each sees what the previous ones made of the chunk.
@@ -531,7 +452,7 @@ impl Chain {
     pub async fn flush(&mut self, stream: types::TextStream) -> Result<Result<Vec<String>, String>, ApiError> {
         let mut out = Vec::new();
         for i in 0..self.set.plugins.len() {
-            if !matches!(self.slots[i], Slot::Live(_)) || !self.set.plugins[i].hooks.chunks {
+            if !matches!(self.slots[i], Slot::Live(_)) || !self.set.plugins[i].hooks.calls(Hook::Flush) {
                 continue;
             }
             let p = self.set.plugins[i].clone();
@@ -541,25 +462,8 @@ impl Chain {
             live.begin_call();
             let result = live.bindings.flush(&mut live.store, stream).await;
             live.end_call();
-            let held = match result {
-                Ok(Ok(t)) => {
-                    let label = if t.as_deref().is_some_and(|t| !t.is_empty()) { "flushed" } else { "nothing-held" };
-                    self.note(i, Hook::Flush, t0, label, None);
-                    t
-                }
-                Ok(Err(e)) => {
-                    let msg = format!("returned an error: {e}");
-                    self.note(i, Hook::Flush, t0, "error", Some(msg.clone()));
-                    self.fail(i, Hook::Flush, &msg)?;
-                    None
-                }
-                Err(e) => {
-                    let msg = describe(&e, &live.store, Hook::Flush, &p);
-                    self.note(i, Hook::Flush, t0, "failed", Some(msg.clone()));
-                    self.fail(i, Hook::Flush, &msg)?;
-                    None
-                }
-            };
+            let judged = judge(result, &live.store, Hook::Flush, &p);
+            let held = self.conclude(i, Hook::Flush, t0, judged, flush_label)?.flatten();
             let Some(text) = held.filter(|t| !t.is_empty()) else { continue };
             let chunk = types::Chunk {
                 index: u32::MAX,
@@ -590,14 +494,14 @@ impl Chain {
         summary.metadata = self.metadata.clone();
         for i in 0..self.set.plugins.len() {
             let p = self.set.plugins[i].clone();
-            let deadline = Hook::OnComplete.deadline(&p);
+            let deadline = Hook::OnComplete.deadline(&p.settings);
             let t0 = Instant::now();
             let mut fresh_live;
-            let owed = self.started[i] && p.hooks.complete;
+            let owed = self.started[i] && p.hooks.calls(Hook::OnComplete);
             let (live, is_fresh) = match self.slots[i].complete_on(owed) {
                 CompleteOn::Nothing => continue,
                 CompleteOn::Own(live) => {
-                    super::host::start_call(&mut live.store, Hook::OnComplete.name(), deadline);
+                    super::host::start_call(&mut live.store, Hook::OnComplete, deadline);
                     (live, false)
                 }
                 CompleteOn::Fresh => match fresh(&p, 0).await {
@@ -606,9 +510,9 @@ impl Chain {
                         (&mut fresh_live, true)
                     }
                     Err(msg) => {
-                        let msg = format!("could not be instantiated for on-complete: {msg}");
-                        self.note(i, Hook::OnComplete, t0, "failed", Some(msg.clone()));
-                        let _ = self.fail(i, Hook::OnComplete, &msg);
+                        let failed =
+                            Err(Failure::new("failed", format!("could not be instantiated for on-complete: {msg}")));
+                        let _ = self.conclude(i, Hook::OnComplete, t0, failed, |()| "ok");
                         continue;
                     }
                 },
@@ -617,7 +521,7 @@ impl Chain {
             live.begin_call();
             let result = live.bindings.on_complete(&mut live.store, &summary).await;
             live.end_call();
-            let failed = result.err().map(|e| describe(&e, &live.store, Hook::OnComplete, &p));
+            let judged = judge(result.map(Ok), &live.store, Hook::OnComplete, &p);
             if is_fresh {
                 // A fresh instance: keep what it recorded for the trace.
                 let data = live.store.data_mut();
@@ -627,13 +531,8 @@ impl Chain {
             if is_fresh && matches!(self.slots[i], Slot::Poisoned) {
                 p.record_cancelled_mid_call();
             }
-            match failed {
-                None => self.note(i, Hook::OnComplete, t0, "ok", None),
-                Some(msg) => {
-                    self.note(i, Hook::OnComplete, t0, "failed", Some(msg.clone()));
-                    let _ = self.fail(i, Hook::OnComplete, &msg);
-                }
-            }
+            // After `on-complete` the request has its answer: a fail-closed failure here changes nothing for it.
+            let _ = self.conclude(i, Hook::OnComplete, t0, judged, |()| "ok");
         }
         for (i, slot) in self.slots.iter().enumerate() {
             let p = &self.set.plugins[i];
@@ -680,18 +579,20 @@ impl Chain {
         }
     }
 
-    /// Trace events the plugins added in this request.
-    pub fn events(&self) -> Vec<(String, Instant)> {
-        let mut v = self.collect_live(|s| &s.events);
-        v.extend(self.late_events.iter().cloned());
-        v
-    }
-
-    /// Trace attributes the plugins set in this request.
-    pub fn attributes(&self) -> Vec<(String, String)> {
-        let mut v = self.collect_live(|s| &s.attributes);
-        v.extend(self.late_attributes.iter().cloned());
-        v
+    /// What the plugins did in this request, as a value for the log line, spans and metrics: made after
+    /// `on-complete` and [`Chain::release`] (then everything the instances recorded is in the chain), or without
+    /// them when a request ends outside the runtime.
+    pub fn into_report(mut self) -> PluginReport {
+        let mut attributes = self.collect_live(|s| &s.attributes);
+        attributes.append(&mut self.late_attributes);
+        let mut events = self.collect_live(|s| &s.events);
+        events.append(&mut self.late_events);
+        let plugins = self.set.plugins.iter().map(|p| (p.name.clone(), p.version.clone())).collect();
+        let chunks = (self.chunks.iter().zip(&self.set.plugins))
+            .filter(|((calls, _), _)| *calls > 0)
+            .map(|(&(calls, total), p)| ChunkTotals { plugin: p.name.clone(), calls, total })
+            .collect();
+        PluginReport { plugins, attributes, events, chunks, calls: std::mem::take(&mut self.calls) }
     }
 
     /// What each live instance recorded, in plugin order.
@@ -713,7 +614,7 @@ async fn fresh(p: &LoadedPlugin, input: usize) -> Result<Live, String> {
     let mut store = p.engine.store(p.context.clone());
     store.data_mut().allow_input(input);
     // Instantiation and `init` have a budget of their own; the hook then gets its own deadline.
-    super::host::start_call(&mut store, Hook::Init.name(), Hook::Init.deadline(p));
+    super::host::start_call(&mut store, Hook::Init, Hook::Init.deadline(&p.settings));
     let bindings = match p.pre.instantiate(&mut store).await {
         Ok(b) => b,
         Err(e) => return Err(describe(&e, &store, Hook::Init, p)),
@@ -726,6 +627,53 @@ async fn fresh(p: &LoadedPlugin, input: usize) -> Result<Live, String> {
         Ok(Err(e)) => Err(format!("init returned an error: {e}")),
         Err(e) => Err(describe(&e, &store, Hook::Init, p)),
     }
+}
+
+/// A failed hook call: its label for spans (`error`: the plugin returned an error; `failed`: it trapped, ran out
+/// of time or memory, or could not run) and the message.
+struct Failure {
+    label: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn new(label: &'static str, message: impl Into<String>) -> Failure {
+        Failure { label, message: message.into() }
+    }
+}
+
+/// A hook call's result as the chain handles it: the value, or why the call failed, in words.
+fn judge<T>(result: HookResult<T>, store: &Store<State>, hook: Hook, p: &LoadedPlugin) -> Result<T, Failure> {
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Failure::new("error", format!("returned an error: {e}"))),
+        Err(e) => Err(Failure::new("failed", describe(&e, store, hook, p))),
+    }
+}
+
+fn request_label(d: &RequestDecision) -> &'static str {
+    match d {
+        RequestDecision::Continue => "continue",
+        RequestDecision::ContinueWith(_) => "continue-with",
+        RequestDecision::Route(_) => "route",
+        RequestDecision::Respond(_) => "respond",
+        RequestDecision::Reject(_) => "reject",
+    }
+}
+
+fn chunk_label(d: &ChunkDecision) -> &'static str {
+    match d {
+        ChunkDecision::Pass => "pass",
+        ChunkDecision::ReplaceTexts(_) => "replace-texts",
+        ChunkDecision::ReplaceData(_) => "replace-data",
+        ChunkDecision::Drop => "drop",
+        ChunkDecision::Hold => "hold",
+        ChunkDecision::Abort(_) => "abort",
+    }
+}
+
+fn flush_label(held: &Option<String>) -> &'static str {
+    if held.as_deref().is_some_and(|t| !t.is_empty()) { "flushed" } else { "nothing-held" }
 }
 
 /// Why a call failed, in words (the failure is the plugin's, never the gateway's).

@@ -14,6 +14,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use super::bindings::{v1, v2};
+use super::hook::{Hook, Hooks};
 use super::host::{PluginContext, State};
 use super::versions::Pre;
 use crate::config::{Capability, PluginRuntime};
@@ -55,49 +56,6 @@ pub struct Compiled {
     pub compile_time: Duration,
     /// The optional hooks the component declares it implements.
     pub hooks: Hooks,
-}
-
-/// The optional hooks a plugin implements, from its `weir:hooks` custom section (written by the Rust SDK's
-/// `export!` from `Plugin::HOOKS`): one byte, bit 0 `on-chunk` and `flush`, bit 1 `on-complete`. A component
-/// without the section (Python, JavaScript, other toolchains) gets every hook; `on-request` is always called.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Hooks {
-    pub chunks: bool,
-    pub complete: bool,
-}
-
-impl Hooks {
-    pub const ALL: Hooks = Hooks { chunks: true, complete: true };
-
-    /// The declaration in `bytes` (a component; its core modules are searched too), or [`Hooks::ALL`].
-    pub fn declared(bytes: &[u8]) -> Hooks {
-        let mut bits = None::<u8>;
-        for payload in wasmparser::Parser::new(0).parse_all(bytes) {
-            match payload {
-                Ok(wasmparser::Payload::CustomSection(c)) if c.name() == "weir:hooks" => {
-                    *bits.get_or_insert(0) |= c.data().iter().fold(0, |a, b| a | b);
-                }
-                Ok(_) => {}
-                Err(_) => return Hooks::ALL,
-            }
-        }
-        match bits {
-            Some(b) => Hooks { chunks: b & 1 != 0, complete: b & 2 != 0 },
-            None => Hooks::ALL,
-        }
-    }
-
-    /// As shown by `weir plugin check` and `/admin/plugins`.
-    pub fn names(self) -> Vec<&'static str> {
-        let mut v = vec!["on-request"];
-        if self.chunks {
-            v.extend(["on-chunk", "flush"]);
-        }
-        if self.complete {
-            v.push("on-complete");
-        }
-        v
-    }
 }
 
 /// Wizer's view of an initialized instance: it reads memories and globals through exports it added. A failed read
@@ -320,7 +278,7 @@ impl PluginEngine {
         let hash = hex(&Sha256::digest(&instrumented));
         let (component, _) = self.compile_cached(&instrumented, &hash).map_err(|e| e.to_string())?;
         let mut store = self.store(context.clone());
-        super::host::start_call(&mut store, "init", budget);
+        super::host::start_call(&mut store, Hook::Init, budget);
         let instance =
             self.linker.instantiate_async(&mut store, &component).await.map_err(|e| format!("instantiating: {e:#}"))?;
         let plugin = v2::Plugin::new(&mut store, &instance).map_err(|e| format!("binding: {e:#}"))?;
@@ -396,7 +354,7 @@ impl PluginEngine {
             if data.used >= data.budget {
                 return Ok(wasmtime::UpdateDeadline::Interrupt);
             }
-            crate::telemetry::metrics::plugin_yield(&data.plugin.name, data.hook);
+            super::hook::count_yield(&data.plugin.name, data.hook);
             let resumed = data.running_since.clone();
             Ok(wasmtime::UpdateDeadline::YieldCustom(
                 1,
@@ -589,10 +547,10 @@ mod tests {
         let all = Hooks::ALL;
         assert_eq!(Hooks::declared(&module_with(&[])), all, "no section: every hook");
         assert_eq!(Hooks::declared(&module_with(&[("other", b"\x00")])), all);
-        let none = Hooks { chunks: false, complete: false };
+        let none = Hooks::from_bits(0);
         assert_eq!(Hooks::declared(&module_with(&[("weir:hooks", b"\x00")])), none);
-        assert_eq!(Hooks::declared(&module_with(&[("weir:hooks", b"\x01")])), Hooks { chunks: true, complete: false });
-        assert_eq!(Hooks::declared(&module_with(&[("weir:hooks", b"\x02")])), Hooks { chunks: false, complete: true });
+        assert_eq!(Hooks::declared(&module_with(&[("weir:hooks", b"\x01")])), Hooks::from_bits(Hooks::CHUNK_BITS));
+        assert_eq!(Hooks::declared(&module_with(&[("weir:hooks", b"\x02")])), Hooks::from_bits(Hooks::COMPLETE_BITS));
         // Two declarations (two crates' statics concatenated, or two sections) add up.
         assert_eq!(Hooks::declared(&module_with(&[("weir:hooks", b"\x01\x02")])), all);
         assert_eq!(Hooks::declared(&module_with(&[("weir:hooks", b"\x01"), ("weir:hooks", b"\x02")])), all);
@@ -606,7 +564,7 @@ mod tests {
             (std::fs::read(guests.join("auth.wasm")), std::fs::read(guests.join("redact.wasm")))
         {
             assert_eq!(Hooks::declared(&auth), none);
-            assert_eq!(Hooks::declared(&redact), Hooks { chunks: true, complete: false });
+            assert_eq!(Hooks::declared(&redact), Hooks::from_bits(Hooks::CHUNK_BITS));
         }
     }
 }

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use wasmtime::component::Resource;
 
 use super::bindings::{v1, v2};
+use super::hook::Hook;
 use super::kv::{Kv, KvError};
 use crate::api::{Endpoint, Family};
 
@@ -145,7 +146,7 @@ pub struct State {
     /// The guest's stdout and stderr (once its WASI context exists).
     pub output: Option<MemoryOutputPipe>,
     /// The hook being called (`init` while instantiating), for the yields metric.
-    pub hook: &'static str,
+    pub hook: Hook,
     /// The current call is `on-complete`: `kv.increment` settles ([`Kv::settle`]: kept and applied later when the
     /// backend cannot take it now).
     pub settling: bool,
@@ -168,7 +169,7 @@ impl State {
             attributes: Vec::new(),
             events: Vec::new(),
             output: None,
-            hook: "init",
+            hook: Hook::Init,
             settling: false,
         }
     }
@@ -181,7 +182,7 @@ impl State {
 
     /// Starts a hook call with this budget of guest running time (see [`start_call`], which also re-arms the
     /// store's deadline check).
-    fn start_call(&mut self, hook: &'static str, budget: Duration) {
+    fn start_call(&mut self, hook: Hook, budget: Duration) {
         self.hook = hook;
         self.budget = budget;
         self.used = Duration::ZERO;
@@ -458,7 +459,7 @@ impl v2::weir::plugin::kv::Host for State {
 /// a deadline left from an earlier call (an instance's `on-request` long before its `on-complete`) has already
 /// passed, so the call's first check would yield the guest to the scheduler at once — a fiber switch and a trip to
 /// the back of the run queue (milliseconds under load) for nothing.
-pub fn start_call(store: &mut wasmtime::Store<State>, hook: &'static str, budget: Duration) {
+pub fn start_call(store: &mut wasmtime::Store<State>, hook: Hook, budget: Duration) {
     store.data_mut().start_call(hook, budget);
     store.set_epoch_deadline(1);
 }

@@ -3,10 +3,12 @@
 //! - [`engine`]: the wasmtime engine (pooling allocator, epoch deadlines, compile cache, import checks);
 //! - [`bindings`]: the `bindgen!`s, one per contract version (0.1.0 and 0.2.0);
 //! - [`versions`]: instantiating and calling components of either version with the 0.2.0 types;
+//! - [`hook`]: the hooks as one type (names, deadlines, metrics, the optional-hook declaration);
 //! - [`host`]: the capabilities plugins import (log, config, kv, trace, clock) and per-instance limits;
 //! - [`kv`]: the store behind the `kv` capability;
 //! - [`registry`]: loading, the live set (`ArcSwap`), the watched directory, admin;
 //! - [`chain`]: one request's run through the plugins, with failure policies;
+//! - [`report`]: what the plugins did in a request, as a value for the completion phase;
 //! - [`instance`]: one plugin instance's lifecycle in a request (fresh, warm, pooled, failed, poisoned);
 //! - [`bench`]: `weir plugin bench`, a plugin's cost measured in process.
 
@@ -18,11 +20,14 @@ pub mod bench;
 pub mod bindings;
 pub mod chain;
 pub mod engine;
+pub mod hook;
 pub mod host;
 pub mod instance;
 pub mod kv;
 pub mod registry;
+pub mod report;
 pub mod versions;
 
 pub use chain::{Chain, ChunkVerdict, RequestEffects, RequestView};
 pub use registry::Registry;
+pub use report::PluginReport;

@@ -52,9 +52,9 @@ pub struct LoadedPlugin {
     pub preinitialized: bool,
     pub preinit_error: Option<String>,
     /// The optional hooks it declares (`weir:hooks`): the chain calls no others.
-    pub hooks: super::engine::Hooks,
+    pub hooks: super::hook::Hooks,
     /// Metric handles for this plugin's hooks.
-    pub metrics: crate::telemetry::metrics::PluginMetrics,
+    pub metrics: super::hook::HookMetrics,
     /// Content key (wasm + settings) used to detect changes.
     key: String,
     stats: Stats,
@@ -545,7 +545,7 @@ fn load(
         imports: compiled.imports,
         compile_time: compiled.compile_time,
         from_cache: compiled.cached,
-        metrics: crate::telemetry::metrics::PluginMetrics::new(name),
+        metrics: super::hook::HookMetrics::new(name),
         stats: Stats::default(),
         warm: Mutex::new(Vec::new()),
         ready: Mutex::new(Vec::new()),
@@ -599,7 +599,11 @@ pub fn smoke(
                     .map_err(|e| LoadError::Smoke(e.to_string()))?;
                 rt.block_on(async {
                     let mut store = engine.store(context.clone());
-                    super::host::start_call(&mut store, "init", settings.timeouts.init.max(Duration::from_millis(200)));
+                    super::host::start_call(
+                        &mut store,
+                        super::hook::Hook::Init,
+                        settings.timeouts.init.max(Duration::from_millis(200)),
+                    );
                     let plugin = pre
                         .instantiate(&mut store)
                         .await

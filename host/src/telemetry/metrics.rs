@@ -6,7 +6,6 @@
 //! operations, not a label lookup.
 
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -225,51 +224,4 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
-}
-
-/// Handles for one loaded plugin, by hook (`on-request`, `on-chunk`, `flush`, `on-complete`).
-#[derive(Debug)]
-pub struct PluginMetrics {
-    calls: [Counter; 4],
-    failures: [Counter; 4],
-    seconds: [Histogram; 4],
-}
-
-pub const HOOKS: [&str; 4] = ["on-request", "on-chunk", "flush", "on-complete"];
-
-/// The name of hook index `i` (see [`HOOKS`]).
-pub fn hook_name(i: usize) -> &'static str {
-    HOOKS.get(i).copied().unwrap_or("unknown")
-}
-
-impl PluginMetrics {
-    pub fn new(plugin: &str) -> PluginMetrics {
-        let m = &*METRICS;
-        let labels = |hook| PluginLabels { plugin: plugin.to_string(), hook };
-        PluginMetrics {
-            calls: HOOKS.map(|h| m.plugin_calls.get_or_create_owned(&labels(h))),
-            failures: HOOKS.map(|h| m.plugin_failures.get_or_create_owned(&labels(h))),
-            seconds: HOOKS.map(|h| m.plugin_seconds.get_or_create_owned(&labels(h))),
-        }
-    }
-
-    /// `hook` indexes [`HOOKS`]; another index counts nothing.
-    pub fn call(&self, hook: usize, took: Duration) {
-        if let (Some(c), Some(s)) = (self.calls.get(hook), self.seconds.get(hook)) {
-            c.inc();
-            s.observe(took.as_secs_f64());
-        }
-    }
-
-    pub fn failure(&self, hook: usize) {
-        if let Some(f) = self.failures.get(hook) {
-            f.inc();
-        }
-    }
-}
-
-/// Counts one pause of a plugin's guest code at an epoch tick, in `hook` (`init` for instantiation and `init`).
-/// Rare by design (at most one per tick of guest time), so the label lookup is not on any hot path.
-pub fn plugin_yield(plugin: &str, hook: &'static str) {
-    METRICS.plugin_yields.get_or_create(&PluginLabels { plugin: plugin.to_string(), hook }).inc();
 }

@@ -188,6 +188,21 @@ impl Tracer {
         })
     }
 
+    /// A tracer whose spans go nowhere (the queue's receiver is gone), for building spans in tests.
+    #[cfg(test)]
+    pub fn detached() -> Tracer {
+        let (tx, _) = mpsc::channel(1);
+        let counter = prometheus_client::metrics::counter::Counter::default;
+        Tracer {
+            tx,
+            sample_bound: u64::MAX,
+            capture_content: false,
+            chunk_spans: false,
+            scope: InstrumentationScope::builder("weir").build(),
+            stats: ExportStats { exported: counter(), dropped: counter() },
+        }
+    }
+
     /// The trace context of a new request: the caller's trace if it sent a valid `traceparent` (its sampling
     /// decision too), else a new trace sampled by ratio.
     pub fn begin(&self, headers: &HeaderMap) -> TraceCtx {
