@@ -39,8 +39,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
                 .join("\n");
             let uses = g.entry(module.clone()).or_default();
             for (i, _) in text.match_indices("crate::") {
-                let name: String =
-                    text[i + 7..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+                let name: String = text[i + 7..].chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
                 if !name.is_empty() && name != module {
                     uses.insert(name);
                 }

@@ -15,7 +15,7 @@ mod metrics;
 pub mod spans;
 
 use crate::plugin::Chain;
-use crate::plugin::bindings::types;
+use crate::plugin::types;
 use crate::record::{Ended, Outcome, ms};
 
 /// Ends a request: plugins' `on-complete`, then the log line, spans and metrics.

@@ -36,7 +36,7 @@ use serde_json::Value;
 
 use crate::api::{Endpoint, Family};
 use crate::error::ApiError;
-pub use crate::plugin::bindings::types::{TextKind, TextStream};
+pub use crate::plugin::types::{TextKind, TextStream};
 use crate::usage::{UsageTap, Verdict};
 
 /// A piece of text found in an event or body: its stream, where it is (an RFC 6901 pointer), and the text.

@@ -25,7 +25,7 @@ use super::{App, Forward, set_upstream_header};
 use crate::api::Endpoint;
 use crate::dialect::{self, Located, TextStream, translate};
 use crate::error::{ApiError, ErrorKind};
-use crate::plugin::bindings::types;
+use crate::plugin::types;
 use crate::plugin::{Chain, ChunkVerdict};
 use crate::record::{Outcome, RequestRecord};
 use crate::sse::{SseEvent, SseParser};

@@ -225,7 +225,7 @@ async fn on_request(
 }
 
 /// A plugin's own answer.
-fn plugin_response(r: crate::plugin::bindings::types::Response) -> Response {
+fn plugin_response(r: crate::plugin::types::Response) -> Response {
     let mut resp = Response::new(Body::from(r.body));
     *resp.status_mut() = http::StatusCode::from_u16(r.status).unwrap_or(http::StatusCode::OK);
     let ct = r.content_type.as_deref().and_then(|c| HeaderValue::from_str(c).ok());

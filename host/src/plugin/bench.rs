@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::bindings::types;
 use super::engine::PluginEngine;
 use super::hook::Hook;
 use super::host::{PluginContext, RequestSnapshot};
 use super::kv::MemoryKv;
+use super::types;
 use crate::api::{Endpoint, Family};
 use crate::config::{Capability, PluginRuntime};
 
@@ -200,7 +200,7 @@ struct Samples {
 async fn fresh_request(
     engine: &PluginEngine,
     context: &Arc<PluginContext>,
-    pre: &super::versions::Pre,
+    pre: &super::contract::Pre,
     init: Option<&str>,
     req: &Arc<RequestSnapshot>,
     chunk: &impl Fn(usize) -> types::Chunk,

@@ -28,13 +28,13 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use wasmtime::Store;
 
-use super::bindings::types::{self, ChunkDecision, RequestDecision};
+use super::contract::HookResult;
 use super::hook::Hook;
 use super::host::{RequestSnapshot, State};
 use super::instance::{CompleteOn, Live, Slot};
 use super::registry::{LoadedPlugin, PluginSet};
 use super::report::{ChunkTotals, HookCall, PluginReport};
-use super::versions::HookResult;
+use super::types::{self, ChunkDecision, RequestDecision};
 use crate::api::{Endpoint, Family};
 use crate::config::{FailurePolicy, NEVER_FORWARDED};
 use crate::error::{ApiError, ErrorKind};

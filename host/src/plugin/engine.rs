@@ -10,19 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
-use super::bindings::{v1, v2};
+use super::contract::{self, CURRENT, PACKAGE, Pre, VERSIONS};
 use super::hook::{Hook, Hooks};
 use super::host::{PluginContext, State};
-use super::versions::Pre;
 use crate::config::{Capability, PluginRuntime};
 
-/// The WIT package this gateway speaks, in every version it accepts (the current one first).
-pub const WIT_PACKAGE: &str = "weir:plugin";
-pub const WIT_VERSION: &str = "0.2.0";
-pub const WIT_VERSIONS: [&str; 2] = ["0.2.0", "0.1.0"];
 /// Epoch tick: the granularity of hook deadlines and of yielding to other requests.
 const TICK: Duration = Duration::from_millis(1);
 
@@ -123,18 +118,16 @@ pub enum LoadError {
     #[error("not a valid WebAssembly component: {0}")]
     Invalid(String),
     #[error(
-        "imports `{import}`, which is neither {WIT_PACKAGE} (0.2.0 or 0.1.0) nor WASI 0.2; plugins cannot reach anything else"
+        "imports `{import}`, which is neither {PACKAGE} (0.2.0 or 0.1.0) nor WASI 0.2; plugins cannot reach anything else"
     )]
     ForeignImport { import: String },
     #[error("imports `{import}` but the `{capability}` capability is not granted (add it to `capabilities`)")]
     NotGranted { import: String, capability: &'static str },
     #[error(
-        "uses `{found}`; this gateway accepts {WIT_PACKAGE}@0.2.0 and @0.1.0, one version per component (rebuild the plugin against this gateway's wit/)"
+        "uses `{found}`; this gateway accepts {PACKAGE}@0.2.0 and @0.1.0, one version per component (rebuild the plugin against this gateway's wit/)"
     )]
     WrongVersion { found: String },
-    #[error(
-        "does not export `{WIT_PACKAGE}/hooks@{WIT_VERSION}` (it exports: {exports}); build it against the `plugin` world"
-    )]
+    #[error("does not export `{PACKAGE}/hooks@{CURRENT}` (it exports: {exports}); build it against the `plugin` world")]
     NoHooks { exports: String },
     #[error("failed its smoke test: {0}")]
     Smoke(String),
@@ -182,10 +175,7 @@ impl PluginEngine {
 
         let mut linker: Linker<State> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("linking WASI: {e}"))?;
-        v1::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("linking host imports (0.1.0): {e}"))?;
-        v2::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
-            .map_err(|e| anyhow::anyhow!("linking host imports (0.2.0): {e}"))?;
+        contract::link(&mut linker)?;
 
         // The ticker drives every store's deadline checks; it holds only a weak handle so it ends with the engine.
         let weak = engine.weak();
@@ -245,10 +235,8 @@ impl PluginEngine {
         let ty = component.component_type();
         let imports: Vec<String> = ty.imports(&self.engine).map(|(n, _)| n.to_string()).collect();
         let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
-        let Some(version) =
-            WIT_VERSIONS.iter().copied().find(|v| exports.contains(&format!("{WIT_PACKAGE}/hooks@{v}")))
-        else {
-            if let Some(other) = exports.iter().find(|e| e.starts_with(&format!("{WIT_PACKAGE}/hooks@"))) {
+        let Some(version) = VERSIONS.iter().copied().find(|v| exports.contains(&format!("{PACKAGE}/hooks@{v}"))) else {
+            if let Some(other) = exports.iter().find(|e| e.starts_with(&format!("{PACKAGE}/hooks@"))) {
                 return Err(LoadError::WrongVersion { found: other.clone() });
             }
             return Err(LoadError::NoHooks { exports: exports.join(", ") });
@@ -256,10 +244,7 @@ impl PluginEngine {
         check_imports(&imports, granted, version)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let invalid = |e: wasmtime::Error| LoadError::Invalid(format!("{e:#}"));
-        let pre = match version {
-            "0.1.0" => Pre::V1(v1::PluginPre::new(pre).map_err(invalid)?),
-            _ => Pre::V2(v2::PluginPre::new(pre).map_err(invalid)?),
-        };
+        let pre = Pre::new(version, pre).map_err(invalid)?;
         let hooks = Hooks::declared(bytes);
         Ok(Compiled { pre, hash, imports, exports, cached, compile_time: started.elapsed(), hooks })
     }
@@ -281,12 +266,7 @@ impl PluginEngine {
         super::host::start_call(&mut store, Hook::Init, budget);
         let instance =
             self.linker.instantiate_async(&mut store, &component).await.map_err(|e| format!("instantiating: {e:#}"))?;
-        let plugin = v2::Plugin::new(&mut store, &instance).map_err(|e| format!("binding: {e:#}"))?;
-        match plugin.weir_plugin_hooks().call_init(&mut store, &context.config_json).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(format!("init returned an error: {}", e.message)),
-            Err(e) => return Err(format!("init: {e:#}")),
-        }
+        contract::init_instance(&mut store, &instance, &context.config_json).await?;
         let mut state = Snapshotting { store: &mut store, instance, failed: None };
         let snapshot = wizer.snapshot_component(&cx, &mut state).await.map_err(|e| format!("snapshot: {e:#}"))?;
         match state.failed {
@@ -378,7 +358,7 @@ fn check_imports(imports: &[String], granted: &[Capability], wit_version: &str) 
         let Some((pkg, iface)) = pkg_iface.split_once('/') else {
             return Err(LoadError::ForeignImport { import: import.clone() });
         };
-        if pkg == WIT_PACKAGE {
+        if pkg == PACKAGE {
             if version != wit_version {
                 return Err(LoadError::WrongVersion { found: import.clone() });
             }
@@ -407,7 +387,7 @@ fn check_imports(imports: &[String], granted: &[Capability], wit_version: &str) 
 pub fn needed_capabilities(imports: &[String]) -> BTreeSet<Capability> {
     imports
         .iter()
-        .filter_map(|i| i.strip_prefix(&format!("{WIT_PACKAGE}/"))?.split('@').next())
+        .filter_map(|i| i.strip_prefix(&format!("{PACKAGE}/"))?.split('@').next())
         .filter_map(|iface| Capability::ALL.iter().copied().find(|c| c.interface() == iface))
         .collect()
 }

@@ -16,7 +16,7 @@ use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiVie
 use bytes::Bytes;
 use wasmtime::component::Resource;
 
-use super::bindings::{v1, v2};
+use super::contract::bindings::v2;
 use super::hook::Hook;
 use super::kv::{Kv, KvError};
 use crate::api::{Endpoint, Family};
@@ -190,7 +190,7 @@ impl State {
         *self.running_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
     }
 
-    fn key(&self, key: &str) -> String {
+    pub(super) fn key(&self, key: &str) -> String {
         format!("{}/{key}", self.plugin.name)
     }
 
@@ -238,73 +238,6 @@ impl ResourceLimiter for State {
         Ok(desired <= 1_000_000)
     }
 }
-
-impl v1::types::Host for State {}
-
-impl v1::weir::plugin::log::Host for State {
-    fn write(&mut self, level: v1::weir::plugin::log::Level, message: String) {
-        let plugin = self.plugin.name.as_str();
-        match level {
-            v1::weir::plugin::log::Level::Debug => tracing::debug!(target: "weir::plugin", plugin, "{message}"),
-            v1::weir::plugin::log::Level::Info => tracing::info!(target: "weir::plugin", plugin, "{message}"),
-            v1::weir::plugin::log::Level::Warn => tracing::warn!(target: "weir::plugin", plugin, "{message}"),
-            v1::weir::plugin::log::Level::Error => tracing::error!(target: "weir::plugin", plugin, "{message}"),
-        }
-    }
-}
-
-impl v1::weir::plugin::config::Host for State {
-    fn get_json(&mut self) -> String {
-        self.plugin.config_json.clone()
-    }
-}
-
-fn ttl(ms: Option<u64>) -> Option<Duration> {
-    ms.map(Duration::from_millis)
-}
-
-impl v1::weir::plugin::kv::Host for State {
-    // 0.1.0's kv cannot fail and is synchronous: a failure reads as "not set" / 0, as a 0.1.0 plugin expects of
-    // an in-memory store (which is the only backend that never fails).
-    fn get(&mut self, key: String) -> Option<Vec<u8>> {
-        self.plugin.kv.get_now(&self.key(&key)).ok().flatten()
-    }
-    fn set(&mut self, key: String, value: Vec<u8>, ttl_ms: Option<u64>) {
-        let _ = self.plugin.kv.set_now(&self.key(&key), value, ttl(ttl_ms));
-    }
-    fn increment(&mut self, key: String, delta: i64, ttl_ms: Option<u64>) -> i64 {
-        self.plugin.kv.increment_now(&self.key(&key), delta, ttl(ttl_ms)).unwrap_or(0)
-    }
-    fn delete(&mut self, key: String) {
-        let _ = self.plugin.kv.delete_now(&self.key(&key));
-    }
-}
-
-impl v1::weir::plugin::trace::Host for State {
-    fn set_attribute(&mut self, key: String, value: String) {
-        if self.attributes.len() < MAX_ATTRIBUTES {
-            self.attributes.push((format!("weir.plugin.{}.{key}", self.plugin.name), value));
-        }
-    }
-    fn add_event(&mut self, name: String) {
-        tracing::debug!(target: "weir::plugin", plugin = %self.plugin.name, event = %name, "plugin trace event");
-        if self.events.len() < MAX_ATTRIBUTES {
-            self.events.push((format!("weir.plugin.{}.{name}", self.plugin.name), Instant::now()));
-        }
-    }
-}
-
-impl v1::weir::plugin::clock::Host for State {
-    fn now_unix_ms(&mut self) -> u64 {
-        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-    }
-    fn monotonic_ns(&mut self) -> u64 {
-        static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
-        START.elapsed().as_nanos() as u64
-    }
-}
-
-// ---- weir:plugin@0.2.0 ----
 
 impl v2::types::Host for State {}
 
@@ -364,15 +297,14 @@ impl v2::types::HostRequest for State {
 
 impl v2::weir::plugin::log::Host for State {
     fn write(&mut self, level: v2::weir::plugin::log::Level, message: String) {
-        use v1::weir::plugin::log::Level as L1;
-        use v2::weir::plugin::log::Level as L2;
-        let level = match level {
-            L2::Debug => L1::Debug,
-            L2::Info => L1::Info,
-            L2::Warn => L1::Warn,
-            L2::Error => L1::Error,
-        };
-        v1::weir::plugin::log::Host::write(self, level, message)
+        use v2::weir::plugin::log::Level;
+        let plugin = self.plugin.name.as_str();
+        match level {
+            Level::Debug => tracing::debug!(target: "weir::plugin", plugin, "{message}"),
+            Level::Info => tracing::info!(target: "weir::plugin", plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "weir::plugin", plugin, "{message}"),
+            Level::Error => tracing::error!(target: "weir::plugin", plugin, "{message}"),
+        }
     }
 }
 
@@ -384,20 +316,31 @@ impl v2::weir::plugin::config::Host for State {
 
 impl v2::weir::plugin::trace::Host for State {
     fn set_attribute(&mut self, key: String, value: String) {
-        v1::weir::plugin::trace::Host::set_attribute(self, key, value)
+        if self.attributes.len() < MAX_ATTRIBUTES {
+            self.attributes.push((format!("weir.plugin.{}.{key}", self.plugin.name), value));
+        }
     }
     fn add_event(&mut self, name: String) {
-        v1::weir::plugin::trace::Host::add_event(self, name)
+        tracing::debug!(target: "weir::plugin", plugin = %self.plugin.name, event = %name, "plugin trace event");
+        if self.events.len() < MAX_ATTRIBUTES {
+            self.events.push((format!("weir.plugin.{}.{name}", self.plugin.name), Instant::now()));
+        }
     }
 }
 
 impl v2::weir::plugin::clock::Host for State {
     fn now_unix_ms(&mut self) -> u64 {
-        v1::weir::plugin::clock::Host::now_unix_ms(self)
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
     }
     fn monotonic_ns(&mut self) -> u64 {
-        v1::weir::plugin::clock::Host::monotonic_ns(self)
+        static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
+        START.elapsed().as_nanos() as u64
     }
+}
+
+/// A `kv` TTL in milliseconds as a duration.
+pub(super) fn ttl(ms: Option<u64>) -> Option<Duration> {
+    ms.map(Duration::from_millis)
 }
 
 fn kv_error(e: KvError) -> v2::types::KvError {
@@ -468,6 +411,7 @@ pub fn start_call(store: &mut wasmtime::Store<State>, hook: Hook, budget: Durati
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {
     use super::*;
+    use crate::plugin::contract::bindings::v1;
     use crate::plugin::kv::MemoryKv;
 
     fn state(name: &str, kv: Arc<dyn Kv>) -> State {

@@ -32,9 +32,9 @@
 
 use wasmtime::Store;
 
-use super::bindings::types::RequestDecision;
+use super::contract::{Bindings, HookResult};
 use super::host::State;
-use super::versions::{Bindings, HookResult};
+use super::types::RequestDecision;
 
 /// What a shielded `on-request` call hands back: the instance and the call's result.
 pub type Shielded = (Box<Live>, HookResult<RequestDecision>);

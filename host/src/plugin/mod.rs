@@ -1,8 +1,8 @@
 //! The plugin runtime: WebAssembly components implementing `wit/v<version>/plugin.wit`, run by wasmtime.
 //!
 //! - [`engine`]: the wasmtime engine (pooling allocator, epoch deadlines, compile cache, import checks);
-//! - [`bindings`]: the `bindgen!`s, one per contract version (0.1.0 and 0.2.0);
-//! - [`versions`]: instantiating and calling components of either version with the 0.2.0 types;
+//! - [`contract`]: every contract version (bindings, instantiating and calling, 0.1.0 adapted to 0.2.0): the only
+//!   place that knows versions;
 //! - [`hook`]: the hooks as one type (names, deadlines, metrics, the optional-hook declaration);
 //! - [`host`]: the capabilities plugins import (log, config, kv, trace, clock) and per-instance limits;
 //! - [`kv`]: the store behind the `kv` capability;
@@ -17,8 +17,8 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 pub mod bench;
-pub mod bindings;
 pub mod chain;
+pub mod contract;
 pub mod engine;
 pub mod hook;
 pub mod host;
@@ -26,8 +26,8 @@ pub mod instance;
 pub mod kv;
 pub mod registry;
 pub mod report;
-pub mod versions;
 
 pub use chain::{Chain, ChunkVerdict, RequestEffects, RequestView};
+pub use contract::types;
 pub use registry::Registry;
 pub use report::PluginReport;

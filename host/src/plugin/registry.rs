@@ -19,11 +19,11 @@ use arc_swap::ArcSwap;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::contract::Pre;
 use super::engine::{LoadError, PluginEngine, hex};
 use super::host::PluginContext;
 use super::instance::Live;
 use super::kv::Kv;
-use super::versions::Pre;
 use crate::config::{Config, PluginRuntime, PluginSettings, load_plugin_settings, valid_plugin_name};
 
 /// Quarantine never lasts longer than this.
@@ -511,7 +511,7 @@ fn load(
         Arc::new(PluginContext { name: name.to_string(), config_json, kv: kv.clone(), memory_cap: settings.memory });
     smoke(engine, &compiled.pre, &context, &settings)?;
     let (mut pre, mut preinitialized, mut preinit_error) = (compiled.pre, false, None);
-    if settings.pre_initialize && matches!(pre, Pre::V2(_)) && bytes.len() <= PREINIT_MAX_BYTES {
+    if settings.pre_initialize && pre.has_init() && bytes.len() <= PREINIT_MAX_BYTES {
         match on_own_runtime(engine.preinitialize(
             bytes,
             context.clone(),
@@ -577,12 +577,8 @@ fn on_own_runtime<T: Send>(f: impl std::future::Future<Output = Result<T, String
     })
 }
 
-/// The first answer stream, for calling a 0.1.0 component's `flush` (which takes no stream).
-const ANY_ANSWER: super::bindings::types::TextStream =
-    super::bindings::types::TextStream { choice: 0, part: 0, kind: super::bindings::types::TextKind::Answer };
-
-/// Instantiates under the plugin's limits and runs `init` with its config (0.2.0; an error refuses the load), or
-/// for a 0.1.0 component calls `flush` (which has no inputs and no effects in a fresh instance). Runs on its own
+/// Instantiates under the plugin's limits and runs the contract's load check on it ([`super::contract::Bindings::smoke`]: `init`
+/// with its config, whose error refuses the load; or what stands for it in an older version). Runs on its own
 /// thread and runtime, so that loading works from any context (startup, the watcher, `weir plugin check`).
 pub fn smoke(
     engine: &Arc<PluginEngine>,
@@ -608,17 +604,10 @@ pub fn smoke(
                         .instantiate(&mut store)
                         .await
                         .map_err(|e| LoadError::Smoke(format!("instantiate: {e:#}")))?;
-                    match pre {
-                        Pre::V2(_) => match plugin.init(&mut store, &context.config_json).await {
-                            Ok(Ok(())) => Ok(()),
-                            Ok(Err(e)) => Err(LoadError::Init(e)),
-                            Err(e) => Err(LoadError::Smoke(format!("init: {e:#}"))),
-                        },
-                        Pre::V1(_) => match plugin.flush(&mut store, ANY_ANSWER).await {
-                            Ok(_) => Ok(()),
-                            Err(e) => Err(LoadError::Smoke(format!("flush: {e:#}"))),
-                        },
-                    }
+                    plugin.smoke(&mut store, &context.config_json).await.map_err(|e| match e {
+                        Ok(refused) => LoadError::Init(refused),
+                        Err(failed) => LoadError::Smoke(failed),
+                    })
                 })
             })
             .join()
