@@ -68,7 +68,8 @@ check: need-wasm
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) clippy --locked --target wasm32-wasip2 -p weir-sdk $(addprefix -p ,$(GUESTS)) -- -D warnings
 
-unit: need-redis
+# The plugin runtime's unit tests run real components: the test guests are built first.
+unit: need-redis guests
 	$(CARGO) test --workspace --locked
 
 # Everything `make test` needs is installed by its own prerequisite, so a fresh machine with only rustup's host

@@ -194,11 +194,7 @@ impl Chain {
                     FailurePolicy::FailClosed => Err(plugin_error(&p, hook, &msg)),
                 };
             }
-            let live = match p.take_warm().or_else(|| p.take_ready()) {
-                Some(live) => Ok(live),
-                None => fresh(&p, self.input_len).await,
-            };
-            match live {
+            match super::instance::acquire(&p, self.input_len).await {
                 Ok(live) => self.slots[i] = Slot::Live(Box::new(live)),
                 Err(msg) => {
                     self.fail(i, hook, &format!("could not be instantiated: {msg}"))?;
@@ -267,7 +263,7 @@ impl Chain {
             if self.instance(i, Hook::OnRequest).await?.is_none() {
                 continue;
             }
-            let (live, result) = match self.shielded_on_request(i, &req).await {
+            let (live, result) = match self.slots[i].shielded_on_request(&req).await {
                 Some(done) => done,
                 None => {
                     let gone = Err(Failure::new("failed", "on-request could not be started: its instance was gone"));
@@ -320,40 +316,14 @@ impl Chain {
         Ok(fx)
     }
 
-    /// Runs plugin `i`'s `on-request` (its instance must be live) as a future owned by the slot, and waits for it.
-    /// If this future is dropped meanwhile (the client went away), the call is left in the slot, part-way, and the
-    /// completion phase finishes it ([`Chain::settle_in_flight`]) before `on-complete`: a hang-up cannot stop it
-    /// half-way. (Owning the call rather than spawning a task for it saves a task and a cross-thread wake-up per
-    /// plugin per request: BENCHMARKS.md.) `None`: the slot held no live instance.
-    async fn shielded_on_request(&mut self, i: usize, req: &Arc<RequestSnapshot>) -> Option<super::instance::Shielded> {
-        let Slot::Live(mut live) = std::mem::replace(&mut self.slots[i], Slot::Idle) else { return None };
-        let req = req.clone();
-        self.slots[i] = Slot::InFlight(Box::pin(async move {
-            let result = live.bindings.on_request(&mut live.store, &req).await;
-            (live, result)
-        }));
-        let Slot::InFlight(call) = &mut self.slots[i] else { return None };
-        let done = call.await;
-        self.slots[i] = Slot::Idle;
-        Some(done)
-    }
-
     /// Finishes the `on-request` calls that were still running when the request was dropped, taking back their
-    /// instances.
+    /// instances ([`Slot::settle`]).
     async fn settle_in_flight(&mut self) {
         for i in 0..self.slots.len() {
-            if !matches!(self.slots[i], Slot::InFlight(_)) {
-                continue;
-            }
-            let Slot::InFlight(call) = std::mem::replace(&mut self.slots[i], Slot::Poisoned) else { continue };
-            match call.await {
-                (live, Ok(_)) => self.slots[i] = Slot::Live(live),
-                (live, Err(e)) => {
-                    let p = self.set.plugins[i].clone();
-                    let msg = describe(&e, &live.store, Hook::OnRequest, &p);
-                    // The request is gone: nobody to answer, so the policy's verdict is moot.
-                    let _ = self.fail(i, Hook::OnRequest, &msg);
-                }
+            if let Some((live, e)) = self.slots[i].settle().await {
+                let msg = super::instance::describe(&e, &live.store, Hook::OnRequest, &self.set.plugins[i]);
+                // The request is gone: nobody to answer, so the policy's verdict is moot.
+                let _ = self.fail(i, Hook::OnRequest, &msg);
             }
         }
     }
@@ -504,7 +474,7 @@ impl Chain {
                     super::host::start_call(&mut live.store, Hook::OnComplete, deadline);
                     (live, false)
                 }
-                CompleteOn::Fresh => match fresh(&p, 0).await {
+                CompleteOn::Fresh => match super::instance::fresh(&p, 0).await {
                     Ok(live) => {
                         fresh_live = live;
                         (&mut fresh_live, true)
@@ -545,38 +515,24 @@ impl Chain {
         self
     }
 
-    /// Releases the instances after `on-complete` (to the warm pool where configured, before the request's log line
-    /// is written, so a client that saw the line can count on the instance being back), logging guest output.
-    /// What the instances recorded for the trace is kept in the chain (for the log line and spans written after).
+    /// Releases the instances after `on-complete` ([`Slot::release`]: to the warm pool where configured, before
+    /// the request's log line is written, so a client that saw the line can count on the instance being back).
+    /// What the instances recorded for the trace is kept in the chain, for the report.
     pub fn release(&mut self) {
-        for (i, slot) in std::mem::take(&mut self.slots).into_iter().enumerate() {
-            let p = &self.set.plugins[i];
+        for (slot, p) in std::mem::take(&mut self.slots).into_iter().zip(&self.set.plugins) {
             if let Slot::Live(live) = &slot {
                 let data = live.store.data();
                 self.late_attributes.extend(data.attributes.iter().cloned());
                 self.late_events.extend(data.events.iter().cloned());
             }
-            if let Some(live) = slot.into_reusable() {
-                live.drain_output(&p.name);
-                p.put_warm(*live);
-            }
+            slot.release(p);
         }
     }
 
-    /// Tops up each plugin's reserve of fresh instances (see [`super::registry::READY_INSTANCES`]); run by the
-    /// completion phase, off the response path, after [`Chain::release`] freed this request's instances.
+    /// Tops up each plugin's reserve of fresh instances; run by the completion phase, off the response path, after
+    /// [`Chain::release`] freed this request's instances ([`super::instance::refill`]).
     pub fn refill(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let set = self.set.clone();
-        async move {
-            for p in &set.plugins {
-                while p.wants_ready() {
-                    let Ok(live) = fresh(p, 0).await else { break };
-                    if !p.put_ready(live) {
-                        break;
-                    }
-                }
-            }
-        }
+        super::instance::refill(self.set.clone())
     }
 
     /// What the plugins did in this request, as a value for the log line, spans and metrics: made after
@@ -608,27 +564,6 @@ impl Chain {
     }
 }
 
-/// A fresh instance of `p` from its pre-linked component, instantiated under `deadline` and allowed memory for
-/// `input` bytes of input. `Err`: why not, in words.
-async fn fresh(p: &LoadedPlugin, input: usize) -> Result<Live, String> {
-    let mut store = p.engine.store(p.context.clone());
-    store.data_mut().allow_input(input);
-    // Instantiation and `init` have a budget of their own; the hook then gets its own deadline.
-    super::host::start_call(&mut store, Hook::Init, Hook::Init.deadline(&p.settings));
-    let bindings = match p.pre.instantiate(&mut store).await {
-        Ok(b) => b,
-        Err(e) => return Err(describe(&e, &store, Hook::Init, p)),
-    };
-    if p.preinitialized {
-        return Ok(Live::new(store, bindings));
-    }
-    match bindings.init(&mut store, &p.context.config_json).await {
-        Ok(Ok(())) => Ok(Live::new(store, bindings)),
-        Ok(Err(e)) => Err(format!("init returned an error: {e}")),
-        Err(e) => Err(describe(&e, &store, Hook::Init, p)),
-    }
-}
-
 /// A failed hook call: its label for spans (`error`: the plugin returned an error; `failed`: it trapped, ran out
 /// of time or memory, or could not run) and the message.
 struct Failure {
@@ -647,7 +582,7 @@ fn judge<T>(result: HookResult<T>, store: &Store<State>, hook: Hook, p: &LoadedP
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(Failure::new("error", format!("returned an error: {e}"))),
-        Err(e) => Err(Failure::new("failed", describe(&e, store, hook, p))),
+        Err(e) => Err(Failure::new("failed", super::instance::describe(&e, store, hook, p))),
     }
 }
 
@@ -674,23 +609,6 @@ fn chunk_label(d: &ChunkDecision) -> &'static str {
 
 fn flush_label(held: &Option<String>) -> &'static str {
     if held.as_deref().is_some_and(|t| !t.is_empty()) { "flushed" } else { "nothing-held" }
-}
-
-/// Why a call failed, in words (the failure is the plugin's, never the gateway's).
-fn describe(e: &wasmtime::Error, store: &Store<State>, hook: Hook, p: &LoadedPlugin) -> String {
-    if store.data().out_of_memory {
-        let cap = p.settings.memory + store.data().memory_allowance;
-        return format!("exceeded its memory limit of {} MiB", cap >> 20);
-    }
-    match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::Interrupt) => {
-            let ms = Duration::from_millis(store.data().budget.as_millis() as u64);
-            format!("exceeded its {} deadline of {ms:?}", hook.name())
-        }
-        Some(wasmtime::Trap::StackOverflow) => "overflowed its stack".to_string(),
-        Some(t) => format!("trapped: {t}"),
-        None => format!("failed: {e:#}"),
-    }
 }
 
 /// A rejection's headers, checked: never credentials, cookies, hop-by-hop or `content-*` headers.
@@ -720,4 +638,147 @@ fn plugin_error(p: &LoadedPlugin, hook: Hook, msg: &str) -> ApiError {
         ErrorKind::PluginFailed,
         format!("plugin `{}` {msg} (in {}; policy fail-closed)", p.name, hook.name()),
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    //! The chain over real components: `misbehave` (tests/guests) fails on demand, by request header.
+    use super::*;
+    use crate::config::PluginSettings;
+    use crate::plugin::registry::testing;
+
+    fn settings(failure: FailurePolicy) -> PluginSettings {
+        let mut s = PluginSettings { failure, ..PluginSettings::default() };
+        s.timeouts.on_request = Duration::from_millis(50);
+        s
+    }
+
+    fn plugin(name: &str, failure: FailurePolicy) -> Arc<LoadedPlugin> {
+        testing::load(name, "misbehave", settings(failure))
+    }
+
+    /// Runs `on-request` with `x-misbehave: <mode>` (none when empty).
+    async fn on_request(chain: &mut Chain, mode: &str) -> Result<RequestEffects, ApiError> {
+        let mut headers = http::HeaderMap::new();
+        if !mode.is_empty() {
+            headers.insert("x-misbehave", HeaderValue::from_str(mode).unwrap());
+        }
+        let mut view = RequestView {
+            id: "req_test",
+            endpoint: Endpoint::ChatCompletions,
+            headers: &headers,
+            body: Bytes::from_static(br#"{"model":"m","messages":[]}"#),
+            model: "m".into(),
+            stream: false,
+            listing: false,
+        };
+        chain.on_request(&mut view).await
+    }
+
+    fn summary() -> types::Summary {
+        types::Summary {
+            request_id: "req_test".into(),
+            model: "m".into(),
+            status: 200,
+            outcome: "ok".into(),
+            upstream: None,
+            attempts: 1,
+            usage: types::Usage {
+                input_tokens: None,
+                output_tokens: None,
+                cached_tokens: None,
+                reasoning_tokens: None,
+            },
+            ttft_ms: None,
+            duration_ms: 1.0,
+            principal: None,
+            metadata: Vec::new(),
+            error: None,
+            partial: false,
+        }
+    }
+
+    /// (plugin, hook, outcome) of each noted call.
+    fn calls(r: &PluginReport) -> Vec<(String, &'static str, &'static str)> {
+        r.calls.iter().map(|c| (r.identity(c).0.to_string(), c.hook.name(), c.outcome)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_trap_fails_closed_naming_the_plugin_and_hook() {
+        let set = testing::set(vec![plugin("strict", FailurePolicy::FailClosed)]);
+        let mut chain = Chain::new(set, Family::OpenAi);
+        let e = on_request(&mut chain, "trap").await.err().expect("fail-closed");
+        assert_eq!(e.kind, ErrorKind::PluginFailed);
+        assert!(e.message.starts_with("plugin `strict` trapped"), "{}", e.message);
+        assert!(e.message.ends_with("(in on-request; policy fail-closed)"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn fail_open_skips_the_plugin_and_still_owes_it_on_complete() {
+        let set =
+            testing::set(vec![plugin("lenient", FailurePolicy::FailOpen), plugin("next", FailurePolicy::FailClosed)]);
+        let mut chain = Chain::new(set.clone(), Family::OpenAi);
+        // Both plugins read the same header: `error` makes each return its own error.
+        let fx = on_request(&mut chain, "").await.unwrap();
+        assert!(fx.respond.is_none() && fx.route.is_none());
+        let mut chain = Chain::new(set, Family::OpenAi);
+        let _ = on_request(&mut chain, "error").await.err().expect("the second plugin is fail-closed");
+        let mut chain = chain.on_complete(summary(), false).await;
+        chain.release();
+        let report = chain.into_report();
+        assert_eq!(
+            calls(&report),
+            [
+                ("lenient".into(), "on-request", "error"),
+                ("next".into(), "on-request", "error"),
+                ("lenient".into(), "on-complete", "ok"),
+                ("next".into(), "on-complete", "ok"),
+            ],
+            "on-complete is owed to both, on fresh instances: their own were failed"
+        );
+        assert_eq!(report.calls[0].error.as_deref(), Some("returned an error: asked to fail"));
+    }
+
+    #[tokio::test]
+    async fn a_deadline_is_a_failure_with_the_deadline_in_words() {
+        let set = testing::set(vec![plugin("spin", FailurePolicy::FailClosed)]);
+        let mut chain = Chain::new(set, Family::OpenAi);
+        let e = on_request(&mut chain, "loop").await.err().expect("fail-closed");
+        assert!(e.message.contains("exceeded its on-request deadline of 50ms"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn an_on_request_dropped_mid_call_is_finished_before_on_complete() {
+        let set = testing::set(vec![plugin("spin", FailurePolicy::FailClosed)]);
+        let mut chain = Chain::new(set, Family::OpenAi);
+        // The guest spins until its 50 ms deadline, yielding at each epoch tick: the request gives up first.
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), on_request(&mut chain, "loop")).await;
+        assert!(gave_up.is_err(), "the call was still running");
+        assert!(matches!(chain.slots[0], Slot::InFlight(_)), "the call stays with the slot");
+        let mut chain = chain.on_complete(summary(), true).await;
+        chain.release();
+        let report = chain.into_report();
+        // The completion phase finished the call (it hit its deadline), then ran on-complete on a fresh instance.
+        assert_eq!(calls(&report), [("spin".into(), "on-complete", "ok")]);
+    }
+
+    #[tokio::test]
+    async fn a_quarantined_plugin_is_skipped_or_refuses_by_its_policy() {
+        for (policy, refused) in [(FailurePolicy::FailOpen, false), (FailurePolicy::FailClosed, true)] {
+            let p = plugin("flaky", policy);
+            for _ in 0..100 {
+                p.record_request(false);
+            }
+            assert!(p.is_quarantined());
+            let mut chain = Chain::new(testing::set(vec![p]), Family::OpenAi);
+            let r = on_request(&mut chain, "").await;
+            assert_eq!(r.is_err(), refused, "{policy:?}");
+            if let Err(e) = r {
+                assert!(e.message.contains("is quarantined for"), "{}", e.message);
+            }
+            let report = chain.on_complete(summary(), false).await.into_report();
+            assert!(report.calls.is_empty(), "a skipped plugin is never called, on-complete included");
+        }
+    }
 }

@@ -1,17 +1,21 @@
-//! The lifecycle of one plugin's instance within one request: the only module that decides whether an instance
-//! may be entered.
+//! The lifecycle of one plugin's instance within one request: where it comes from ([`acquire`], [`fresh`]), whether
+//! it may be entered ([`Slot`]), where it goes after the request ([`Slot::release`]), and the reserve of fresh
+//! instances made off the request path ([`refill`]). The chain drives it; this module decides.
 //!
 //! ```text
-//!   Idle ──first hook──► Live (fresh from the InstancePre, or warm from the plugin's pool)
+//!   Idle ──first hook──► Live (warm from the plugin's pool with `warm_instances`; else fresh: from the plugin's
+//!                          │   reserve, made by `refill` after an earlier request, or instantiated now)
 //!                          │ a hook call is in flight: `busy`
 //!                          ├─ call returns ──────────────► Live (usable again)
 //!                          ├─ call fails (trap, deadline, ► Failed   (the request's failure, counted)
 //!                          │  error, invalid decision)
 //!                          └─ future dropped mid-call ───► Poisoned (a cancellation, never counted)
 //!   Live ──on-request──────► InFlight (the call is owned by the slot: a hang-up cannot stop it half-way)
-//!                          └─ call returns ──► Live (or Failed)
+//!                          ├─ call returns ──► Live (or Failed)
+//!                          └─ request dropped ──► the completion phase finishes the call (`settle`): Live, or
+//!                                                 Failed when it trapped
 //!   Idle ──quarantined────► Skipped (never called in this request)
-//!   end of request: a usable Live goes back to the pool (warm reuse only); anything else is dropped
+//!   end of request (`release`): a usable Live goes back to the pool (warm reuse only); anything else is dropped
 //! ```
 //!
 //! `on-request` calls are *shielded*: the call's future is kept in the slot (the request polls it from there) and
@@ -32,8 +36,13 @@
 
 use wasmtime::Store;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::contract::{Bindings, HookResult};
-use super::host::State;
+use super::hook::Hook;
+use super::host::{RequestSnapshot, State};
+use super::registry::{LoadedPlugin, PluginSet};
 use super::types::RequestDecision;
 
 /// What a shielded `on-request` call hands back: the instance and the call's result.
@@ -133,5 +142,202 @@ impl Slot {
             Slot::Live(l) => Some(l),
             _ => None,
         }
+    }
+
+    /// Ends the slot with its request: a reusable instance goes back to `p`'s warm pool (which keeps it only with
+    /// `warm_instances`), after its guest output is logged; anything else is dropped (its pool slot is reset).
+    pub fn release(self, p: &LoadedPlugin) {
+        if let Some(live) = self.into_reusable() {
+            live.drain_output(&p.name);
+            p.put_warm(*live);
+        }
+    }
+
+    /// Runs `on-request` on the live instance as a future owned by this slot, and waits for it. If the waiting
+    /// future is dropped meanwhile (the client went away), the call stays here, part-way, and the completion phase
+    /// finishes it ([`Slot::settle`]) before `on-complete`: a hang-up cannot stop it half-way. (Owning the call
+    /// rather than spawning a task for it saves a task and a cross-thread wake-up per plugin per request:
+    /// BENCHMARKS.md.) `None`: the slot held no live instance.
+    pub async fn shielded_on_request(&mut self, req: &Arc<RequestSnapshot>) -> Option<Shielded> {
+        let Slot::Live(mut live) = std::mem::replace(self, Slot::Idle) else { return None };
+        let req = req.clone();
+        *self = Slot::InFlight(Box::pin(async move {
+            let result = live.bindings.on_request(&mut live.store, &req).await;
+            (live, result)
+        }));
+        let Slot::InFlight(call) = self else { return None };
+        let done = call.await;
+        *self = Slot::Idle;
+        Some(done)
+    }
+
+    /// Finishes an `on-request` call left in flight by a dropped request. The instance comes back `Live` when the
+    /// call completed (even with the plugin's own error: its state is intact), and the slot is `Poisoned` when it
+    /// trapped: then the instance and the error are returned, for the chain to describe and count the failure.
+    pub async fn settle(&mut self) -> Option<(Box<Live>, wasmtime::Error)> {
+        if !matches!(self, Slot::InFlight(_)) {
+            return None;
+        }
+        let Slot::InFlight(call) = std::mem::replace(self, Slot::Poisoned) else { return None };
+        match call.await {
+            (live, Ok(_)) => {
+                *self = Slot::Live(live);
+                None
+            }
+            (live, Err(e)) => Some((live, e)),
+        }
+    }
+}
+
+/// An instance of `p` for a request about to call it, given `input` bytes of input: from the warm pool (with
+/// `warm_instances`), else from the reserve of fresh instances, else instantiated now. `Err`: why not, in words.
+pub async fn acquire(p: &LoadedPlugin, input: usize) -> Result<Live, String> {
+    match p.take_warm().or_else(|| p.take_ready()) {
+        Some(live) => Ok(live),
+        None => fresh(p, input).await,
+    }
+}
+
+/// A fresh instance of `p` from its pre-linked component, instantiated under `deadline` and allowed memory for
+/// `input` bytes of input. `Err`: why not, in words.
+pub async fn fresh(p: &LoadedPlugin, input: usize) -> Result<Live, String> {
+    let mut store = p.engine.store(p.context.clone());
+    store.data_mut().allow_input(input);
+    // Instantiation and `init` have a budget of their own; the hook then gets its own deadline.
+    super::host::start_call(&mut store, Hook::Init, Hook::Init.deadline(&p.settings));
+    let bindings = match p.pre.instantiate(&mut store).await {
+        Ok(b) => b,
+        Err(e) => return Err(describe(&e, &store, Hook::Init, p)),
+    };
+    if p.preinitialized {
+        return Ok(Live::new(store, bindings));
+    }
+    match bindings.init(&mut store, &p.context.config_json).await {
+        Ok(Ok(())) => Ok(Live::new(store, bindings)),
+        Ok(Err(e)) => Err(format!("init returned an error: {e}")),
+        Err(e) => Err(describe(&e, &store, Hook::Init, p)),
+    }
+}
+
+/// Why a call failed, in words (the failure is the plugin's, never the gateway's).
+pub fn describe(e: &wasmtime::Error, store: &Store<State>, hook: Hook, p: &LoadedPlugin) -> String {
+    if store.data().out_of_memory {
+        let cap = p.settings.memory + store.data().memory_allowance;
+        return format!("exceeded its memory limit of {} MiB", cap >> 20);
+    }
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::Interrupt) => {
+            let ms = Duration::from_millis(store.data().budget.as_millis() as u64);
+            format!("exceeded its {} deadline of {ms:?}", hook.name())
+        }
+        Some(wasmtime::Trap::StackOverflow) => "overflowed its stack".to_string(),
+        Some(t) => format!("trapped: {t}"),
+        None => format!("failed: {e:#}"),
+    }
+}
+
+/// Tops up each plugin's reserve of fresh instances (see [`super::registry::READY_INSTANCES`]). Instances in the
+/// reserve never ran a hook for any request; the reserve only moves instantiation off the request's path.
+pub async fn refill(set: Arc<PluginSet>) {
+    for p in &set.plugins {
+        while p.wants_ready() {
+            let Ok(live) = fresh(p, 0).await else { break };
+            if !p.put_ready(live) {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+mod tests {
+    use super::*;
+    use crate::config::PluginSettings;
+    use crate::plugin::registry::{READY_INSTANCES, testing};
+
+    fn plugin(warm: usize) -> Arc<LoadedPlugin> {
+        testing::load("life", "misbehave", PluginSettings { warm_instances: warm, ..PluginSettings::default() })
+    }
+
+    #[tokio::test]
+    async fn a_call_left_busy_poisons_the_instance_and_on_complete_goes_to_a_fresh_one() {
+        let p = plugin(0);
+        let mut slot = Slot::Live(Box::new(acquire(&p, 0).await.unwrap()));
+        assert!(slot.usable().is_some());
+        slot.usable().unwrap().begin_call();
+        // The call's future was dropped before `end_call`: the store cannot be entered again.
+        assert!(slot.usable().is_none());
+        assert!(matches!(slot, Slot::Poisoned));
+        assert!(matches!(slot.complete_on(true), CompleteOn::Fresh));
+        assert!(matches!(slot.complete_on(false), CompleteOn::Nothing), "never started: nothing owed");
+        assert!(slot.into_reusable().is_none(), "never back to a pool");
+        assert!(matches!(Slot::Failed.complete_on(true), CompleteOn::Fresh));
+        assert!(matches!(Slot::Skipped.complete_on(true), CompleteOn::Nothing));
+        assert!(matches!(Slot::Idle.complete_on(true), CompleteOn::Fresh), "started but never instantiated");
+    }
+
+    #[tokio::test]
+    async fn a_live_instance_completes_on_itself_and_goes_back_only_to_a_warm_pool() {
+        let fresh_only = plugin(0);
+        let mut slot = Slot::Live(Box::new(acquire(&fresh_only, 0).await.unwrap()));
+        assert!(matches!(slot.complete_on(true), CompleteOn::Own(_)));
+        slot.release(&fresh_only);
+        assert!(fresh_only.take_warm().is_none(), "fresh per request: dropped");
+
+        let warm = plugin(1);
+        let mut live = acquire(&warm, 0).await.unwrap();
+        live.store.data_mut().attributes.push(("weir.plugin.life.k".into(), "v".into()));
+        Slot::Live(Box::new(live)).release(&warm);
+        let again = warm.take_warm().expect("kept for reuse");
+        assert!(again.store.data().attributes.is_empty(), "nothing of the last request's trace carries over");
+        assert!(warm.take_warm().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_reserve_fills_up_to_its_size_and_requests_take_from_it() {
+        let p = plugin(0);
+        assert!(p.take_ready().is_none());
+        refill(testing::set(vec![p.clone()])).await;
+        let mut taken = 0;
+        while p.take_ready().is_some() {
+            taken += 1;
+        }
+        assert_eq!(taken, READY_INSTANCES);
+        // With warm reuse there is no reserve: the pool is the reuse.
+        let w = plugin(2);
+        refill(testing::set(vec![w.clone()])).await;
+        assert!(w.take_ready().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_shielded_call_finishes_even_when_its_request_stops_waiting() {
+        let p = plugin(0);
+        let mut slot = Slot::Live(Box::new(acquire(&p, 0).await.unwrap()));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-misbehave", http::HeaderValue::from_static("loop"));
+        let req = Arc::new(RequestSnapshot::new(
+            "req_test".into(),
+            crate::api::Family::OpenAi,
+            crate::api::Endpoint::ChatCompletions,
+            "m".into(),
+            false,
+            Arc::new(headers),
+            bytes::Bytes::from_static(b"{}"),
+            None,
+            Vec::new(),
+        ));
+        if let Slot::Live(live) = &mut slot {
+            super::super::host::start_call(&mut live.store, Hook::OnRequest, Duration::from_millis(30));
+        }
+        let waited = tokio::time::timeout(Duration::from_millis(5), slot.shielded_on_request(&req)).await;
+        assert!(waited.is_err());
+        assert!(matches!(slot, Slot::InFlight(_)));
+        // The spin ends at its deadline: a trap, handed back with the instance for the chain to describe.
+        let (live, e) = slot.settle().await.expect("the call trapped");
+        assert!(matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)), "{e:#}");
+        assert!(describe(&e, &live.store, Hook::OnRequest, &p).starts_with("exceeded its on-request deadline"));
+        assert!(matches!(slot, Slot::Poisoned));
+        assert!(Slot::Idle.settle().await.is_none(), "nothing in flight");
     }
 }

@@ -301,7 +301,7 @@ impl Registry {
         for spec in &config.plugins {
             let bytes = std::fs::read(&spec.file)
                 .map_err(|e| anyhow::anyhow!("plugin `{}`: cannot read {}: {e}", spec.name, spec.file.display()))?;
-            let p = load(
+            let p = load_one(
                 &Loader { engine: &engine, kv: &kv, rt: &config.plugin_runtime },
                 &spec.name,
                 &bytes,
@@ -425,7 +425,7 @@ impl Registry {
             load_plugin_settings(&toml_path, &self.runtime).map_err(|e| e.to_string())?
         };
         let loader = Loader { engine: &self.engine, kv: &self.kv, rt: &self.runtime };
-        load(&loader, name, &bytes, settings, format!("dir: {}", wasm.display()), key)
+        load_one(&loader, name, &bytes, settings, format!("dir: {}", wasm.display()), key)
             .map(Some)
             .map_err(|e| e.to_string())
     }
@@ -496,7 +496,7 @@ fn reload_metric(outcome: &'static str) {
 }
 
 /// Compiles, checks, links, instantiates and smoke-calls one plugin.
-fn load(
+fn load_one(
     l: &Loader<'_>,
     name: &str,
     bytes: &[u8],
@@ -613,6 +613,31 @@ pub fn smoke(
             .join()
             .unwrap_or_else(|_| Err(LoadError::Smoke("panicked".into())))
     })
+}
+
+/// Loading real components in unit tests (the guests `make guests` builds into `target/guests`).
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Loads `target/guests/<guest>.wasm` as plugin `name` with `settings`, on an engine and memory store of its
+    /// own. Panics, saying how to build them, when the guests are missing.
+    pub(crate) fn load(name: &str, guest: &str, settings: PluginSettings) -> Arc<LoadedPlugin> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/guests/{guest}.wasm"));
+        let bytes = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; build the test guests first (`make guests`)", path.display()));
+        let rt = PluginRuntime::default();
+        let engine = PluginEngine::new(&rt).unwrap();
+        let kv: Arc<dyn Kv> = Arc::new(super::super::kv::MemoryKv::default());
+        let loader = Loader { engine: &engine, kv: &kv, rt: &rt };
+        Arc::new(load_one(&loader, name, &bytes, settings, format!("test: {guest}"), String::new()).unwrap())
+    }
+
+    /// A set of plugins, in order.
+    pub(crate) fn set(plugins: Vec<Arc<LoadedPlugin>>) -> Arc<PluginSet> {
+        Arc::new(PluginSet { plugins })
+    }
 }
 
 #[cfg(test)]

@@ -166,3 +166,75 @@ pub(super) fn request_decision(d: v1::types::RequestDecision) -> types::RequestD
         }),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn piece(kind: types::TextKind, text: &str) -> types::TextPiece {
+        types::TextPiece { stream: types::TextStream { choice: 0, part: 0, kind }, text: text.into() }
+    }
+
+    fn event() -> types::Chunk {
+        types::Chunk {
+            index: 4,
+            event: Some("content_block_delta".into()),
+            data: "{}".into(),
+            texts: vec![piece(types::TextKind::Reasoning, "hmm"), piece(types::TextKind::Answer, "Hello")],
+            whole_body: false,
+        }
+    }
+
+    #[test]
+    fn a_0_1_chunk_shows_the_first_answer_text_and_replace_text_replaces_only_it() {
+        let c = event();
+        let (old, answer) = chunk(&c);
+        assert_eq!((old.index, old.text_delta.as_deref(), answer), (4, Some("Hello"), Some(1)));
+        let d = chunk_decision(v1::types::ChunkDecision::ReplaceText("Hi".into()), &c, answer).unwrap();
+        assert_eq!(d, types::ChunkDecision::ReplaceTexts(vec!["hmm".into(), "Hi".into()]));
+        assert_eq!(chunk_decision(v1::types::ChunkDecision::Hold, &c, answer), Ok(types::ChunkDecision::Hold));
+    }
+
+    #[test]
+    fn replacing_the_text_of_an_event_without_text_is_the_plugins_error() {
+        let c = types::Chunk { texts: vec![piece(types::TextKind::Reasoning, "hmm")], ..event() };
+        let (old, answer) = chunk(&c);
+        assert_eq!((old.text_delta, answer), (None, None), "reasoning is not shown to 0.1.0");
+        let e = chunk_decision(v1::types::ChunkDecision::ReplaceText("x".into()), &c, answer).unwrap_err();
+        assert_eq!(e, "replaced the text of an event that has no text");
+    }
+
+    #[test]
+    fn a_0_1_rejection_has_no_headers_and_a_summary_has_no_metadata() {
+        let d = request_decision(v1::types::RequestDecision::Reject(v1::types::Rejection {
+            status: 429,
+            message: "slow down".into(),
+        }));
+        let types::RequestDecision::Reject(r) = d else { panic!("{d:?}") };
+        assert_eq!((r.status, r.message.as_str(), r.headers.len()), (429, "slow down", 0));
+        let s = types::Summary {
+            request_id: "r".into(),
+            model: "m".into(),
+            status: 200,
+            outcome: "ok".into(),
+            upstream: Some("u".into()),
+            attempts: 2,
+            usage: types::Usage {
+                input_tokens: Some(3),
+                output_tokens: Some(4),
+                cached_tokens: None,
+                reasoning_tokens: None,
+            },
+            ttft_ms: Some(1.5),
+            duration_ms: 9.0,
+            principal: Some(types::Principal { id: "k".into(), team: Some("t".into()) }),
+            metadata: vec![("a".into(), "b".into())],
+            error: None,
+            partial: true,
+        };
+        let old = summary(&s);
+        assert_eq!((old.attempts, old.usage.output_tokens, old.partial), (2, Some(4), true));
+        assert_eq!(old.principal.map(|p| (p.id, p.team)), Some(("k".into(), Some("t".into()))));
+    }
+}
