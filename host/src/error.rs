@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::Response;
-use bytes::Bytes;
+
 use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
-use crate::api::{Endpoint, Family};
+use crate::api::Family;
 
 /// Who caused a failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,12 +222,6 @@ impl ApiError {
         }
         resp
     }
-
-    /// One SSE event that reports this error after the stream has started, in the shape the endpoint's SDK raises
-    /// (the endpoint's dialect knows it: `Dialect::error_event`).
-    pub fn sse_event(&self, endpoint: Endpoint, sequence_number: u64) -> Bytes {
-        crate::dialect::of(endpoint).error_event(self, sequence_number)
-    }
 }
 
 #[cfg(test)]
@@ -246,16 +240,5 @@ mod tests {
         assert_eq!(a["error"]["type"], "not_found_error");
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
         assert_eq!(e.kind.source(), Source::Client);
-    }
-
-    #[test]
-    fn sse_error_events_parse() {
-        let e = ApiError::new(ErrorKind::UpstreamTimeout, "idle");
-        let ev = e.sse_event(Endpoint::Messages, 0);
-        let s = std::str::from_utf8(&ev).unwrap();
-        assert!(s.starts_with("event: error\ndata: {") && s.ends_with("\n\n"));
-        let chat = e.sse_event(Endpoint::ChatCompletions, 0);
-        let data: serde_json::Value = serde_json::from_slice(&chat[6..chat.len() - 2]).unwrap();
-        assert_eq!(data["error"]["code"], "upstream_timeout");
     }
 }

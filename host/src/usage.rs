@@ -1,7 +1,7 @@
 //! The usage tap: token usage, time to first token and the response's identity, read natively from every SSE event
 //! (streamed answers) or from the body (non-streamed answers), for both API families. Where each surface keeps
-//! these is its dialect's knowledge (`dialect::Dialect::observe_event`, `observe_body`; shapes in `dialect/wire.rs`);
-//! the tap holds what was seen.
+//! these is its dialect's knowledge: `Dialect::observe_event` / `observe_body` return an [`Observed`] value, and the
+//! tap applies it ([`UsageTap::apply`]) and holds what was seen.
 //!
 //! The tap observes; it never fails a request. An event it cannot parse is passed on and ignored. Its one decision
 //! is [`Verdict::Drop`] for the usage-only chunk of an OpenAI chat stream when the gateway asked for it on the
@@ -17,16 +17,13 @@
 use std::time::Instant;
 
 use crate::api::Endpoint;
+use crate::dialect::{Dialect, Observed, UsageUpdate};
 use crate::sse::SseEvent;
 
-/// Normalised token usage. `None` means the upstream did not report it.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Usage {
-    pub input_tokens: Option<u64>,
-    pub output_tokens: Option<u64>,
-    pub cached_tokens: Option<u64>,
-    pub reasoning_tokens: Option<u64>,
-}
+pub use crate::dialect::Usage;
+
+/// The stream error the tap records when the upstream sent an error event.
+pub const UPSTREAM_ERROR_EVENT: &str = "upstream sent an error event";
 
 /// What to do with an observed event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +35,7 @@ pub enum Verdict {
 /// Accumulates what one response reveals.
 #[derive(Debug)]
 pub struct UsageTap {
-    endpoint: Endpoint,
+    dialect: &'static dyn Dialect,
     /// The gateway injected `include_usage`; hide the usage-only chunk from the client.
     strip_injected_usage: bool,
     pub usage: Usage,
@@ -57,7 +54,7 @@ pub struct UsageTap {
 impl UsageTap {
     pub fn new(endpoint: Endpoint, strip_injected_usage: bool) -> UsageTap {
         UsageTap {
-            endpoint,
+            dialect: crate::dialect::of(endpoint),
             strip_injected_usage,
             usage: Usage::default(),
             response_model: None,
@@ -70,32 +67,48 @@ impl UsageTap {
         }
     }
 
-    /// Observes one SSE event of a streamed answer (what to read is the endpoint's dialect's knowledge).
+    /// Observes one SSE event of a streamed answer.
     pub fn on_event(&mut self, ev: &SseEvent, now: Instant) -> Verdict {
         self.events += 1;
         let f = ev.fields();
-        crate::dialect::of(self.endpoint).observe_event(self, f.event, &f.data, now)
+        let seen = self.dialect.observe_event(f.event, &f.data);
+        self.apply(seen, now)
     }
 
     /// Observes the whole body of a non-streamed answer.
     pub fn on_body(&mut self, body: &[u8]) {
-        crate::dialect::of(self.endpoint).observe_body(self, body);
+        let seen = self.dialect.observe_body(body);
+        self.apply(seen, Instant::now());
         self.finished = true;
     }
 
-    /// Whether the gateway asked for the usage chunk on the client's behalf (then the dialect hides it).
-    pub(crate) fn strips_injected_usage(&self) -> bool {
-        self.strip_injected_usage
-    }
-
-    /// Records the answer's id and model, the first time they are seen.
-    pub(crate) fn identity(&mut self, id: Option<&str>, model: Option<&str>) {
+    /// Applies what the dialect observed (at `now`). Its one decision: the usage-only chunk is hidden from the
+    /// client when the gateway asked for it on the client's behalf.
+    pub fn apply(&mut self, seen: Observed<'_>, now: Instant) -> Verdict {
+        if seen.content {
+            self.first_token_at.get_or_insert(now);
+        }
+        if seen.finished {
+            self.finished = true;
+        }
+        if seen.upstream_error {
+            self.stream_error = Some(UPSTREAM_ERROR_EVENT.into());
+        }
+        if let Some(r) = seen.finish_reason {
+            self.finish_reason = Some(r.into_owned());
+        }
         if self.response_id.is_none() {
-            self.response_id = id.map(str::to_string);
+            self.response_id = seen.id.map(|s| s.into_owned());
         }
         if self.response_model.is_none() {
-            self.response_model = model.map(str::to_string);
+            self.response_model = seen.model.map(|s| s.into_owned());
         }
+        match seen.usage {
+            Some(UsageUpdate::Replace(u)) => self.usage = u,
+            Some(UsageUpdate::Update(u)) => self.usage = self.usage.updated_by(u),
+            None => {}
+        }
+        if seen.usage_only && self.strip_injected_usage { Verdict::Drop } else { Verdict::Forward }
     }
 }
 

@@ -1,8 +1,9 @@
 //! The host's layering, checked on its source: which top-level module uses which (`crate::<module>` paths), and
 //! that the modules the architecture keeps out of circles stay out of them.
 //!
-//! - `record` (what a request learnt) and `completion` (where it ends) are in no circle: the record does not know
-//!   who consumes it, and the completion phase reads plugins only through their report.
+//! - No module is in a circle: a module uses only what stands below it. In particular `record` (what a request
+//!   learnt) does not know who consumes it, the completion phase reads plugins only through their report, and a
+//!   dialect returns what it observed for the usage tap to apply.
 //! - `telemetry` is infrastructure (exporter, registry): it uses no request-level module.
 //! - `config` is plain data: it uses nothing above the API types.
 
@@ -67,10 +68,10 @@ fn reaches(g: &BTreeMap<String, BTreeSet<String>>, from: &str, to: &str) -> bool
 }
 
 #[test]
-fn record_and_completion_are_in_no_circle() {
+fn no_module_is_in_a_circle() {
     let g = graph();
     assert!(g.contains_key("record") && g.contains_key("completion"), "{g:?}");
-    for m in ["record", "completion"] {
+    for m in g.keys() {
         assert!(!reaches(&g, m, m), "`{m}` reaches itself: {g:#?}");
     }
 }

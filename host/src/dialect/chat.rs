@@ -2,17 +2,15 @@
 //! `message.content` (whole), reasoning in `reasoning_content` (OpenAI-compatible providers), tool-call arguments in
 //! `tool_calls[].function.arguments` (one stream per tool call index).
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use serde_json::Value;
 
 use super::wire::{self, Delta, OaEnvelope};
-use super::{Dialect, Ends, Located, TextKind, TextStream, stream, text_at, u};
+use super::{Dialect, Ends, Located, Observed, TextKind, TextStream, UsageUpdate, stream, text_at, u};
 use crate::api::Family;
 use crate::error::ApiError;
-use crate::usage::{UsageTap, Verdict};
 
+#[derive(Debug)]
 pub struct Chat;
 
 /// Texts of one choice's `delta` or `message` object at `base`.
@@ -46,35 +44,25 @@ impl Dialect for Chat {
         true
     }
 
-    fn observe_event(&self, tap: &mut UsageTap, _event: Option<&str>, data: &str, now: Instant) -> Verdict {
+    fn observe_event<'a>(&self, _event: Option<&str>, data: &'a str) -> Observed<'a> {
         if data.starts_with("[DONE]") {
-            tap.finished = true;
-            return Verdict::Forward;
+            return Observed { finished: true, ..Observed::default() };
         }
-        let Ok(c) = serde_json::from_str::<OaEnvelope>(data) else { return Verdict::Forward };
-        if c.error.is_some() {
-            tap.stream_error = Some(wire::UPSTREAM_ERROR_EVENT.into());
+        let Ok(c) = serde_json::from_str::<OaEnvelope>(data) else { return Observed::default() };
+        Observed {
+            content: c.choices.iter().any(|ch| ch.delta.as_ref().is_some_and(Delta::has_content)),
+            finish_reason: c.choices.iter().rev().find_map(|ch| ch.finish_reason.clone()),
+            usage_only: c.usage.is_some() && c.choices.is_empty(),
+            usage: c.usage.as_ref().map(|u| UsageUpdate::Replace(u.openai())),
+            upstream_error: c.error.is_some(),
+            id: c.id,
+            model: c.model,
+            finished: false,
         }
-        if c.choices.iter().any(|ch| ch.delta.as_ref().is_some_and(Delta::has_content)) {
-            tap.first_token_at.get_or_insert(now);
-        }
-        for ch in &c.choices {
-            if let Some(r) = &ch.finish_reason {
-                tap.finish_reason = Some(r.to_string());
-            }
-        }
-        tap.identity(c.id.as_deref(), c.model.as_deref());
-        if let Some(u) = &c.usage {
-            tap.usage = u.openai();
-            if tap.strips_injected_usage() && c.choices.is_empty() {
-                return Verdict::Drop;
-            }
-        }
-        Verdict::Forward
     }
 
-    fn observe_body(&self, tap: &mut UsageTap, body: &[u8]) {
-        wire::observe_openai_body(tap, body);
+    fn observe_body<'a>(&self, body: &'a [u8]) -> Observed<'a> {
+        wire::observe_openai_body(body)
     }
 
     /// A `data:` event whose JSON has an `error` object (the shape OpenAI sends; the SDK raises it).

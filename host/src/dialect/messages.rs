@@ -3,17 +3,15 @@
 //! `content_block_stop`. A whole answer has `content[]` blocks (`text`, `thinking`; `tool_use` input is structured
 //! JSON, not text).
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::wire::{self, AnEnvelope};
-use super::{Dialect, Ends, Located, TextKind, stream, text_at, u};
+use super::wire::{self, AnEnvelope, WireUsage};
+use super::{Dialect, Ends, Located, Observed, TextKind, Usage, UsageUpdate, stream, text_at, u};
 use crate::api::Family;
 use crate::error::ApiError;
-use crate::usage::{UsageTap, Verdict};
 
+#[derive(Debug)]
 pub struct Messages;
 
 impl Dialect for Messages {
@@ -21,35 +19,35 @@ impl Dialect for Messages {
         Family::Anthropic
     }
 
-    fn observe_event(&self, tap: &mut UsageTap, event: Option<&str>, data: &str, now: Instant) -> Verdict {
+    fn observe_event<'a>(&self, event: Option<&str>, data: &'a str) -> Observed<'a> {
         match event.unwrap_or("") {
-            "content_block_delta" => {
-                tap.first_token_at.get_or_insert(now);
-            }
-            "ping" | "content_block_start" | "content_block_stop" => {}
-            "message_stop" => tap.finished = true,
-            "error" => tap.stream_error = Some(wire::UPSTREAM_ERROR_EVENT.into()),
+            "content_block_delta" => Observed { content: true, ..Observed::default() },
+            "ping" | "content_block_start" | "content_block_stop" => Observed::default(),
+            "message_stop" => Observed { finished: true, ..Observed::default() },
+            "error" => Observed { upstream_error: true, ..Observed::default() },
             _ => {
-                let Ok(e) = serde_json::from_str::<AnEnvelope>(data) else { return Verdict::Forward };
-                if let Some(m) = &e.message {
-                    tap.identity(m.id.as_deref(), m.model.as_deref());
-                    if let Some(u) = &m.usage {
-                        tap.usage = u.anthropic(tap.usage);
-                    }
+                let Ok(e) = serde_json::from_str::<AnEnvelope>(data) else { return Observed::default() };
+                let (mut id, mut model, mut usage) = (None, None, None::<Usage>);
+                if let Some(m) = e.message {
+                    (id, model) = (m.id, m.model);
+                    usage = m.usage.as_ref().map(WireUsage::anthropic);
                 }
                 if let Some(u) = &e.usage {
-                    tap.usage = u.anthropic(tap.usage);
+                    usage = Some(usage.unwrap_or_default().updated_by(u.anthropic()));
                 }
-                if let Some(r) = e.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
-                    tap.finish_reason = Some(r.to_string());
+                Observed {
+                    id,
+                    model,
+                    usage: usage.map(UsageUpdate::Update),
+                    finish_reason: e.delta.and_then(|d| d.stop_reason),
+                    ..Observed::default()
                 }
             }
         }
-        Verdict::Forward
     }
 
-    fn observe_body(&self, tap: &mut UsageTap, body: &[u8]) {
-        wire::observe_anthropic_body(tap, body);
+    fn observe_body<'a>(&self, body: &'a [u8]) -> Observed<'a> {
+        wire::observe_anthropic_body(body)
     }
 
     /// An `event: error` with the Anthropic error body.

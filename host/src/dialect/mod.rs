@@ -6,8 +6,9 @@
 //! - where generated text lives, per *stream* ([`TextStream`]: choice, part, kind), so that text of different
 //!   choices (OpenAI `n` > 1, Responses output items), content blocks, reasoning and tool-call arguments never mixes,
 //!   which events end a stream and which repeat text already streamed (for plugins and redaction);
-//! - where usage, the answer's id and model, the finish reason, the first token and the end of the answer are (for
-//!   the usage tap: `observe_event`, `observe_body`; the serde shapes are in `wire.rs`);
+//! - where usage, the answer's id and model, the finish reason, the first token and the end of the answer are:
+//!   `observe_event` and `observe_body` return them as an [`Observed`] value, which the usage tap applies (the
+//!   serde shapes are in `wire.rs`);
 //! - how a mid-stream error is said so that the surface's SDK raises it (`error_event`);
 //! - whether a streamed request must ask for usage (`asks_for_stream_usage`: OpenAI chat's `include_usage`).
 //!
@@ -29,7 +30,7 @@ mod responses;
 pub mod translate;
 mod wire;
 
-use std::time::Instant;
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -37,7 +38,56 @@ use serde_json::Value;
 use crate::api::{Endpoint, Family};
 use crate::error::ApiError;
 pub use crate::plugin::types::{TextKind, TextStream};
-use crate::usage::{UsageTap, Verdict};
+
+/// Normalised token usage. `None` means the upstream did not report it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    pub reasoning_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// This usage with every count `newer` reports replacing the one here (Anthropic reports usage in
+    /// `message_start` and again, cumulatively, in `message_delta`: later values win, missing ones stay).
+    pub fn updated_by(self, newer: Usage) -> Usage {
+        Usage {
+            input_tokens: newer.input_tokens.or(self.input_tokens),
+            output_tokens: newer.output_tokens.or(self.output_tokens),
+            cached_tokens: newer.cached_tokens.or(self.cached_tokens),
+            reasoning_tokens: newer.reasoning_tokens.or(self.reasoning_tokens),
+        }
+    }
+}
+
+/// How an event's usage applies to what was seen before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageUpdate {
+    /// The whole usage so far (OpenAI).
+    Replace(Usage),
+    /// The counts it reports replace earlier ones; the others stay (Anthropic).
+    Update(Usage),
+}
+
+/// What one streamed event, or a whole answer, says about usage, identity and the answer's end: the dialect reads
+/// it; the usage tap (`crate::usage`) applies it. Strings borrow from the event's data.
+#[derive(Debug, Default, PartialEq)]
+pub struct Observed<'a> {
+    pub id: Option<Cow<'a, str>>,
+    pub model: Option<Cow<'a, str>>,
+    pub usage: Option<UsageUpdate>,
+    pub finish_reason: Option<Cow<'a, str>>,
+    /// The event carries generated content (text, a refusal, a tool call): the first such event is the TTFT.
+    pub content: bool,
+    /// The answer's terminal event (`[DONE]`, `message_stop`, `response.completed` …).
+    pub finished: bool,
+    /// The upstream reported an error inside the stream.
+    pub upstream_error: bool,
+    /// The event carries usage and nothing else (OpenAI chat's usage chunk, which the gateway may have asked for
+    /// on the client's behalf).
+    pub usage_only: bool,
+}
 
 /// A piece of text found in an event or body: its stream, where it is (an RFC 6901 pointer), and the text.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,14 +117,13 @@ impl Ends {
 
 /// One API surface's knowledge of its wire format: where text lives (for plugins), where usage, identity and the
 /// end of an answer are (for the usage tap), how a mid-stream error is said, and what the gateway must ask for.
-pub trait Dialect: Sync {
+pub trait Dialect: Sync + std::fmt::Debug {
     /// The API family of this surface.
     fn family(&self) -> Family;
-    /// Reads one streamed event into the tap; `Drop` hides the event from the client (the usage chunk the gateway
-    /// asked for on the client's behalf).
-    fn observe_event(&self, tap: &mut UsageTap, event: Option<&str>, data: &str, now: Instant) -> Verdict;
-    /// Reads a whole (non-streamed) answer into the tap.
-    fn observe_body(&self, tap: &mut UsageTap, body: &[u8]);
+    /// What one streamed event says for the usage tap.
+    fn observe_event<'a>(&self, event: Option<&str>, data: &'a str) -> Observed<'a>;
+    /// What a whole (non-streamed) answer says for the usage tap.
+    fn observe_body<'a>(&self, body: &'a [u8]) -> Observed<'a>;
     /// One SSE event reporting `e` after the stream started, in the shape this surface's SDK raises.
     fn error_event(&self, e: &ApiError, sequence_number: u64) -> Bytes;
     /// Whether a streamed request must ask for usage explicitly (`stream_options.include_usage`).
@@ -116,19 +165,20 @@ pub fn of(endpoint: Endpoint) -> &'static dyn Dialect {
 }
 
 /// Embeddings (OpenAI) and token counting (Anthropic): answers without generated text, never streamed.
+#[derive(Debug)]
 struct NoText(Family);
 
 impl Dialect for NoText {
     fn family(&self) -> Family {
         self.0
     }
-    fn observe_event(&self, _: &mut UsageTap, _: Option<&str>, _: &str, _: Instant) -> Verdict {
-        Verdict::Forward
+    fn observe_event<'a>(&self, _: Option<&str>, _: &'a str) -> Observed<'a> {
+        Observed::default()
     }
-    fn observe_body(&self, tap: &mut UsageTap, body: &[u8]) {
+    fn observe_body<'a>(&self, body: &'a [u8]) -> Observed<'a> {
         match self.0 {
-            Family::OpenAi => wire::observe_openai_body(tap, body),
-            Family::Anthropic => wire::observe_anthropic_body(tap, body),
+            Family::OpenAi => wire::observe_openai_body(body),
+            Family::Anthropic => wire::observe_anthropic_body(body),
         }
     }
     fn error_event(&self, e: &ApiError, sequence_number: u64) -> Bytes {

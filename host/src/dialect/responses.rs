@@ -4,17 +4,15 @@
 //! events, `response.content_part.done`, `response.output_item.done` and `response.completed`, which the host
 //! rewrites to what was actually sent.
 
-use std::time::Instant;
-
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::wire::{self, OaEnvelope};
-use super::{Dialect, Ends, Located, TextKind, TextStream, stream, text_at, u};
+use super::{Dialect, Ends, Located, Observed, TextKind, TextStream, UsageUpdate, stream, text_at, u};
 use crate::api::Family;
 use crate::error::ApiError;
-use crate::usage::{UsageTap, Verdict};
 
+#[derive(Debug)]
 pub struct Responses;
 
 /// Texts of one output item at `base` (`item` is the item object).
@@ -70,37 +68,32 @@ impl Dialect for Responses {
         Family::OpenAi
     }
 
-    fn observe_event(&self, tap: &mut UsageTap, event: Option<&str>, data: &str, now: Instant) -> Verdict {
+    fn observe_event<'a>(&self, event: Option<&str>, data: &'a str) -> Observed<'a> {
         let ty = event.unwrap_or("");
         if ty.ends_with(".delta") {
-            if ty.starts_with("response.output_text")
+            let content = ty.starts_with("response.output_text")
                 || ty.starts_with("response.refusal")
-                || ty.starts_with("response.function_call_arguments")
-            {
-                tap.first_token_at.get_or_insert(now);
-            }
-            return Verdict::Forward;
+                || ty.starts_with("response.function_call_arguments");
+            return Observed { content, ..Observed::default() };
         }
         if ty == "error" {
-            tap.stream_error = Some(wire::UPSTREAM_ERROR_EVENT.into());
-            return Verdict::Forward;
+            return Observed { upstream_error: true, ..Observed::default() };
         }
-        let Ok(e) = serde_json::from_str::<OaEnvelope>(data) else { return Verdict::Forward };
-        if let Some(r) = &e.response {
-            tap.identity(r.id.as_deref(), r.model.as_deref());
-            if let Some(u) = &r.usage {
-                tap.usage = u.openai();
-            }
-            if matches!(ty, "response.completed" | "response.incomplete" | "response.failed") {
-                tap.finish_reason = r.status.as_deref().map(str::to_string);
-                tap.finished = true;
-            }
+        let Ok(e) = serde_json::from_str::<OaEnvelope>(data) else { return Observed::default() };
+        let Some(r) = e.response else { return Observed::default() };
+        let finished = matches!(ty, "response.completed" | "response.incomplete" | "response.failed");
+        Observed {
+            usage: r.usage.as_ref().map(|u| UsageUpdate::Replace(u.openai())),
+            finish_reason: if finished { r.status } else { None },
+            finished,
+            id: r.id,
+            model: r.model,
+            ..Observed::default()
         }
-        Verdict::Forward
     }
 
-    fn observe_body(&self, tap: &mut UsageTap, body: &[u8]) {
-        wire::observe_openai_body(tap, body);
+    fn observe_body<'a>(&self, body: &'a [u8]) -> Observed<'a> {
+        wire::observe_openai_body(body)
     }
 
     /// An `error` event (`type`, `code`, `message`, `param`, `sequence_number`), with the same `error` object so that

@@ -79,3 +79,37 @@ fn responses_deltas_ends_and_summaries() {
     d.after_whole_replace(&mut whole);
     assert_eq!(whole["output_text"], "new");
 }
+
+#[test]
+fn sse_error_events_parse() {
+    let e = crate::error::ApiError::new(crate::error::ErrorKind::UpstreamTimeout, "idle");
+    let ev = of(Endpoint::Messages).error_event(&e, 0);
+    let s = std::str::from_utf8(&ev).unwrap();
+    assert!(s.starts_with("event: error\ndata: {") && s.ends_with("\n\n"));
+    let chat = of(Endpoint::ChatCompletions).error_event(&e, 0);
+    let data: serde_json::Value = serde_json::from_slice(&chat[6..chat.len() - 2]).unwrap();
+    assert_eq!(data["error"]["code"], "upstream_timeout");
+}
+
+#[test]
+fn observations_are_values_the_tap_applies() {
+    // Anthropic: `message_start` reports input, `message_delta` the output; the second updates the first.
+    let start = r#"{"type":"message_start","message":{"id":"msg_1","model":"claude","usage":{"input_tokens":10,"cache_read_input_tokens":5,"output_tokens":1}}}"#;
+    let seen = of(Endpoint::Messages).observe_event(Some("message_start"), start);
+    assert_eq!((seen.id.as_deref(), seen.model.as_deref()), (Some("msg_1"), Some("claude")));
+    let Some(UsageUpdate::Update(first)) = seen.usage else { panic!("{seen:?}") };
+    assert_eq!((first.input_tokens, first.cached_tokens, first.output_tokens), (Some(15), Some(5), Some(1)));
+    let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":42}}"#;
+    let seen = of(Endpoint::Messages).observe_event(Some("message_delta"), delta);
+    assert_eq!(seen.finish_reason.as_deref(), Some("end_turn"));
+    let Some(UsageUpdate::Update(later)) = seen.usage else { panic!("{seen:?}") };
+    assert_eq!(first.updated_by(later).output_tokens, Some(42));
+    assert_eq!(first.updated_by(later).input_tokens, Some(15), "what the later report lacks stays");
+    // OpenAI chat: the usage-only chunk says so; whether it is hidden is the tap's decision.
+    let usage = r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
+    let seen = of(Endpoint::ChatCompletions).observe_event(None, usage);
+    assert!(seen.usage_only && !seen.content);
+    assert!(of(Endpoint::ChatCompletions).observe_event(None, "[DONE]").finished);
+    assert!(of(Endpoint::Responses).observe_event(Some("error"), "{}").upstream_error);
+    assert_eq!(of(Endpoint::Embeddings).observe_event(None, "{}"), Observed::default());
+}

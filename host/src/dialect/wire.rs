@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use crate::usage::{Usage, UsageTap};
+use super::{Observed, Usage, UsageUpdate};
 
 #[derive(Deserialize)]
 pub(crate) struct OaEnvelope<'a> {
@@ -108,45 +108,46 @@ impl WireUsage {
         }
     }
 
-    /// Anthropic reports usage in `message_start` and again (cumulatively) in `message_delta`; later values win.
-    pub(crate) fn anthropic(&self, prev: Usage) -> Usage {
-        let cached = self.cache_read_input_tokens.or(prev.cached_tokens);
+    /// What an Anthropic usage object reports (input normalised to include cached and cache-written input); it
+    /// updates earlier reports ([`Usage::updated_by`]).
+    pub(crate) fn anthropic(&self) -> Usage {
         let input = self
             .input_tokens
-            .map(|i| i + self.cache_read_input_tokens.unwrap_or(0) + self.cache_creation_input_tokens.unwrap_or(0))
-            .or(prev.input_tokens);
+            .map(|i| i + self.cache_read_input_tokens.unwrap_or(0) + self.cache_creation_input_tokens.unwrap_or(0));
         Usage {
             input_tokens: input,
-            output_tokens: self.output_tokens.or(prev.output_tokens),
-            cached_tokens: cached,
-            reasoning_tokens: prev.reasoning_tokens,
+            output_tokens: self.output_tokens,
+            cached_tokens: self.cache_read_input_tokens,
+            reasoning_tokens: None,
         }
     }
 }
 
 /// A whole OpenAI answer (chat completion, response, embeddings): identity, usage, finish reason or status.
-pub(crate) fn observe_openai_body(tap: &mut UsageTap, body: &[u8]) {
-    let Ok(b) = serde_json::from_slice::<OaEnvelope>(body) else { return };
-    tap.identity(b.id.as_deref(), b.model.as_deref());
-    if let Some(u) = &b.usage {
-        tap.usage = u.openai();
+pub(crate) fn observe_openai_body(body: &[u8]) -> Observed<'_> {
+    let Ok(b) = serde_json::from_slice::<OaEnvelope>(body) else { return Observed::default() };
+    let finish_reason = b.choices.iter().find_map(|c| c.finish_reason.clone()).or(b.status);
+    Observed {
+        id: b.id,
+        model: b.model,
+        usage: b.usage.as_ref().map(|u| UsageUpdate::Replace(u.openai())),
+        finish_reason,
+        ..Observed::default()
     }
-    tap.finish_reason =
-        b.choices.iter().find_map(|c| c.finish_reason.as_deref()).or(b.status.as_deref()).map(str::to_string);
 }
 
 /// A whole Anthropic answer (message, token count): identity, usage, stop reason.
-pub(crate) fn observe_anthropic_body(tap: &mut UsageTap, body: &[u8]) {
-    let Ok(b) = serde_json::from_slice::<AnEnvelope>(body) else { return };
-    tap.identity(b.id.as_deref(), b.model.as_deref());
-    if let Some(u) = &b.usage {
-        tap.usage = u.anthropic(tap.usage);
-    }
+pub(crate) fn observe_anthropic_body(body: &[u8]) -> Observed<'_> {
+    let Ok(b) = serde_json::from_slice::<AnEnvelope>(body) else { return Observed::default() };
+    let mut usage = b.usage.as_ref().map(WireUsage::anthropic).unwrap_or_default();
     if let Some(n) = b.input_tokens {
-        tap.usage.input_tokens = Some(n);
+        usage.input_tokens = Some(n);
     }
-    tap.finish_reason = b.stop_reason.as_deref().map(str::to_string);
+    Observed {
+        id: b.id,
+        model: b.model,
+        usage: Some(UsageUpdate::Update(usage)),
+        finish_reason: b.stop_reason,
+        ..Observed::default()
+    }
 }
-
-/// The stream error the tap records when the upstream sent an error event.
-pub(crate) const UPSTREAM_ERROR_EVENT: &str = "upstream sent an error event";

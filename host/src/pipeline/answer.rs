@@ -171,7 +171,8 @@ struct StreamState {
 /// with the idle timeout. Written as an async state machine (driven by `futures_util::stream::unfold`) so that
 /// plugin hooks can be awaited between events.
 pub(super) struct AnswerStream {
-    endpoint: Endpoint,
+    /// The client's dialect (chosen once: every event is read and every text sent in it).
+    dialect: &'static dyn dialect::Dialect,
     upstream: BoxStream<'static, reqwest::Result<Bytes>>,
     parser: SseParser,
     idle: Duration,
@@ -200,7 +201,7 @@ impl AnswerStream {
         let mut rec = rec;
         rec.tap = Some(tap);
         AnswerStream {
-            endpoint,
+            dialect: dialect::of(endpoint),
             upstream: Box::pin(upstream.bytes_stream()),
             parser: SseParser::new(),
             idle,
@@ -308,7 +309,7 @@ impl AnswerStream {
             self.ready.push_back(ev.raw);
             return;
         }
-        let d = dialect::of(self.endpoint);
+        let d = self.dialect;
         let f = ev.fields();
         let event = f.event.map(str::to_string);
         let parsed: Option<serde_json::Value> =
@@ -404,7 +405,7 @@ impl AnswerStream {
 
     /// Notes what the client got of a stream's text (`original` as the upstream sent it, `sent` after plugins).
     fn sent(&mut self, s: TextStream, original: &str, sent: &str) {
-        let keep = dialect::of(self.endpoint).repeats_text();
+        let keep = self.dialect.repeats_text();
         let st = self.streams.entry(s);
         if keep {
             st.forwarded.push_str(sent);
@@ -428,7 +429,7 @@ impl AnswerStream {
             }
             Ok(Ok(texts)) => texts,
         };
-        let d = dialect::of(self.endpoint);
+        let d = self.dialect;
         for t in texts {
             let Some((template, pointer)) = self.streams.get(&s).and_then(|st| st.template.clone()) else {
                 tracing::warn!("plugin flushed text but the answer had no text event to carry it");
@@ -452,7 +453,7 @@ impl AnswerStream {
     /// Events that repeat a stream's whole text (Responses `*.done`, `response.completed` ...) carry what the
     /// client was actually sent of that stream, when plugins changed it.
     fn rewrite_summaries(&self, event: Option<&str>, data: String) -> String {
-        let d = dialect::of(self.endpoint);
+        let d = self.dialect;
         if !d.is_summary(event) || !self.streams.0.iter().any(|(_, s)| s.changed) || !data.starts_with('{') {
             return data;
         }
@@ -471,7 +472,7 @@ impl AnswerStream {
     /// Ends the stream with an error event in the client's format.
     fn fail(&mut self, e: ApiError) {
         let seq = self.tap().map_or(0, |t| t.events);
-        self.ready.push_back(e.sse_event(self.endpoint, seq));
+        self.ready.push_back(self.dialect.error_event(&e, seq));
         if let Some(rec) = &mut self.rec {
             rec.outcome = Outcome::from_source(e.source());
             rec.error = Some(e.message);

@@ -158,7 +158,7 @@ async fn run(
         rec.input_capture = input_messages(bytes);
     }
     let plan = plan::Plan::new(app, endpoint, &req, bytes, effects.route.take())?;
-    let body_for = |c: &crate::config::Candidate| plan.body_for(app, &req, c);
+    let body_for = |p: &crate::upstream::Planned| plan.body_for(app, &req, p);
     let attempt = AttemptRequest {
         endpoint,
         client_headers: headers,

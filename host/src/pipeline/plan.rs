@@ -2,8 +2,9 @@
 //!
 //! The candidates are the model's route from the config, or the route a plugin chose (upstream ids from the config,
 //! never URLs), ordered by [`crate::upstream::Upstreams::plan`] (health, priority, the client's family first).
-//! Candidates of the other API family get the body translated once per upstream kind; a refusal to translate
-//! leaves them out, and is the answer when no candidate is left.
+//! Each entry carries the endpoint its upstream is asked ([`Planned`], decided once by the upstreams' planner).
+//! Entries of the other API family get the body translated once per upstream kind; a refusal to translate leaves
+//! them out, and is the answer when no candidate is left.
 
 // Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -16,10 +17,11 @@ use crate::config::{Candidate, Config, UpstreamIdx, UpstreamKind};
 use crate::dialect::body::RequestBody;
 use crate::dialect::translate;
 use crate::error::{ApiError, ErrorKind};
+use crate::upstream::Planned;
 
 /// The candidates to attempt, in order, and the translated bodies for those of the other family.
 pub(super) struct Plan {
-    pub candidates: Vec<Candidate>,
+    pub candidates: Vec<Planned>,
     family: Family,
     /// The client's body translated for each upstream kind of the other family in `candidates`.
     translated: Vec<(UpstreamKind, serde_json::Value)>,
@@ -65,22 +67,21 @@ impl Plan {
         }
         let mut translated: Vec<(UpstreamKind, serde_json::Value)> = Vec::new();
         let mut refusal = None;
-        if candidates.iter().any(|c| app.config.upstream(c.upstream).kind.family() != family) {
+        if candidates.iter().any(|p| p.endpoint != endpoint) {
             let client_body: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
                 ApiError::new(ErrorKind::InvalidRequest, format!("the request body is not valid JSON: {e}"))
             })?;
-            candidates.retain(|c| {
-                let kind = app.config.upstream(c.upstream).kind;
-                if kind.family() == family || translated.iter().any(|(k, _)| *k == kind) {
+            candidates.retain(|p| {
+                let kind = app.config.upstream(p.candidate.upstream).kind;
+                if p.endpoint == endpoint || translated.iter().any(|(k, _)| *k == kind) {
                     return true;
                 }
-                let Some(target) = translate::target(endpoint, kind.family()) else { return false };
                 let opts = translate::Options {
                     default_max_tokens: app.config.translation.default_max_tokens,
                     drop_fields: &app.config.translation.drop_fields,
                     kind,
                 };
-                match translate::request(endpoint, target, &client_body, &opts) {
+                match translate::request(endpoint, p.endpoint, &client_body, &opts) {
                     Ok(v) => {
                         translated.push((kind, v));
                         true
@@ -102,7 +103,8 @@ impl Plan {
 
     /// The body candidate `c` is sent: the client's (the model renamed if the candidate says so, usage asked for
     /// where the dialect needs it), or its translation for `c`'s upstream kind.
-    pub fn body_for(&self, app: &App, req: &RequestBody<'_>, c: &Candidate) -> Bytes {
+    pub fn body_for(&self, app: &App, req: &RequestBody<'_>, p: &Planned) -> Bytes {
+        let c = &p.candidate;
         let kind = app.config.upstream(c.upstream).kind;
         match self.translated.iter().find(|(k, _)| *k == kind && kind.family() != self.family) {
             None => req.render(c.model.as_deref()),

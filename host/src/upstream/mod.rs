@@ -50,6 +50,14 @@ struct Entry {
     health: Health,
 }
 
+/// A candidate of the plan with the endpoint its upstream is asked: the client's, or its translation for an
+/// upstream of the other family. Decided once, by [`Upstreams::plan`], and used by every later step.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub candidate: Candidate,
+    pub endpoint: Endpoint,
+}
+
 /// What one request asks of an upstream; the same for every attempt except the body's model.
 pub struct AttemptRequest<'a> {
     pub endpoint: Endpoint,
@@ -58,7 +66,7 @@ pub struct AttemptRequest<'a> {
     pub extra_headers: &'a [(HeaderName, HeaderValue)],
     pub stream: bool,
     /// The body for a candidate (the model may be rewritten per candidate).
-    pub body_for: &'a (dyn Fn(&Candidate) -> Bytes + Sync),
+    pub body_for: &'a (dyn Fn(&Planned) -> Bytes + Sync),
     /// The request's trace, when tracing is on: each attempt sends `traceparent` naming its own span.
     pub trace: Option<&'a crate::telemetry::trace::TraceCtx>,
 }
@@ -167,22 +175,25 @@ impl Upstreams {
     /// translation while a same-family candidate is healthy: the other family is the failover); then by priority;
     /// within one priority, a weighted random order.
     #[allow(clippy::indexing_slicing, reason = "UpstreamIdx values come only from the validated config: in range")]
-    pub fn plan(&self, route: &[Candidate], endpoint: Endpoint, translation: &TranslationConfig) -> Vec<Candidate> {
+    pub fn plan(&self, route: &[Candidate], endpoint: Endpoint, translation: &TranslationConfig) -> Vec<Planned> {
         let now = now_ms();
         let family = endpoint.family();
-        let serves = |kind: UpstreamKind| {
-            kind.family() == family
-                || (translation.enabled && crate::dialect::translate::target(endpoint, kind.family()).is_some())
+        // The endpoint an upstream of `kind` is asked, if it can serve this request.
+        let target = |kind: UpstreamKind| match kind.family() == family {
+            true => Some(endpoint),
+            false if translation.enabled => crate::dialect::translate::target(endpoint, kind.family()),
+            false => None,
         };
-        let mut keyed: Vec<((bool, bool, u32, f64), Candidate)> = route
+        let mut keyed: Vec<((bool, bool, u32, f64), Planned)> = route
             .iter()
-            .filter(|c| serves(self.entries[c.upstream.0].cfg.kind))
-            .map(|c| {
-                let cooling = self.entries[c.upstream.0].health.cooling(now);
-                let other = translation.prefer_same_family && self.entries[c.upstream.0].cfg.kind.family() != family;
+            .filter_map(|c| {
+                let entry = &self.entries[c.upstream.0];
+                let target = target(entry.cfg.kind)?;
+                let cooling = entry.health.cooling(now);
+                let other = translation.prefer_same_family && entry.cfg.kind.family() != family;
                 // Efraimidis–Spirakis: sorting by -ln(u)/w gives a weighted random permutation.
                 let r = if c.weight == 0 { f64::INFINITY } else { -(1.0 - fastrand::f64()).ln() / c.weight as f64 };
-                ((cooling, other, c.priority, r), c.clone())
+                Some(((cooling, other, c.priority, r), Planned { candidate: c.clone(), endpoint: target }))
             })
             .collect();
         keyed.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
@@ -194,12 +205,12 @@ impl Upstreams {
         clippy::indexing_slicing,
         reason = "UpstreamIdx values come only from the validated config, and `urls` has one entry per Endpoint"
     )]
-    pub async fn attempt(&self, cand: &Candidate, req: &AttemptRequest<'_>, span: u64) -> Result<Answer, Failure> {
+    pub async fn attempt(&self, planned: &Planned, req: &AttemptRequest<'_>, span: u64) -> Result<Answer, Failure> {
+        let (cand, endpoint) = (&planned.candidate, planned.endpoint);
         let idx = cand.upstream;
         let entry = &self.entries[idx.0];
         let fail = |class, detail: String| Failure { upstream: idx, class, retry_after: None, detail, response: None };
 
-        let endpoint = crate::dialect::translate::target(req.endpoint, entry.cfg.kind.family()).unwrap_or(req.endpoint);
         let url = entry.urls[endpoint as usize].clone();
         let mut headers = self.upstream_headers(entry, req);
         if let Some(t) = req.trace {
@@ -211,7 +222,7 @@ impl Upstreams {
                 headers.insert("tracestate", v);
             }
         }
-        let send = self.client.post(url).headers(headers).body((req.body_for)(cand)).send();
+        let send = self.client.post(url).headers(headers).body((req.body_for)(planned)).send();
         let resp = match tokio::time::timeout(self.timeouts.first_byte, send).await {
             Err(_) => {
                 return Err(fail(
@@ -399,7 +410,7 @@ candidates = [{{ upstream = "b" }}, {{ upstream = "a" }}]
     fn plan_filters_family_and_keeps_order() {
         let c = config("");
         let u = Upstreams::new(&c).unwrap();
-        let ids = |p: Vec<Candidate>| p.iter().map(|c| u.get(c.upstream).id.clone()).collect::<Vec<_>>();
+        let ids = |p: Vec<Planned>| p.iter().map(|c| u.get(c.candidate.upstream).id.clone()).collect::<Vec<_>>();
         let on = TranslationConfig::default();
         let off = TranslationConfig { enabled: false, ..TranslationConfig::default() };
         let mixed = TranslationConfig { prefer_same_family: false, ..TranslationConfig::default() };
@@ -427,8 +438,8 @@ candidates = [{{ upstream = "b" }}, {{ upstream = "a" }}]
         assert!(!u.record(b, false));
         assert!(u.record(b, false), "second consecutive failure starts the cooldown");
         let plan = u.plan(&c.routes["ordered"], Endpoint::ChatCompletions, &TranslationConfig::default());
-        assert_eq!(u.get(plan[0].upstream).id, "a");
-        assert_eq!(u.get(plan[1].upstream).id, "b", "a cooling upstream is still tried, last");
+        assert_eq!(u.get(plan[0].candidate.upstream).id, "a");
+        assert_eq!(u.get(plan[1].candidate.upstream).id, "b", "a cooling upstream is still tried, last");
     }
 
     #[test]
@@ -442,7 +453,7 @@ candidates = [{{ upstream = "b" }}, {{ upstream = "a" }}]
         client.insert("x-api-key", HeaderValue::from_static("client-key"));
         client.insert("x-mock-delay-ms", HeaderValue::from_static("5"));
         client.insert("x-other", HeaderValue::from_static("no"));
-        let body = |_: &Candidate| Bytes::new();
+        let body = |_: &Planned| Bytes::new();
         let req = AttemptRequest {
             endpoint: Endpoint::ChatCompletions,
             client_headers: &client,

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, StatusCode, header};
 
-use super::{Answer, AttemptRequest, Failure, Upstreams};
-use crate::config::{Candidate, RetryConfig, RetryOn};
+use super::{Answer, AttemptRequest, Failure, Planned, Upstreams};
+use crate::config::{RetryConfig, RetryOn};
 
 /// Why an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +143,7 @@ pub struct Outcome {
     clippy::indexing_slicing,
     reason = "every index is a position in `plan`, found by iterating 0..plan.len(); the per-candidate vectors have plan.len() entries"
 )]
-pub async fn run(ups: &Upstreams, policy: &RetryConfig, plan: &[Candidate], req: &AttemptRequest<'_>) -> Outcome {
+pub async fn run(ups: &Upstreams, policy: &RetryConfig, plan: &[Planned], req: &AttemptRequest<'_>) -> Outcome {
     let mut attempts = Vec::new();
     let mut failures = vec![0u32; plan.len()];
     let mut out_of_rotation = vec![false; plan.len()];
@@ -160,10 +160,11 @@ pub async fn run(ups: &Upstreams, policy: &RetryConfig, plan: &[Candidate], req:
             tokio::time::sleep_until(at.into()).await;
         }
         let started = Instant::now();
-        let cand = &plan[i];
+        let planned = &plan[i];
+        let cand = &planned.candidate;
         let id = &ups.get(cand.upstream).id;
         let span_id = crate::telemetry::trace::new_span_id();
-        match ups.attempt(cand, req, span_id).await {
+        match ups.attempt(planned, req, span_id).await {
             Ok(answer) => {
                 ups.record(cand.upstream, true);
                 attempts.push(AttemptLog {

@@ -80,7 +80,7 @@ fn wire(u: &Value) -> WireUsage {
 impl Usage {
     pub fn from_anthropic(u: &Value) -> Usage {
         let w = wire(u);
-        let n = w.anthropic(crate::usage::Usage::default());
+        let n = w.anthropic();
         Usage {
             input: n.input_tokens.unwrap_or(0),
             output: n.output_tokens.unwrap_or(0),
@@ -205,7 +205,7 @@ pub(crate) fn stream_error(data: &str, client: Endpoint) -> bytes::Bytes {
         .unwrap_or("the upstream reported an error mid-stream")
         .to_string();
     let e = crate::error::ApiError::new(crate::error::ErrorKind::UpstreamFailed, message);
-    e.sse_event(client, 0)
+    super::of(client).error_event(&e, 0)
 }
 
 #[cfg(test)]
