@@ -9,8 +9,7 @@
 //! - Anthropic: `{"type":"error","error":{"type","message"}}`
 //!
 //! Mid-stream errors (after the first byte, when the status can no longer change) are rendered as one SSE event
-//! that the official SDKs raise as an exception: [`ApiError::sse_event`], whose shape per endpoint is that endpoint's
-//! dialect's (`Dialect::error_event`). An upstream's own error body is passed through unchanged, or re-shaped for a
+//! that the official SDKs raise as an exception, in the shape of the client's dialect (`Dialect::error_event`). An upstream's own error body is passed through unchanged, or re-shaped for a
 //! client of the other family by `dialect::translate::error_body`.
 
 // Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").

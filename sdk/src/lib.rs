@@ -85,7 +85,7 @@ impl Hooks {
     }
 }
 
-/// A Weir plugin. Every hook has a default; see the WIT (`wit/plugin.wit` in this crate) for when each runs.
+/// A Weir plugin. Every hook has a default; see the WIT (`sdk/wit/plugin.wit`, this crate's copy of its contract version) for when each runs.
 pub trait Plugin: Default + 'static {
     /// The plugin's config table, parsed once per instance by `init` (use [`serde_json::Value`] to take any).
     type Config: serde::de::DeserializeOwned + 'static;

@@ -10,7 +10,8 @@
 //! 5. **attempt** ([`crate::upstream::retry`]): retries and failover, before any byte reaches the client; its final
 //!    failure becomes the client's answer in [`failure`];
 //! 6. **answer** ([`answer`]): whole (through `on-chunk` once) or streamed event by event, through the usage tap;
-//! 7. **completion** (`completion.rs`): `on-complete`, off the response path, then the log line, spans and metrics.
+//! 7. **completion** (`crate::completion`): `on-complete`, off the response path, then the log line, spans and
+//!    metrics from the frozen record.
 //!
 //! The [`RequestRecord`] collects what happened; it is finished here, or handed to the answer stream, which
 //! finishes it when the stream ends (or is dropped: the client went away).

@@ -2,8 +2,8 @@
 //! endpoint, status, outcome, upstream ids and plugin names from the config, model names the gateway serves, failure
 //! classes. Never a key, a principal or any content.
 //!
-//! Per-plugin handles are created once per loaded plugin ([`PluginMetrics`]), so a hook call costs a few atomic
-//! operations, not a label lookup.
+//! Per-plugin handles are created once per loaded plugin (`plugin::hook::HookMetrics`), so a hook call costs a few
+//! atomic operations, not a label lookup.
 
 use std::sync::LazyLock;
 
