@@ -100,10 +100,14 @@ pub struct RequestRecord {
     pub status: u16,
     pub outcome: Outcome,
     pub error: Option<String>,
+    /// What the usage tap saw (put here by the answer when it ends).
     pub tap: Option<UsageTap>,
     /// The principal id a plugin established (never a key).
     pub principal: Option<String>,
-    /// This request's plugin instances; `on-complete` runs on them after the record is logged.
+    /// This request's plugin instances, held by the record while the driver runs so that a request dropped at any
+    /// await point still hands them to the completion phase (`on-complete` is owed to every plugin whose
+    /// `on-request` started; it runs before the log line). A streamed answer takes them, and the tap, for as long as
+    /// it runs and puts them back when it ends or is dropped.
     pub chain: Option<Chain>,
     /// The trace context, when tracing is on.
     pub trace: Option<TraceCtx>,

@@ -176,8 +176,11 @@ pub(super) struct AnswerStream {
     upstream: BoxStream<'static, reqwest::Result<Bytes>>,
     parser: SseParser,
     idle: Duration,
-    /// The request's record, with the usage tap in it; taken when the stream ends. If the stream is dropped
-    /// before (the client went away), dropping the record ends the request as cancelled.
+    /// The stream's own working state while it runs: the usage tap and the request's plugins. Both go back into
+    /// the record when the stream ends, or when it is dropped (then the record ends the request as cancelled).
+    tap: Option<UsageTap>,
+    chain: Option<Chain>,
+    /// The request's record, taken when the stream ends.
     rec: Option<RequestRecord>,
     /// Bytes ready for the client.
     ready: VecDeque<Bytes>,
@@ -199,8 +202,10 @@ impl AnswerStream {
     ) -> Self {
         crate::telemetry::metrics::METRICS.open_streams.inc();
         let mut rec = rec;
-        rec.tap = Some(tap);
+        let chain = rec.chain.take();
         AnswerStream {
+            tap: Some(tap),
+            chain,
             dialect: dialect::of(endpoint),
             upstream: Box::pin(upstream.bytes_stream()),
             parser: SseParser::new(),
@@ -219,7 +224,7 @@ impl AnswerStream {
     }
 
     fn tap(&self) -> Option<&UsageTap> {
-        self.rec.as_ref().and_then(|r| r.tap.as_ref())
+        self.tap.as_ref()
     }
 
     /// The next bytes for the client, or `None` at the end.
@@ -298,13 +303,12 @@ impl AnswerStream {
     }
 
     async fn on_event(&mut self, ev: SseEvent) {
-        let Some(rec) = self.rec.as_mut() else { return };
-        let Some(tap) = rec.tap.as_mut() else { return };
+        let Some(tap) = self.tap.as_mut() else { return };
         if tap.on_event(&ev, Instant::now()) == Verdict::Drop {
             return;
         }
         let capture = crate::telemetry::capture_content();
-        let plugins = rec.chain.as_ref().is_some_and(Chain::reads_answer);
+        let plugins = self.chain.as_ref().is_some_and(Chain::reads_answer);
         if !plugins && !capture {
             self.ready.push_back(ev.raw);
             return;
@@ -315,7 +319,10 @@ impl AnswerStream {
         let parsed: Option<serde_json::Value> =
             if f.data.starts_with('{') { serde_json::from_str(&f.data).ok() } else { None };
         let located = parsed.as_ref().map(|v| d.deltas(f.event, v)).unwrap_or_default();
-        if capture && let Some(t) = dialect::answer_text(&located) {
+        if capture
+            && let Some(t) = dialect::answer_text(&located)
+            && let Some(rec) = self.rec.as_mut()
+        {
             rec.output_capture.get_or_insert_with(String::new).push_str(&t);
         }
         if !plugins {
@@ -352,7 +359,7 @@ impl AnswerStream {
             whole_body: false,
         };
         self.index += 1;
-        let Some(chain) = self.rec.as_mut().and_then(|r| r.chain.as_mut()) else { return };
+        let Some(chain) = self.chain.as_mut() else { return };
         let verdict = match chain.on_chunk(chunk, 0).await {
             Err(e) => return self.fail(e),
             Ok(ChunkVerdict::Abort(reason)) => {
@@ -417,7 +424,7 @@ impl AnswerStream {
     /// stream. `false`: the answer was stopped.
     async fn flush_stream(&mut self, s: TextStream) -> bool {
         self.streams.entry(s).open = false;
-        let Some(chain) = self.rec.as_mut().and_then(|r| r.chain.as_mut()) else { return true };
+        let Some(chain) = self.chain.as_mut() else { return true };
         let texts = match chain.flush(s).await {
             Err(e) => {
                 self.fail(e);
@@ -484,6 +491,8 @@ impl AnswerStream {
     fn finish(&mut self) {
         self.done = true;
         if let Some(mut rec) = self.rec.take() {
+            rec.tap = self.tap.take();
+            rec.chain = self.chain.take();
             if rec.error.is_none()
                 && let Some(e) = rec.tap.as_ref().and_then(|t| t.stream_error.clone())
             {
@@ -496,7 +505,13 @@ impl AnswerStream {
 }
 
 impl Drop for AnswerStream {
+    /// A stream dropped before it ended (the client went away): the tap and the plugins go back into the record,
+    /// which, dropped right after, ends the request as cancelled with what was seen.
     fn drop(&mut self) {
         crate::telemetry::metrics::METRICS.open_streams.dec();
+        if let Some(rec) = self.rec.as_mut() {
+            rec.tap = self.tap.take();
+            rec.chain = self.chain.take();
+        }
     }
 }
