@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 WEIR_CONFIG ?= examples/weir.toml
 
-.PHONY: run test bench fuzz build dist plugins check unit e2e guests polyglot clean need-redis need-wasm need-npm need-musl
+.PHONY: run test bench fuzz build dist plugins check unit e2e guests polyglot clean need-redis need-wasm need-npm need-musl wasmtime-fix
 
 # Wasm components built from source for the tests: first-party plugins and the test guests.
 PLUGINS := allowlist auth router redact cost ratelimit
@@ -96,6 +96,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 need-redis:
 	@command -v redis-server >/dev/null || { echo "== installing redis-server"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+
+# Whether a wasmtime with the slot-reset fix resolves yet (see plugin/engine.rs); informational.
+wasmtime-fix:
+	@bash tools/wasmtime-fix.sh
 
 guests: need-wasm
 	$(CARGO) build --locked --target wasm32-wasip2 --profile plugin $(addprefix -p ,$(GUESTS))

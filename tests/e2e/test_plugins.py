@@ -455,3 +455,36 @@ def test_hot_swap_under_load(session_tmp, mock):
             time.sleep(0.01)
     finally:
         g.stop()
+
+
+def test_a_fresh_instance_never_sees_memory_an_earlier_request_wrote(session_tmp, mock):
+    """`remember` writes every page of a 2 MiB static and answers how many it found written already. With a fresh
+    instance per request (the default) no request may find any, however the pool's slots are reused, sequentially
+    or 8 at a time; with `warm_instances` the same instance is reused and the second request finds them all — which
+    shows the check can see a leak."""
+    d = session_tmp / "isolation.d"
+    d.mkdir()
+    settings = 'capabilities = ["config"]\nmemory = "16MiB"\n'
+    install(d, "fresh", "misbehave.wasm", settings + 'config = { trigger = "x-fresh" }\n')
+    install(d, "reused", "misbehave.wasm", settings + 'warm_instances = 1\nconfig = { trigger = "x-reused" }\n')
+    g = Gateway(session_tmp, mock, name="isolation", top=f'plugins_dir = "{d}"\n',
+                tail=f'[plugin_runtime]\ncache_dir = "{session_tmp / "plugin-cache"}"\n')
+    try:
+        c = openai_client(g)
+
+        def remember(header):
+            raw = c.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG,
+                                                              extra_headers={header: "remember"})
+            return json.loads(raw.http_response.text)
+
+        first = remember("x-fresh")
+        assert first["dirty_pages"] == 0 and first["pages"] == 512, first
+        seen = [remember("x-fresh")["dirty_pages"] for _ in range(50)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            seen += list(pool.map(lambda _: remember("x-fresh")["dirty_pages"], range(200)))
+        assert seen == [0] * 250, f"a fresh instance found pages written by an earlier request: {sorted(set(seen))}"
+        # The control: a reused instance keeps what the last request wrote, and the check sees it.
+        remember("x-reused")
+        wait_for(lambda: remember("x-reused")["dirty_pages"] == 512, "the reused instance remembers", timeout=5)
+    finally:
+        g.stop()

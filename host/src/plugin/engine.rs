@@ -53,6 +53,43 @@ pub struct Compiled {
     pub hooks: Hooks,
 }
 
+/// Whether this process's memory can be swapped out, and why (read through `read`, a file reader): any swap device
+/// in `/proc/swaps`, unless the process's cgroup (v2) has `memory.swap.max` of 0. What cannot be read counts as
+/// swappable: the safe answer.
+fn swap_possible(read: impl Fn(&str) -> Option<String>) -> (bool, String) {
+    let Some(swaps) = read("/proc/swaps") else { return (true, "/proc/swaps is not readable".into()) };
+    let devices: Vec<&str> = swaps.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
+    if devices.is_empty() {
+        return (false, "no swap device in /proc/swaps".into());
+    }
+    let cgroup = read("/proc/self/cgroup").and_then(|c| {
+        c.lines().find_map(|l| l.strip_prefix("0::").map(|p| p.trim().trim_end_matches('/').to_string()))
+    });
+    if let Some(path) = cgroup
+        && let Some(max) = read(&format!("/sys/fs/cgroup{path}/memory.swap.max"))
+        && max.trim() == "0"
+    {
+        return (false, format!("swap devices exist ({}) but this cgroup's memory.swap.max is 0", devices.join(", ")));
+    }
+    (true, format!("swap devices: {}", devices.join(", ")))
+}
+
+/// Logs which slot-reset path the engine uses, once per process.
+fn note_reset_path((swap, why): &(bool, String)) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if *swap {
+            tracing::warn!(
+                target: "weir::plugin",
+                "plugin slot reset: memset, not PAGEMAP_SCAN ({why}): wasmtime 48.0.8 can miss a swapped-out dirty \
+                 page with PAGEMAP_SCAN; resets cost more CPU until a fixed wasmtime is in use"
+            );
+        } else {
+            tracing::debug!(target: "weir::plugin", "plugin slot reset: PAGEMAP_SCAN where the kernel has it ({why})");
+        }
+    });
+}
+
 /// Wizer's view of an initialized instance: it reads memories and globals through exports it added. A failed read
 /// is remembered (the snapshot is then refused) rather than panicking.
 struct Snapshotting<'a> {
@@ -158,7 +195,15 @@ impl PluginEngine {
         // multi-threaded gateway costs a TLB shootdown (an interrupt to every core running it) per reset and a page
         // fault per page on the next instance: a third of the gateway's CPU with four plugins (perf, BENCHMARKS.md).
         // The single-threaded `weir plugin bench` does not show it (no other cores to interrupt).
-        pool.pagemap_scan(wasmtime::Enabled::Auto)
+        //
+        // Except where memory can be swapped: wasmtime 48.0.8's PAGEMAP_SCAN reset skips a dirty page that was swapped
+        // out, so the next instance in the slot could read the last request's data (fixed upstream in 48.0.11 /
+        // 50.0.3 / 51.0.0, PR #14357, which do not resolve from the registry yet: `make wasmtime-fix` says when one
+        // does). There the reset falls back to memset, which resets every kept-resident byte.
+        let swap = swap_possible(|p| std::fs::read_to_string(p).ok());
+        let pagemap = if swap.0 { wasmtime::Enabled::No } else { wasmtime::Enabled::Auto };
+        note_reset_path(&swap);
+        pool.pagemap_scan(pagemap)
             .linear_memory_keep_resident(KEEP_RESIDENT_MEMORY)
             .table_keep_resident(KEEP_RESIDENT_TABLE)
             .async_stack_keep_resident(KEEP_RESIDENT_STACK);
@@ -520,6 +565,30 @@ mod tests {
             m.extend(*data);
         }
         m
+    }
+
+    #[test]
+    fn the_pagemap_reset_is_used_only_where_memory_cannot_be_swapped() {
+        fn files<'a>(entries: &'a [(&str, &str)]) -> impl Fn(&str) -> Option<String> + 'a {
+            move |p: &str| entries.iter().find(|(k, _)| *k == p).map(|(_, v)| v.to_string())
+        }
+        const HEADER: &str = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        let none = [("/proc/swaps", HEADER)];
+        assert!(!swap_possible(files(&none)).0, "no swap device");
+        let swaps = "Filename Type Size Used Priority\n/dev/zram0 partition 4194300 0 100\n";
+        let with = [("/proc/swaps", swaps), ("/proc/self/cgroup", "0::/svc/weir\n")];
+        let (swap, why) = swap_possible(files(&with));
+        assert!(swap && why.contains("/dev/zram0"), "{why}");
+        let off = [
+            ("/proc/swaps", swaps),
+            ("/proc/self/cgroup", "0::/svc/weir\n"),
+            ("/sys/fs/cgroup/svc/weir/memory.swap.max", "0\n"),
+        ];
+        assert!(!swap_possible(files(&off)).0, "the cgroup may not swap");
+        let limited =
+            [("/proc/swaps", swaps), ("/proc/self/cgroup", "0::/\n"), ("/sys/fs/cgroup/memory.swap.max", "max\n")];
+        assert!(swap_possible(files(&limited)).0);
+        assert!(swap_possible(files(&[])).0, "unreadable: assume it can swap");
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! `x-misbehave`) picks what goes wrong, so only that request is affected.
 //!
 //! `trap`, `loop`, `alloc`, `recurse`, `error`, `sandbox` (tries a file and a socket and answers with what
-//! happened), `crlf` and `hop` (malformed headers), `chunk-loop`, `chunk-trap` (misbehave in `on-chunk`).
+//! happened), `crlf` and `hop` (malformed headers), `chunk-loop`, `chunk-trap` (misbehave in `on-chunk`), `remember`
+//! (answers how many pages of a 2 MiB static it finds already written, then writes every one: a fresh instance must
+//! find none, whichever pool slot it was given).
 
 use serde::Deserialize;
 use std::hint::black_box;
+use std::sync::atomic::{AtomicU8, Ordering};
 use weir_sdk::{ChangesExt, Chunk, ChunkDecision, Plugin, PluginError, Request, RequestDecision, Response};
 
 #[derive(Deserialize)]
@@ -25,6 +28,21 @@ fn default_trigger() -> String {
 #[derive(Default)]
 pub struct Misbehave {
     mode: String,
+}
+
+/// Two MiB of linear memory that starts zeroed in every fresh instance (it lies past the first MiB, the part of a
+/// pool slot the gateway keeps resident, so both reset paths are exercised).
+static PAGES: [AtomicU8; 2 << 20] = [const { AtomicU8::new(0) }; 2 << 20];
+
+/// Counts the pages of [`PAGES`] an earlier request wrote in this memory, then writes each one.
+fn remember() -> usize {
+    let mut dirty = 0;
+    for page in PAGES.iter().step_by(4096) {
+        if page.swap(0xA5, Ordering::Relaxed) != 0 {
+            dirty += 1;
+        }
+    }
+    dirty
 }
 
 fn recurse(depth: u64) -> u64 {
@@ -75,6 +93,13 @@ impl Plugin for Misbehave {
                     body: body.to_string().into_bytes(),
                 }))
             }
+            "remember" => Ok(RequestDecision::Respond(Response {
+                status: 200,
+                content_type: None,
+                body: serde_json::json!({ "dirty_pages": remember(), "pages": PAGES.len() / 4096 })
+                    .to_string()
+                    .into_bytes(),
+            })),
             "crlf" => Ok(RequestDecision::ContinueWith(weir_sdk::changes().header("x-evil", "a\r\nx-injected: 1"))),
             "hop" => Ok(RequestDecision::ContinueWith(weir_sdk::changes().header("transfer-encoding", "chunked"))),
             _ => Ok(RequestDecision::Continue),
