@@ -96,8 +96,9 @@ fn server_span(tracer: &Tracer, t: &TraceCtx, line: &Ended) -> SpanData {
             a.push(KeyValue::new(k.clone(), v.clone()));
         }
         for c in &report.chunks {
-            a.push(KeyValue::new(format!("weir.plugin.{}.on_chunk.calls", c.plugin), c.calls as i64));
-            a.push(KeyValue::new(format!("weir.plugin.{}.on_chunk.total_us", c.plugin), c.total.as_micros() as i64));
+            let name = report.plugin(c.plugin).0;
+            a.push(KeyValue::new(format!("weir.plugin.{name}.on_chunk.calls"), c.calls as i64));
+            a.push(KeyValue::new(format!("weir.plugin.{name}.on_chunk.total_us"), c.total.as_micros() as i64));
         }
     }
     let status = match line.outcome {
@@ -231,10 +232,10 @@ mod tests {
         r.finish();
         let mut e = crate::record::tests::ended().pop().unwrap();
         e.plugins = Some(PluginReport {
-            plugins: vec![("auth".into(), "v1".into()), ("redact".into(), "v2".into())],
+            plugins: vec![("auth".into(), "v1".into()), ("redact".into(), "v2".into())].into(),
             attributes: vec![("weir.plugin.auth.key".into(), "team-a".into())],
             events: vec![("weir.plugin.redact.found".into(), now)],
-            chunks: vec![ChunkTotals { plugin: "redact".into(), calls: 3, total: Duration::from_micros(42) }],
+            chunks: vec![ChunkTotals { plugin: 1, calls: 3, total: Duration::from_micros(42) }],
             calls: vec![
                 HookCall {
                     plugin: 0,

@@ -223,10 +223,6 @@ impl AnswerStream {
         futures_util::stream::unfold(self, |mut s| async move { s.next().await.map(|b| (Ok(b), s)) })
     }
 
-    fn tap(&self) -> Option<&UsageTap> {
-        self.tap.as_ref()
-    }
-
     /// The next bytes for the client, or `None` at the end.
     async fn next(&mut self) -> Option<Bytes> {
         loop {
@@ -239,7 +235,7 @@ impl AnswerStream {
             if let Some(ev) = self.parser.next_event() {
                 self.on_upstream_event(ev).await;
                 // The answer's last event: end here, so a client that closes right after it still counts as served.
-                if !self.done && self.tap().is_some_and(|t| t.finished) {
+                if !self.done && self.tap.as_ref().is_some_and(|t| t.finished) {
                     self.finish();
                 }
                 continue;
@@ -263,7 +259,7 @@ impl AnswerStream {
                 Ok(None) => {
                     // A last event without its final blank line is complete; one cut inside a line is dropped
                     // (never forwarded), so the error event below starts on an event boundary.
-                    if !self.tap().is_some_and(|t| t.finished)
+                    if !self.tap.as_ref().is_some_and(|t| t.finished)
                         && let Some(last) = self.parser.finish()
                     {
                         self.on_upstream_event(last).await;
@@ -271,7 +267,7 @@ impl AnswerStream {
                             continue;
                         }
                     }
-                    if self.tap().is_some_and(|t| t.finished) {
+                    if self.tap.as_ref().is_some_and(|t| t.finished) {
                         self.finish();
                     } else {
                         self.fail(ApiError::new(
@@ -478,7 +474,7 @@ impl AnswerStream {
 
     /// Ends the stream with an error event in the client's format.
     fn fail(&mut self, e: ApiError) {
-        let seq = self.tap().map_or(0, |t| t.events);
+        let seq = self.tap.as_ref().map_or(0, |t| t.events);
         self.ready.push_back(self.dialect.error_event(&e, seq));
         if let Some(rec) = &mut self.rec {
             rec.outcome = Outcome::from_source(e.source());

@@ -12,7 +12,7 @@
 use bytes::Bytes;
 
 use super::App;
-use crate::api::{Endpoint, Family};
+use crate::api::Endpoint;
 use crate::config::{Candidate, Config, UpstreamIdx, UpstreamKind};
 use crate::dialect::body::RequestBody;
 use crate::dialect::translate;
@@ -22,7 +22,6 @@ use crate::upstream::Planned;
 /// The candidates to attempt, in order, and the translated bodies for those of the other family.
 pub(super) struct Plan {
     pub candidates: Vec<Planned>,
-    family: Family,
     /// The client's body translated for each upstream kind of the other family in `candidates`.
     translated: Vec<(UpstreamKind, serde_json::Value)>,
 }
@@ -36,7 +35,6 @@ impl Plan {
         bytes: &Bytes,
         route: Option<Vec<(String, Option<String>)>>,
     ) -> Result<Plan, ApiError> {
-        let family = endpoint.family();
         let routed;
         let route: &[Candidate] = match route {
             Some(targets) => {
@@ -98,7 +96,7 @@ impl Plan {
                 return Err(e);
             }
         }
-        Ok(Plan { candidates, family, translated })
+        Ok(Plan { candidates, translated })
     }
 
     /// The body candidate `c` is sent: the client's (the model renamed if the candidate says so, usage asked for
@@ -106,7 +104,7 @@ impl Plan {
     pub fn body_for(&self, app: &App, req: &RequestBody<'_>, p: &Planned) -> Bytes {
         let c = &p.candidate;
         let kind = app.config.upstream(c.upstream).kind;
-        match self.translated.iter().find(|(k, _)| *k == kind && kind.family() != self.family) {
+        match self.translated.iter().find(|(k, _)| *k == kind) {
             None => req.render(c.model.as_deref()),
             Some((_, v)) => {
                 let mut v = v.clone();

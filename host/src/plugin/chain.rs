@@ -519,11 +519,11 @@ impl Chain {
     /// the request's log line is written, so a client that saw the line can count on the instance being back).
     /// What the instances recorded for the trace is kept in the chain, for the report.
     pub fn release(&mut self) {
-        for (slot, p) in std::mem::take(&mut self.slots).into_iter().zip(&self.set.plugins) {
-            if let Slot::Live(live) = &slot {
-                let data = live.store.data();
-                self.late_attributes.extend(data.attributes.iter().cloned());
-                self.late_events.extend(data.events.iter().cloned());
+        for (mut slot, p) in std::mem::take(&mut self.slots).into_iter().zip(&self.set.plugins) {
+            if let Slot::Live(live) = &mut slot {
+                let data = live.store.data_mut();
+                self.late_attributes.append(&mut data.attributes);
+                self.late_events.append(&mut data.events);
             }
             slot.release(p);
         }
@@ -543,10 +543,10 @@ impl Chain {
         attributes.append(&mut self.late_attributes);
         let mut events = self.collect_live(|s| &s.events);
         events.append(&mut self.late_events);
-        let plugins = self.set.plugins.iter().map(|p| (p.name.clone(), p.version.clone())).collect();
-        let chunks = (self.chunks.iter().zip(&self.set.plugins))
-            .filter(|((calls, _), _)| *calls > 0)
-            .map(|(&(calls, total), p)| ChunkTotals { plugin: p.name.clone(), calls, total })
+        let plugins = self.set.identities.clone();
+        let chunks = (self.chunks.iter().enumerate())
+            .filter(|(_, (calls, _))| *calls > 0)
+            .map(|(plugin, &(calls, total))| ChunkTotals { plugin, calls, total })
             .collect();
         PluginReport { plugins, attributes, events, chunks, calls: std::mem::take(&mut self.calls) }
     }

@@ -269,6 +269,15 @@ impl LoadedPlugin {
 #[derive(Default)]
 pub struct PluginSet {
     pub plugins: Vec<Arc<LoadedPlugin>>,
+    /// Name and version of each plugin, made once per set for every request's report.
+    pub identities: Arc<[(String, String)]>,
+}
+
+impl PluginSet {
+    pub fn new(plugins: Vec<Arc<LoadedPlugin>>) -> PluginSet {
+        let identities = plugins.iter().map(|p| (p.name.clone(), p.version.clone())).collect();
+        PluginSet { plugins, identities }
+    }
 }
 
 /// Loads plugins and publishes the live set.
@@ -343,7 +352,7 @@ impl Registry {
         plugins.extend(self.from_dir.locked().values().cloned());
         plugins.sort_by(|a, b| (a.settings.order, &a.name).cmp(&(b.settings.order, &b.name)));
         let names: Vec<String> = plugins.iter().map(|p| format!("{}@{}", p.name, p.version)).collect();
-        self.live.store(Arc::new(PluginSet { plugins }));
+        self.live.store(Arc::new(PluginSet::new(plugins)));
         tracing::info!(target: "weir::plugin", plugins = %names.join(" → "), "plugin chain");
     }
 
@@ -636,7 +645,7 @@ pub(crate) mod testing {
 
     /// A set of plugins, in order.
     pub(crate) fn set(plugins: Vec<Arc<LoadedPlugin>>) -> Arc<PluginSet> {
-        Arc::new(PluginSet { plugins })
+        Arc::new(PluginSet::new(plugins))
     }
 }
 

@@ -9,8 +9,9 @@ use super::hook::Hook;
 /// The plugins' part of a finished request.
 #[derive(Debug, Default, Clone)]
 pub struct PluginReport {
-    /// Name and version of each plugin of the chain, in chain order; [`HookCall::plugin`] indexes it.
-    pub plugins: Vec<(String, String)>,
+    /// Name and version of each plugin of the chain, in chain order (shared by every request of one plugin set);
+    /// [`HookCall::plugin`] and [`ChunkTotals::plugin`] index it.
+    pub plugins: std::sync::Arc<[(String, String)]>,
     /// Trace attributes the plugins set (`weir.plugin.<name>.<key>`), in plugin order.
     pub attributes: Vec<(String, String)>,
     /// Trace events the plugins added (`weir.plugin.<name>.<event>`), with when.
@@ -24,7 +25,8 @@ pub struct PluginReport {
 /// One plugin's `on-chunk` calls in a request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChunkTotals {
-    pub plugin: String,
+    /// The plugin's position in the chain ([`PluginReport::plugins`]).
+    pub plugin: usize,
     pub calls: u32,
     pub total: Duration,
 }
@@ -45,7 +47,12 @@ pub struct HookCall {
 impl PluginReport {
     /// Name and version of the plugin that made `call` (`?` for an index out of range, which the chain never makes).
     pub fn identity(&self, call: &HookCall) -> (&str, &str) {
-        self.plugins.get(call.plugin).map_or(("?", "?"), |(n, v)| (n.as_str(), v.as_str()))
+        self.plugin(call.plugin)
+    }
+
+    /// Name and version of the plugin at position `i` (`?` out of range).
+    pub fn plugin(&self, i: usize) -> (&str, &str) {
+        self.plugins.get(i).map_or(("?", "?"), |(n, v)| (n.as_str(), v.as_str()))
     }
 
     /// The attributes as the log line shows them: `k=v,k=v`, or `None` when there are none.
@@ -66,7 +73,7 @@ mod tests {
     fn calls_name_their_plugin_and_attributes_make_one_log_field() {
         let now = Instant::now();
         let r = PluginReport {
-            plugins: vec![("auth".into(), "aaa".into()), ("cost".into(), "bbb".into())],
+            plugins: vec![("auth".into(), "aaa".into()), ("cost".into(), "bbb".into())].into(),
             attributes: vec![
                 ("weir.plugin.cost.usd".into(), "0.1".into()),
                 ("weir.plugin.auth.key".into(), "k1".into()),
