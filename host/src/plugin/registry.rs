@@ -586,8 +586,9 @@ fn on_own_runtime<T: Send>(f: impl std::future::Future<Output = Result<T, String
     })
 }
 
-/// Instantiates under the plugin's limits and runs the contract's load check on it ([`super::contract::Bindings::smoke`]: `init`
-/// with its config, whose error refuses the load; or what stands for it in an older version). Runs on its own
+/// Instantiates under the plugin's limits and runs the contract's load check on it
+/// ([`super::contract::Bindings::smoke`]: `init` with its config, whose error refuses the load; or what stands for it
+/// in an older version). Runs on its own
 /// thread and runtime, so that loading works from any context (startup, the watcher, `weir plugin check`).
 pub fn smoke(
     engine: &Arc<PluginEngine>,
