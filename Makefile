@@ -16,8 +16,10 @@ WASM   := target/wasm32-wasip2/plugin
 # into tools/node_modules): the conformance plugin in each language and the two example policies.
 COMPONENTIZE_PY := $(VENV)/bin/componentize-py
 COMPONENTIZE_JS := tools/node_modules/.bin/componentize-js
+# The Python conformance plugin is also built against 0.2.0 (its source runs on both), so that contract version keeps
+# a real component in the suite.
 POLYGLOT := target/guests/conformance-python.wasm target/guests/conformance-js.wasm \
-            target/guests/guard.wasm target/guests/tier-router.wasm
+            target/guests/conformance-python-0.2.wasm target/guests/guard.wasm target/guests/tier-router.wasm
 
 ## Build (release) and start the gateway with the example config and the built-in mock upstream.
 run: build plugins
@@ -114,25 +116,29 @@ guests: need-wasm
 
 polyglot: $(POLYGLOT)
 
-# componentize-py <module dir> <module> <out>; written to a temporary name first so a failed build leaves nothing.
+# componentize-py <module dir> <module> <out> [<contract version>]; written to a temporary name first so a failed
+# build leaves nothing.
+CONTRACT := 0.3.0
 define componentize_py
 	mkdir -p target/guests
-	$(COMPONENTIZE_PY) -d wit/v0.2.0 -w plugin componentize -p $(1) $(2) -o $(3).tmp
+	$(COMPONENTIZE_PY) -d wit/v$(or $(4),$(CONTRACT)) -w plugin componentize -p $(1) $(2) -o $(3).tmp
 	mv $(3).tmp $(3)
 endef
 define componentize_js
 	mkdir -p target/guests
-	$(COMPONENTIZE_JS) $(1) --wit wit/v0.2.0 -n plugin -d http fetch-event -o $(2).tmp
+	$(COMPONENTIZE_JS) $(1) --wit wit/v$(CONTRACT) -n plugin -d http fetch-event -o $(2).tmp
 	mv $(2).tmp $(2)
 endef
 
-target/guests/conformance-python.wasm: tests/conformance/python/app.py wit/v0.2.0/plugin.wit $(VENV)/.installed
+target/guests/conformance-python.wasm: tests/conformance/python/app.py wit/v$(CONTRACT)/plugin.wit $(VENV)/.installed
 	$(call componentize_py,tests/conformance/python,app,$@)
-target/guests/guard.wasm: examples/python-guard/app.py wit/v0.2.0/plugin.wit $(VENV)/.installed
+target/guests/conformance-python-0.2.wasm: tests/conformance/python/app.py wit/v0.2.0/plugin.wit $(VENV)/.installed
+	$(call componentize_py,tests/conformance/python,app,$@,0.2.0)
+target/guests/guard.wasm: examples/python-guard/app.py wit/v$(CONTRACT)/plugin.wit $(VENV)/.installed
 	$(call componentize_py,examples/python-guard,app,$@)
-target/guests/conformance-js.wasm: tests/conformance/js/app.js wit/v0.2.0/plugin.wit tools/node_modules/.installed
+target/guests/conformance-js.wasm: tests/conformance/js/app.js wit/v$(CONTRACT)/plugin.wit tools/node_modules/.installed
 	$(call componentize_js,tests/conformance/js/app.js,$@)
-target/guests/tier-router.wasm: examples/js-router/app.js wit/v0.2.0/plugin.wit tools/node_modules/.installed
+target/guests/tier-router.wasm: examples/js-router/app.js wit/v$(CONTRACT)/plugin.wit tools/node_modules/.installed
 	$(call componentize_js,examples/js-router/app.js,$@)
 
 tools/node_modules/.installed: tools/package.json tools/package-lock.json | need-npm

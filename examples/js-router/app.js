@@ -6,9 +6,9 @@
 // neither is there. `config.tiers.<tier>` lists upstream ids (each optionally with a model to send instead) tried in
 // that order, with the gateway's retries and failover. An unknown tier is refused with 400 when `config.strict` is
 // true, else the request goes on with the gateway's own routing. The tier and the choice go to the trace.
-import { increment } from "weir:plugin/kv@0.2.0";
-import { write } from "weir:plugin/log@0.2.0";
-import { setAttribute } from "weir:plugin/trace@0.2.0";
+import { increment } from "weir:plugin/kv@0.3.0";
+import { write } from "weir:plugin/log@0.3.0";
+import { setAttribute } from "weir:plugin/trace@0.3.0";
 
 let settings; // parsed once per instance, by init (a bad config refuses the plugin at load)
 
@@ -64,4 +64,6 @@ export const hooks = {
   onChunk: () => ({ tag: "pass" }),
   flush: (_stream) => undefined,
   onComplete: () => {},
+  // Only onRequest is needed, and it keeps nothing between requests: any instance may serve any request.
+  manifest: () => ({ hooks: {}, reuse: "always" }),
 };

@@ -10,9 +10,9 @@ matched, never the matching text. Counts per rule go to kv (`blocked/<rule>`), t
 import json
 import re
 
-from wit_world import exports
 from componentize_py_types import Err
 from wit_world import exports
+from wit_world.exports.hooks import OptionalHooks, PluginManifest, Reuse
 from wit_world.imports import kv, log, trace
 from wit_world.imports.types import (
     ChunkDecision_Abort,
@@ -25,8 +25,8 @@ from wit_world.imports.types import (
 )
 
 # Per-instance state. `init` compiles the rules once per instance (and at load, where a bad rule refuses the
-# plugin); the answer windows live one request (the gateway makes a fresh instance per request unless
-# `warm_instances` is set, and on_request resets them).
+# plugin); the answer windows live one request (on_request resets them), so an instance may serve any request:
+# the manifest says `always`, and guard.toml runs it `shared` (it runs before auth, when no tenant is known yet).
 _rules = []
 _windows = {}
 _settings = {}
@@ -71,6 +71,9 @@ def block(where, name):
 
 
 class Hooks(exports.Hooks):
+    def manifest(self):
+        return PluginManifest(OptionalHooks.ON_CHUNK | OptionalHooks.FLUSH, Reuse.ALWAYS)
+
     def init(self, config):
         global _settings
         _settings = json.loads(config)

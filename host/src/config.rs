@@ -234,10 +234,14 @@ pub struct PluginSettings {
     #[serde(deserialize_with = "de_bytes")]
     pub memory: usize,
     pub timeouts: HookTimeouts,
-    /// Reuse up to this many instances across requests instead of a fresh one per request (weaker isolation:
-    /// guest globals survive between requests; an instance that failed is never reused). For guests whose
-    /// instantiation is expensive (Python, JavaScript). 0 = fresh instance per request.
-    pub warm_instances: usize,
+    /// Whether an instance serves more than one request (docs/plugins.md, "Isolation"): `request` (a fresh instance
+    /// per request), `tenant` (reused for requests of one tenant only) or `shared` (reused for any request). At most
+    /// what the component declares in its manifest (a looser setting refuses the load); unset: what it declares.
+    pub isolation: Option<Isolation>,
+    /// Bounds on a reused instance (`tenant` and `shared`).
+    pub reuse: ReuseLimits,
+    /// Replaced by `isolation` and `reuse.instances`: refused with a message saying so.
+    pub warm_instances: Option<toml::Value>,
     /// Pre-initialize a 0.2.0 component at load: run its `init(config)` once and snapshot the result
     /// (wasmtime-wizer), so that every fresh instance starts initialized instead of running `init` again. `init`
     /// must then be deterministic (what it computes is shared by every instance). Components larger than 8 MiB
@@ -255,10 +259,59 @@ impl Default for PluginSettings {
             capabilities: Vec::new(),
             memory: 32 << 20,
             timeouts: HookTimeouts::default(),
-            warm_instances: 0,
+            isolation: None,
+            reuse: ReuseLimits::default(),
+            warm_instances: None,
             pre_initialize: true,
             config: toml::Table::new(),
         }
+    }
+}
+
+/// How far a plugin's instances may be reused across requests, strictest first (so `a <= b`: `a` isolates at least
+/// as much as `b`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// A fresh instance per request.
+    Request,
+    /// An instance is reused only for requests of one tenant (the principal's team, else its id).
+    Tenant,
+    /// An instance is reused for any request.
+    Shared,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Request => "request",
+            Isolation::Tenant => "tenant",
+            Isolation::Shared => "shared",
+        }
+    }
+}
+
+/// When a reused instance is retired. An instance that failed in any way (trap, deadline, memory cap, an error it
+/// returned, a call cut short by a cancellation) is never reused at all.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReuseLimits {
+    /// Requests an instance serves before it is dropped.
+    pub max_requests: u32,
+    /// An instance left idle longer than this is dropped.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle: Duration,
+    /// Idle instances kept for reuse per plugin, all tenants together (the least recently used goes first).
+    pub instances: usize,
+    /// An instance whose linear memory grew past this is dropped after its request. Default: three quarters of the
+    /// plugin's `memory`.
+    #[serde(deserialize_with = "de_opt_bytes")]
+    pub memory: Option<usize>,
+}
+
+impl Default for ReuseLimits {
+    fn default() -> Self {
+        ReuseLimits { max_requests: 1000, idle: Duration::from_secs(10), instances: 16, memory: None }
     }
 }
 
@@ -1006,6 +1059,22 @@ pub fn check_plugin_settings(s: &PluginSettings, rt: &PluginRuntime) -> Result<(
     if s.memory < (1 << 20) || s.memory > rt.max_memory {
         return Err(format!("memory must be between 1MiB and plugin_runtime.max_memory ({} bytes)", rt.max_memory));
     }
+    if s.warm_instances.is_some() {
+        return Err("`warm_instances` was replaced by `isolation`: \"shared\" reuses instances across all requests \
+                    (as `warm_instances` did), \"tenant\" only within one tenant; `reuse.instances` is how many idle \
+                    instances are kept (docs/plugins.md, \"Isolation\")"
+            .into());
+    }
+    let r = &s.reuse;
+    if r.max_requests == 0 || r.instances == 0 || r.instances > 4096 {
+        return Err("reuse.max_requests must be at least 1, reuse.instances between 1 and 4096".into());
+    }
+    if r.idle.is_zero() || r.idle > Duration::from_secs(3600) {
+        return Err("reuse.idle must be between 1ms and 1h".into());
+    }
+    if r.memory.is_some_and(|m| m < (1 << 20)) {
+        return Err("reuse.memory must be at least 1MiB".into());
+    }
     let t = &s.timeouts;
     for (name, d) in
         [("init", t.init), ("on_request", t.on_request), ("on_chunk", t.on_chunk), ("on_complete", t.on_complete)]
@@ -1203,6 +1272,10 @@ fn de_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
         Size::N(n) => Ok(n),
         Size::S(s) => parse_bytes(&s).map_err(serde::de::Error::custom),
     }
+}
+
+fn de_opt_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    de_bytes(d).map(Some)
 }
 
 #[cfg(test)]

@@ -188,17 +188,19 @@ fn plugin_check(path: &Path, settings: Option<&Path>) -> ExitCode {
     let granted = settings.as_ref().map_or(config::Capability::ALL.to_vec(), |s| s.capabilities.clone());
     match engine.compile(&bytes, &granted) {
         Ok(c) => {
-            if let Some(settings) = &settings {
-                let context = std::sync::Arc::new(plugin::host::PluginContext {
-                    name: "check".into(),
-                    config_json: serde_json::to_string(&settings.config).unwrap_or_else(|_| "{}".into()),
-                    kv: std::sync::Arc::new(plugin::kv::MemoryKv::default()),
-                    memory_cap: settings.memory,
-                });
-                if let Err(e) = plugin::registry::smoke(&engine, &c.pre, &context, settings) {
-                    return fail(e.to_string());
-                }
-            }
+            let defaults = config::PluginSettings::default();
+            let run_with = settings.as_ref().unwrap_or(&defaults);
+            let context = std::sync::Arc::new(plugin::host::PluginContext {
+                name: "check".into(),
+                config_json: serde_json::to_string(&run_with.config).unwrap_or_else(|_| "{}".into()),
+                kv: std::sync::Arc::new(plugin::kv::MemoryKv::default()),
+                memory_cap: run_with.memory,
+            });
+            // With settings, `init` runs with their config; without, only the manifest is read.
+            let manifest = match plugin::registry::smoke(&engine, &c.pre, &context, run_with, settings.is_some()) {
+                Ok(m) => m,
+                Err(e) => return fail(e.to_string()),
+            };
             let needed: Vec<&str> =
                 plugin::engine::needed_capabilities(&c.imports).iter().map(|c| c.interface()).collect();
             let mut out = std::io::stdout();
@@ -213,11 +215,21 @@ fn plugin_check(path: &Path, settings: Option<&Path>) -> ExitCode {
             );
             let _ = writeln!(out, "exports:\n  {}", c.exports.join("\n  "));
             let _ = writeln!(out, "imports:\n  {}", c.imports.join("\n  "));
+            let (hooks, reuse, from) = match manifest {
+                Some(m) => (m.hooks, m.reuse, "declared in its manifest"),
+                None if c.hooks == plugin::hook::Hooks::ALL => (c.hooks, config::Isolation::Request, "no manifest"),
+                None => (c.hooks, config::Isolation::Request, "declared in its weir:hooks section"),
+            };
+            let _ = writeln!(out, "hooks called: {}  ({from})", hooks.names().join(", "));
             let _ = writeln!(
                 out,
-                "hooks called: {}{}",
-                c.hooks.names().join(", "),
-                if c.hooks == plugin::hook::Hooks::ALL { "" } else { "  (declared in its weir:hooks section)" }
+                "isolation: at most \"{}\"  (set `isolation` to this or stricter: {})",
+                reuse.as_str(),
+                match reuse {
+                    config::Isolation::Request => "\"request\"",
+                    config::Isolation::Tenant => "\"tenant\" or \"request\"",
+                    config::Isolation::Shared => "\"shared\", \"tenant\" or \"request\"",
+                }
             );
             let _ = writeln!(
                 out,

@@ -1,4 +1,4 @@
-//! `weir-sdk`: write Weir gateway plugins in Rust, against the plugin contract `weir:plugin@0.2.0`.
+//! `weir-sdk`: write Weir gateway plugins in Rust, against the plugin contract `weir:plugin@0.3.0`.
 //!
 //! A plugin is one [`Plugin`] impl and one [`export!`]:
 //!
@@ -26,14 +26,20 @@
 //! what you need. The config is parsed into `Self::Config` once, in `init` (a parse error, or an error from
 //! [`Plugin::check`], refuses the load: the gateway keeps the previous version), and read with [`config`].
 //! `self` holds per-request state: it is created with `Default` at each request's `on-request` (also when the
-//! gateway reuses a warm instance, so state in `self` never crosses requests; `static`s would).
+//! gateway reuses an instance, so state in `self` never crosses requests; `static`s and `thread_local!`s would).
+//!
+//! A plugin says how far its instances may be reused with [`Plugin::REUSE`] (default [`Reuse::Never`]: a fresh
+//! instance per request). Declaring [`Reuse::WithinTenant`] or [`Reuse::Always`] lets the operator run it with
+//! `isolation = "tenant"` or `"shared"`, which saves instantiating it for every request; it is a promise that
+//! nothing a request leaves outside `self` (statics, caches) may leak to another tenant's request (or, for
+//! `Always`, to any other request).
 //!
 //! The request is read lazily through [`Request`]: ask for a header or a JSON field and only that crosses into the
 //! plugin. Host capabilities are in [`log`], [`kv`] (every call can fail: [`KvError`]), [`trace`] and [`clock`];
 //! each must be granted to the plugin in the gateway config. With the `testing` feature (and on a non-Wasm target)
 //! they run against an in-memory [`testing`] host, so hooks can be unit-tested with `cargo test`.
 
-// The contract is a copy of the released `wit/v0.2.0/plugin.wit` inside this crate, so that the SDK builds outside
+// The contract is a copy of `wit/v0.3.0/plugin.wit` inside this crate, so that the SDK builds outside
 // this repository too (tests/contract_copy.rs keeps the two equal).
 #[doc(hidden)]
 pub mod bindings {
@@ -57,10 +63,11 @@ pub use bindings::weir::plugin::types::{
     RequestDecision, Response, RouteTarget, Summary, TextKind, TextPiece, TextStream, Usage,
 };
 
+pub use bindings::exports::weir::plugin::hooks::Reuse;
+
 /// The optional hooks a plugin implements, declared so that the gateway calls no others: a plugin that only
-/// decides on requests is not entered for every event of the answer nor after it ends. [`export!`] writes the
-/// declaration into the component (a `weir:hooks` custom section); a component without one gets every hook.
-/// `on-request` is always called.
+/// decides on requests is not entered for every event of the answer nor after it ends. [`export!`] declares them
+/// in the component's manifest. `on-request` is always called.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hooks(u8);
 
@@ -79,9 +86,18 @@ impl Hooks {
         Hooks(self.0 | other.0)
     }
 
-    /// The declaration as written into the component.
-    pub const fn bits(self) -> u8 {
-        self.0
+    /// The manifest's flags.
+    #[doc(hidden)]
+    pub fn flags(self) -> bindings::exports::weir::plugin::hooks::OptionalHooks {
+        use bindings::exports::weir::plugin::hooks::OptionalHooks as F;
+        let mut f = F::empty();
+        if self.0 & Self::CHUNKS.0 != 0 {
+            f = f | F::ON_CHUNK | F::FLUSH;
+        }
+        if self.0 & Self::COMPLETE.0 != 0 {
+            f = f | F::ON_COMPLETE;
+        }
+        f
     }
 }
 
@@ -93,6 +109,12 @@ pub trait Plugin: Default + 'static {
     /// The optional hooks this plugin implements (beyond `on-request`); the gateway skips the others. Default: all
     /// of them. Declare exactly what you override: a hook left out is never called.
     const HOOKS: Hooks = Hooks::ALL;
+
+    /// How far instances of this plugin may be reused across requests (the operator's `isolation` can only be
+    /// stricter). Default: never. `self` is reset at every `on-request` whatever this says; declare more only when
+    /// what outlives a request (statics, caches, anything built from a request) is safe for the next request of the
+    /// same tenant ([`Reuse::WithinTenant`]) or of anyone ([`Reuse::Always`]).
+    const REUSE: Reuse = Reuse::Never;
 
     /// Checks the parsed config beyond what its type says (at load: an error refuses the plugin). Default: ok.
     fn check(config: &Self::Config) -> Result<(), PluginError> {
@@ -362,7 +384,7 @@ pub mod __private {
         Ok(())
     }
 
-    /// Starts a request: a fresh plugin value, also when the gateway reuses a warm instance.
+    /// Starts a request: a fresh plugin value, also when the gateway reuses an instance.
     pub fn reset<P: Plugin>() {
         STATE.with(|s| *s.borrow_mut() = Some(Box::new(P::default())));
     }
@@ -407,12 +429,13 @@ macro_rules! export {
                 fn on_complete(summary: $crate::Summary) {
                     $crate::__private::with::<$ty, _>(|p| <$ty as $crate::Plugin>::on_complete(p, &summary))
                 }
+                fn manifest() -> $crate::bindings::exports::weir::plugin::hooks::PluginManifest {
+                    $crate::bindings::exports::weir::plugin::hooks::PluginManifest {
+                        hooks: <$ty as $crate::Plugin>::HOOKS.flags(),
+                        reuse: <$ty as $crate::Plugin>::REUSE,
+                    }
+                }
             }
-            // The hooks this plugin implements, for the gateway to read at load (see [`Hooks`]).
-            #[cfg(target_arch = "wasm32")]
-            #[used]
-            #[unsafe(link_section = "weir:hooks")]
-            static __WEIR_HOOKS: [u8; 1] = [<$ty as $crate::Plugin>::HOOKS.bits()];
             // Only Wasm has component exports; natively (unit tests) the hooks are called through the trait.
             #[cfg(target_arch = "wasm32")]
     $crate::bindings::__export_weir_bindings!(__WeirHooks with_types_in $crate::bindings);

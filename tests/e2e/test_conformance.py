@@ -1,5 +1,6 @@
 """The conformance suite: one plugin written in Rust, Python and JavaScript (tests/conformance/), each loaded by
-dropping it into a gateway's watched plugins directory, and the same scenarios run against all three.
+dropping it into a gateway's watched plugins directory, and the same scenarios run against all of them — the Python
+source also built against contract 0.2.0 (`python-0.2`), which the gateway adapts to 0.3.0.
 
 Each scenario returns what can be observed from outside — what the SDK client got, what the upstream received, the
 request's log line (trace attributes, principal), the plugin's kv (through the admin API, including the `on-complete`
@@ -17,7 +18,7 @@ from conftest import (
     GUESTS, WORDS, Gateway, admin_kv, anthropic_client, expected_text, install, openai_client,
 )
 
-LANGS = ["rust", "python", "js"]
+LANGS = ["rust", "python", "js", "python-0.2"]
 MSG = [{"role": "user", "content": "Say hello"}]
 SETTINGS = """order = 10
 capabilities = ["log", "config", "kv", "trace", "clock"]

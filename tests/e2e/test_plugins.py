@@ -30,7 +30,8 @@ def pg(session_tmp, mock):
             'memory = "16MiB"\ntimeouts = { on_request = "300ms", on_chunk = "50ms" }\nconfig = { trigger = "x-closed" }\n')
     install(d, "open", "misbehave.wasm", 'order = 30\nfailure = "fail-open"\ncapabilities = ["config"]\n'
             'memory = "16MiB"\ntimeouts = { on_request = "100ms" }\nconfig = { trigger = "x-open" }\n')
-    install(d, "chunky", "chunky.wasm", 'order = 40\ncapabilities = ["config", "kv", "trace", "log"]\n')
+    install(d, "chunky", "chunky.wasm", 'order = 40\ncapabilities = ["config", "kv", "trace", "log"]\n'
+            'isolation = "request"\n')
     top = f'plugins_dir = "{d}"\n'
     tail = f"""
 [plugin_runtime]
@@ -222,10 +223,10 @@ def test_fresh_instance_per_request_leaks_nothing(pg, poai):
     assert chunky["preinitialized"], "fresh instances start from the snapshot of init (and still share nothing)"
 
 
-def test_warm_instances_are_reused_without_leaking_plugin_state(session_tmp, mock):
+def test_shared_instances_are_reused_without_leaking_plugin_state(session_tmp, mock):
     d = session_tmp / "warm.d"
     d.mkdir()
-    install(d, "chunky", "chunky.wasm", 'capabilities = ["config", "kv", "trace", "log"]\nwarm_instances = 2\n')
+    install(d, "chunky", "chunky.wasm", 'capabilities = ["config", "kv", "trace", "log"]\nisolation = "shared"\n')
     g = Gateway(session_tmp, mock, name="warm", top=f'plugins_dir = "{d}"\n')
     try:
         c = openai_client(g)
@@ -237,7 +238,7 @@ def test_warm_instances_are_reused_without_leaking_plugin_state(session_tmp, moc
             # An instance returns to the pool when its request has completed (before its log line is written).
             g.record(raw.headers["x-request-id"])
         lines = [l for l in g.log_text().splitlines() if "chunky request" in l]
-        assert any("instance_requests=4 " in l for l in lines), "one warm instance served all four"
+        assert any("instance_requests=4 " in l for l in lines), "one instance served all four"
         assert all("leaked_state=false" in l for l in lines), "the SDK resets per-request state"
     finally:
         g.stop()
@@ -329,12 +330,18 @@ def test_foreign_import_is_refused_and_nothing_changes(pg, poai):
 def test_plugin_check_cli():
     out = subprocess.run([str(WEIR), "plugin", "check", str(GUESTS / "allowlist.wasm")], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "weir:plugin/hooks@0.2.0" in out.stdout and 'needs capabilities: ["kv", "trace"]' in out.stdout
-    assert "weir:plugin@0.2.0" in out.stdout
-    # allowlist declares (weir_sdk `Plugin::HOOKS`) that it only decides on requests; chunky declares nothing.
-    assert "hooks called: on-request  (declared in its weir:hooks section)" in out.stdout
+    assert "weir:plugin/hooks@0.3.0" in out.stdout and 'needs capabilities: ["kv", "trace"]' in out.stdout
+    assert "weir:plugin@0.3.0" in out.stdout
+    # allowlist declares in its manifest (weir_sdk `Plugin::HOOKS`, `Plugin::REUSE`) that it only decides on
+    # requests and that any instance may serve any request; chunky implements every hook.
+    assert "hooks called: on-request  (declared in its manifest)" in out.stdout
+    assert 'isolation: at most "shared"' in out.stdout
     out = subprocess.run([str(WEIR), "plugin", "check", str(GUESTS / "chunky.wasm")], capture_output=True, text=True)
-    assert "hooks called: on-request, on-chunk, flush, on-complete\n" in out.stdout
+    assert "hooks called: on-request, on-chunk, flush, on-complete  (declared in its manifest)\n" in out.stdout
+    # A 0.1.0 component has no manifest: every hook, fresh instances only.
+    out = subprocess.run([str(WEIR), "plugin", "check", str(GUESTS / "legacy.wasm")], capture_output=True, text=True)
+    assert "hooks called: on-request, on-chunk, flush, on-complete  (no manifest)\n" in out.stdout, out.stdout
+    assert 'isolation: at most "request"' in out.stdout
     out = subprocess.run([str(WEIR), "plugin", "check", str(GUESTS / "foreign.wasm")], capture_output=True, text=True)
     assert out.returncode == 1 and "test:foreign/raw-socket" in out.stderr
     out = subprocess.run([str(WEIR), "plugin", "check", str(GUESTS / "allowlist.wasm")[:-5] + ".nope"], capture_output=True, text=True)
@@ -346,7 +353,7 @@ def test_not_granted_capability_is_refused_at_startup(session_tmp, mock, tmp_pat
     cfg.write_text(f'listen = "127.0.0.1:1"\n[[plugins]]\nname = "allowlist"\nfile = "{GUESTS / "allowlist.wasm"}"\ncapabilities = ["config"]\n')
     p = subprocess.run([str(WEIR), "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=30)
     assert p.returncode == 1
-    assert "weir:plugin/kv@0.2.0" in p.stderr and "`kv` capability" in p.stderr, p.stderr
+    assert "weir:plugin/kv@0.3.0" in p.stderr and "`kv` capability" in p.stderr, p.stderr
 
 
 def test_quarantine_after_repeated_failures(session_tmp, mock):
@@ -460,13 +467,14 @@ def test_hot_swap_under_load(session_tmp, mock):
 def test_a_fresh_instance_never_sees_memory_an_earlier_request_wrote(session_tmp, mock):
     """`remember` writes every page of a 2 MiB static and answers how many it found written already. With a fresh
     instance per request (the default) no request may find any, however the pool's slots are reused, sequentially
-    or 8 at a time; with `warm_instances` the same instance is reused and the second request finds them all — which
-    shows the check can see a leak."""
+    or 8 at a time; with `isolation = "shared"` the same instance is reused and the second request finds them all —
+    which shows the check can see a leak."""
     d = session_tmp / "isolation.d"
     d.mkdir()
     settings = 'capabilities = ["config"]\nmemory = "16MiB"\n'
-    install(d, "fresh", "misbehave.wasm", settings + 'config = { trigger = "x-fresh" }\n')
-    install(d, "reused", "misbehave.wasm", settings + 'warm_instances = 1\nconfig = { trigger = "x-reused" }\n')
+    install(d, "fresh", "misbehave.wasm", settings + 'isolation = "request"\nconfig = { trigger = "x-fresh" }\n')
+    install(d, "reused", "misbehave.wasm",
+            settings + 'isolation = "shared"\nreuse = { instances = 1 }\nconfig = { trigger = "x-reused" }\n')
     g = Gateway(session_tmp, mock, name="isolation", top=f'plugins_dir = "{d}"\n',
                 tail=f'[plugin_runtime]\ncache_dir = "{session_tmp / "plugin-cache"}"\n')
     try:

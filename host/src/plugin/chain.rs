@@ -194,7 +194,7 @@ impl Chain {
                     FailurePolicy::FailClosed => Err(plugin_error(&p, hook, &msg)),
                 };
             }
-            match super::instance::acquire(&p, self.input_len).await {
+            match super::instance::acquire(&p, self.input_len, self.principal.as_ref()).await {
                 Ok(live) => self.slots[i] = Slot::Live(Box::new(live)),
                 Err(msg) => {
                     self.fail(i, hook, &format!("could not be instantiated: {msg}"))?;
@@ -214,7 +214,7 @@ impl Chain {
     /// Records a failure of plugin `i`, takes it out of this request, and applies its failure policy.
     fn fail(&mut self, i: usize, hook: Hook, msg: &str) -> Result<(), ApiError> {
         let p = &self.set.plugins[i];
-        if let Slot::Live(live) = std::mem::replace(&mut self.slots[i], Slot::Failed) {
+        if let Slot::Live(mut live) = std::mem::replace(&mut self.slots[i], Slot::Failed) {
             live.drain_output(&p.name);
         }
         p.record_failure(&format!("{}: {msg}", hook.name()));
@@ -515,7 +515,7 @@ impl Chain {
         self
     }
 
-    /// Releases the instances after `on-complete` ([`Slot::release`]: to the warm pool where configured, before
+    /// Releases the instances after `on-complete` ([`Slot::release`]: back to the pool where isolation allows, before
     /// the request's log line is written, so a client that saw the line can count on the instance being back).
     /// What the instances recorded for the trace is kept in the chain, for the report.
     pub fn release(&mut self) {
@@ -525,7 +525,7 @@ impl Chain {
                 self.late_attributes.append(&mut data.attributes);
                 self.late_events.append(&mut data.events);
             }
-            slot.release(p);
+            slot.release(p, self.principal.as_ref());
         }
     }
 

@@ -71,26 +71,28 @@ impl Hook {
     }
 }
 
-/// The optional hooks a plugin implements; `on-request` is always called. Declared by a component in its
-/// `weir:hooks` custom section (written by the Rust SDK's `export!` from `Plugin::HOOKS`): one byte, bit
-/// [`Hooks::CHUNK_BITS`] for `on-chunk` and `flush`, bit [`Hooks::COMPLETE_BITS`] for `on-complete`. A component
-/// without the section (Python, JavaScript, other toolchains) gets every hook.
+/// The optional hooks a plugin implements; `on-request` is always called. A 0.3.0 component declares them in its
+/// `manifest`; an older one in its `weir:hooks` custom section (written by the 0.2.0 Rust SDK's `export!`): one byte,
+/// bit [`Hooks::CHUNK_BITS`] for `on-chunk` and `flush`, bit [`Hooks::COMPLETE_BITS`] for `on-complete`. An older
+/// component without the section (Python, JavaScript, other toolchains) gets every hook.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hooks {
-    chunks: bool,
-    complete: bool,
+    pub chunks: bool,
+    pub flush: bool,
+    pub complete: bool,
 }
 
 impl Hooks {
-    pub const ALL: Hooks = Hooks { chunks: true, complete: true };
-    /// The section's bit for `on-chunk` and `flush` (the SDK's `Hooks::CHUNKS`).
+    pub const ALL: Hooks = Hooks { chunks: true, flush: true, complete: true };
+    /// The section's bit for `on-chunk` and `flush` (the 0.2.0 SDK's `Hooks::CHUNKS`).
     pub const CHUNK_BITS: u8 = 1;
-    /// The section's bit for `on-complete` (the SDK's `Hooks::COMPLETE`).
+    /// The section's bit for `on-complete` (the 0.2.0 SDK's `Hooks::COMPLETE`).
     pub const COMPLETE_BITS: u8 = 2;
 
     /// The hooks the section's bits declare.
     pub fn from_bits(bits: u8) -> Hooks {
-        Hooks { chunks: bits & Self::CHUNK_BITS != 0, complete: bits & Self::COMPLETE_BITS != 0 }
+        let chunks = bits & Self::CHUNK_BITS != 0;
+        Hooks { chunks, flush: chunks, complete: bits & Self::COMPLETE_BITS != 0 }
     }
 
     /// The declaration in `bytes` (a component; its core modules are searched too), or [`Hooks::ALL`].
@@ -112,7 +114,9 @@ impl Hooks {
     pub fn calls(self, hook: Hook) -> bool {
         match hook {
             Hook::OnRequest | Hook::Init => true,
-            Hook::OnChunk | Hook::Flush => self.chunks,
+            Hook::OnChunk => self.chunks,
+            // `flush` releases text held back in `on-chunk`: without `on-chunk` there is none.
+            Hook::Flush => self.chunks && self.flush,
             Hook::OnComplete => self.complete,
         }
     }
@@ -202,14 +206,6 @@ mod tests {
         assert_eq!(complete.names(), ["on-request", "on-complete"]);
         assert_eq!(Hooks::from_bits(Hooks::CHUNK_BITS | Hooks::COMPLETE_BITS), Hooks::ALL);
         assert_eq!(Hooks::ALL.names(), Hook::COUNTED.map(Hook::name));
-    }
-
-    #[test]
-    fn the_sdk_writes_the_bits_this_host_reads() {
-        assert_eq!(Hooks::from_bits(weir_sdk::Hooks::NONE.bits()), Hooks::from_bits(0));
-        assert_eq!(weir_sdk::Hooks::CHUNKS.bits(), Hooks::CHUNK_BITS);
-        assert_eq!(weir_sdk::Hooks::COMPLETE.bits(), Hooks::COMPLETE_BITS);
-        assert_eq!(Hooks::from_bits(weir_sdk::Hooks::ALL.bits()), Hooks::ALL);
     }
 
     #[test]

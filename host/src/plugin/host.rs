@@ -1,5 +1,5 @@
-//! The host side of one plugin instance: its store data, the capabilities it imports (for both contract versions),
-//! the request resource of 0.2.0, and its limits.
+//! The host side of one plugin instance: its store data, the capabilities it imports (for every contract version),
+//! the request resource (0.2.0 and later), and its limits.
 //!
 //! Host functions are tested directly through the generated `Host` traits, without Wasm (see the tests below).
 
@@ -16,7 +16,7 @@ use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiVie
 use bytes::Bytes;
 use wasmtime::component::Resource;
 
-use super::contract::bindings::v2;
+use super::contract::bindings::v3;
 use super::hook::Hook;
 use super::kv::{Kv, KvError};
 use crate::api::{Endpoint, Family};
@@ -31,7 +31,7 @@ const MAX_ATTRIBUTES: usize = 64;
 /// Largest value a plugin may store in `kv` (the store refuses larger ones, whoever sets them).
 pub use super::kv::MAX_VALUE as MAX_KV_VALUE;
 
-/// The request as 0.2.0's `request` resource shows it: built once per request (and again after a plugin changes
+/// The request as the `request` resource shows it: built once per request (and again after a plugin changes
 /// it), shared by every plugin's handle; the body is parsed as JSON at most once, when a plugin first asks.
 pub struct RequestSnapshot {
     pub id: String,
@@ -41,7 +41,7 @@ pub struct RequestSnapshot {
     pub stream: bool,
     pub headers: Arc<http::HeaderMap>,
     pub body: Bytes,
-    pub principal: Option<v2::types::Principal>,
+    pub principal: Option<v3::types::Principal>,
     pub metadata: Vec<(String, String)>,
     /// A model-listing check (`GET /v1/models`): plugins see the endpoint `models` and `model` is the candidate.
     pub listing: bool,
@@ -59,7 +59,7 @@ impl RequestSnapshot {
         stream: bool,
         headers: Arc<http::HeaderMap>,
         body: Bytes,
-        principal: Option<v2::types::Principal>,
+        principal: Option<v3::types::Principal>,
         metadata: Vec<(String, String)>,
     ) -> RequestSnapshot {
         RequestSnapshot {
@@ -136,6 +136,10 @@ pub struct State {
     pub running_since: Arc<std::sync::Mutex<Instant>>,
     /// Set when the guest tried to grow past its memory cap.
     pub out_of_memory: bool,
+    /// The largest size any of its linear memories has grown to (a reused instance past its limit is retired).
+    pub memory_peak: usize,
+    /// How much of `output` has been logged already.
+    pub output_logged: usize,
     /// Memory allowed on top of the plugin's cap for the largest input given to this instance
     /// ([`MEMORY_PER_INPUT_BYTE`] per byte).
     pub memory_allowance: usize,
@@ -165,6 +169,8 @@ impl State {
             used: Duration::ZERO,
             running_since: Arc::new(std::sync::Mutex::new(Instant::now())),
             out_of_memory: false,
+            memory_peak: 0,
+            output_logged: 0,
             memory_allowance: 0,
             attributes: Vec::new(),
             events: Vec::new(),
@@ -194,7 +200,7 @@ impl State {
         format!("{}/{key}", self.plugin.name)
     }
 
-    /// Gives the guest a handle to `request` (0.2.0), to pass to `on-request`.
+    /// Gives the guest a handle to `request` (0.2.0 and later), to pass to `on-request`.
     pub fn push_request(&mut self, request: Arc<RequestSnapshot>) -> wasmtime::Result<Resource<RequestHandle>> {
         Ok(self.table.push(RequestHandle(request))?)
     }
@@ -231,6 +237,7 @@ impl ResourceLimiter for State {
             self.out_of_memory = true;
             return Ok(false);
         }
+        self.memory_peak = self.memory_peak.max(desired);
         Ok(true)
     }
 
@@ -239,16 +246,16 @@ impl ResourceLimiter for State {
     }
 }
 
-impl v2::types::Host for State {}
+impl v3::types::Host for State {}
 
-impl v2::types::HostRequest for State {
+impl v3::types::HostRequest for State {
     fn id(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<String> {
         Ok(self.request(&r)?.id.clone())
     }
-    fn family(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<v2::types::ApiFamily> {
+    fn family(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<v3::types::ApiFamily> {
         Ok(match self.request(&r)?.family {
-            Family::OpenAi => v2::types::ApiFamily::Openai,
-            Family::Anthropic => v2::types::ApiFamily::Anthropic,
+            Family::OpenAi => v3::types::ApiFamily::Openai,
+            Family::Anthropic => v3::types::ApiFamily::Anthropic,
         })
     }
     fn endpoint(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<String> {
@@ -263,12 +270,12 @@ impl v2::types::HostRequest for State {
     fn header(&mut self, r: Resource<RequestHandle>, name: String) -> wasmtime::Result<Option<String>> {
         Ok(self.request(&r)?.header(&name.to_ascii_lowercase()))
     }
-    fn headers(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<Vec<v2::types::Header>> {
+    fn headers(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<Vec<v3::types::Header>> {
         Ok(self
             .request(&r)?
             .headers_list()
             .into_iter()
-            .map(|(name, value)| v2::types::Header { name, value })
+            .map(|(name, value)| v3::types::Header { name, value })
             .collect())
     }
     fn body(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<Vec<u8>> {
@@ -280,7 +287,7 @@ impl v2::types::HostRequest for State {
     fn json(&mut self, r: Resource<RequestHandle>, pointer: String) -> wasmtime::Result<Option<String>> {
         Ok(self.request(&r)?.json(&pointer))
     }
-    fn principal(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<Option<v2::types::Principal>> {
+    fn principal(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<Option<v3::types::Principal>> {
         Ok(self.request(&r)?.principal.clone())
     }
     fn metadata(&mut self, r: Resource<RequestHandle>, key: String) -> wasmtime::Result<Option<String>> {
@@ -295,9 +302,9 @@ impl v2::types::HostRequest for State {
     }
 }
 
-impl v2::weir::plugin::log::Host for State {
-    fn write(&mut self, level: v2::weir::plugin::log::Level, message: String) {
-        use v2::weir::plugin::log::Level;
+impl v3::weir::plugin::log::Host for State {
+    fn write(&mut self, level: v3::weir::plugin::log::Level, message: String) {
+        use v3::weir::plugin::log::Level;
         let plugin = self.plugin.name.as_str();
         match level {
             Level::Debug => tracing::debug!(target: "weir::plugin", plugin, "{message}"),
@@ -308,13 +315,13 @@ impl v2::weir::plugin::log::Host for State {
     }
 }
 
-impl v2::weir::plugin::config::Host for State {
+impl v3::weir::plugin::config::Host for State {
     fn get_json(&mut self) -> String {
         self.plugin.config_json.clone()
     }
 }
 
-impl v2::weir::plugin::trace::Host for State {
+impl v3::weir::plugin::trace::Host for State {
     fn set_attribute(&mut self, key: String, value: String) {
         if self.attributes.len() < MAX_ATTRIBUTES {
             self.attributes.push((format!("weir.plugin.{}.{key}", self.plugin.name), value));
@@ -328,7 +335,7 @@ impl v2::weir::plugin::trace::Host for State {
     }
 }
 
-impl v2::weir::plugin::clock::Host for State {
+impl v3::weir::plugin::clock::Host for State {
     fn now_unix_ms(&mut self) -> u64 {
         SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
     }
@@ -343,15 +350,15 @@ pub(super) fn ttl(ms: Option<u64>) -> Option<Duration> {
     ms.map(Duration::from_millis)
 }
 
-fn kv_error(e: KvError) -> v2::types::KvError {
+fn kv_error(e: KvError) -> v3::types::KvError {
     match e {
-        KvError::Unavailable(m) => v2::types::KvError::Unavailable(m),
-        KvError::Timeout => v2::types::KvError::Timeout,
-        KvError::TooLarge(n) => v2::types::KvError::TooLarge(n as u64),
+        KvError::Unavailable(m) => v3::types::KvError::Unavailable(m),
+        KvError::Timeout => v3::types::KvError::Timeout,
+        KvError::TooLarge(n) => v3::types::KvError::TooLarge(n as u64),
     }
 }
 
-type KvResult<T> = Result<T, v2::types::KvError>;
+type KvResult<T> = Result<T, v3::types::KvError>;
 
 /// How long a `kv` call may wait for the backend before it fails with `timeout`.
 pub const KV_TIMEOUT: Duration = Duration::from_secs(1);
@@ -360,7 +367,7 @@ async fn bounded<T>(f: impl std::future::Future<Output = super::kv::KvResult<T>>
     tokio::time::timeout(KV_TIMEOUT, f).await.unwrap_or(Err(KvError::Timeout))
 }
 
-impl v2::weir::plugin::kv::Host for State {
+impl v3::weir::plugin::kv::Host for State {
     async fn get(&mut self, key: String) -> KvResult<Option<Vec<u8>>> {
         let kv = self.plugin.kv.clone();
         let k = self.key(&key);
@@ -489,7 +496,7 @@ mod tests {
 
     #[test]
     fn request_resource_reads_lazily() {
-        use v2::types::HostRequest as _;
+        use v3::types::HostRequest as _;
         let mut headers = http::HeaderMap::new();
         headers.insert("x-tier", http::HeaderValue::from_static("beta"));
         let body = Bytes::from_static(br#"{"model":"m","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#);
@@ -521,17 +528,17 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn kv_calls_fail_within_the_timeout_and_never_hang() {
-        use v2::weir::plugin::kv::Host as _;
+        use v3::weir::plugin::kv::Host as _;
         let mut s = state("p", Arc::new(Broken(None)));
         let started = tokio::time::Instant::now();
-        assert_eq!(s.get("k".into()).await, Err(v2::types::KvError::Timeout));
-        assert_eq!(s.increment("n".into(), 1, None).await, Err(v2::types::KvError::Timeout));
+        assert_eq!(s.get("k".into()).await, Err(v3::types::KvError::Timeout));
+        assert_eq!(s.increment("n".into(), 1, None).await, Err(v3::types::KvError::Timeout));
         assert!(started.elapsed() >= KV_TIMEOUT * 2 && started.elapsed() < KV_TIMEOUT * 3);
 
         let mut s = state("p", Arc::new(Broken(Some(KvError::Unavailable("connection refused".into())))));
         assert_eq!(
             s.set("k".into(), b"v".to_vec(), None).await,
-            Err(v2::types::KvError::Unavailable("connection refused".into()))
+            Err(v3::types::KvError::Unavailable("connection refused".into()))
         );
         // 0.1.0 components cannot see errors: a failing store reads as empty.
         assert_eq!(v1::weir::plugin::kv::Host::get(&mut s, "k".into()), None);
@@ -539,10 +546,10 @@ mod tests {
         // The store's cap holds for both contract versions (0.1.0's set cannot report it: nothing is stored).
         let mut s = state("p", Arc::new(crate::plugin::kv::Capped(Arc::new(MemoryKv::default()))));
         let big = vec![0u8; MAX_KV_VALUE + 1];
-        assert_eq!(s.set("k".into(), big.clone(), None).await, Err(v2::types::KvError::TooLarge(MAX_KV_VALUE as u64)));
+        assert_eq!(s.set("k".into(), big.clone(), None).await, Err(v3::types::KvError::TooLarge(MAX_KV_VALUE as u64)));
         v1::weir::plugin::kv::Host::set(&mut s, "k1".into(), big, None);
         assert_eq!(v1::weir::plugin::kv::Host::get(&mut s, "k1".into()), None);
         assert_eq!(s.set("k".into(), b"v".to_vec(), None).await, Ok(()));
-        assert_eq!(v2::weir::plugin::kv::Host::get(&mut s, "k".into()).await, Ok(Some(b"v".to_vec())));
+        assert_eq!(v3::weir::plugin::kv::Host::get(&mut s, "k".into()).await, Ok(Some(b"v".to_vec())));
     }
 }

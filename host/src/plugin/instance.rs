@@ -42,8 +42,9 @@ use std::time::Duration;
 use super::contract::{Bindings, HookResult};
 use super::hook::Hook;
 use super::host::{RequestSnapshot, State};
+use super::pool::Owner;
 use super::registry::{LoadedPlugin, PluginSet};
-use super::types::RequestDecision;
+use super::types::{Principal, RequestDecision};
 
 /// What a shielded `on-request` call hands back: the instance and the call's result.
 pub type Shielded = (Box<Live>, HookResult<RequestDecision>);
@@ -54,11 +55,24 @@ pub struct Live {
     pub bindings: Bindings,
     /// Set while a hook call runs; still set afterwards only if the call's future was dropped mid-way.
     busy: bool,
+    /// Who it may serve after this request ([`super::pool`]).
+    pub owner: Owner,
+    /// Requests it has been given (a reused instance retires after `reuse.max_requests`).
+    pub requests: u32,
 }
 
 impl Live {
     pub fn new(store: Store<State>, bindings: Bindings) -> Live {
-        Live { store, bindings, busy: false }
+        Live { store, bindings, busy: false, owner: Owner::Nobody, requests: 0 }
+    }
+
+    /// Clears what belonged to the request it served, before it waits for another: its trace records (the chain
+    /// took them) and the memory allowance for that request's input.
+    pub fn ready_for_reuse(&mut self) {
+        let data = self.store.data_mut();
+        data.attributes.clear();
+        data.events.clear();
+        data.memory_allowance = 0;
     }
 
     /// Marks a hook call as started; [`Live::end_call`] when it returns. A call whose future is dropped in between
@@ -72,13 +86,14 @@ impl Live {
     }
 
     /// Logs what the guest wrote to stdout/stderr.
-    pub fn drain_output(&self, plugin: &str) {
-        let Some(output) = &self.store.data().output else { return };
+    pub fn drain_output(&mut self, plugin: &str) {
+        let data = self.store.data_mut();
+        let Some(output) = &data.output else { return };
         let out = output.contents();
-        if !out.is_empty() {
-            for line in String::from_utf8_lossy(&out).lines().filter(|l| !l.trim().is_empty()) {
-                tracing::info!(target: "weir::plugin", plugin, "guest output: {line}");
-            }
+        let new = out.get(data.output_logged..).unwrap_or_default();
+        data.output_logged = out.len();
+        for line in String::from_utf8_lossy(new).lines().filter(|l| !l.trim().is_empty()) {
+            tracing::info!(target: "weir::plugin", plugin, "guest output: {line}");
         }
     }
 }
@@ -144,12 +159,13 @@ impl Slot {
         }
     }
 
-    /// Ends the slot with its request: a reusable instance goes back to `p`'s warm pool (which keeps it only with
-    /// `warm_instances`), after its guest output is logged; anything else is dropped (its pool slot is reset).
-    pub fn release(self, p: &LoadedPlugin) {
-        if let Some(live) = self.into_reusable() {
+    /// Ends the slot with its request, whose principal was `principal` at the end: a healthy instance goes back to
+    /// `p`'s pool if its isolation and limits allow ([`super::pool::Pool::put`]), after its guest output is logged;
+    /// anything else is dropped (its pool slot is reset).
+    pub fn release(self, p: &LoadedPlugin, principal: Option<&Principal>) {
+        if let Some(mut live) = self.into_reusable() {
             live.drain_output(&p.name);
-            p.put_warm(*live);
+            p.pool.put(*live, principal);
         }
     }
 
@@ -189,13 +205,18 @@ impl Slot {
     }
 }
 
-/// An instance of `p` for a request about to call it, given `input` bytes of input: from the warm pool (with
-/// `warm_instances`), else from the reserve of fresh instances, else instantiated now. `Err`: why not, in words.
-pub async fn acquire(p: &LoadedPlugin, input: usize) -> Result<Live, String> {
-    match p.take_warm().or_else(|| p.take_ready()) {
-        Some(live) => Ok(live),
-        None => fresh(p, input).await,
-    }
+/// An instance of `p` for a request about to call it, given `input` bytes of input, whose principal is
+/// `principal` at this point: an idle instance the request may have by `p`'s isolation ([`super::pool`]), else one
+/// from the reserve of fresh instances, else one instantiated now. `Err`: why not, in words.
+pub async fn acquire(p: &LoadedPlugin, input: usize, principal: Option<&Principal>) -> Result<Live, String> {
+    let owner = Owner::for_request(p.isolation, principal);
+    let mut live = match p.pool.take(&owner).or_else(|| p.take_ready()) {
+        Some(live) => live,
+        None => fresh(p, input).await?,
+    };
+    live.owner = owner;
+    live.requests += 1;
+    Ok(live)
 }
 
 /// A fresh instance of `p` from its pre-linked component, instantiated under `deadline` and allowed memory for
@@ -253,17 +274,17 @@ pub async fn refill(set: Arc<PluginSet>) {
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
     use super::*;
-    use crate::config::PluginSettings;
+    use crate::config::{Isolation, PluginSettings};
     use crate::plugin::registry::{READY_INSTANCES, testing};
 
-    fn plugin(warm: usize) -> Arc<LoadedPlugin> {
-        testing::load("life", "misbehave", PluginSettings { warm_instances: warm, ..PluginSettings::default() })
+    fn plugin(isolation: Isolation) -> Arc<LoadedPlugin> {
+        testing::load("life", "misbehave", PluginSettings { isolation: Some(isolation), ..PluginSettings::default() })
     }
 
     #[tokio::test]
     async fn a_call_left_busy_poisons_the_instance_and_on_complete_goes_to_a_fresh_one() {
-        let p = plugin(0);
-        let mut slot = Slot::Live(Box::new(acquire(&p, 0).await.unwrap()));
+        let p = plugin(Isolation::Request);
+        let mut slot = Slot::Live(Box::new(acquire(&p, 0, None).await.unwrap()));
         assert!(slot.usable().is_some());
         slot.usable().unwrap().begin_call();
         // The call's future was dropped before `end_call`: the store cannot be entered again.
@@ -279,24 +300,33 @@ mod tests {
 
     #[tokio::test]
     async fn a_live_instance_completes_on_itself_and_goes_back_only_to_a_warm_pool() {
-        let fresh_only = plugin(0);
-        let mut slot = Slot::Live(Box::new(acquire(&fresh_only, 0).await.unwrap()));
+        let fresh_only = plugin(Isolation::Request);
+        let mut slot = Slot::Live(Box::new(acquire(&fresh_only, 0, None).await.unwrap()));
         assert!(matches!(slot.complete_on(true), CompleteOn::Own(_)));
-        slot.release(&fresh_only);
-        assert!(fresh_only.take_warm().is_none(), "fresh per request: dropped");
+        slot.release(&fresh_only, None);
+        assert_eq!(fresh_only.pool.idle(), 0, "fresh per request: dropped");
 
-        let warm = plugin(1);
-        let mut live = acquire(&warm, 0).await.unwrap();
+        let shared = plugin(Isolation::Shared);
+        let mut live = acquire(&shared, 0, None).await.unwrap();
+        assert_eq!((&live.owner, live.requests), (&Owner::Anyone, 1));
         live.store.data_mut().attributes.push(("weir.plugin.life.k".into(), "v".into()));
-        Slot::Live(Box::new(live)).release(&warm);
-        let again = warm.take_warm().expect("kept for reuse");
+        Slot::Live(Box::new(live)).release(&shared, None);
+        assert_eq!(shared.pool.idle(), 1, "kept for reuse");
+        let again = acquire(&shared, 0, None).await.unwrap();
+        assert_eq!(again.requests, 2, "the same instance");
         assert!(again.store.data().attributes.is_empty(), "nothing of the last request's trace carries over");
-        assert!(warm.take_warm().is_none());
+        assert_eq!(shared.pool.idle(), 0);
+        // Never back to the pool after a failure, nor after a call cut short.
+        Slot::Failed.release(&shared, None);
+        let mut cut = Box::new(again);
+        cut.begin_call();
+        Slot::Live(cut).release(&shared, None);
+        assert_eq!(shared.pool.idle(), 0);
     }
 
     #[tokio::test]
     async fn the_reserve_fills_up_to_its_size_and_requests_take_from_it() {
-        let p = plugin(0);
+        let p = plugin(Isolation::Request);
         assert!(p.take_ready().is_none());
         refill(testing::set(vec![p.clone()])).await;
         let mut taken = 0;
@@ -304,16 +334,16 @@ mod tests {
             taken += 1;
         }
         assert_eq!(taken, READY_INSTANCES);
-        // With warm reuse there is no reserve: the pool is the reuse.
-        let w = plugin(2);
+        // With `shared` isolation there is no reserve: the pool is the reuse.
+        let w = plugin(Isolation::Shared);
         refill(testing::set(vec![w.clone()])).await;
         assert!(w.take_ready().is_none());
     }
 
     #[tokio::test]
     async fn a_shielded_call_finishes_even_when_its_request_stops_waiting() {
-        let p = plugin(0);
-        let mut slot = Slot::Live(Box::new(acquire(&p, 0).await.unwrap()));
+        let p = plugin(Isolation::Request);
+        let mut slot = Slot::Live(Box::new(acquire(&p, 0, None).await.unwrap()));
         let mut headers = http::HeaderMap::new();
         headers.insert("x-misbehave", http::HeaderValue::from_static("loop"));
         let req = Arc::new(RequestSnapshot::new(

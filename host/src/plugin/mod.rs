@@ -24,6 +24,7 @@ pub mod hook;
 pub mod host;
 pub mod instance;
 pub mod kv;
+pub mod pool;
 pub mod registry;
 pub mod report;
 

@@ -24,7 +24,8 @@ use super::engine::{LoadError, PluginEngine, hex};
 use super::host::PluginContext;
 use super::instance::Live;
 use super::kv::Kv;
-use crate::config::{Config, PluginRuntime, PluginSettings, load_plugin_settings, valid_plugin_name};
+use super::pool::Pool;
+use crate::config::{Config, Isolation, PluginRuntime, PluginSettings, load_plugin_settings, valid_plugin_name};
 
 /// Quarantine never lasts longer than this.
 const MAX_QUARANTINE: Duration = Duration::from_secs(300);
@@ -51,20 +52,26 @@ pub struct LoadedPlugin {
     /// skip `init`. Otherwise (and when pre-initialization failed, said in `preinit_error`) they run it first.
     pub preinitialized: bool,
     pub preinit_error: Option<String>,
-    /// The optional hooks it declares (`weir:hooks`): the chain calls no others.
+    /// The optional hooks it declares (its manifest, or an older component's `weir:hooks` section): the chain
+    /// calls no others.
     pub hooks: super::hook::Hooks,
+    /// How its instances are reused: the configured isolation, or what the component declares when none is.
+    pub isolation: Isolation,
+    /// The loosest isolation the component declares it tolerates (`request` for components without a manifest).
+    pub declared: Isolation,
+    /// Idle instances for reuse (`tenant` and `shared`).
+    pub pool: Pool,
     /// Metric handles for this plugin's hooks.
     pub metrics: super::hook::HookMetrics,
     /// Content key (wasm + settings) used to detect changes.
     key: String,
     stats: Stats,
-    warm: Mutex<Vec<Live>>,
     /// Fresh instances made ahead of need (never entered by a request), see [`READY_INSTANCES`].
     ready: Mutex<Vec<Live>>,
     quarantine: QuarantinePolicy,
 }
 
-/// Fresh instances kept ready per plugin (without `warm_instances`): a request takes one instead of instantiating
+/// Fresh instances kept ready per plugin (unless its isolation is `shared`): a request takes one instead of instantiating
 /// on its path, and its completion phase, after dropping the request's instances, makes the replacements. An
 /// instance in this reserve has never run a hook for any request, so it is as fresh as one made on the spot; the
 /// reserve only moves instantiation (and `init` when not pre-initialized) off the request's path. When it is empty
@@ -191,14 +198,6 @@ impl LoadedPlugin {
             window = ?q.window, quarantine = ?period, "plugin quarantined: it failed in too many requests");
     }
 
-    /// A warm instance, when warm reuse is configured.
-    pub fn take_warm(&self) -> Option<Live> {
-        if self.settings.warm_instances == 0 {
-            return None;
-        }
-        self.warm.locked().pop()
-    }
-
     /// A fresh instance made ahead of need, if one is ready.
     pub fn take_ready(&self) -> Option<Live> {
         let live = self.ready.locked().pop()?;
@@ -206,10 +205,10 @@ impl LoadedPlugin {
         Some(live)
     }
 
-    /// Whether the reserve of fresh instances wants one more (never with warm reuse, nor while quarantined, nor
-    /// when the pool cannot spare the place).
+    /// Whether the reserve of fresh instances wants one more (never with `shared` isolation, where the pool is the
+    /// reuse, nor while quarantined, nor when the engine cannot spare the place).
     pub fn wants_ready(&self) -> bool {
-        self.settings.warm_instances == 0
+        self.isolation != Isolation::Shared
             && !self.is_quarantined()
             && self.engine.reserve_room()
             && self.ready.locked().len() < READY_INSTANCES
@@ -224,19 +223,6 @@ impl LoadedPlugin {
             return true;
         }
         false
-    }
-
-    /// Returns a healthy instance for reuse (only when configured; otherwise it is dropped).
-    pub fn put_warm(&self, mut live: Live) {
-        if self.settings.warm_instances == 0 {
-            return;
-        }
-        live.store.data_mut().attributes.clear();
-        live.store.data_mut().events.clear();
-        let mut warm = self.warm.locked();
-        if warm.len() < self.settings.warm_instances {
-            warm.push(live);
-        }
     }
 
     fn admin(&self) -> serde_json::Value {
@@ -254,6 +240,10 @@ impl LoadedPlugin {
             "compiled_from_cache": self.from_cache,
             "preinitialized": self.preinitialized,
             "hooks": self.hooks.names(),
+            "isolation": self.isolation.as_str(),
+            "declared_reuse": self.declared.as_str(),
+            "idle_instances": self.pool.idle(),
+            "idle_tenants": self.pool.tenants(),
             "preinit_error": self.preinit_error,
             "requests": s.requests.load(Ordering::Relaxed),
             "cancelled_mid_call": s.cancelled_mid_call.load(Ordering::Relaxed),
@@ -518,7 +508,19 @@ fn load_one(
     let config_json = serde_json::to_string(&settings.config).unwrap_or_else(|_| "{}".into());
     let context =
         Arc::new(PluginContext { name: name.to_string(), config_json, kv: kv.clone(), memory_cap: settings.memory });
-    smoke(engine, &compiled.pre, &context, &settings)?;
+    let manifest = smoke(engine, &compiled.pre, &context, &settings, true)?;
+    let (hooks, declared) = manifest.map_or((compiled.hooks, Isolation::Request), |m| (m.hooks, m.reuse));
+    let isolation = settings.isolation.unwrap_or(declared);
+    if isolation > declared {
+        let version = compiled.pre.version();
+        let hint = if manifest.is_none() {
+            " (components built for older contract versions have no manifest: rebuild against 0.3.0 and declare `reuse`)"
+        } else {
+            " (the plugin's manifest says what its instances may carry between requests)"
+        };
+        return Err(LoadError::Isolation { asked: isolation.as_str(), declared: declared.as_str(), version, hint });
+    }
+    let pool = Pool::new(settings.reuse, settings.memory);
     let (mut pre, mut preinitialized, mut preinit_error) = (compiled.pre, false, None);
     if settings.pre_initialize && pre.has_init() && bytes.len() <= PREINIT_MAX_BYTES {
         match on_own_runtime(engine.preinitialize(
@@ -549,14 +551,16 @@ fn load_one(
         pre,
         preinitialized,
         preinit_error,
-        hooks: compiled.hooks,
+        hooks,
+        isolation,
+        declared,
+        pool,
         context,
         imports: compiled.imports,
         compile_time: compiled.compile_time,
         from_cache: compiled.cached,
         metrics: super::hook::HookMetrics::new(name),
         stats: Stats::default(),
-        warm: Mutex::new(Vec::new()),
         ready: Mutex::new(Vec::new()),
         quarantine: QuarantinePolicy {
             window: rt.quarantine_window,
@@ -587,15 +591,16 @@ fn on_own_runtime<T: Send>(f: impl std::future::Future<Output = Result<T, String
 }
 
 /// Instantiates under the plugin's limits and runs the contract's load check on it
-/// ([`super::contract::Bindings::smoke`]: `init` with its config, whose error refuses the load; or what stands for it
-/// in an older version). Runs on its own
-/// thread and runtime, so that loading works from any context (startup, the watcher, `weir plugin check`).
+/// ([`super::contract::Bindings::smoke`]: `init` with its config, whose error refuses the load, or what stands for
+/// it in an older version, unless `run_init` is false; then the manifest). Runs on its own thread and runtime, so
+/// that loading works from any context (startup, the watcher, `weir plugin check`).
 pub fn smoke(
     engine: &Arc<PluginEngine>,
     pre: &Pre,
     context: &Arc<PluginContext>,
     settings: &PluginSettings,
-) -> Result<(), LoadError> {
+    run_init: bool,
+) -> Result<Option<super::contract::Manifest>, LoadError> {
     std::thread::scope(|scope| {
         scope
             .spawn(|| {
@@ -614,10 +619,12 @@ pub fn smoke(
                         .instantiate(&mut store)
                         .await
                         .map_err(|e| LoadError::Smoke(format!("instantiate: {e:#}")))?;
-                    plugin.smoke(&mut store, &context.config_json).await.map_err(|e| match e {
-                        Ok(refused) => LoadError::Init(refused),
-                        Err(failed) => LoadError::Smoke(failed),
-                    })
+                    plugin.smoke(&mut store, run_init.then_some(context.config_json.as_str())).await.map_err(
+                        |e| match e {
+                            Ok(refused) => LoadError::Init(refused),
+                            Err(failed) => LoadError::Smoke(failed),
+                        },
+                    )
                 })
             })
             .join()
@@ -644,6 +651,19 @@ pub(crate) mod testing {
         Arc::new(load_one(&loader, name, &bytes, settings, format!("test: {guest}"), String::new()).unwrap())
     }
 
+    /// Like [`load`], the load's error in words when it is refused.
+    pub(crate) fn try_load(guest: &str, settings: PluginSettings) -> Result<Arc<LoadedPlugin>, String> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/guests/{guest}.wasm"));
+        let bytes = std::fs::read(&path).unwrap();
+        let rt = PluginRuntime::default();
+        let engine = PluginEngine::new(&rt).unwrap();
+        let kv: Arc<dyn Kv> = Arc::new(super::super::kv::MemoryKv::default());
+        let loader = Loader { engine: &engine, kv: &kv, rt: &rt };
+        load_one(&loader, guest, &bytes, settings, format!("test: {guest}"), String::new())
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    }
+
     /// A set of plugins, in order.
     pub(crate) fn set(plugins: Vec<Arc<LoadedPlugin>>) -> Arc<PluginSet> {
         Arc::new(PluginSet::new(plugins))
@@ -656,6 +676,32 @@ mod tests {
     use super::*;
 
     const MINUTE: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn manifests_decide_hooks_and_the_loosest_isolation() {
+        use super::super::hook::Hooks;
+        let with = |isolation| PluginSettings {
+            isolation,
+            capabilities: crate::config::Capability::ALL.to_vec(),
+            ..PluginSettings::default()
+        };
+        // First-party plugins (0.3.0, the SDK's manifest): auth declares no optional hook, redact the chunk hooks;
+        // both may be shared, which is what they run as unless configured stricter.
+        let auth = testing::load("auth", "auth", with(None));
+        assert_eq!(auth.hooks, Hooks { chunks: false, flush: false, complete: false });
+        assert_eq!((auth.declared, auth.isolation), (Isolation::Shared, Isolation::Shared));
+        let redact = testing::load("redact", "redact", with(Some(Isolation::Tenant)));
+        assert_eq!(redact.hooks, Hooks { chunks: true, flush: true, complete: false });
+        assert_eq!(redact.isolation, Isolation::Tenant, "the operator may always be stricter");
+        // A 0.3.0 component that declares no reuse, and a 0.1.0 one (no manifest): fresh instances only.
+        let never = testing::load("c", "conformance-rust", with(None));
+        assert_eq!((never.declared, never.isolation), (Isolation::Request, Isolation::Request));
+        let e = testing::try_load("conformance-rust", with(Some(Isolation::Shared))).err().unwrap();
+        assert!(e.contains("ask for `isolation = \"shared\"`") && e.contains("at most as `request`"), "{e}");
+        let e = testing::try_load("legacy", with(Some(Isolation::Tenant))).err().unwrap();
+        assert!(e.contains("weir:plugin@0.1.0") && e.contains("rebuild against 0.3.0"), "{e}");
+        assert_eq!(testing::load("l", "legacy", with(None)).hooks, Hooks::ALL, "no section: every hook");
+    }
 
     #[test]
     fn the_quarantine_window_counts_the_last_window_only() {

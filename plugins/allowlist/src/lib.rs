@@ -20,6 +20,8 @@ impl Plugin for Allowlist {
     type Config = Config;
     /// Only decides on requests.
     const HOOKS: weir_sdk::Hooks = weir_sdk::Hooks::NONE;
+    // Everything it keeps per request is in `self` (reset at `on-request`); across requests only its config.
+    const REUSE: weir_sdk::Reuse = weir_sdk::Reuse::Always;
 
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
         let models = &weir_sdk::config::<Self>().models;

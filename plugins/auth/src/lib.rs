@@ -103,6 +103,8 @@ impl Plugin for Auth {
     type Config = Config;
     /// Only decides on requests.
     const HOOKS: weir_sdk::Hooks = weir_sdk::Hooks::NONE;
+    // Everything it keeps per request is in `self` (reset at `on-request`); across requests only its config.
+    const REUSE: weir_sdk::Reuse = weir_sdk::Reuse::Always;
 
     fn check(config: &Config) -> Result<(), PluginError> {
         for k in &config.keys {

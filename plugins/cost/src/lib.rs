@@ -157,6 +157,8 @@ impl Plugin for Cost {
     type Config = Config;
     /// Settles in on-complete; never looks at the answer.
     const HOOKS: weir_sdk::Hooks = weir_sdk::Hooks::COMPLETE;
+    // Everything it keeps per request is in `self` (reset at `on-request`); across requests only its config.
+    const REUSE: weir_sdk::Reuse = weir_sdk::Reuse::Always;
 
     fn check(c: &Config) -> Result<(), PluginError> {
         match c.budgets.iter().position(|b| b.key.is_some() == b.team.is_some() || b.usd.is_nan() || b.usd < 0.0) {

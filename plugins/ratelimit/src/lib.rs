@@ -124,6 +124,8 @@ impl Plugin for RateLimit {
     type Config = Config;
     /// Counts in on-complete; never looks at the answer.
     const HOOKS: weir_sdk::Hooks = weir_sdk::Hooks::COMPLETE;
+    // Everything it keeps per request is in `self` (reset at `on-request`); across requests only its config.
+    const REUSE: weir_sdk::Reuse = weir_sdk::Reuse::Always;
 
     fn check(c: &Config) -> Result<(), PluginError> {
         for (i, l) in c.limits.iter().enumerate() {

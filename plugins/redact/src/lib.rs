@@ -135,6 +135,8 @@ impl Plugin for Redact {
     type Config = Config;
     /// Rewrites the answer; nothing to do once it ended.
     const HOOKS: weir_sdk::Hooks = weir_sdk::Hooks::CHUNKS;
+    // Everything it keeps per request is in `self` (reset at `on-request`); across requests only its config.
+    const REUSE: weir_sdk::Reuse = weir_sdk::Reuse::Always;
 
     fn check(config: &Config) -> Result<(), PluginError> {
         config.modes().map(|_| ()).map_err(weir_sdk::error)

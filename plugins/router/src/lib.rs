@@ -99,6 +99,8 @@ impl Plugin for Router {
     type Config = Config;
     /// Only decides on requests.
     const HOOKS: weir_sdk::Hooks = weir_sdk::Hooks::NONE;
+    // Everything it keeps per request is in `self` (reset at `on-request`); across requests only its config.
+    const REUSE: weir_sdk::Reuse = weir_sdk::Reuse::Always;
 
     fn check(config: &Config) -> Result<(), PluginError> {
         match config.rules.iter().position(|r| r.targets.is_empty()) {

@@ -1,12 +1,12 @@
 // The conformance plugin in JavaScript (componentize-js). Behaviour: ../README.md.
-import * as kv from "weir:plugin/kv@0.2.0";
-import { write } from "weir:plugin/log@0.2.0";
-import { addEvent, setAttribute } from "weir:plugin/trace@0.2.0";
+import * as kv from "weir:plugin/kv@0.3.0";
+import { write } from "weir:plugin/log@0.3.0";
+import { addEvent, setAttribute } from "weir:plugin/trace@0.3.0";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-// Per-request state: a fresh instance per request, and reset at every onRequest for warm reuse.
+// Per-request state: reset at every onRequest, so an instance may serve several requests of one tenant.
 let state = { mode: "pass", held: "", textEvents: 0 };
 
 // The config, parsed once per instance by init.
@@ -125,4 +125,9 @@ function onComplete(s) {
   kv.increment("completed", 1n, undefined);
 }
 
-export const hooks = { init, onRequest, onChunk, flush, onComplete };
+// Every hook; per-request state is reset at every onRequest, so an instance may serve several requests of one tenant.
+function manifest() {
+  return { hooks: { onChunk: true, flush: true, onComplete: true }, reuse: "within-tenant" };
+}
+
+export const hooks = { init, onRequest, onChunk, flush, onComplete, manifest };

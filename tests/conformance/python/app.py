@@ -27,7 +27,12 @@ from wit_world.imports.types import (
     TextKind,
 )
 
-# Per-request state: a fresh instance per request, and reset at every on-request for warm reuse.
+try:
+    from wit_world.exports.hooks import OptionalHooks, PluginManifest, Reuse
+except ImportError:  # built against weir:plugin@0.2.0 (the 0.2.0 conformance build), which has no manifest
+    PluginManifest = None
+
+# Per-request state: reset at every on-request, so an instance may serve several requests of one tenant.
 state = {"mode": "pass", "held": "", "text_events": 0}
 # The config, parsed once per instance by init.
 CONFIG = {}
@@ -55,6 +60,10 @@ def answer(req, text):
 
 
 class Hooks(exports.Hooks):
+    def manifest(self):
+        every = OptionalHooks.ON_CHUNK | OptionalHooks.FLUSH | OptionalHooks.ON_COMPLETE
+        return PluginManifest(every, Reuse.WITHIN_TENANT)
+
     def init(self, config):
         CONFIG.clear()
         CONFIG.update(json.loads(config))

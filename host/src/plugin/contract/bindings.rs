@@ -1,9 +1,9 @@
-//! The `bindgen!`s: host-side types and traits generated from the plugin contract, one module per version. Both
-//! worlds are linked into one linker (their interface names differ by version), so a component built for 0.1.0
-//! keeps loading with 0.1.0's semantics next to 0.2.0 components.
+//! The `bindgen!`s: host-side types and traits generated from the plugin contract, one module per version. Every
+//! version's world is linked into one linker (their interface names differ by version), so a component built for
+//! 0.1.0 or 0.2.0 keeps loading with its version's semantics next to 0.3.0 components.
 //!
 //! Exports are called asynchronously so that a guest interrupted by its epoch deadline can yield to the tokio
-//! scheduler (see `engine.rs`). Imports are synchronous host functions that return at once, except 0.2.0's `kv`,
+//! scheduler (see `engine.rs`). Imports are synchronous host functions that return at once, except `kv` (0.2.0 and later),
 //! which is async: a shared backend's round trip never blocks a runtime worker.
 
 /// `weir:plugin@0.1.0` (`wit/v0.1.0/plugin.wit`).
@@ -16,7 +16,7 @@ pub mod v1 {
     pub use self::weir::plugin::types;
 }
 
-/// `weir:plugin@0.2.0` (`wit/v0.2.0/plugin.wit`): what the gateway itself speaks.
+/// `weir:plugin@0.2.0` (`wit/v0.2.0/plugin.wit`), adapted to 0.3.0 (`v0_2.rs`).
 pub mod v2 {
     wasmtime::component::bindgen!({
         path: "../wit/v0.2.0",
@@ -34,5 +34,23 @@ pub mod v2 {
     pub use self::weir::plugin::types;
 }
 
-/// The current contract's types, which the chain works with (0.1.0 calls are converted at the boundary).
-pub use v2::types;
+/// `weir:plugin@0.3.0` (`wit/v0.3.0/plugin.wit`): what the gateway itself speaks.
+pub mod v3 {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.3.0",
+        world: "plugin",
+        imports: {
+            "weir:plugin/kv": async,
+            "weir:plugin/types": trappable,
+        },
+        exports: { default: async },
+        additional_derives: [PartialEq],
+        with: {
+            "weir:plugin/types.request": crate::plugin::host::RequestHandle,
+        },
+    });
+    pub use self::weir::plugin::types;
+}
+
+/// The current contract's types, which the chain works with (older versions are converted at the boundary).
+pub use v3::types;

@@ -1,7 +1,7 @@
-//! `weir:plugin@0.1.0` adapted to the current contract: its imports served by the 0.2.0 capabilities, its types
+//! `weir:plugin@0.1.0` adapted to the current contract: its imports served by the current capabilities, its types
 //! converted at the call (see the semantics kept, in the parent module's doc).
 
-use super::bindings::{types, v1, v2};
+use super::bindings::{types, v1, v3};
 use crate::api::Family;
 use crate::plugin::host::{RequestSnapshot, State, ttl};
 
@@ -10,20 +10,20 @@ impl v1::types::Host for State {}
 impl v1::weir::plugin::log::Host for State {
     fn write(&mut self, level: v1::weir::plugin::log::Level, message: String) {
         use v1::weir::plugin::log::Level as L1;
-        use v2::weir::plugin::log::Level as L2;
+        use v3::weir::plugin::log::Level as L3;
         let level = match level {
-            L1::Debug => L2::Debug,
-            L1::Info => L2::Info,
-            L1::Warn => L2::Warn,
-            L1::Error => L2::Error,
+            L1::Debug => L3::Debug,
+            L1::Info => L3::Info,
+            L1::Warn => L3::Warn,
+            L1::Error => L3::Error,
         };
-        v2::weir::plugin::log::Host::write(self, level, message)
+        v3::weir::plugin::log::Host::write(self, level, message)
     }
 }
 
 impl v1::weir::plugin::config::Host for State {
     fn get_json(&mut self) -> String {
-        v2::weir::plugin::config::Host::get_json(self)
+        v3::weir::plugin::config::Host::get_json(self)
     }
 }
 
@@ -46,19 +46,19 @@ impl v1::weir::plugin::kv::Host for State {
 
 impl v1::weir::plugin::trace::Host for State {
     fn set_attribute(&mut self, key: String, value: String) {
-        v2::weir::plugin::trace::Host::set_attribute(self, key, value)
+        v3::weir::plugin::trace::Host::set_attribute(self, key, value)
     }
     fn add_event(&mut self, name: String) {
-        v2::weir::plugin::trace::Host::add_event(self, name)
+        v3::weir::plugin::trace::Host::add_event(self, name)
     }
 }
 
 impl v1::weir::plugin::clock::Host for State {
     fn now_unix_ms(&mut self) -> u64 {
-        v2::weir::plugin::clock::Host::now_unix_ms(self)
+        v3::weir::plugin::clock::Host::now_unix_ms(self)
     }
     fn monotonic_ns(&mut self) -> u64 {
-        v2::weir::plugin::clock::Host::monotonic_ns(self)
+        v3::weir::plugin::clock::Host::monotonic_ns(self)
     }
 }
 

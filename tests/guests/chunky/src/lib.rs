@@ -29,6 +29,7 @@ pub struct Chunky {
 
 impl Plugin for Chunky {
     type Config = Config;
+    const REUSE: weir_sdk::Reuse = weir_sdk::Reuse::Always;
 
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
         let default = &weir_sdk::config::<Self>().default_mode;

@@ -4,7 +4,14 @@
 //! `trap`, `loop`, `alloc`, `recurse`, `error`, `sandbox` (tries a file and a socket and answers with what
 //! happened), `crlf` and `hop` (malformed headers), `chunk-loop`, `chunk-trap` (misbehave in `on-chunk`), `remember`
 //! (answers how many pages of a 2 MiB static it finds already written, then writes every one: a fresh instance must
-//! find none, whichever pool slot it was given).
+//! find none, whichever pool slot it was given), `secret` (answers the secret an earlier request left in its globals
+//! and its memory, then keeps the request's `x-secret` there: what a reused instance carries, by isolation mode),
+//! `secret-spin` (keeps `x-secret` the same way, lets the request go on, and spins in `on-chunk` from the second
+//! event: a client that hangs up then cuts the call short).
+//!
+//! With `principal_header` in its config it does nothing else: it sets the request's principal (id = that header's
+//! value), as an authentication plugin would, for the plugins after it. It declares `Reuse::Always`, so that tests
+//! can run it in every isolation mode.
 
 use serde::Deserialize;
 use std::hint::black_box;
@@ -19,6 +26,9 @@ pub struct Config {
     /// `init` fails when set (a plugin with a config it refuses).
     #[serde(default)]
     refuse_config: bool,
+    /// Sets the principal from this header instead of misbehaving.
+    #[serde(default)]
+    principal_header: Option<String>,
 }
 
 fn default_trigger() -> String {
@@ -45,6 +55,21 @@ fn remember() -> usize {
     dirty
 }
 
+/// The secret the last `secret` request left: in a global, and copied into the first bytes of [`PAGES`].
+static SECRET: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// What an earlier request left in this instance (globals, then memory), replaced by `new`.
+fn swap_secret(new: &str) -> (String, String) {
+    let mut global = SECRET.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let in_global = std::mem::replace(&mut *global, new.to_string());
+    let page = &PAGES[4100..4100 + 256];
+    let old: Vec<u8> = page.iter().map(|b| b.load(Ordering::Relaxed)).take_while(|b| *b != 0).collect();
+    for (i, b) in page.iter().enumerate() {
+        b.store(new.as_bytes().get(i).copied().unwrap_or(0), Ordering::Relaxed);
+    }
+    (in_global, String::from_utf8_lossy(&old).into_owned())
+}
+
 fn recurse(depth: u64) -> u64 {
     let frame = [depth as u8; 256];
     black_box(&frame);
@@ -53,6 +78,7 @@ fn recurse(depth: u64) -> u64 {
 
 impl Plugin for Misbehave {
     type Config = Config;
+    const REUSE: weir_sdk::Reuse = weir_sdk::Reuse::Always;
 
     fn check(config: &Config) -> Result<(), PluginError> {
         if config.refuse_config {
@@ -62,6 +88,12 @@ impl Plugin for Misbehave {
     }
 
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
+        if let Some(header) = &weir_sdk::config::<Self>().principal_header {
+            let Some(id) = req.header(header) else { return Ok(RequestDecision::Continue) };
+            let mut changes = weir_sdk::changes();
+            changes.principal = Some(weir_sdk::Principal { id, team: None });
+            return Ok(RequestDecision::ContinueWith(changes));
+        }
         let trigger = &weir_sdk::config::<Self>().trigger;
         self.mode = req.header(trigger).unwrap_or_default();
         match self.mode.as_str() {
@@ -100,6 +132,19 @@ impl Plugin for Misbehave {
                     .to_string()
                     .into_bytes(),
             })),
+            "secret" => {
+                let (global, memory) = swap_secret(&req.header("x-secret").unwrap_or_default());
+                let found = serde_json::json!({ "global": global, "memory": memory });
+                Ok(RequestDecision::Respond(Response {
+                    status: 200,
+                    content_type: None,
+                    body: found.to_string().into_bytes(),
+                }))
+            }
+            "secret-spin" => {
+                swap_secret(&req.header("x-secret").unwrap_or_default());
+                Ok(RequestDecision::Continue)
+            }
             "crlf" => Ok(RequestDecision::ContinueWith(weir_sdk::changes().header("x-evil", "a\r\nx-injected: 1"))),
             "hop" => Ok(RequestDecision::ContinueWith(weir_sdk::changes().header("transfer-encoding", "chunked"))),
             _ => Ok(RequestDecision::Continue),
@@ -115,6 +160,12 @@ impl Plugin for Misbehave {
                 }
             }
             "chunk-trap" if chunk.index >= 3 => panic!("misbehave: asked to trap in on-chunk"),
+            "secret-spin" if chunk.index >= 1 => {
+                let mut x = 0u64;
+                loop {
+                    x = black_box(x.wrapping_add(1));
+                }
+            }
             _ => Ok(ChunkDecision::Pass),
         }
     }

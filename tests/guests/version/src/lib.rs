@@ -13,6 +13,7 @@ pub struct Version;
 
 impl Plugin for Version {
     type Config = serde_json::Value;
+    const REUSE: weir_sdk::Reuse = weir_sdk::Reuse::Always;
 
     fn on_request(&mut self, _req: &Request) -> Result<RequestDecision, PluginError> {
         Ok(RequestDecision::ContinueWith(weir_sdk::changes().header("x-guest-version", VERSION)))
