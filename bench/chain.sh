@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The four-plugin chain (auth → router → redact → cost, fresh instance per request) against the same gateway without
-# plugins, in one run, with the plugin-cost budgets of ../shared/DESIGN.md and the plugin-cost issue: CPU per request
-# at c=8 ≤ 2× no plugins, added latency at c=1 ≤ +100 µs p50 and ≤ +150 µs p99 over no plugins, throughput at
-# saturation (c=32) ≥ 50% of no plugins. `make bench` runs it as its `chain` section.
+# The four-plugin chain (auth → router → redact → cost) against the same gateway without plugins, in one run, with
+# the plugin-cost budgets of ../shared/DESIGN.md and the isolation issue: CPU per request at c=8 ≤ 2× no plugins,
+# added latency at c=1 ≤ +100 µs p50 and ≤ +150 µs p99 over no plugins, throughput at saturation (c=32) ≥ 50% of no
+# plugins — for the chain in its shipped isolation modes (examples/weir.toml: auth and router `shared`, redact and
+# cost `tenant`); the same chain with a fresh instance per request (`request`) is reported beside it. The gateways
+# run pinned to CPU 0 and the mock and wrk to CPU 1 (PIN=0 to not pin), so the CPU figures are the gateway's own.
+# `make bench` runs it as its `chain` section.
 #
 #   bench/chain.sh                       the release build of this tree, with verdicts
 #   bench/chain.sh A=BIN[:GUESTS] B=...  an A/B: each variant's binary (and plugin directory, default target/guests)
 #                                        measured in the same rounds, alternating; one table per variant
 #
-# Knobs: SECS (seconds per wrk run, default 5), ROUNDS (alternating rounds, default 3), STREAM=N (streamed answers
+# Knobs: SECS (seconds per wrk run, default 5), ROUNDS (alternating rounds, default 3), MODES (isolation of the
+# chain, each a column: default "shipped request"; see `chain` in lib.sh), PIN (default 1), STREAM=N (streamed answers
 # of N text deltas instead of non-streamed ones; the budgets are for non-streamed), ONLY="router ..." (only these
 # plugins of the chain: what one plugin costs through the gateway, against `weir plugin bench` in process). Every gateway uses `[kv]
 # backend = "memory"` so the store's disk writes are not in the figures (bench/state.sh measures the backends).
@@ -23,8 +27,13 @@ only() {
     { blk = blk $0 "\n" } END { out() }'
 }
 
+MODES=${MODES:-shipped request}
+pin_gw=""; pin_load=""
+if [ "${PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  pin_gw="taskset -c 0"; pin_load="taskset -c 1"
+fi
 bench_setup 18301 18300
-"$bin" mock-upstream --listen "$mock" >"$tmp/mock.log" 2>&1 &
+$pin_load "$bin" mock-upstream --listen "$mock" >"$tmp/mock.log" 2>&1 &
 bench_wait "http://$mock/v1/models"
 variants=("$@")
 [ ${#variants[@]} -gt 0 ] || variants=("this=$PWD/$bin:$guests")
@@ -35,10 +44,13 @@ for v in "${variants[@]}"; do
   vbin=${spec%%:*}; vguests=${spec#*:}; [ "$vguests" != "$spec" ] || vguests=$guests
   names+=("$name")
   bin=$vbin
-  bench_gateway "$name-none" "127.0.0.1:$port" $'[kv]\nbackend = "memory"' ""
+  WEIR_ENV=$pin_gw bench_gateway "$name-none" "127.0.0.1:$port" $'[kv]\nbackend = "memory"' ""
   echo "127.0.0.1:$port" >"$tmp/$name-none.addr"; port=$((port + 1))
-  bench_gateway "$name-chain" "127.0.0.1:$port" $'[kv]\nbackend = "memory"' "$(chain "" | only | sed "s#$guests/#$vguests/#")"
-  echo "127.0.0.1:$port" >"$tmp/$name-chain.addr"; port=$((port + 1))
+  for m in $MODES; do
+    WEIR_ENV=$pin_gw bench_gateway "$name-$m" "127.0.0.1:$port" $'[kv]\nbackend = "memory"' \
+      "$(chain "$m" | only | sed "s#$guests/#$vguests/#")"
+    echo "127.0.0.1:$port" >"$tmp/$name-$m.addr"; port=$((port + 1))
+  done
 done
 STREAM=${STREAM:-}
 chunks_line=""; stream=false
@@ -55,7 +67,7 @@ ticks() { awk '{print $14 + $15}' "/proc/$(pgrep -f "serve --config $tmp/$1.toml
 run() {
   local o t0 t1 reqs bad
   t0=$(ticks "$1")
-  o=$(wrk -t"$([ "$2" -ge 2 ] && echo 2 || echo 1)" -c"$2" -d"${SECS}s" --latency -s "$tmp/plain.lua" \
+  o=$($pin_load wrk -t"$([ "$2" -ge 2 ] && echo 2 || echo 1)" -c"$2" -d"${SECS}s" --latency -s "$tmp/plain.lua" \
     "http://$(cat "$tmp/$1.addr")/v1/chat/completions")
   t1=$(ticks "$1")
   reqs=$(echo "$o" | awk '/requests in/ {print $1}')
@@ -66,7 +78,7 @@ $(awk -v d=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$reqs" 'BEGIN {printf "
 }
 for _ in $(seq "$ROUNDS"); do
   for c in 1 8 32; do
-    for n in "${names[@]}"; do run "$n-none" $c; run "$n-chain" $c; done
+    for n in "${names[@]}"; do run "$n-none" $c; for m in $MODES; do run "$n-$m" $c; done; done
   done
 done
 col() { awk -v k="$2" '{print $k}' "$tmp/$1" | median; } # col FILE FIELD: the median over rounds
@@ -75,22 +87,28 @@ verdict() { awk -v v="$1" -v b="$2" -v up="${3:-}" 'BEGIN { ok = up ? v >= b : v
 plugins=${ONLY:-auth router redact cost}
 say "## ${ONLY:+Only }$(echo "$plugins" | sed 's/ / → /g') through the gateway vs no plugins, ${STREAM:+streamed ($STREAM deltas)}${STREAM:-non-streamed} (median of $ROUNDS alternating rounds of ${SECS}s, wrk)"
 say ""
-say "Chain: $(echo "$plugins" | sed 's/ / → /g'), a fresh instance of each per request, \`[kv] backend = \"memory\"\`${ONLY:+ (the budgets are for the four)}."
-say "Added latency is the chain's percentile minus the no-plugin gateway's at c=1; CPU is the gateway's user+system"
-say "time per request at c=8; saturation is requests/s at c=32."
+say "Chain: $(echo "$plugins" | sed 's/ / → /g'), \`[kv] backend = \"memory\"\`, one column per isolation: $MODES"
+say "(\`shipped\`: auth and router \`shared\`, redact and cost \`tenant\`, as in examples/weir.toml; \`request\`: a fresh"
+say "instance of each per request). ${pin_gw:+Gateways pinned to CPU 0, the mock and wrk to CPU 1. }Added latency is"
+say "the chain's percentile minus the no-plugin gateway's at c=1; CPU is the gateway's user+system time per request at"
+say "c=8; saturation is requests/s at c=32. Budgets${ONLY:+ (for the four)} apply to every column."
 say ""
 for n in "${names[@]}"; do
   [ ${#names[@]} -eq 1 ] || { say "### $n"; say ""; }
-  n50=$(col "$n-none.c1" 1); n99=$(col "$n-none.c1" 2); c50=$(col "$n-chain.c1" 1); c99=$(col "$n-chain.c1" 2)
-  ncpu=$(col "$n-none.c8" 4); ccpu=$(col "$n-chain.c8" 4); nrps=$(col "$n-none.c32" 3); crps=$(col "$n-chain.c32" 3)
-  a50=$(awk -v a="$c50" -v b="$n50" 'BEGIN {printf "%+.0f", a - b}'); a99=$(awk -v a="$c99" -v b="$n99" 'BEGIN {printf "%+.0f", a - b}')
-  rcpu=$(awk -v a="$ccpu" -v b="$ncpu" 'BEGIN {printf "%.2f", a / b}'); rrps=$(awk -v a="$crps" -v b="$nrps" 'BEGIN {printf "%.2f", a / b}')
-  say "| measure | no plugins | ${ONLY:+only }$(echo "$plugins" | sed 's/ / → /g') | chain vs none | budget | verdict |"
-  say "|---|---|---|---|---|---|"
-  say "| c=1 p50 µs | $n50 | $c50 | $a50 | ≤ +100 | $(verdict "$a50" 100) |"
-  say "| c=1 p99 µs | $n99 | $c99 | $a99 | ≤ +150 | $(verdict "$a99" 150) |"
-  say "| CPU µs per request, c=8 | $ncpu | $ccpu | ${rcpu}× | ≤ 2× | $(verdict "$rcpu" 2) |"
-  say "| requests/s, c=8 | $(col "$n-none.c8" 3) | $(col "$n-chain.c8" 3) | – | – | – |"
-  say "| requests/s at saturation, c=32 | $nrps | $crps | $rrps | ≥ 0.50 | $(verdict "$rrps" 0.5 up) |"
+  n50=$(col "$n-none.c1" 1); n99=$(col "$n-none.c1" 2); ncpu=$(col "$n-none.c8" 4); nrps=$(col "$n-none.c32" 3)
+  head="| measure | no plugins |"; rule="|---|---|"
+  r50="| c=1 p50 µs (added) | $n50 |"; r99="| c=1 p99 µs (added) | $n99 |"; rcpu="| CPU µs per request, c=8 (× none) | $ncpu |"
+  r8="| requests/s, c=8 | $(col "$n-none.c8" 3) |"; r32="| requests/s at saturation, c=32 (× none) | $nrps |"
+  for m in $MODES; do
+    c50=$(col "$n-$m.c1" 1); c99=$(col "$n-$m.c1" 2); ccpu=$(col "$n-$m.c8" 4); crps=$(col "$n-$m.c32" 3)
+    a50=$(awk -v a="$c50" -v b="$n50" 'BEGIN {printf "%+.0f", a - b}'); a99=$(awk -v a="$c99" -v b="$n99" 'BEGIN {printf "%+.0f", a - b}')
+    xcpu=$(awk -v a="$ccpu" -v b="$ncpu" 'BEGIN {printf "%.2f", a / b}'); xrps=$(awk -v a="$crps" -v b="$nrps" 'BEGIN {printf "%.2f", a / b}')
+    head="$head $m |"; rule="$rule---|"
+    r50="$r50 $c50 ($a50, $(verdict "$a50" 100)) |"; r99="$r99 $c99 ($a99, $(verdict "$a99" 150)) |"
+    rcpu="$rcpu $ccpu (${xcpu}×, $(verdict "$xcpu" 2)) |"; r8="$r8 $(col "$n-$m.c8" 3) |"
+    r32="$r32 $crps (${xrps}, $(verdict "$xrps" 0.5 up)) |"
+  done
+  say "$head budget |"; say "$rule---|"
+  say "$r50 ≤ +100 |"; say "$r99 ≤ +150 |"; say "$rcpu ≤ 2× |"; say "$r8 – |"; say "$r32 ≥ 0.50 |"
   say ""
 done

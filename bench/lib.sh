@@ -79,31 +79,38 @@ order = 30
 file = \"$guests/redact.wasm\"
 capabilities = [\"config\", \"trace\"]
 config = { modes = { secret = \"block\" } }"
-# The chain of examples/weir.toml: auth → router → redact → cost. $1: extra settings for every plugin.
+# The chain of examples/weir.toml: auth → router → redact → cost. $1: the plugins' isolation — `shipped` (as in
+# examples/weir.toml: auth and router shared, redact and cost tenant), or one mode for all (`request`, `tenant`,
+# `shared`).
 chain() {
+  local auth=${1:-shipped} router redact_mode cost
+  case $auth in
+    shipped) auth=shared router=shared redact_mode=tenant cost=tenant ;;
+    *) router=$auth redact_mode=$auth cost=$auth ;;
+  esac
   cat <<TOML
 [[plugins]]
 name = "auth"
 order = 10
 file = "$guests/auth.wasm"
 capabilities = ["config", "kv", "trace", "clock"]
-$1
+isolation = "$auth"
 config = { keys = [{ id = "demo", hash = "sha256:$demo_hash", team = "demo" }] }
 [[plugins]]
 name = "router"
 order = 20
 file = "$guests/router.wasm"
 capabilities = ["config", "trace"]
-$1
+isolation = "$router"
 config = { rules = [{ model = "gpt-4o-mini", targets = [{ upstream = "mock", model = "gpt-4o-mini" }] }] }
 ${redact}
-$1
+isolation = "$redact_mode"
 [[plugins]]
 name = "cost"
 order = 40
 file = "$guests/cost.wasm"
 capabilities = ["log", "config", "kv", "trace", "clock"]
-$1
+isolation = "$cost"
 config = { prices = { "gpt-4o-mini" = { input = 0.15, output = 0.6 } }, budgets = [{ key = "demo", usd = 1e12, period = "day" }] }
 TOML
 }

@@ -1,7 +1,7 @@
 //! `weir plugin bench <file.wasm>`: what one plugin costs, measured in process (no network, no proxy):
 //! instantiation, `on-request`, `on-chunk` per event, and the whole per-request cost (instantiate + on-request +
 //! on-complete + drop), as median and p99 over many iterations; and the per-request cost on one reused instance (what
-//! `warm_instances` gives: on-request + on-complete, no instantiation).
+//! `isolation = "tenant"` or `"shared"` gives: on-request + on-complete, no instantiation).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,7 +70,7 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str, extra_headers: &[
                 fresh_request(&engine, &context, p, None, &req, &chunk, &summary, keep, &mut pre).await?;
             }
         }
-        // One instance reused for every request, as with `warm_instances` (chunks are measured above).
+        // One instance reused for every request, as with `tenant` or `shared` isolation (chunks are measured above).
         let mut store = engine.store(context.clone());
         super::host::start_call(&mut store, Hook::Init, Duration::from_millis(100));
         let plugin = compiled.pre.instantiate(&mut store).await?;
@@ -175,7 +175,7 @@ fn print_table(iterations: usize, plain: &mut Samples, pre: Option<&mut Samples>
         rows.push(("  of which: on-complete", &mut pre.complete));
         rows.push(("  of which: drop (slot reset)", &mut pre.drop));
     }
-    rows.push(("per request, warm instance: on-request + on-complete", warm));
+    rows.push(("per request, reused instance: on-request + on-complete", warm));
     rows.push(("on-chunk call, per event", &mut plain.on_chunk));
     for (name, v) in rows {
         v.sort();

@@ -3,8 +3,9 @@
 //! instances made off the request path ([`refill`]). The chain drives it; this module decides.
 //!
 //! ```text
-//!   Idle ──first hook──► Live (warm from the plugin's pool with `warm_instances`; else fresh: from the plugin's
-//!                          │   reserve, made by `refill` after an earlier request, or instantiated now)
+//!   Idle ──first hook──► Live (reused from the plugin's pool when its isolation allows it for this request's
+//!                          │   tenant, `super::pool`; else fresh: from the plugin's reserve, made by `refill`
+//!                          │   after an earlier request, or instantiated now)
 //!                          │ a hook call is in flight: `busy`
 //!                          ├─ call returns ──────────────► Live (usable again)
 //!                          ├─ call fails (trap, deadline, ► Failed   (the request's failure, counted)
@@ -15,7 +16,8 @@
 //!                          └─ request dropped ──► the completion phase finishes the call (`settle`): Live, or
 //!                                                 Failed when it trapped
 //!   Idle ──quarantined────► Skipped (never called in this request)
-//!   end of request (`release`): a usable Live goes back to the pool (warm reuse only); anything else is dropped
+//!   end of request (`release`): a usable Live goes back to the pool if its isolation and limits allow; anything
+//!   else is dropped
 //! ```
 //!
 //! `on-request` calls are *shielded*: the call's future is kept in the slot (the request polls it from there) and

@@ -1,15 +1,16 @@
 //! The plugin runtime: WebAssembly components implementing `wit/v<version>/plugin.wit`, run by wasmtime.
 //!
 //! - [`engine`]: the wasmtime engine (pooling allocator, epoch deadlines, compile cache, import checks);
-//! - [`contract`]: every contract version (bindings, instantiating and calling, 0.1.0 adapted to 0.2.0): the only
-//!   place that knows versions;
+//! - [`contract`]: every contract version (bindings, instantiating and calling, older versions adapted to 0.3.0):
+//!   the only place that knows versions;
 //! - [`hook`]: the hooks as one type (names, deadlines, metrics, the optional-hook declaration);
 //! - [`host`]: the capabilities plugins import (log, config, kv, trace, clock) and per-instance limits;
 //! - [`kv`]: the store behind the `kv` capability;
 //! - [`registry`]: loading, the live set (`ArcSwap`), the watched directory, admin;
 //! - [`chain`]: one request's run through the plugins, with failure policies;
 //! - [`report`]: what the plugins did in a request, as a value for the completion phase;
-//! - [`instance`]: one plugin instance's lifecycle in a request (fresh, warm, pooled, failed, poisoned);
+//! - [`instance`]: one plugin instance's lifecycle in a request (fresh, reused, failed, poisoned);
+//! - [`pool`]: reuse of instances across requests by isolation mode (`request`, `tenant`, `shared`);
 //! - [`bench`]: `weir plugin bench`, a plugin's cost measured in process.
 
 // No panics on the request path (see docs/gateway-core.md, "No panic from the wire"); tests and start-up code opt
