@@ -81,13 +81,18 @@ capabilities = [\"config\", \"trace\"]
 config = { modes = { secret = \"block\" } }"
 # The chain of examples/weir.toml: auth → router → redact → cost. $1: the plugins' isolation — `shipped` (as in
 # examples/weir.toml: auth and router shared, redact and cost tenant), or one mode for all (`request`, `tenant`,
-# `shared`).
+# `shared`), or `unset` (no `isolation` key: what each component declares; the only form a gateway from before the
+# isolation modes accepts, for A/B runs against one).
 chain() {
   local auth=${1:-shipped} router redact_mode cost
   case $auth in
     shipped) auth=shared router=shared redact_mode=tenant cost=tenant ;;
     *) router=$auth redact_mode=$auth cost=$auth ;;
   esac
+  [ "$auth" != unset ] || { chain_toml | grep -v '^isolation = '; return; }
+  chain_toml
+}
+chain_toml() {
   cat <<TOML
 [[plugins]]
 name = "auth"

@@ -12,8 +12,10 @@ went away; retired after `reuse.max_requests`; a component may not be run looser
 
 import concurrent.futures
 import json
+import re
 import subprocess
 import time
+import urllib.request
 
 import httpx2 as httpx  # the HTTP client the official SDKs use
 import openai
@@ -37,11 +39,22 @@ def iso(session_tmp, mock):
     install(d, "one", "misbehave.wasm", SETTINGS + 'order = 40\nisolation = "shared"\n'
             'reuse = { instances = 1, max_requests = 3 }\n'
             'timeouts = { on_request = "100ms", on_chunk = "5s" }\nconfig = { trigger = "x-one" }\n')
+    # One idle instance at most, retired only by its memory (default limit: 3/4 of its 16 MiB).
+    install(d, "big", "misbehave.wasm", SETTINGS + 'order = 50\nisolation = "shared"\nreuse = { instances = 1 }\n'
+            'config = { trigger = "x-big" }\n')
     g = Gateway(session_tmp, mock, name="isolation-modes", top=f'plugins_dir = "{d}"\n',
                 tail=f'[plugin_runtime]\nquarantine_after = 1000\ncache_dir = "{session_tmp / "plugin-cache"}"\n')
-    wait_for(lambda: len(g.admin()["plugins"]) == 5, "plugins loaded", timeout=30)
+    wait_for(lambda: len(g.admin()["plugins"]) == 6, "plugins loaded", timeout=30)
     yield g
     g.stop()
+
+
+def instances(g, plugin):
+    """`weir_plugin_instances_total` of `plugin`, by source."""
+    with urllib.request.urlopen(g.url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    pattern = rf'^weir_plugin_instances_total{{(?=[^}}]*plugin="{plugin}")[^}}]*source="(\w+)"[^}}]*}} ([0-9.e+-]+)$'
+    return {source: float(v) for source, v in re.findall(pattern, text, re.M)}
 
 
 def secret(g, header, value, tenant=None, mode="secret"):
@@ -61,6 +74,8 @@ def secret(g, header, value, tenant=None, mode="secret"):
 def test_request_mode_never_carries_anything(iso):
     for i, tenant in enumerate(["a", "a", "b", None, "a"]):
         assert secret(iso, "x-r", f"r{i}", tenant) == ""
+    got = instances(iso, "r")
+    assert got.get("reused", 0) == 0 and got.get("reserve", 0) + got.get("new", 0) >= 5, got
 
 
 def test_tenant_mode_carries_only_within_a_tenant(iso):
@@ -81,6 +96,7 @@ def test_tenant_mode_carries_only_within_a_tenant(iso):
     leaked = [(t, f) for t, f in found if f and f[0] != t]
     assert not leaked, f"an instance carried another tenant's secret: {leaked}"
     assert sum(1 for _, f in found if f) > 40, "instances were reused within tenants"
+    assert instances(iso, "t")["reused"] > 40, instances(iso, "t")
 
 
 def test_shared_mode_carries_across_tenants_the_control(iso):
@@ -116,6 +132,15 @@ def test_a_reused_instance_is_dropped_when_a_hang_up_cuts_a_call_short(iso):
     rec = iso.record(rid)
     assert rec["outcome"] == "cancelled", rec
     assert secret(iso, "x-one", "next") == "", "the instance whose call was cut short was not reused"
+
+
+def test_a_reused_instance_retires_when_its_memory_grew_past_the_limit(iso):
+    assert secret(iso, "x-big", "x") == ""
+    assert secret(iso, "x-big", "before") == "x"
+    # Grows by 10 MiB, past the default limit of 3/4 of its 16 MiB cap: served, then retired.
+    assert secret(iso, "x-big", "grown", mode="secret-grow") == "before"
+    assert secret(iso, "x-big", "after") == "", "the instance that grew past reuse.memory was not reused"
+    assert secret(iso, "x-big", "again") == "after"
 
 
 def test_a_reused_instance_retires_after_max_requests(iso):

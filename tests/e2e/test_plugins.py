@@ -3,6 +3,7 @@ directory, driven through the official SDKs."""
 
 import concurrent.futures
 import json
+import re
 import subprocess
 import threading
 import time
@@ -381,10 +382,12 @@ def test_quarantine_after_repeated_failures(session_tmp, mock):
 
 def test_hot_swap_under_load(session_tmp, mock):
     """50 concurrent streams while the plugin is replaced 20 times: no failure, and every stream sees one version
-    from start to end. A half-written file and an invalid component never replace the working version."""
+    from start to end. A half-written file and an invalid component never replace the working version. The plugin
+    runs `shared`: reused instances are in flight at every swap, finish on their version and are dropped with it
+    (an instance given back to the new version's pool would show as a stream with two versions)."""
     d = session_tmp / "swap.d"
     d.mkdir()
-    install(d, "version", "version-A.wasm")
+    install(d, "version", "version-A.wasm", 'isolation = "shared"\n')
     # Generous upstream timeouts: this test is about swaps, and 50 streams on a debug build on 2 cores are slow.
     g = Gateway(session_tmp, mock, name="swap", top=f'plugins_dir = "{d}"\n',
                 tail=f'[plugin_runtime]\ncache_dir = "{session_tmp / "swap-cache"}"\n',
@@ -436,6 +439,10 @@ def test_hot_swap_under_load(session_tmp, mock):
         sw.join()
         assert all(len(v) == 1 for v in seen), "a stream saw two versions"
         assert {next(iter(v)) for v in seen} == {"A", "B"}
+        with urllib.request.urlopen(g.url + "/metrics", timeout=5) as r:
+            reused = re.search(r'^weir_plugin_instances_total{plugin="version",source="reused"} (\S+)$',
+                               r.read().decode(), re.M)
+        assert reused and float(reused.group(1)) > 100, "instances were reused across the swaps"
         print(f"{len(seen)} streams, 0 failed; swap → first request on the new version: "
               f"median {sorted(swap_ms)[len(swap_ms) // 2]:.0f} ms, max {max(swap_ms):.0f} ms")
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 
 use crate::config::PluginSettings;
-use crate::telemetry::metrics::{METRICS, PluginLabels};
+use crate::telemetry::metrics::{InstanceLabels, METRICS, PluginLabels};
 
 /// A hook of the contract, or the instantiation (and `init`) of a fresh instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,6 +134,31 @@ pub struct HookMetrics {
     calls: [Counter; 4],
     failures: [Counter; 4],
     seconds: [Histogram; 4],
+    /// Instances given to requests, by [`InstanceSource`].
+    instances: [Counter; 3],
+}
+
+/// Where a request's instance came from (`weir_plugin_instances_total{source}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InstanceSource {
+    /// An idle instance, reused (isolation `tenant` or `shared`).
+    Reused = 0,
+    /// A fresh instance made ahead of need.
+    Reserve = 1,
+    /// A fresh instance made on the request's path.
+    New = 2,
+}
+
+impl InstanceSource {
+    const ALL: [InstanceSource; 3] = [InstanceSource::Reused, InstanceSource::Reserve, InstanceSource::New];
+
+    fn label(self) -> &'static str {
+        match self {
+            InstanceSource::Reused => "reused",
+            InstanceSource::Reserve => "reserve",
+            InstanceSource::New => "new",
+        }
+    }
 }
 
 impl HookMetrics {
@@ -144,6 +169,16 @@ impl HookMetrics {
             calls: Hook::COUNTED.map(|h| m.plugin_calls.get_or_create_owned(&labels(h))),
             failures: Hook::COUNTED.map(|h| m.plugin_failures.get_or_create_owned(&labels(h))),
             seconds: Hook::COUNTED.map(|h| m.plugin_seconds.get_or_create_owned(&labels(h))),
+            instances: InstanceSource::ALL.map(|s| {
+                m.plugin_instances.get_or_create_owned(&InstanceLabels { plugin: plugin.to_string(), source: s.label() })
+            }),
+        }
+    }
+
+    /// Counts one instance given to a request.
+    pub fn instance(&self, source: InstanceSource) {
+        if let Some(c) = self.instances.get(source as usize) {
+            c.inc();
         }
     }
 

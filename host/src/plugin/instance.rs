@@ -42,7 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::contract::{Bindings, HookResult};
-use super::hook::Hook;
+use super::hook::{Hook, InstanceSource};
 use super::host::{RequestSnapshot, State};
 use super::pool::Owner;
 use super::registry::{LoadedPlugin, PluginSet};
@@ -212,10 +212,14 @@ impl Slot {
 /// from the reserve of fresh instances, else one instantiated now. `Err`: why not, in words.
 pub async fn acquire(p: &LoadedPlugin, input: usize, principal: Option<&Principal>) -> Result<Live, String> {
     let owner = Owner::for_request(p.isolation, principal);
-    let mut live = match p.pool.take(&owner).or_else(|| p.take_ready()) {
-        Some(live) => live,
-        None => fresh(p, input).await?,
+    let (mut live, source) = match p.pool.take(&owner) {
+        Some(live) => (live, InstanceSource::Reused),
+        None => match p.take_ready() {
+            Some(live) => (live, InstanceSource::Reserve),
+            None => (fresh(p, input).await?, InstanceSource::New),
+        },
     };
+    p.metrics.instance(source);
     live.owner = owner;
     live.requests += 1;
     Ok(live)
@@ -336,10 +340,10 @@ mod tests {
             taken += 1;
         }
         assert_eq!(taken, READY_INSTANCES);
-        // With `shared` isolation there is no reserve: the pool is the reuse.
-        let w = plugin(Isolation::Shared);
+        // A plugin that reuses instances keeps a reserve too, for requests that find no idle instance of theirs.
+        let w = plugin(Isolation::Tenant);
         refill(testing::set(vec![w.clone()])).await;
-        assert!(w.take_ready().is_none());
+        assert!(w.take_ready().is_some());
     }
 
     #[tokio::test]

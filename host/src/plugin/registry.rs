@@ -71,7 +71,7 @@ pub struct LoadedPlugin {
     quarantine: QuarantinePolicy,
 }
 
-/// Fresh instances kept ready per plugin (unless its isolation is `shared`): a request takes one instead of instantiating
+/// Fresh instances kept ready per plugin: a request takes one instead of instantiating
 /// on its path, and its completion phase, after dropping the request's instances, makes the replacements. An
 /// instance in this reserve has never run a hook for any request, so it is as fresh as one made on the spot; the
 /// reserve only moves instantiation (and `init` when not pre-initialized) off the request's path. When it is empty
@@ -205,11 +205,11 @@ impl LoadedPlugin {
         Some(live)
     }
 
-    /// Whether the reserve of fresh instances wants one more (never with `shared` isolation, where the pool is the
-    /// reuse, nor while quarantined, nor when the engine cannot spare the place).
+    /// Whether the reserve of fresh instances wants one more (not while quarantined, nor when the engine cannot
+    /// spare the place). Plugins that reuse instances keep one too: a request that finds no idle instance it may
+    /// have (the first of a tenant, a burst) takes a fresh one from it.
     pub fn wants_ready(&self) -> bool {
-        self.isolation != Isolation::Shared
-            && !self.is_quarantined()
+        !self.is_quarantined()
             && self.engine.reserve_room()
             && self.ready.locked().len() < READY_INSTANCES
     }

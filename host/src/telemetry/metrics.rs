@@ -65,6 +65,13 @@ pub struct PluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub plugin: String,
+    /// `reused`, `reserve` (made ahead, fresh) or `new` (instantiated on the request's path).
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KvLabels {
     pub backend: &'static str,
     pub op: &'static str,
@@ -94,6 +101,7 @@ pub struct Metrics {
     pub plugin_failures: Family<PluginLabels, Counter>,
     pub plugin_seconds: Histograms<PluginLabels>,
     pub plugin_yields: Family<PluginLabels, Counter>,
+    pub plugin_instances: Family<InstanceLabels, Counter>,
     pub reloads: Family<ReloadLabels, Counter>,
     pub spans_exported: Counter,
     pub spans_dropped: Counter,
@@ -134,6 +142,7 @@ impl Metrics {
             plugin_failures: Family::default(),
             plugin_seconds: Family::new_with_constructor(plugin_seconds),
             plugin_yields: Family::default(),
+            plugin_instances: Family::default(),
             reloads: Family::default(),
             spans_exported: Counter::default(),
             spans_dropped: Counter::default(),
@@ -206,6 +215,12 @@ impl Metrics {
             "Times a plugin's guest code was paused at an epoch tick so other requests could run, by hook (a call \
              that spans a tick pauses once; a spinning one at every tick)",
             m.plugin_yields.clone(),
+        );
+        r.register(
+            "plugin_instances",
+            "Plugin instances given to requests, by where they came from: reused (isolation tenant or shared), reserve \
+             (fresh, made ahead) or new (instantiated on the request's path)",
+            m.plugin_instances.clone(),
         );
         r.register("plugin_reloads", "Plugin loads from the watched directory by outcome", m.reloads.clone());
         r.register("spans_exported", "Spans sent to the OTLP collector", m.spans_exported.clone());

@@ -7,7 +7,8 @@
 //! find none, whichever pool slot it was given), `secret` (answers the secret an earlier request left in its globals
 //! and its memory, then keeps the request's `x-secret` there: what a reused instance carries, by isolation mode),
 //! `secret-spin` (keeps `x-secret` the same way, lets the request go on, and spins in `on-chunk` from the second
-//! event: a client that hangs up then cuts the call short).
+//! event: a client that hangs up then cuts the call short), `secret-grow` (as `secret`, and then keeps 10 MiB more
+//! memory: an instance past its reuse memory limit is retired).
 //!
 //! With `principal_header` in its config it does nothing else: it sets the request's principal (id = that header's
 //! value), as an authentication plugin would, for the plugins after it. It declares `Reuse::Always`, so that tests
@@ -132,8 +133,11 @@ impl Plugin for Misbehave {
                     .to_string()
                     .into_bytes(),
             })),
-            "secret" => {
+            "secret" | "secret-grow" => {
                 let (global, memory) = swap_secret(&req.header("x-secret").unwrap_or_default());
+                if self.mode == "secret-grow" {
+                    black_box(Box::leak(vec![1u8; 10 << 20].into_boxed_slice()));
+                }
                 let found = serde_json::json!({ "global": global, "memory": memory });
                 Ok(RequestDecision::Respond(Response {
                     status: 200,
