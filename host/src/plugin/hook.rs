@@ -170,7 +170,8 @@ impl HookMetrics {
             failures: Hook::COUNTED.map(|h| m.plugin_failures.get_or_create_owned(&labels(h))),
             seconds: Hook::COUNTED.map(|h| m.plugin_seconds.get_or_create_owned(&labels(h))),
             instances: InstanceSource::ALL.map(|s| {
-                m.plugin_instances.get_or_create_owned(&InstanceLabels { plugin: plugin.to_string(), source: s.label() })
+                m.plugin_instances
+                    .get_or_create_owned(&InstanceLabels { plugin: plugin.to_string(), source: s.label() })
             }),
         }
     }

@@ -209,9 +209,7 @@ impl LoadedPlugin {
     /// spare the place). Plugins that reuse instances keep one too: a request that finds no idle instance it may
     /// have (the first of a tenant, a burst) takes a fresh one from it.
     pub fn wants_ready(&self) -> bool {
-        !self.is_quarantined()
-            && self.engine.reserve_room()
-            && self.ready.locked().len() < READY_INSTANCES
+        !self.is_quarantined() && self.engine.reserve_room() && self.ready.locked().len() < READY_INSTANCES
     }
 
     /// Adds a fresh instance to the reserve. `false`: it was dropped instead, the reserve having filled up
