@@ -263,10 +263,12 @@ pub fn describe(e: &wasmtime::Error, store: &Store<State>, hook: Hook, p: &Loade
     }
 }
 
-/// Tops up each plugin's reserve of fresh instances (see [`super::registry::READY_INSTANCES`]). Instances in the
-/// reserve never ran a hook for any request; the reserve only moves instantiation off the request's path.
+/// Tops up each plugin's reserve of fresh instances (see [`super::registry::READY_INSTANCES`]), and drops its idle
+/// instances past their idle time ([`super::pool::Pool::sweep`]). Instances in the reserve never ran a hook for any
+/// request; the reserve only moves instantiation off the request's path.
 pub async fn refill(set: Arc<PluginSet>) {
     for p in &set.plugins {
+        p.pool.sweep();
         while p.wants_ready() {
             let Ok(live) = fresh(p, 0).await else { break };
             if !p.put_ready(live) {

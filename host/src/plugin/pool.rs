@@ -9,8 +9,8 @@
 //! An instance goes back to the pool only when its request is over and it is healthy (never after a failure or a
 //! call cut short: [`super::instance::Slot::release`]), when the request still belongs to the tenant the instance
 //! is owned by (a later plugin may have changed the principal), and while it is within its [`ReuseLimits`]:
-//! `max_requests` served, `memory` (its largest linear memory), and `idle` (checked when an instance is taken, and
-//! idle ones are swept whenever one is put back). At most `instances` idle instances are kept per plugin, all
+//! `max_requests` served, `memory` (its largest linear memory), and `idle` (checked when an instance is taken or put
+//! back, and swept after every request the gateway completes, so a plugin that stops being used frees its instances). At most `instances` idle instances are kept per plugin, all
 //! tenants together; the least recently used goes first, so one tenant's burst cannot keep others' instances
 //! forever, and a pool never holds more than its share of the engine's instance slots.
 //!
@@ -149,6 +149,19 @@ impl Pool {
         idle.drain(..stale).collect()
     }
 
+    /// Drops the instances idle for longer than the limit.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let expired = {
+            let mut idle = self.idle.locked();
+            if idle.front().is_none_or(|i| now.duration_since(i.since) <= self.limits.idle) {
+                return;
+            }
+            self.expire(&mut idle, now)
+        };
+        drop(expired);
+    }
+
     /// Idle instances now (for `/admin/plugins`).
     pub fn idle(&self) -> usize {
         self.idle.locked().len()
@@ -233,6 +246,13 @@ mod tests {
         assert_eq!(pool.put(live(Owner::Anyone).await, None), Retired::Kept);
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert!(pool.take(&Owner::Anyone).is_none(), "idle too long");
+        assert_eq!(pool.idle(), 0);
+        // Swept without being asked for, too.
+        assert_eq!(pool.put(live(Owner::Anyone).await, None), Retired::Kept);
+        pool.sweep();
+        assert_eq!(pool.idle(), 1, "not idle long enough yet");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        pool.sweep();
         assert_eq!(pool.idle(), 0);
     }
 

@@ -16,39 +16,35 @@ pub mod v1 {
     pub use self::weir::plugin::types;
 }
 
+/// The bindings of a version from 0.2.0 on: `kv` async (a shared store's round trip), the `request` resource backed by
+/// [`crate::plugin::host::RequestHandle`].
+macro_rules! bindgen_since_0_2 {
+    ($path:literal) => {
+        wasmtime::component::bindgen!({
+            path: $path,
+            world: "plugin",
+            imports: {
+                "weir:plugin/kv": async,
+                "weir:plugin/types": trappable,
+            },
+            exports: { default: async },
+            additional_derives: [PartialEq],
+            with: {
+                "weir:plugin/types.request": crate::plugin::host::RequestHandle,
+            },
+        });
+    };
+}
+
 /// `weir:plugin@0.2.0` (`wit/v0.2.0/plugin.wit`), adapted to 0.3.0 (`v0_2.rs`).
 pub mod v2 {
-    wasmtime::component::bindgen!({
-        path: "../wit/v0.2.0",
-        world: "plugin",
-        imports: {
-            "weir:plugin/kv": async,
-            "weir:plugin/types": trappable,
-        },
-        exports: { default: async },
-        additional_derives: [PartialEq],
-        with: {
-            "weir:plugin/types.request": crate::plugin::host::RequestHandle,
-        },
-    });
+    bindgen_since_0_2!("../wit/v0.2.0");
     pub use self::weir::plugin::types;
 }
 
 /// `weir:plugin@0.3.0` (`wit/v0.3.0/plugin.wit`): what the gateway itself speaks.
 pub mod v3 {
-    wasmtime::component::bindgen!({
-        path: "../wit/v0.3.0",
-        world: "plugin",
-        imports: {
-            "weir:plugin/kv": async,
-            "weir:plugin/types": trappable,
-        },
-        exports: { default: async },
-        additional_derives: [PartialEq],
-        with: {
-            "weir:plugin/types.request": crate::plugin::host::RequestHandle,
-        },
-    });
+    bindgen_since_0_2!("../wit/v0.3.0");
     pub use self::weir::plugin::types;
 }
 

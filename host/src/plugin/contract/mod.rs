@@ -24,6 +24,49 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 pub mod bindings;
+
+/// Serves an older version's `log`, `config`, `trace` and `clock` imports — unchanged since 0.1.0 but generated as
+/// types of their own per version — with the current implementations.
+macro_rules! unchanged_capabilities {
+    ($v:ident) => {
+        impl $v::weir::plugin::log::Host for State {
+            fn write(&mut self, level: $v::weir::plugin::log::Level, message: String) {
+                use super::bindings::v3::weir::plugin::log::{Host, Level};
+                use $v::weir::plugin::log::Level as Old;
+                let level = match level {
+                    Old::Debug => Level::Debug,
+                    Old::Info => Level::Info,
+                    Old::Warn => Level::Warn,
+                    Old::Error => Level::Error,
+                };
+                Host::write(self, level, message)
+            }
+        }
+        impl $v::weir::plugin::config::Host for State {
+            fn get_json(&mut self) -> String {
+                super::bindings::v3::weir::plugin::config::Host::get_json(self)
+            }
+        }
+        impl $v::weir::plugin::trace::Host for State {
+            fn set_attribute(&mut self, key: String, value: String) {
+                super::bindings::v3::weir::plugin::trace::Host::set_attribute(self, key, value)
+            }
+            fn add_event(&mut self, name: String) {
+                super::bindings::v3::weir::plugin::trace::Host::add_event(self, name)
+            }
+        }
+        impl $v::weir::plugin::clock::Host for State {
+            fn now_unix_ms(&mut self) -> u64 {
+                super::bindings::v3::weir::plugin::clock::Host::now_unix_ms(self)
+            }
+            fn monotonic_ns(&mut self) -> u64 {
+                super::bindings::v3::weir::plugin::clock::Host::monotonic_ns(self)
+            }
+        }
+    };
+}
+use unchanged_capabilities;
+
 mod v0_1;
 mod v0_2;
 

@@ -1,31 +1,13 @@
 //! `weir:plugin@0.1.0` adapted to the current contract: its imports served by the current capabilities, its types
 //! converted at the call (see the semantics kept, in the parent module's doc).
 
-use super::bindings::{types, v1, v3};
+use super::bindings::{types, v1};
 use crate::api::Family;
 use crate::plugin::host::{RequestSnapshot, State, ttl};
 
 impl v1::types::Host for State {}
 
-impl v1::weir::plugin::log::Host for State {
-    fn write(&mut self, level: v1::weir::plugin::log::Level, message: String) {
-        use v1::weir::plugin::log::Level as L1;
-        use v3::weir::plugin::log::Level as L3;
-        let level = match level {
-            L1::Debug => L3::Debug,
-            L1::Info => L3::Info,
-            L1::Warn => L3::Warn,
-            L1::Error => L3::Error,
-        };
-        v3::weir::plugin::log::Host::write(self, level, message)
-    }
-}
-
-impl v1::weir::plugin::config::Host for State {
-    fn get_json(&mut self) -> String {
-        v3::weir::plugin::config::Host::get_json(self)
-    }
-}
+super::unchanged_capabilities!(v1);
 
 impl v1::weir::plugin::kv::Host for State {
     // 0.1.0's kv cannot fail and is synchronous: a failure reads as "not set" / 0, as a 0.1.0 plugin expects of
@@ -41,24 +23,6 @@ impl v1::weir::plugin::kv::Host for State {
     }
     fn delete(&mut self, key: String) {
         let _ = self.plugin.kv.delete_now(&self.key(&key));
-    }
-}
-
-impl v1::weir::plugin::trace::Host for State {
-    fn set_attribute(&mut self, key: String, value: String) {
-        v3::weir::plugin::trace::Host::set_attribute(self, key, value)
-    }
-    fn add_event(&mut self, name: String) {
-        v3::weir::plugin::trace::Host::add_event(self, name)
-    }
-}
-
-impl v1::weir::plugin::clock::Host for State {
-    fn now_unix_ms(&mut self) -> u64 {
-        v3::weir::plugin::clock::Host::now_unix_ms(self)
-    }
-    fn monotonic_ns(&mut self) -> u64 {
-        v3::weir::plugin::clock::Host::monotonic_ns(self)
     }
 }
 

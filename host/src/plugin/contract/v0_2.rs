@@ -11,6 +11,8 @@ use v2::types as old;
 
 impl v2::types::Host for State {}
 
+super::unchanged_capabilities!(v2);
+
 impl v2::types::HostRequest for State {
     fn id(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<String> {
         types::HostRequest::id(self, r)
@@ -60,26 +62,6 @@ impl v2::types::HostRequest for State {
     }
 }
 
-impl v2::weir::plugin::log::Host for State {
-    fn write(&mut self, level: v2::weir::plugin::log::Level, message: String) {
-        use v2::weir::plugin::log::Level as L2;
-        use v3::weir::plugin::log::Level as L3;
-        let level = match level {
-            L2::Debug => L3::Debug,
-            L2::Info => L3::Info,
-            L2::Warn => L3::Warn,
-            L2::Error => L3::Error,
-        };
-        v3::weir::plugin::log::Host::write(self, level, message)
-    }
-}
-
-impl v2::weir::plugin::config::Host for State {
-    fn get_json(&mut self) -> String {
-        v3::weir::plugin::config::Host::get_json(self)
-    }
-}
-
 fn kv_error(e: types::KvError) -> old::KvError {
     match e {
         types::KvError::Unavailable(m) => old::KvError::Unavailable(m),
@@ -100,24 +82,6 @@ impl v2::weir::plugin::kv::Host for State {
     }
     async fn delete(&mut self, key: String) -> Result<(), old::KvError> {
         v3::weir::plugin::kv::Host::delete(self, key).await.map_err(kv_error)
-    }
-}
-
-impl v2::weir::plugin::trace::Host for State {
-    fn set_attribute(&mut self, key: String, value: String) {
-        v3::weir::plugin::trace::Host::set_attribute(self, key, value)
-    }
-    fn add_event(&mut self, name: String) {
-        v3::weir::plugin::trace::Host::add_event(self, name)
-    }
-}
-
-impl v2::weir::plugin::clock::Host for State {
-    fn now_unix_ms(&mut self) -> u64 {
-        v3::weir::plugin::clock::Host::now_unix_ms(self)
-    }
-    fn monotonic_ns(&mut self) -> u64 {
-        v3::weir::plugin::clock::Host::monotonic_ns(self)
     }
 }
 
