@@ -12,7 +12,9 @@
 //! `max_requests` served, `memory` (its largest linear memory), and `idle` (checked when an instance is taken or put
 //! back, and swept after every request the gateway completes, so a plugin that stops being used frees its instances). At most `instances` idle instances are kept per plugin, all
 //! tenants together; the least recently used goes first, so one tenant's burst cannot keep others' instances
-//! forever, and a pool never holds more than its share of the engine's instance slots.
+//! forever. Idle instances and the reserves of fresh ones share one budget of the engine's instance slots (a quarter of
+//! `plugin_runtime.max_instances`, [`super::engine::PluginEngine::reserve`]): an instance that finds no place there is
+//! dropped rather than kept, so instances kept between requests never take the slots requests need.
 //!
 //! Instances are dropped outside the pool's lock (dropping one resets its slot in the pooling allocator).
 
@@ -23,6 +25,7 @@ use std::time::Instant;
 use crate::config::{Isolation, ReuseLimits};
 use crate::sync::Locked;
 
+use super::engine::PluginEngine;
 use super::instance::Live;
 use super::types::Principal;
 
@@ -65,6 +68,7 @@ struct Idle {
 
 /// One plugin version's idle instances.
 pub struct Pool {
+    engine: Arc<PluginEngine>,
     limits: ReuseLimits,
     /// Largest linear memory a returning instance may have grown to.
     memory: usize,
@@ -80,12 +84,20 @@ pub enum Retired {
     TenantChanged,
     MaxRequests,
     Memory,
+    /// The engine's budget of kept instances is spent (reserves and other pools hold it).
+    NoRoom,
 }
 
 impl Pool {
-    pub fn new(limits: ReuseLimits, memory_cap: usize) -> Pool {
+    pub fn new(engine: Arc<PluginEngine>, limits: ReuseLimits, memory_cap: usize) -> Pool {
         let memory = limits.memory.unwrap_or(memory_cap / 4 * 3);
-        Pool { limits, memory, idle: Mutex::new(VecDeque::new()) }
+        Pool { engine, limits, memory, idle: Mutex::new(VecDeque::new()) }
+    }
+
+    /// Drops `instances` that left the pool other than to a request, giving their places back.
+    fn drop_all(&self, instances: VecDeque<Idle>) {
+        self.engine.unreserve(instances.len());
+        drop(instances);
     }
 
     /// An idle instance `owner` may have (never for [`Owner::Nobody`]), the most recently used first; instances
@@ -101,8 +113,10 @@ impl Pool {
             let found = idle.iter().rposition(|i| i.owner == *owner).and_then(|at| idle.remove(at));
             (found, expired)
         };
-        drop(expired);
-        found.map(|i| i.live)
+        self.drop_all(expired);
+        let found = found?;
+        self.engine.unreserve(1);
+        Some(found.live)
     }
 
     /// Puts back an instance after its request, if it may serve another: see the module doc. `tenant` is the
@@ -111,6 +125,9 @@ impl Pool {
         let verdict = self.verdict(&live, tenant);
         if verdict != Retired::Kept {
             return verdict;
+        }
+        if !self.engine.reserve() {
+            return Retired::NoRoom;
         }
         live.ready_for_reuse();
         let now = Instant::now();
@@ -124,7 +141,7 @@ impl Pool {
             }
             dropped
         };
-        drop(dropped);
+        self.drop_all(dropped);
         Retired::Kept
     }
 
@@ -159,7 +176,7 @@ impl Pool {
             }
             self.expire(&mut idle, now)
         };
-        drop(expired);
+        self.drop_all(expired);
     }
 
     /// Idle instances now (for `/admin/plugins`).
@@ -183,6 +200,14 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    /// A retired version's idle instances give their places back.
+    fn drop(&mut self) {
+        let n = self.idle.get_mut().map_or(0, |i| i.len());
+        self.engine.unreserve(n);
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {
@@ -195,9 +220,16 @@ mod tests {
         Principal { id: id.into(), team: team.map(Into::into) }
     }
 
+    fn plugin() -> Arc<super::super::registry::LoadedPlugin> {
+        testing::load("pool", "misbehave", PluginSettings::default())
+    }
+
+    fn pool(limits: ReuseLimits) -> Pool {
+        Pool::new(plugin().engine.clone(), limits, 32 << 20)
+    }
+
     async fn live(owner: Owner) -> Live {
-        let p = testing::load("pool", "misbehave", PluginSettings::default());
-        let mut live = super::super::instance::fresh(&p, 0).await.unwrap();
+        let mut live = super::super::instance::fresh(&plugin(), 0).await.unwrap();
         live.owner = owner;
         live.requests = 1;
         live
@@ -217,7 +249,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_instance_goes_back_only_to_its_own_tenant() {
-        let pool = Pool::new(ReuseLimits::default(), 32 << 20);
+        let pool = pool(ReuseLimits::default());
         let (a, b) = (principal("a", None), principal("b", None));
         let owner_a = Owner::for_request(Isolation::Tenant, Some(&a));
         assert_eq!(pool.put(live(owner_a.clone()).await, Some(&a)), Retired::Kept);
@@ -236,7 +268,7 @@ mod tests {
     #[tokio::test]
     async fn instances_retire_after_max_requests_memory_and_idle_time() {
         let limits = ReuseLimits { max_requests: 3, idle: Duration::from_millis(50), ..ReuseLimits::default() };
-        let pool = Pool::new(limits, 32 << 20);
+        let pool = pool(limits);
         let mut l = live(Owner::Anyone).await;
         l.requests = 3;
         assert_eq!(pool.put(l, None), Retired::MaxRequests);
@@ -258,7 +290,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_least_recently_used_goes_first_when_the_pool_is_full() {
-        let pool = Pool::new(ReuseLimits { instances: 2, ..ReuseLimits::default() }, 32 << 20);
+        let pool = pool(ReuseLimits { instances: 2, ..ReuseLimits::default() });
         for t in ["a", "b", "c"] {
             let l = live(Owner::Tenant(format!("id:{t}").into())).await;
             assert_eq!(pool.put(l, Some(&principal(t, None))), Retired::Kept);
@@ -266,5 +298,22 @@ mod tests {
         assert_eq!((pool.idle(), pool.tenants()), (2, 2));
         assert!(pool.take(&Owner::Tenant("id:a".into())).is_none(), "a was the oldest");
         assert!(pool.take(&Owner::Tenant("id:c".into())).is_some());
+    }
+
+    #[tokio::test]
+    async fn idle_instances_share_the_engines_budget_of_kept_instances() {
+        // A pool of max_instances 8 keeps at most a quarter of it (2) off requests, reserves and idle together.
+        let rt = crate::config::PluginRuntime { max_instances: 8, ..Default::default() };
+        let engine = PluginEngine::new(&rt).unwrap();
+        let pool = Pool::new(engine.clone(), ReuseLimits::default(), 32 << 20);
+        assert!(engine.reserve(), "one place taken by a reserve");
+        assert_eq!(pool.put(live(Owner::Anyone).await, None), Retired::Kept);
+        assert_eq!(pool.put(live(Owner::Anyone).await, None), Retired::NoRoom);
+        assert!(!engine.reserve_room());
+        assert!(pool.take(&Owner::Anyone).is_some());
+        assert!(engine.reserve_room(), "a taken instance gives its place back");
+        assert_eq!(pool.put(live(Owner::Anyone).await, None), Retired::Kept);
+        drop(pool);
+        assert!(engine.reserve() && !engine.reserve_room(), "a dropped pool gives its places back");
     }
 }

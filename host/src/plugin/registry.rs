@@ -518,7 +518,7 @@ fn load_one(
         };
         return Err(LoadError::Isolation { asked: isolation.as_str(), declared: declared.as_str(), version, hint });
     }
-    let pool = Pool::new(settings.reuse, settings.memory);
+    let pool = Pool::new(engine.clone(), settings.reuse, settings.memory);
     let (mut pre, mut preinitialized, mut preinit_error) = (compiled.pre, false, None);
     if settings.pre_initialize && pre.has_init() && bytes.len() <= PREINIT_MAX_BYTES {
         match on_own_runtime(engine.preinitialize(
