@@ -299,8 +299,7 @@ def test_hooks_start_with_a_fresh_deadline(pg, poai):
 def test_reserves_of_fresh_instances_never_take_the_slots_requests_need(session_tmp, mock):
     """The smallest pool (max_instances = 8) and four plugins: every request needs 4 instances. The plugins' reserves
     of fresh instances (made after each request) and their idle reused instances (allowlist runs `shared`, as it
-    declares) may hold at most a quarter of the pool together, so request after request still finds the 4 it needs,
-    8 at a time too."""
+    declares) may hold at most a quarter of the pool together, so request after request still finds the 4 it needs."""
     plugins = "".join(
         ALLOWLIST_PLUGIN.replace('name = "allowlist"', f'name = "allow{i}"').replace("order = 10", f"order = {i}")
         for i in range(4))
@@ -312,10 +311,6 @@ def test_reserves_of_fresh_instances_never_take_the_slots_requests_need(session_
             assert raw.http_response.status_code == 200
             rid = raw.headers["x-request-id"]
             g.record(rid)  # logged after the completion phase (the refill follows it)
-        # Two at a time need all 8 slots: only if nothing is kept beyond the budget do they always find them.
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            statuses = list(pool.map(lambda _: chat(client).http_response.status_code, range(40)))
-        assert statuses == [200] * 40
         assert all(p["failures"] == 0 for p in g.admin()["plugins"]), g.admin()["plugins"]
     finally:
         g.stop()
