@@ -50,7 +50,7 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str, extra_headers: &[
         }
     };
     let (mut plain, mut pre) = (Samples::default(), Samples::default());
-    let mut warm = Vec::new();
+    let mut reused = Vec::new();
     rt.block_on(async {
         for i in 0..iterations + iterations / 10 {
             let keep = i >= iterations / 10;
@@ -82,13 +82,13 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str, extra_headers: &[
             super::host::start_call(&mut store, Hook::OnComplete, Duration::from_millis(100));
             plugin.on_complete(&mut store, &summary).await?;
             if i >= iterations / 10 {
-                warm.push(t0.elapsed());
+                reused.push(t0.elapsed());
             }
         }
         anyhow::Ok(())
     })?;
 
-    print_table(iterations, &mut plain, preinit.is_some().then_some(&mut pre), &mut warm);
+    print_table(iterations, &mut plain, preinit.is_some().then_some(&mut pre), &mut reused);
     Ok(())
 }
 
@@ -159,7 +159,7 @@ fn sample_summary(req: &RequestSnapshot) -> types::Summary {
 }
 
 /// The results: median and p99 of each measure.
-fn print_table(iterations: usize, plain: &mut Samples, pre: Option<&mut Samples>, warm: &mut Vec<Duration>) {
+fn print_table(iterations: usize, plain: &mut Samples, pre: Option<&mut Samples>, reused: &mut Vec<Duration>) {
     println!("{iterations} requests, {CHUNKS_PER_REQUEST} on-chunk calls each (200-byte chat chunks)\n");
     println!("{:<52} {:>10} {:>10}", "measure", "median µs", "p99 µs");
     let mut rows: Vec<(&str, &mut Vec<Duration>)> = vec![
@@ -175,7 +175,7 @@ fn print_table(iterations: usize, plain: &mut Samples, pre: Option<&mut Samples>
         rows.push(("  of which: on-complete", &mut pre.complete));
         rows.push(("  of which: drop (slot reset)", &mut pre.drop));
     }
-    rows.push(("per request, reused instance: on-request + on-complete", warm));
+    rows.push(("per request, reused instance: on-request + on-complete", reused));
     rows.push(("on-chunk call, per event", &mut plain.on_chunk));
     for (name, v) in rows {
         v.sort();

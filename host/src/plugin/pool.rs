@@ -10,11 +10,12 @@
 //! call cut short: [`super::instance::Slot::release`]), when the request still belongs to the tenant the instance
 //! is owned by (a later plugin may have changed the principal), and while it is within its [`ReuseLimits`]:
 //! `max_requests` served, `memory` (its largest linear memory), and `idle` (checked when an instance is taken or put
-//! back, and swept after every request the gateway completes, so a plugin that stops being used frees its instances). At most `instances` idle instances are kept per plugin, all
-//! tenants together; the least recently used goes first, so one tenant's burst cannot keep others' instances
-//! forever. Idle instances and the reserves of fresh ones share one budget of the engine's instance slots (a quarter of
-//! `plugin_runtime.max_instances`, [`super::engine::PluginEngine::reserve`]): an instance that finds no place there is
-//! dropped rather than kept, so instances kept between requests never take the slots requests need.
+//! back, and swept after every request the gateway completes, so a plugin that stops being used frees its
+//! instances). At most `instances` idle instances are kept per plugin, all tenants together; the least recently used
+//! goes first, so one tenant's burst cannot keep others' instances forever. Idle instances and the reserves of fresh
+//! ones share one budget of the engine's instance slots (a quarter of `plugin_runtime.max_instances`,
+//! [`super::engine::PluginEngine::reserve`]): an instance that finds no place there is dropped rather than kept, so
+//! instances kept between requests never take the slots requests need.
 //!
 //! Instances are dropped outside the pool's lock (dropping one resets its slot in the pooling allocator).
 
@@ -76,7 +77,7 @@ pub struct Pool {
     idle: Mutex<VecDeque<Idle>>,
 }
 
-/// Why an instance was not kept, for tests and counters.
+/// What [`Pool::put`] did with an instance: kept it, or why not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retired {
     Kept,
