@@ -22,6 +22,10 @@ POLYGLOT := target/guests/conformance-python.wasm target/guests/conformance-js.w
             target/guests/conformance-python-0.2.wasm target/guests/guard.wasm target/guests/tier-router.wasm
 
 ## Build (release) and start the gateway with the example config and the built-in mock upstream.
+# The built-in mock's test cloud credentials, for examples/cloud.toml (they grant nothing anywhere else).
+run: export WEIR_DEMO_AWS_ACCESS_KEY_ID ?= AKIAWEIRMOCKEXAMPLE1
+run: export WEIR_DEMO_AWS_SECRET_ACCESS_KEY ?= weirMockSecretKey/DoNotUse+EXAMPLEKEY00000
+run: export WEIR_DEMO_AZURE_KEY ?= weir-mock-azure-key
 run: build plugins
 	./target/release/weir serve --config $(WEIR_CONFIG)
 

@@ -376,6 +376,8 @@ pub struct Upstream {
     pub weight: u32,
     /// Extra static headers sent to this upstream.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// What a cloud provider needs beyond the base URL (region, project, credentials); `Direct` for the others.
+    pub cloud: Cloud,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -384,16 +386,80 @@ pub enum UpstreamKind {
     Openai,
     Anthropic,
     OpenaiCompatible,
+    /// Azure OpenAI: the OpenAI dialect on deployment paths, `api-key` auth.
+    AzureOpenai,
+    /// Anthropic models on AWS Bedrock (InvokeModel), SigV4-signed, streams in AWS event-stream framing.
+    Bedrock,
+    /// Anthropic models on Google Vertex AI (rawPredict), OAuth bearer tokens from a service account.
+    Vertex,
 }
 
 impl UpstreamKind {
     /// The API family this upstream speaks.
     pub fn family(self) -> Family {
         match self {
-            UpstreamKind::Openai | UpstreamKind::OpenaiCompatible => Family::OpenAi,
-            UpstreamKind::Anthropic => Family::Anthropic,
+            UpstreamKind::Openai | UpstreamKind::OpenaiCompatible | UpstreamKind::AzureOpenai => Family::OpenAi,
+            UpstreamKind::Anthropic | UpstreamKind::Bedrock | UpstreamKind::Vertex => Family::Anthropic,
         }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamKind::Openai => "openai",
+            UpstreamKind::Anthropic => "anthropic",
+            UpstreamKind::OpenaiCompatible => "openai-compatible",
+            UpstreamKind::AzureOpenai => "azure-openai",
+            UpstreamKind::Bedrock => "bedrock",
+            UpstreamKind::Vertex => "vertex",
+        }
+    }
+}
+
+impl Upstream {
+    /// The environment variables this upstream's credentials need (an optional session token is not listed).
+    pub fn credential_envs(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.api_key_env.as_deref().into_iter().collect();
+        match &self.cloud {
+            Cloud::Bedrock { credentials: AwsCredentials::Keys { access_key_env, secret_key_env, .. }, .. } => {
+                v.extend([access_key_env.as_str(), secret_key_env.as_str()]);
+            }
+            Cloud::Vertex { credentials: GoogleCredentials::Env(e), .. } => v.push(e),
+            _ => {}
+        }
+        v
+    }
+}
+
+/// A cloud upstream's settings, checked. Credentials are named (environment variables, files), never inline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cloud {
+    /// `openai`, `anthropic`, `openai-compatible`: the base URL and `api_key_env` say it all.
+    Direct,
+    /// `azure-openai`: with `api_version`, the classic deployment paths
+    /// (`/openai/deployments/{model}/…?api-version=`); without, the v1 API (`/openai/v1/…`, the deployment in
+    /// `model`). The key (`api_key_env`) is sent as `api-key`.
+    Azure { api_version: Option<String> },
+    /// `bedrock`: SigV4 in `region`, or a Bedrock API key (`api_key_env`, sent as a bearer token).
+    Bedrock { region: String, anthropic_version: String, credentials: AwsCredentials },
+    /// `vertex`: a service-account or application-default-credentials JSON file.
+    Vertex { project: String, region: String, anthropic_version: String, credentials: GoogleCredentials },
+}
+
+/// Where an AWS upstream's credentials are.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AwsCredentials {
+    /// Access key id, secret key and optional session token, each from the environment variable named.
+    Keys { access_key_env: String, secret_key_env: String, session_token_env: Option<String> },
+    /// A Bedrock API key (`AWS_BEARER_TOKEN_BEDROCK`), from the environment variable named by `api_key_env`.
+    Bearer,
+}
+
+/// Where a Google upstream's credentials file is: a path in the config, or the environment variable naming one
+/// (`GOOGLE_APPLICATION_CREDENTIALS` by default, as Google's libraries do).
+#[derive(Debug, Clone, PartialEq)]
+pub enum GoogleCredentials {
+    File(PathBuf),
+    Env(String),
 }
 
 /// One upstream a model may be served by.
@@ -705,7 +771,8 @@ struct RawMock {
 struct RawUpstream {
     id: Spanned<String>,
     kind: UpstreamKind,
-    base_url: Spanned<String>,
+    #[serde(default)]
+    base_url: Option<Spanned<String>>,
     #[serde(default)]
     api_key_env: Option<Spanned<String>>,
     #[serde(default)]
@@ -714,6 +781,25 @@ struct RawUpstream {
     weight: u32,
     #[serde(default)]
     headers: BTreeMap<String, Spanned<String>>,
+    // Cloud upstreams (checked per kind in `cloud`).
+    #[serde(default)]
+    region: Option<Spanned<String>>,
+    #[serde(default)]
+    project: Option<Spanned<String>>,
+    #[serde(default)]
+    api_version: Option<Spanned<String>>,
+    #[serde(default)]
+    anthropic_version: Option<Spanned<String>>,
+    #[serde(default)]
+    access_key_env: Option<Spanned<String>>,
+    #[serde(default)]
+    secret_key_env: Option<Spanned<String>>,
+    #[serde(default)]
+    session_token_env: Option<Spanned<String>>,
+    #[serde(default)]
+    credentials_file: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    credentials_env: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -786,11 +872,11 @@ impl Config {
 
         let forward_headers = forward_headers(&raw.forward_headers, at)?;
 
-        let (upstreams, by_id) = upstreams(&raw.upstreams, at)?;
+        let base = at.file.parent().unwrap_or(Path::new("."));
+        let (upstreams, by_id) = upstreams(&raw.upstreams, base, at)?;
 
         let routes = routes(&raw.routes, &upstreams, &by_id, at)?;
 
-        let base = at.file.parent().unwrap_or(Path::new("."));
         let plugins = plugins(&raw.plugins, &raw.plugin_runtime, base, at)?;
 
         if !(1..=128).contains(&raw.limits.max_json_depth) {
@@ -841,11 +927,12 @@ impl Config {
         &self.upstreams[idx.0]
     }
 
-    /// Environment variables named by `api_key_env` that are not set.
+    /// Environment variables named for credentials (`api_key_env`, the AWS keys, the Google credentials path) that
+    /// are not set.
     pub fn missing_key_envs(&self) -> Vec<(&str, &str)> {
         self.upstreams
             .iter()
-            .filter_map(|u| u.api_key_env.as_deref().map(|e| (u.id.as_str(), e)))
+            .flat_map(|u| u.credential_envs().into_iter().map(|e| (u.id.as_str(), e)))
             .filter(|(_, e)| std::env::var_os(e).is_none())
             .collect()
     }
@@ -907,6 +994,7 @@ fn forward_headers(raw: &[Spanned<String>], at: &Positions) -> Result<Vec<String
 /// The `[[upstreams]]`, checked, and their index by id.
 fn upstreams(
     raw: &[RawUpstream],
+    base: &Path,
     at: &Positions,
 ) -> Result<(Vec<Upstream>, HashMap<String, UpstreamIdx>), ConfigError> {
     let mut upstreams = Vec::new();
@@ -920,18 +1008,37 @@ fn upstreams(
         if by_id.insert(id.clone(), UpstreamIdx(i)).is_some() {
             return Err(at.invalid(&u.id, &key("id"), &format!("duplicate upstream id `{id}`")));
         }
-        let base_url =
-            validate_base_url(u.base_url.get_ref()).map_err(|m| at.invalid(&u.base_url, &key("base_url"), &m))?;
-        if let Some(env) = &u.api_key_env {
-            let name = env.get_ref();
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(at.invalid(
-                    env,
-                    &key("api_key_env"),
-                    "must be the *name* of an environment variable (the key itself never goes in the config)",
-                ));
+        for (env, k) in [
+            (&u.api_key_env, "api_key_env"),
+            (&u.access_key_env, "access_key_env"),
+            (&u.secret_key_env, "secret_key_env"),
+            (&u.session_token_env, "session_token_env"),
+            (&u.credentials_env, "credentials_env"),
+        ] {
+            if let Some(env) = env {
+                let name = env.get_ref();
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(at.invalid(
+                        env,
+                        &key(k),
+                        "must be the *name* of an environment variable (the secret itself never goes in the config)",
+                    ));
+                }
             }
         }
+        let cloud = cloud(u, base, at, &key)?;
+        let base_url = match (&u.base_url, &cloud) {
+            (Some(b), _) => validate_base_url(b.get_ref()).map_err(|m| at.invalid(b, &key("base_url"), &m))?,
+            (None, Cloud::Bedrock { region, .. }) => format!("https://bedrock-runtime.{region}.amazonaws.com"),
+            (None, Cloud::Vertex { region, .. }) => match region.as_str() {
+                "global" => "https://aiplatform.googleapis.com".to_string(),
+                r @ ("us" | "eu") => format!("https://aiplatform.{r}.rep.googleapis.com"),
+                r => format!("https://{r}-aiplatform.googleapis.com"),
+            },
+            (None, _) => {
+                return Err(at.invalid(&u.id, &format!("upstreams[{i}]"), "needs a `base_url`"));
+            }
+        };
         let mut headers = Vec::new();
         for (name, value) in &u.headers {
             let hn = HeaderName::from_bytes(name.as_bytes())
@@ -955,9 +1062,122 @@ fn upstreams(
             models: u.models.clone(),
             weight: u.weight,
             headers,
+            cloud,
         });
     }
     Ok((upstreams, by_id))
+}
+
+/// A cloud upstream's own keys, checked for its kind; keys of another kind are refused by name.
+fn cloud(u: &RawUpstream, base: &Path, at: &Positions, key: &dyn Fn(&str) -> String) -> Result<Cloud, ConfigError> {
+    let kind = u.kind;
+    let name = kind.as_str();
+    let allowed: &[&str] = match kind {
+        UpstreamKind::Openai | UpstreamKind::Anthropic | UpstreamKind::OpenaiCompatible => &[],
+        UpstreamKind::AzureOpenai => &["api_version"],
+        UpstreamKind::Bedrock => {
+            &["region", "anthropic_version", "access_key_env", "secret_key_env", "session_token_env"]
+        }
+        UpstreamKind::Vertex => &["region", "project", "anthropic_version", "credentials_file", "credentials_env"],
+    };
+    let given: [(&str, Option<&Spanned<String>>); 8] = [
+        ("region", u.region.as_ref()),
+        ("project", u.project.as_ref()),
+        ("api_version", u.api_version.as_ref()),
+        ("anthropic_version", u.anthropic_version.as_ref()),
+        ("access_key_env", u.access_key_env.as_ref()),
+        ("secret_key_env", u.secret_key_env.as_ref()),
+        ("session_token_env", u.session_token_env.as_ref()),
+        ("credentials_env", u.credentials_env.as_ref()),
+    ];
+    for (k, v) in given {
+        if let Some(v) = v
+            && !allowed.contains(&k)
+        {
+            return Err(at.invalid(v, &key(k), &format!("is not a setting of a `{name}` upstream")));
+        }
+    }
+    if let Some(f) = &u.credentials_file
+        && kind != UpstreamKind::Vertex
+    {
+        return Err(at.invalid(f, &key("credentials_file"), &format!("is not a setting of a `{name}` upstream")));
+    }
+    // Region and project names go into host names and paths: letters, digits and `-` only.
+    let word = |v: &Option<Spanned<String>>, k: &str| -> Result<String, ConfigError> {
+        let Some(v) = v else {
+            return Err(at.invalid(&u.id, &key(k), &format!("a `{name}` upstream needs `{k}`")));
+        };
+        let s = v.get_ref();
+        if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(at.invalid(v, &key(k), "use letters, digits and `-`"));
+        }
+        Ok(s.clone())
+    };
+    let version = |default: &str| -> Result<String, ConfigError> {
+        match &u.anthropic_version {
+            None => Ok(default.to_string()),
+            Some(v) if HeaderValue::from_str(v.get_ref()).is_ok() && !v.get_ref().is_empty() => Ok(v.get_ref().clone()),
+            Some(v) => Err(at.invalid(v, &key("anthropic_version"), "not a version string")),
+        }
+    };
+    let env = |v: &Option<Spanned<String>>| v.as_ref().map(|s| s.get_ref().clone());
+    Ok(match kind {
+        UpstreamKind::Openai | UpstreamKind::Anthropic | UpstreamKind::OpenaiCompatible => Cloud::Direct,
+        UpstreamKind::AzureOpenai => {
+            if let Some(v) = &u.api_version {
+                let s = v.get_ref();
+                if s.is_empty() || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
+                    return Err(at.invalid(v, &key("api_version"), "expected a version like `2024-10-21`"));
+                }
+            }
+            Cloud::Azure { api_version: env(&u.api_version) }
+        }
+        UpstreamKind::Bedrock => {
+            let credentials = match (&u.api_key_env, &u.access_key_env, &u.secret_key_env) {
+                (Some(k), Some(_), _) | (Some(k), _, Some(_)) => {
+                    return Err(at.invalid(
+                        k,
+                        &key("api_key_env"),
+                        "a Bedrock API key (api_key_env) and access keys (access_key_env, secret_key_env) \
+                         exclude each other",
+                    ));
+                }
+                (Some(_), None, None) => AwsCredentials::Bearer,
+                (None, a, s) => AwsCredentials::Keys {
+                    access_key_env: env(a).unwrap_or_else(|| "AWS_ACCESS_KEY_ID".into()),
+                    secret_key_env: env(s).unwrap_or_else(|| "AWS_SECRET_ACCESS_KEY".into()),
+                    session_token_env: env(&u.session_token_env),
+                },
+            };
+            Cloud::Bedrock {
+                region: word(&u.region, "region")?,
+                anthropic_version: version("bedrock-2023-05-31")?,
+                credentials,
+            }
+        }
+        UpstreamKind::Vertex => {
+            if let Some(k) = &u.api_key_env {
+                return Err(at.invalid(
+                    k,
+                    &key("api_key_env"),
+                    "a `vertex` upstream authenticates with credentials_file or credentials_env",
+                ));
+            }
+            let credentials = match (&u.credentials_file, &u.credentials_env) {
+                (Some(f), Some(_)) => {
+                    return Err(at.invalid(f, &key("credentials_file"), "give credentials_file or credentials_env"));
+                }
+                (Some(f), None) => GoogleCredentials::File(base.join(f.get_ref())),
+                (None, e) => GoogleCredentials::Env(env(e).unwrap_or_else(|| "GOOGLE_APPLICATION_CREDENTIALS".into())),
+            };
+            Cloud::Vertex {
+                project: word(&u.project, "project")?,
+                region: word(&u.region, "region")?,
+                anthropic_version: version("vertex-2023-10-16")?,
+                credentials,
+            }
+        }
+    })
 }
 
 /// Every model's candidates: implicit routes (each model an upstream lists, served by all upstreams listing it, as

@@ -66,6 +66,8 @@ pub enum ErrorKind {
     UpstreamTimeout,
     /// The upstream rejected the gateway's own credentials: an operator problem, not the client's.
     UpstreamAuth,
+    /// The gateway could not obtain credentials for the upstream (a token endpoint refused or is unreachable).
+    UpstreamCredentials,
     /// A fail-closed plugin failed (trapped, timed out, ran out of memory, returned an error) or is quarantined.
     PluginFailed,
     /// A plugin refused the request; the status is the plugin's.
@@ -87,7 +89,7 @@ impl ErrorKind {
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::PluginFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorKind::Rejected => StatusCode::FORBIDDEN,
-            ErrorKind::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::ShuttingDown | ErrorKind::UpstreamCredentials => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -100,7 +102,10 @@ impl ErrorKind {
             | ErrorKind::PayloadTooLarge
             | ErrorKind::RequestTimeout => Source::Client,
             ErrorKind::RateLimited | ErrorKind::UpstreamFailed | ErrorKind::UpstreamTimeout => Source::Upstream,
-            ErrorKind::UpstreamAuth | ErrorKind::PluginFailed | ErrorKind::ShuttingDown => Source::Gateway,
+            ErrorKind::UpstreamAuth
+            | ErrorKind::UpstreamCredentials
+            | ErrorKind::PluginFailed
+            | ErrorKind::ShuttingDown => Source::Gateway,
             ErrorKind::Rejected => Source::Client,
         }
     }
@@ -118,6 +123,7 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed => ("upstream_error", "upstream_failed"),
             ErrorKind::UpstreamTimeout => ("upstream_error", "upstream_timeout"),
             ErrorKind::UpstreamAuth => ("server_error", "upstream_auth_failed"),
+            ErrorKind::UpstreamCredentials => ("server_error", "upstream_credentials_unavailable"),
             ErrorKind::PluginFailed => ("server_error", "plugin_failed"),
             ErrorKind::Rejected => ("invalid_request_error", "rejected"),
             ErrorKind::ShuttingDown => ("server_error", "shutting_down"),
@@ -135,6 +141,7 @@ impl ErrorKind {
             ErrorKind::UpstreamFailed
             | ErrorKind::UpstreamTimeout
             | ErrorKind::UpstreamAuth
+            | ErrorKind::UpstreamCredentials
             | ErrorKind::PluginFailed
             | ErrorKind::ShuttingDown => "api_error",
             ErrorKind::Rejected => "permission_error",

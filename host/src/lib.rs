@@ -17,6 +17,7 @@ pub mod ingress;
 pub mod mock;
 pub mod pipeline;
 pub mod plugin;
+pub mod provider;
 pub mod record;
 pub mod server;
 pub mod sse;

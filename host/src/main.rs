@@ -291,6 +291,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         listener.local_addr()?
     );
+    for (id, how) in app.upstreams.describe() {
+        tracing::info!("upstream `{id}`: {how}");
+    }
 
     if let Some(addr) = app.config.admin_listen {
         let admin = tokio::net::TcpListener::bind(addr)

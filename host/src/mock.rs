@@ -51,7 +51,10 @@ use serde_json::{Value, json};
 
 use crate::api::{Endpoint, Family};
 
+mod cloud;
 mod tools;
+
+pub use cloud::{AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AZURE_API_KEY, BEDROCK_API_KEY};
 
 /// The deterministic answer text, one entry per content delta.
 pub const WORDS: &[&str] =
@@ -64,6 +67,7 @@ pub struct Mock {
     api_key: Option<String>,
     cache: Mutex<HashMap<String, Arc<Vec<Bytes>>>>,
     tags: Mutex<HashMap<String, Vec<Record>>>,
+    cloud: cloud::CloudState,
 }
 
 /// What the mock saw of one tagged request.
@@ -95,11 +99,16 @@ fn unix_ms() -> f64 {
 }
 
 pub fn router(api_key: Option<String>) -> Router {
-    let mock = Arc::new(Mock { api_key, cache: Mutex::new(HashMap::new()), tags: Mutex::new(HashMap::new()) });
+    let mock = Arc::new(Mock {
+        api_key,
+        cache: Mutex::new(HashMap::new()),
+        tags: Mutex::new(HashMap::new()),
+        cloud: cloud::CloudState::default(),
+    });
     let ep = |e: Endpoint| {
         post(move |State(m): State<Arc<Mock>>, h: HeaderMap, b: Bytes| async move { handle(m, e, h, b).await })
     };
-    Router::new()
+    cloud::routes(Router::new())
         .route("/v1/chat/completions", ep(Endpoint::ChatCompletions))
         .route("/v1/responses", ep(Endpoint::Responses))
         .route("/v1/embeddings", ep(Endpoint::Embeddings))

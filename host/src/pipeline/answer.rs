@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
-use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderValue, header};
 
@@ -30,6 +29,7 @@ use crate::plugin::{Chain, ChunkVerdict};
 use crate::record::{Outcome, RequestRecord};
 use crate::sse::{SseEvent, SseParser};
 use crate::upstream::retry;
+use crate::provider::StreamError;
 use crate::upstream::{Answer, AnswerBody};
 use crate::usage::{UsageTap, Verdict};
 
@@ -173,7 +173,7 @@ struct StreamState {
 pub(super) struct AnswerStream {
     /// The client's dialect (chosen once: every event is read and every text sent in it).
     dialect: &'static dyn dialect::Dialect,
-    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    upstream: crate::provider::ByteStream,
     parser: SseParser,
     idle: Duration,
     /// The stream's own working state while it runs: the usage tap and the request's plugins. Both go back into
@@ -195,7 +195,7 @@ pub(super) struct AnswerStream {
 impl AnswerStream {
     pub(super) fn new(
         endpoint: Endpoint,
-        upstream: reqwest::Response,
+        upstream: crate::provider::ByteStream,
         tap: UsageTap,
         idle: Duration,
         rec: RequestRecord,
@@ -207,7 +207,7 @@ impl AnswerStream {
             tap: Some(tap),
             chain,
             dialect: dialect::of(endpoint),
-            upstream: Box::pin(upstream.bytes_stream()),
+            upstream,
             parser: SseParser::new(),
             idle,
             rec: Some(rec),
@@ -252,10 +252,11 @@ impl AnswerStream {
             };
             match next {
                 Ok(Some(Ok(chunk))) => self.parser.push(&chunk),
-                Ok(Some(Err(e))) => self.fail(ApiError::new(
+                Ok(Some(Err(StreamError::Transport(e)))) => self.fail(ApiError::new(
                     ErrorKind::UpstreamFailed,
                     format!("the upstream connection broke mid-stream: {}", retry::describe_error(&e)),
                 )),
+                Ok(Some(Err(StreamError::Provider(e)))) => self.fail(e),
                 Ok(None) => {
                     // A last event without its final blank line is complete; one cut inside a line is dropped
                     // (never forwarded), so the error event below starts on an event boundary.

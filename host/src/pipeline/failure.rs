@@ -53,8 +53,11 @@ pub(super) fn failure_response(app: &App, f: Failure, rec: &mut RequestRecord) -
         }
         (FailureClass::Auth(s), _) => Err(ApiError::new(
             ErrorKind::UpstreamAuth,
-            format!("upstream `{id}` rejected the gateway's credentials (HTTP {s}); check its api_key_env"),
+            format!("upstream `{id}` rejected the gateway's credentials (HTTP {s}); check its api_key_env or cloud credentials"),
         )),
+        (FailureClass::Credentials, _) => {
+            Err(ApiError::new(ErrorKind::UpstreamCredentials, format!("upstream `{id}`: {} ({tries})", f.detail)))
+        }
         (FailureClass::Timeout, _) => {
             Err(ApiError::new(ErrorKind::UpstreamTimeout, format!("upstream `{id}`: {} ({tries})", f.detail)))
         }

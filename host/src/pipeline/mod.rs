@@ -82,7 +82,7 @@ enum Forward {
     /// Headers are ready; the body is the upstream's SSE stream, forwarded through the tap (and the plugins).
     Stream {
         resp: Response,
-        upstream: reqwest::Response,
+        upstream: crate::provider::ByteStream,
         tap: UsageTap,
         translator: Option<translate::StreamTranslator>,
     },
@@ -162,6 +162,7 @@ async fn run(
     let body_for = |p: &crate::upstream::Planned| plan.body_for(app, &req, p);
     let attempt = AttemptRequest {
         endpoint,
+        model: &req.model,
         client_headers: headers,
         extra_headers: &effects.headers,
         stream: req.stream,

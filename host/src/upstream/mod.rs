@@ -1,10 +1,12 @@
 //! Upstreams: the HTTP client, one attempt against one upstream, per-upstream health (cooldown), and the order in
-//! which a request's candidates are tried. Retrying lives in [`retry`], and only there.
+//! which a request's candidates are tried. Retrying lives in [`retry`], and only there. What differs between kinds
+//! of upstream (URL, envelope, authentication, stream framing, error shape) is the upstream's
+//! [`Provider`](crate::provider::Provider).
 //!
-//! Safety rules enforced here: URLs come only from the config (`base_url` + the endpoint's fixed path); redirects are
-//! never followed; the client's credentials are never forwarded (the upstream's own key, from the environment
-//! variable the config names, is set instead, marked sensitive); only headers the operator listed in
-//! `forward_headers` pass through.
+//! Safety rules enforced here: URLs come only from the config (the provider builds them from `base_url` and the
+//! config's settings, the model sent being the only request-dependent part); redirects are never followed; the
+//! client's credentials are never forwarded (the upstream's own, from the environment variables or files the config
+//! names, are set instead, marked sensitive); only headers the operator listed in `forward_headers` pass through.
 
 // Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -20,13 +22,10 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
 use crate::api::Endpoint;
-use crate::config::{
-    Candidate, Config, CooldownConfig, Timeouts, TranslationConfig, Upstream, UpstreamIdx, UpstreamKind,
-};
+use crate::config::{Candidate, Config, CooldownConfig, Timeouts, TranslationConfig, Upstream, UpstreamIdx};
+use crate::provider::{ByteStream, Outgoing, Provider, Refused};
 use retry::FailureClass;
 
-/// Anthropic API version sent when the client did not choose one.
-const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 /// Largest upstream error body kept (for pass-through and diagnostics).
 const MAX_ERROR_BODY: usize = 64 << 10;
 /// Largest non-streamed answer accepted from an upstream.
@@ -43,10 +42,7 @@ pub struct Upstreams {
 
 struct Entry {
     cfg: Upstream,
-    /// The credential header for this upstream, already formatted and marked sensitive.
-    auth: Option<(HeaderName, HeaderValue)>,
-    /// `base_url` + each endpoint's path, parsed once (parsing per request showed in profiles).
-    urls: Vec<reqwest::Url>,
+    provider: Box<dyn Provider>,
     health: Health,
 }
 
@@ -61,6 +57,8 @@ pub struct Planned {
 /// What one request asks of an upstream; the same for every attempt except the body's model.
 pub struct AttemptRequest<'a> {
     pub endpoint: Endpoint,
+    /// The model the client asked for (sent unless the candidate renames it).
+    pub model: &'a str,
     pub client_headers: &'a HeaderMap,
     /// Headers set by plugins (already validated: no credentials, no hop-by-hop headers).
     pub extra_headers: &'a [(HeaderName, HeaderValue)],
@@ -86,8 +84,9 @@ pub struct Answer {
 pub enum AnswerBody {
     /// A non-streamed answer, read whole (so a failure while reading it could still be retried).
     Full(Bytes),
-    /// An SSE stream, to be forwarded as it arrives.
-    Stream(reqwest::Response),
+    /// An SSE stream in the upstream's dialect (re-framed by the provider when its wire framing is another), to be
+    /// forwarded as it arrives.
+    Stream(ByteStream),
 }
 
 /// A failed attempt.
@@ -131,29 +130,8 @@ impl Upstreams {
             .build()?;
         let mut entries = Vec::new();
         for u in &config.upstreams {
-            let auth = match &u.api_key_env {
-                None => None,
-                Some(env) => {
-                    let key = key_of(env).ok_or_else(|| {
-                        anyhow::anyhow!("upstream `{}`: environment variable `{env}` (api_key_env) is not set", u.id)
-                    })?;
-                    let (name, value) = match u.kind {
-                        UpstreamKind::Anthropic => (HeaderName::from_static("x-api-key"), key),
-                        _ => (header::AUTHORIZATION, format!("Bearer {key}")),
-                    };
-                    let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                        anyhow::anyhow!("upstream `{}`: the key in `{env}` is not a valid header value", u.id)
-                    })?;
-                    value.set_sensitive(true);
-                    Some((name, value))
-                }
-            };
-            let urls = Endpoint::ALL
-                .iter()
-                .map(|e| reqwest::Url::parse(&format!("{}{}", u.base_url, e.upstream_path())))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|err| anyhow::anyhow!("upstream `{}`: base_url: {err}", u.id))?;
-            entries.push(Entry { cfg: u.clone(), auth, urls, health: Health::default() });
+            let provider = crate::provider::build(u, &client, &key_of)?;
+            entries.push(Entry { cfg: u.clone(), provider, health: Health::default() });
         }
         Ok(Upstreams {
             client,
@@ -169,6 +147,11 @@ impl Upstreams {
         &self.entries[idx.0].cfg
     }
 
+    /// One line per upstream for the start-up log: kind, where, which credentials (never their values).
+    pub fn describe(&self) -> Vec<(String, String)> {
+        self.entries.iter().map(|e| (e.cfg.id.clone(), e.provider.describe())).collect()
+    }
+
     /// The order in which to try `route`'s candidates for a request to `endpoint`: candidates that cannot serve it
     /// are left out (another family, unless translation is on and the endpoint has a translation); upstreams in
     /// cooldown go last; then, with `translation.prefer_same_family`, the client's own family before the other (no
@@ -178,17 +161,21 @@ impl Upstreams {
     pub fn plan(&self, route: &[Candidate], endpoint: Endpoint, translation: &TranslationConfig) -> Vec<Planned> {
         let now = now_ms();
         let family = endpoint.family();
-        // The endpoint an upstream of `kind` is asked, if it can serve this request.
-        let target = |kind: UpstreamKind| match kind.family() == family {
-            true => Some(endpoint),
-            false if translation.enabled => crate::dialect::translate::target(endpoint, kind.family()),
-            false => None,
+        // The endpoint an upstream is asked, if it can serve this request.
+        let target = |entry: &Entry| {
+            let family_of = entry.cfg.kind.family();
+            let target = match family_of == family {
+                true => Some(endpoint),
+                false if translation.enabled => crate::dialect::translate::target(endpoint, family_of),
+                false => None,
+            }?;
+            entry.provider.serves(target).then_some(target)
         };
         let mut keyed: Vec<((bool, bool, u32, f64), Planned)> = route
             .iter()
             .filter_map(|c| {
                 let entry = &self.entries[c.upstream.0];
-                let target = target(entry.cfg.kind)?;
+                let target = target(entry)?;
                 let cooling = entry.health.cooling(now);
                 let other = translation.prefer_same_family && entry.cfg.kind.family() != family;
                 // Efraimidis–Spirakis: sorting by -ln(u)/w gives a weighted random permutation.
@@ -211,7 +198,11 @@ impl Upstreams {
         let entry = &self.entries[idx.0];
         let fail = |class, detail: String| Failure { upstream: idx, class, retry_after: None, detail, response: None };
 
-        let url = entry.urls[endpoint as usize].clone();
+        let model = cand.model.as_deref().unwrap_or(req.model);
+        let url = match entry.provider.url(endpoint, model, req.stream) {
+            Ok(u) => u,
+            Err(r) => return Err(refused(idx, r)),
+        };
         let mut headers = self.upstream_headers(entry, req);
         if let Some(t) = req.trace {
             if let Ok(v) = HeaderValue::from_str(&t.traceparent(span)) {
@@ -222,7 +213,12 @@ impl Upstreams {
                 headers.insert("tracestate", v);
             }
         }
-        let send = self.client.post(url).headers(headers).body((req.body_for)(planned)).send();
+        let body = entry.provider.body(endpoint, (req.body_for)(planned), req.client_headers);
+        let mut out = Outgoing { url, headers, body };
+        if let Err(r) = entry.provider.authorize(&mut out).await {
+            return Err(refused(idx, r));
+        }
+        let send = self.client.post(out.url).headers(out.headers).body(out.body).send();
         let resp = match tokio::time::timeout(self.timeouts.first_byte, send).await {
             Err(_) => {
                 return Err(fail(
@@ -239,7 +235,11 @@ impl Upstreams {
         if !status.is_success() {
             let retry_after = retry::parse_retry_after(&headers);
             let body = self.read_body(resp, MAX_ERROR_BODY).await.unwrap_or_default();
+            let body = entry.provider.error_body(status, &headers, body);
             let class = retry::classify_status(status);
+            if matches!(class, FailureClass::Auth(_)) {
+                entry.provider.credentials_rejected();
+            }
             return Err(Failure {
                 upstream: idx,
                 class,
@@ -253,17 +253,16 @@ impl Upstreams {
             });
         }
 
-        let is_sse = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        let body = if req.stream && is_sse {
-            AnswerBody::Stream(resp)
-        } else {
-            match self.read_body(resp, MAX_ANSWER_BODY).await {
+        let resp = match req.stream {
+            true => entry.provider.stream(resp),
+            false => Err(resp),
+        };
+        let body = match resp {
+            Ok(stream) => AnswerBody::Stream(stream),
+            Err(resp) => match self.read_body(resp, MAX_ANSWER_BODY).await {
                 Ok(b) => AnswerBody::Full(b),
                 Err((class, detail)) => return Err(fail(class, detail)),
-            }
+            },
         };
         Ok(Answer { upstream: idx, endpoint, model: cand.model.clone(), status, headers, body })
     }
@@ -300,14 +299,7 @@ impl Upstreams {
             HeaderValue::from_static(if req.stream { "text/event-stream" } else { "application/json" }),
         );
         let client = req.client_headers;
-        if entry.cfg.kind == UpstreamKind::Anthropic {
-            let version =
-                client.get("anthropic-version").cloned().unwrap_or(HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
-            h.insert("anthropic-version", version);
-            if let Some(beta) = client.get("anthropic-beta") {
-                h.insert("anthropic-beta", beta.clone());
-            }
-        }
+        entry.provider.family_headers(client, req.stream, &mut h);
         if !self.forward_headers.is_empty() {
             for (name, value) in client {
                 if header_matches(&self.forward_headers, name.as_str()) {
@@ -319,9 +311,6 @@ impl Upstreams {
             h.insert(name.clone(), value.clone());
         }
         for (name, value) in &entry.cfg.headers {
-            h.insert(name.clone(), value.clone());
-        }
-        if let Some((name, value)) = &entry.auth {
             h.insert(name.clone(), value.clone());
         }
         h
@@ -342,6 +331,15 @@ impl Upstreams {
         }
         false
     }
+}
+
+/// A provider's refusal as an attempt's failure.
+fn refused(idx: UpstreamIdx, r: Refused) -> Failure {
+    let (class, detail) = match r {
+        Refused::Unservable(d) => (FailureClass::Protocol, d),
+        Refused::Credentials(d) => (FailureClass::Credentials, format!("no credentials: {d}")),
+    };
+    Failure { upstream: idx, class, retry_after: None, detail, response: None }
 }
 
 /// Whether `name` (lower-case) matches one of the `forward_headers` patterns.
@@ -456,20 +454,28 @@ candidates = [{{ upstream = "b" }}, {{ upstream = "a" }}]
         let body = |_: &Planned| Bytes::new();
         let req = AttemptRequest {
             endpoint: Endpoint::ChatCompletions,
+            model: "m",
             client_headers: &client,
             extra_headers: &[],
             stream: true,
             body_for: &body,
             trace: None,
         };
-        let h = u.upstream_headers(&u.entries[0], &req);
+        let mut out = Outgoing {
+            url: u.entries[0].provider.url(Endpoint::ChatCompletions, "m", true).unwrap(),
+            headers: u.upstream_headers(&u.entries[0], &req),
+            body: Bytes::new(),
+        };
+        assert!(!out.headers.contains_key(header::AUTHORIZATION), "the client's key is not forwarded");
+        futures_util::FutureExt::now_or_never(u.entries[0].provider.authorize(&mut out)).unwrap().unwrap();
+        let h = out.headers;
         assert_eq!(h[header::AUTHORIZATION], "Bearer sk-upstream");
         assert!(h[header::AUTHORIZATION].is_sensitive());
         assert!(!h.contains_key("x-api-key"));
         assert_eq!(h["x-mock-delay-ms"], "5");
         assert!(!h.contains_key("x-other"));
         let h = u.upstream_headers(&u.entries[2], &req);
-        assert_eq!(h["anthropic-version"], DEFAULT_ANTHROPIC_VERSION);
+        assert_eq!(h["anthropic-version"], "2023-06-01");
         assert!(!h.contains_key(header::AUTHORIZATION) && !h.contains_key("x-api-key"), "no key configured, none sent");
     }
 }

@@ -34,15 +34,18 @@ pub enum FailureClass {
     Auth(u16),
     /// Any other 4xx: the request itself is wrong; retrying cannot help.
     ClientError(u16),
-    /// The upstream answered something unusable (e.g. an oversized body).
+    /// The upstream answered something unusable (e.g. an oversized body), or cannot be asked this request.
     Protocol,
+    /// The gateway could not obtain credentials for the upstream (a token endpoint refused or is unreachable):
+    /// retried and failed over like a connection failure (`retry_on = ["connect"]`).
+    Credentials,
 }
 
 impl FailureClass {
     /// The config name of this class, if a policy can retry it.
     pub fn retry_on(self) -> Option<RetryOn> {
         match self {
-            FailureClass::Connect => Some(RetryOn::Connect),
+            FailureClass::Connect | FailureClass::Credentials => Some(RetryOn::Connect),
             FailureClass::Timeout => Some(RetryOn::Timeout),
             FailureClass::RateLimited => Some(RetryOn::RateLimited),
             FailureClass::ServerError(_) => Some(RetryOn::ServerError),
@@ -65,6 +68,7 @@ impl FailureClass {
             FailureClass::Auth(_) => "auth",
             FailureClass::ClientError(_) => "client_error",
             FailureClass::Protocol => "protocol",
+            FailureClass::Credentials => "credentials",
         }
     }
 }

@@ -1,0 +1,214 @@
+//! AWS event-stream framing (`application/vnd.amazon.eventstream`), both ways: the decoder for Bedrock's streamed
+//! answers and the encoder for the mock (and for speaking Bedrock to clients).
+//!
+//! A message is: total length (u32 BE), headers length (u32 BE), the CRC32 of those 8 bytes, the headers, the
+//! payload, and the CRC32 of everything before it. A header is a name (u8 length), a type byte and a typed value;
+//! strings (type 7) and byte arrays (6) carry a u16 length. Both CRCs are checked before a message is used: a frame
+//! that fails either is an error, and nothing of it is forwarded.
+
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Prelude (12 bytes) plus the message CRC (4).
+const OVERHEAD: usize = 16;
+/// Largest message accepted (AWS's own limit is 16 MiB).
+pub const MAX_MESSAGE: usize = 16 << 20;
+
+/// One decoded message: its string headers (other header types are skipped) and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+}
+
+impl Message {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A framing error: the stream cannot be trusted past it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("an event-stream frame's prelude checksum does not match (corrupted stream)")]
+    PreludeCrc,
+    #[error("an event-stream frame's message checksum does not match (corrupted stream)")]
+    MessageCrc,
+    #[error("an event-stream frame declares an impossible length ({0} bytes)")]
+    Length(usize),
+    #[error("an event-stream frame has malformed headers")]
+    Headers,
+    #[error("the event stream ended inside a frame")]
+    Truncated,
+}
+
+/// Incremental decoder: push bytes as they arrive, take whole messages.
+#[derive(Default)]
+pub struct Decoder {
+    buf: BytesMut,
+}
+
+impl Decoder {
+    pub fn push(&mut self, chunk: &[u8]) {
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next whole message, `Ok(None)` when more bytes are needed.
+    pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
+        let Some(prelude) = self.buf.get(..12) else { return Ok(None) };
+        let word = |i: usize| prelude.get(i..i + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map_or(0, u32::from_be_bytes);
+        let (total, headers_len, crc) = (word(0) as usize, word(4) as usize, word(8));
+        if crc32fast::hash(prelude.get(..8).unwrap_or_default()) != crc {
+            return Err(FrameError::PreludeCrc);
+        }
+        if total < OVERHEAD || total > MAX_MESSAGE || headers_len > total - OVERHEAD {
+            return Err(FrameError::Length(total));
+        }
+        if self.buf.len() < total {
+            return Ok(None);
+        }
+        let frame = self.buf.split_to(total).freeze();
+        let (body, tail) = frame.split_at(total - 4);
+        let want = u32::from_be_bytes(tail.try_into().map_err(|_| FrameError::Truncated)?);
+        if crc32fast::hash(body) != want {
+            return Err(FrameError::MessageCrc);
+        }
+        let headers = parse_headers(frame.get(12..12 + headers_len).ok_or(FrameError::Headers)?)?;
+        let payload = frame.slice(12 + headers_len..total - 4);
+        Ok(Some(Message { headers, payload }))
+    }
+
+    /// Whether bytes of an unfinished message remain (at the end of the stream: truncation).
+    pub fn has_partial(&self) -> bool {
+        !self.buf.is_empty()
+    }
+}
+
+fn parse_headers(mut b: &[u8]) -> Result<Vec<(String, String)>, FrameError> {
+    let mut out = Vec::new();
+    while b.has_remaining() {
+        let n = b.try_get_u8().map_err(|_| FrameError::Headers)? as usize;
+        let name = b.get(..n).ok_or(FrameError::Headers)?;
+        let name = std::str::from_utf8(name).map_err(|_| FrameError::Headers)?.to_string();
+        b.advance(n);
+        let ty = b.try_get_u8().map_err(|_| FrameError::Headers)?;
+        let fixed = match ty {
+            0 | 1 => 0,
+            2 => 1,
+            3 => 2,
+            4 => 4,
+            5 | 8 => 8,
+            9 => 16,
+            6 | 7 => {
+                let len = b.try_get_u16().map_err(|_| FrameError::Headers)? as usize;
+                let v = b.get(..len).ok_or(FrameError::Headers)?;
+                if ty == 7 {
+                    let v = std::str::from_utf8(v).map_err(|_| FrameError::Headers)?;
+                    out.push((name, v.to_string()));
+                }
+                b.advance(len);
+                continue;
+            }
+            _ => return Err(FrameError::Headers),
+        };
+        if b.remaining() < fixed {
+            return Err(FrameError::Headers);
+        }
+        b.advance(fixed);
+    }
+    Ok(out)
+}
+
+/// Encodes one message with string headers.
+pub fn encode(headers: &[(&str, &str)], payload: &[u8]) -> Bytes {
+    let headers_len: usize = headers.iter().map(|(k, v)| 1 + k.len() + 1 + 2 + v.len()).sum();
+    let total = OVERHEAD + headers_len + payload.len();
+    let mut b = BytesMut::with_capacity(total);
+    b.put_u32(total as u32);
+    b.put_u32(headers_len as u32);
+    let crc = crc32fast::hash(&b);
+    b.put_u32(crc);
+    for (k, v) in headers {
+        b.put_u8(k.len() as u8);
+        b.put_slice(k.as_bytes());
+        b.put_u8(7);
+        b.put_u16(v.len() as u16);
+        b.put_slice(v.as_bytes());
+    }
+    b.put_slice(payload);
+    let crc = crc32fast::hash(&b);
+    b.put_u32(crc);
+    b.freeze()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
+mod tests {
+    use super::*;
+
+    fn chunk(payload: &str) -> Bytes {
+        encode(&[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")], payload.as_bytes())
+    }
+
+    #[test]
+    fn round_trips_in_pieces_of_any_size() {
+        let frames: Vec<Bytes> = (0..5).map(|i| chunk(&format!("{{\"bytes\":\"{i}\"}}"))).collect();
+        let all: Vec<u8> = frames.concat();
+        for step in [1, 3, 7, 64, all.len()] {
+            let mut d = Decoder::default();
+            let mut got = Vec::new();
+            for piece in all.chunks(step) {
+                d.push(piece);
+                while let Some(m) = d.next_message().unwrap() {
+                    got.push(m);
+                }
+            }
+            assert!(!d.has_partial());
+            assert_eq!(got.len(), 5, "step {step}");
+            assert_eq!(got[3].header(":event-type"), Some("chunk"));
+            assert_eq!(&got[3].payload[..], b"{\"bytes\":\"3\"}");
+        }
+    }
+
+    #[test]
+    fn corruption_is_caught_by_the_checksums() {
+        let f = chunk("{\"bytes\":\"x\"}").to_vec();
+        for i in 0..f.len() {
+            let mut bad = f.clone();
+            bad[i] ^= 0x20;
+            let mut d = Decoder::default();
+            d.push(&bad);
+            match d.next_message() {
+                Ok(Some(m)) => panic!("byte {i} flipped, still decoded: {m:?}"),
+                Ok(None) => assert!(i < 4, "only a length change can leave the decoder waiting (byte {i})"),
+                Err(_) => {}
+            }
+        }
+        let mut d = Decoder::default();
+        d.push(&f[..f.len() - 1]);
+        assert_eq!(d.next_message(), Ok(None));
+        assert!(d.has_partial(), "a truncated frame is left over");
+    }
+
+    #[test]
+    fn skips_typed_headers_it_does_not_need() {
+        // A header of each fixed-size type before a string one.
+        let mut h = BytesMut::new();
+        for (ty, len) in [(0u8, 0usize), (2, 1), (3, 2), (4, 4), (5, 8), (8, 8), (9, 16)] {
+            h.put_u8(1);
+            h.put_u8(b'a');
+            h.put_u8(ty);
+            h.put_bytes(0, len);
+        }
+        h.put_u8(1);
+        h.put_u8(b'b');
+        h.put_u8(6);
+        h.put_u16(2);
+        h.put_slice(b"zz");
+        assert_eq!(parse_headers(&h).unwrap(), vec![]);
+        h.put_u8(99);
+        assert_eq!(parse_headers(&h), Err(FrameError::Headers));
+    }
+}
