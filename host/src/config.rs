@@ -403,6 +403,17 @@ impl UpstreamKind {
         }
     }
 
+    /// The OpenTelemetry GenAI `gen_ai.provider.name` of this kind.
+    pub fn gen_ai_provider(self) -> &'static str {
+        match self {
+            UpstreamKind::Openai | UpstreamKind::OpenaiCompatible => "openai",
+            UpstreamKind::Anthropic => "anthropic",
+            UpstreamKind::AzureOpenai => "azure.ai.openai",
+            UpstreamKind::Bedrock => "aws.bedrock",
+            UpstreamKind::Vertex => "gcp.vertex_ai",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             UpstreamKind::Openai => "openai",

@@ -72,7 +72,7 @@ pub struct Ended {
     pub error: Option<String>,
     pub principal: Option<String>,
     pub trace: Option<TraceCtx>,
-    pub provider: Option<&'static str>,
+    pub provider: Option<crate::config::UpstreamKind>,
     pub input_capture: Option<String>,
     pub output_capture: Option<String>,
     pub ended: Instant,
@@ -111,8 +111,8 @@ pub struct RequestRecord {
     pub chain: Option<Chain>,
     /// The trace context, when tracing is on.
     pub trace: Option<TraceCtx>,
-    /// The API of the upstream that answered (`gen_ai.provider.name`).
-    pub provider: Option<&'static str>,
+    /// The kind of upstream that answered (its `gen_ai.provider.name` and API family).
+    pub provider: Option<crate::config::UpstreamKind>,
     /// Prompt and completion text, only with `telemetry.capture_content`.
     pub input_capture: Option<String>,
     pub output_capture: Option<String>,

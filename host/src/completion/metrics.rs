@@ -17,8 +17,8 @@ pub fn count(line: &Ended) {
             outcome: line.outcome.as_str(),
         })
         .inc();
-    if let Some(provider) = line.provider.filter(|p| *p != line.endpoint.family().as_str()) {
-        m.translated.get_or_create(&TranslationLabels { endpoint, provider }).inc();
+    if let Some(kind) = line.provider.filter(|k| k.family() != line.endpoint.family()) {
+        m.translated.get_or_create(&TranslationLabels { endpoint, provider: kind.family().as_str() }).inc();
     }
     let n = line.attempts.len();
     for (k, a) in line.attempts.iter().enumerate() {

@@ -89,7 +89,7 @@ fn log_line(ended: &Ended) {
         outcome = ended.outcome.as_str(),
         partial = ended.outcome == Outcome::Cancelled,
         upstream = ended.upstream.as_deref(),
-        provider = ended.provider,
+        provider = ended.provider.map(|k| k.gen_ai_provider()),
         upstream_request_id = ended.upstream_request_id.as_deref(),
         attempts = ended.attempts.len(),
         attempt_outcomes = ended

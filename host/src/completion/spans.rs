@@ -52,7 +52,10 @@ fn server_span(tracer: &Tracer, t: &TraceCtx, line: &Ended) -> SpanData {
     let request_model = line.model.clone().unwrap_or_default();
     let mut a = vec![
         KeyValue::new("gen_ai.operation.name", operation(line.endpoint)),
-        KeyValue::new("gen_ai.provider.name", line.provider.unwrap_or(line.endpoint.family().as_str())),
+        KeyValue::new(
+            "gen_ai.provider.name",
+            line.provider.map_or(line.endpoint.family().as_str(), |k| k.gen_ai_provider()),
+        ),
         KeyValue::new("gen_ai.request.model", request_model.clone()),
         KeyValue::new("http.request.method", "POST"),
         KeyValue::new("http.route", line.endpoint.path()),
@@ -210,7 +213,7 @@ mod tests {
         r.status = 200;
         r.outcome = Outcome::Ok;
         r.stream = true;
-        r.provider = Some("anthropic");
+        r.provider = Some(crate::config::UpstreamKind::Anthropic);
         r.attempts = vec![
             AttemptLog {
                 upstream: "a".into(),

@@ -15,7 +15,10 @@
 //! stream opens with Azure's empty-choices `prompt_filter_results` chunk), `x-mock-azure-content-filter: 1` (the
 //! prompt is refused with Azure's 400 `content_filter`). `POST /_mock/revoke-tokens` forgets every issued token.
 //! With `x-mock-tag`, a Bedrock request is kept exactly as received (method, raw path, headers, body bytes) at
-//! `GET /_mock/raw?tag=T`, for the SigV4 oracle test.
+//! `GET /_mock/raw?tag=T`, for the SigV4 oracle test; the last ten JWT assertions are at `?tag=_token`.
+
+// Handlers answer with a `Response` as their error, as axum handlers do (the mock is not on a hot path).
+#![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,13 +65,31 @@ pub fn routes(r: axum::Router<Arc<Mock>>) -> axum::Router<Arc<Mock>> {
         .route("/_mock/raw", get(raw))
 }
 
+/// The headers for the mock's own handler: the cloud checked its credentials, so the mock's key (with `--api-key`)
+/// is put where the handler looks for it.
+fn checked(mock: &Mock, mut h: HeaderMap, family: crate::api::Family) -> HeaderMap {
+    if let Some(k) = &mock.api_key {
+        match family {
+            crate::api::Family::OpenAi => {
+                h.insert(header::AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {k}")).unwrap())
+            }
+            crate::api::Family::Anthropic => h.insert("x-api-key", HeaderValue::from_str(k).unwrap()),
+        };
+    }
+    h
+}
+
 // ---- Bedrock ----------------------------------------------------------------------------------------------------
 
 fn aws_error(status: u16, kind: &str, message: &str) -> Response {
-    let mut r = (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), axum::Json(json!({"message": message})))
-        .into_response();
+    let mut r =
+        (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), axum::Json(json!({"message": message})))
+            .into_response();
     let h = r.headers_mut();
-    h.insert("x-amzn-errortype", HeaderValue::from_str(&format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/")).unwrap());
+    h.insert(
+        "x-amzn-errortype",
+        HeaderValue::from_str(&format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/")).unwrap(),
+    );
     h.insert("x-amzn-requestid", HeaderValue::from_static("00000000-mock-0000-0000-000000000000"));
     r
 }
@@ -76,9 +97,8 @@ fn aws_error(status: u16, kind: &str, message: &str) -> Response {
 /// Checks a request's SigV4 signature as AWS does; `Err` is AWS's answer.
 fn check_sigv4(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), Response> {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    let auth = get("authorization").ok_or_else(|| {
-        aws_error(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
-    })?;
+    let auth = get("authorization")
+        .ok_or_else(|| aws_error(403, "MissingAuthenticationTokenException", "Missing Authentication Token"))?;
     if let Some(key) = auth.strip_prefix("Bearer ") {
         return if key == BEDROCK_API_KEY {
             Ok(())
@@ -86,7 +106,13 @@ fn check_sigv4(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), Respon
             Err(aws_error(403, "UnrecognizedClientException", "The security token included in the request is invalid."))
         };
     }
-    let incomplete = || aws_error(403, "IncompleteSignatureException", "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders'.");
+    let incomplete = || {
+        aws_error(
+            403,
+            "IncompleteSignatureException",
+            "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders'.",
+        )
+    };
     let rest = auth.strip_prefix("AWS4-HMAC-SHA256 ").ok_or_else(incomplete)?;
     let part = |k: &str| rest.split(", ").find_map(|p| p.strip_prefix(k));
     let credential = part("Credential=").ok_or_else(incomplete)?;
@@ -94,20 +120,33 @@ fn check_sigv4(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), Respon
     let scope: Vec<&str> = credential.split('/').collect();
     let [key_id, _day, region, service, "aws4_request"] = scope.as_slice() else { return Err(incomplete()) };
     if *key_id != AWS_ACCESS_KEY_ID {
-        return Err(aws_error(403, "UnrecognizedClientException", "The security token included in the request is invalid."));
+        return Err(aws_error(
+            403,
+            "UnrecognizedClientException",
+            "The security token included in the request is invalid.",
+        ));
     }
     if *service != "bedrock" {
-        return Err(aws_error(403, "InvalidSignatureException", &format!("Credential should be scoped to correct service: 'bedrock'. (got '{service}')")));
+        return Err(aws_error(
+            403,
+            "InvalidSignatureException",
+            &format!("Credential should be scoped to correct service: 'bedrock'. (got '{service}')"),
+        ));
     }
     let date = get("x-amz-date").ok_or_else(incomplete)?;
     let when = sigv4::parse_amz_date(date).ok_or_else(incomplete)?;
     let now = SystemTime::now();
     let skew = now.duration_since(when).or_else(|e| Ok::<_, ()>(e.duration())).unwrap_or_default();
     if skew > SKEW {
-        return Err(aws_error(403, "InvalidSignatureException", &format!(
-            "Signature expired: {date} is now earlier than {} ({} - 5 min.)",
-            sigv4::amz_date(now - SKEW), sigv4::amz_date(now)
-        )));
+        return Err(aws_error(
+            403,
+            "InvalidSignatureException",
+            &format!(
+                "Signature expired: {date} is now earlier than {} ({} - 5 min.)",
+                sigv4::amz_date(now - SKEW),
+                sigv4::amz_date(now)
+            ),
+        ));
     }
     let host = get("host").unwrap_or_default();
     let values: Vec<(String, String)> = signed
@@ -121,10 +160,21 @@ fn check_sigv4(uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), Respon
         secret_access_key: AWS_SECRET_ACCESS_KEY.into(),
         session_token: get("x-amz-security-token").map(str::to_string),
     };
-    let r = sigv4::Signable { method: "POST", host, path: uri.path(), query: uri.query().unwrap_or(""), headers: &pairs, body };
+    let r = sigv4::Signable {
+        method: "POST",
+        host,
+        path: uri.path(),
+        query: uri.query().unwrap_or(""),
+        headers: &pairs,
+        body,
+    };
     let want = sigv4::sign(&r, &keys, region, "bedrock", when).authorization;
     if want != auth {
-        return Err(aws_error(403, "InvalidSignatureException", "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details."));
+        return Err(aws_error(
+            403,
+            "InvalidSignatureException",
+            "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.",
+        ));
     }
     Ok(())
 }
@@ -151,21 +201,36 @@ async fn bedrock(
         return r;
     }
     let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(&body) else {
-        return aws_error(400, "ValidationException", "Malformed input request, please reformat your input and try again.");
+        return aws_error(
+            400,
+            "ValidationException",
+            "Malformed input request, please reformat your input and try again.",
+        );
     };
     for k in ["model", "stream"] {
         if obj.contains_key(k) {
-            return aws_error(400, "ValidationException", &format!("Malformed input request: #: extraneous key [{k}] is not permitted, please reformat your input and try again."));
+            return aws_error(
+                400,
+                "ValidationException",
+                &format!(
+                    "Malformed input request: #: extraneous key [{k}] is not permitted, please reformat your input and try again."
+                ),
+            );
         }
     }
     if !obj.get("anthropic_version").is_some_and(Value::is_string) {
-        return aws_error(400, "ValidationException", "Malformed input request: #: required key [anthropic_version] not found, please reformat your input and try again.");
+        return aws_error(
+            400,
+            "ValidationException",
+            "Malformed input request: #: required key [anthropic_version] not found, please reformat your input and try again.",
+        );
     }
     obj.remove("anthropic_version");
     obj.remove("anthropic_beta");
     obj.insert("model".into(), json!(model));
     obj.insert("stream".into(), json!(stream));
-    let inner = handle(mock, Endpoint::Messages, headers.clone(), Bytes::from(Value::Object(obj).to_string())).await;
+    let h = checked(&mock, headers.clone(), crate::api::Family::Anthropic);
+    let inner = handle(mock, Endpoint::Messages, h, Bytes::from(Value::Object(obj).to_string())).await;
     let (parts, body) = inner.into_parts();
     if !parts.status.is_success() {
         let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
@@ -187,7 +252,10 @@ async fn bedrock(
         let mut r = Response::new(Body::from(bytes));
         let h = r.headers_mut();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (name, ptr) in [("x-amzn-bedrock-input-token-count", "/usage/input_tokens"), ("x-amzn-bedrock-output-token-count", "/usage/output_tokens")] {
+        for (name, ptr) in [
+            ("x-amzn-bedrock-input-token-count", "/usage/input_tokens"),
+            ("x-amzn-bedrock-output-token-count", "/usage/output_tokens"),
+        ] {
             if let Some(n) = v.pointer(ptr).and_then(Value::as_u64) {
                 h.insert(name, HeaderValue::from(n));
             }
@@ -206,7 +274,14 @@ async fn bedrock(
         started: Instant,
         ended: bool,
     }
-    let st = Frames { parser: crate::sse::SseParser::new(), sent: 0, input: 0, output: 0, started: Instant::now(), ended: false };
+    let st = Frames {
+        parser: crate::sse::SseParser::new(),
+        sent: 0,
+        input: 0,
+        output: 0,
+        started: Instant::now(),
+        ended: false,
+    };
     let upstream = body.into_data_stream();
     let framed = upstream
         .scan(st, move |st, chunk| {
@@ -267,7 +342,10 @@ async fn bedrock(
 // ---- Vertex AI --------------------------------------------------------------------------------------------------
 
 fn google_error(status: u16, message: &str, code: &str) -> Response {
-    (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), axum::Json(json!({"error": {"code": status, "message": message, "status": code}})))
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        axum::Json(json!({"error": {"code": status, "message": message, "status": code}})),
+    )
         .into_response()
 }
 
@@ -282,7 +360,12 @@ fn verify_assertion(jwt: &str) -> Result<(), Response> {
     let der = google::pem_body(sa["private_key"].as_str().unwrap()).unwrap();
     let key = RsaKeyPair::from_pkcs8(&der).unwrap();
     let parts: Vec<&str> = jwt.split('.').collect();
-    let [h, c, s] = parts.as_slice() else { return Err(oauth_error("invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe.")) };
+    let [h, c, s] = parts.as_slice() else {
+        return Err(oauth_error(
+            "invalid_grant",
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe.",
+        ));
+    };
     let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok());
     let (Some(header), Some(claims), Ok(sig)) = (decode(h), decode(c), URL_SAFE_NO_PAD.decode(s)) else {
         return Err(oauth_error("invalid_grant", "Invalid JWT: malformed"));
@@ -300,21 +383,37 @@ fn verify_assertion(jwt: &str) -> Result<(), Response> {
     if !claims["aud"].as_str().is_some_and(|a| a.ends_with("/token")) {
         return Err(oauth_error("invalid_grant", "Invalid JWT: Failed audience check."));
     }
-    if !claims["scope"].as_str().is_some_and(|s| s.split(' ').any(|s| s == "https://www.googleapis.com/auth/cloud-platform")) {
+    if !claims["scope"]
+        .as_str()
+        .is_some_and(|s| s.split(' ').any(|s| s == "https://www.googleapis.com/auth/cloud-platform"))
+    {
         return Err(oauth_error("invalid_scope", "Invalid OAuth scope or ID token audience provided."));
     }
     let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
     let (iat, exp) = (claims["iat"].as_i64().unwrap_or(0), claims["exp"].as_i64().unwrap_or(0));
     if exp <= now || exp - iat > 3600 || iat > now + 300 {
-        return Err(oauth_error("invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim."));
+        return Err(oauth_error(
+            "invalid_grant",
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
+        ));
     }
     Ok(())
 }
 
 async fn token(State(mock): State<Arc<Mock>>, body: Bytes) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    // Kept for the oracle test (google-auth verifies the assertion the gateway sent).
+    if let Some(a) = form.get("assertion") {
+        let mut raw = mock.cloud.raw.lock().unwrap();
+        let v = raw.entry("_token".into()).or_default();
+        v.push(json!({"assertion": a}));
+        let n = v.len();
+        v.drain(..n.saturating_sub(10));
+    }
     let checked = match form.get("grant_type").map(String::as_str) {
-        Some("urn:ietf:params:oauth:grant-type:jwt-bearer") => verify_assertion(form.get("assertion").map_or("", String::as_str)),
+        Some("urn:ietf:params:oauth:grant-type:jwt-bearer") => {
+            verify_assertion(form.get("assertion").map_or("", String::as_str))
+        }
         Some("refresh_token") if form.get("refresh_token").map(String::as_str) == Some(GOOGLE_REFRESH_TOKEN) => Ok(()),
         Some("refresh_token") => Err(oauth_error("invalid_grant", "Bad Request")),
         _ => Err(oauth_error("unsupported_grant_type", "Invalid grant_type")),
@@ -338,12 +437,20 @@ async fn vertex(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let token = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let valid = token.is_some_and(|t| mock.cloud.tokens.lock().unwrap().get(t).is_some_and(|exp| *exp > Instant::now()));
+    let token =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let valid =
+        token.is_some_and(|t| mock.cloud.tokens.lock().unwrap().get(t).is_some_and(|exp| *exp > Instant::now()));
     if !valid {
-        return google_error(401, "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.", "UNAUTHENTICATED");
+        return google_error(
+            401,
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other valid authentication credential. See https://developers.google.com/identity/sign-in/web/devconsole-project.",
+            "UNAUTHENTICATED",
+        );
     }
-    let Some((model, action)) = call.rsplit_once(':') else { return google_error(404, "The requested URL was not found on this server.", "NOT_FOUND") };
+    let Some((model, action)) = call.rsplit_once(':') else {
+        return google_error(404, "The requested URL was not found on this server.", "NOT_FOUND");
+    };
     let stream_url = match action {
         "rawPredict" => false,
         "streamRawPredict" => true,
@@ -353,24 +460,38 @@ async fn vertex(
         return google_error(400, "Invalid JSON payload received.", "INVALID_ARGUMENT");
     };
     if obj.contains_key("model") {
-        return super::error_response(crate::api::Family::Anthropic, 400, "model: Extra inputs are not permitted", None);
+        return super::error_response(
+            crate::api::Family::Anthropic,
+            400,
+            "model: Extra inputs are not permitted",
+            None,
+        );
     }
     if !obj.get("anthropic_version").is_some_and(Value::is_string) {
         return super::error_response(crate::api::Family::Anthropic, 400, "anthropic_version: Field required", None);
     }
     if obj.get("stream").and_then(Value::as_bool).unwrap_or(false) != stream_url {
-        return super::error_response(crate::api::Family::Anthropic, 400, "stream must be true for streamRawPredict and absent or false for rawPredict", None);
+        return super::error_response(
+            crate::api::Family::Anthropic,
+            400,
+            "stream must be true for streamRawPredict and absent or false for rawPredict",
+            None,
+        );
     }
     obj.remove("anthropic_version");
     obj.remove("anthropic_beta");
     obj.insert("model".into(), json!(model));
-    handle(mock, Endpoint::Messages, headers, Bytes::from(Value::Object(obj).to_string())).await
+    let h = checked(&mock, headers, crate::api::Family::Anthropic);
+    handle(mock, Endpoint::Messages, h, Bytes::from(Value::Object(obj).to_string())).await
 }
 
 // ---- Azure OpenAI -----------------------------------------------------------------------------------------------
 
 fn azure_error(status: u16, code: &str, message: &str) -> Response {
-    (StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST), axum::Json(json!({"error": {"code": code, "message": message}})))
+    (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
         .into_response()
 }
 
@@ -393,13 +514,22 @@ async fn azure_classic(
     azure(mock, &rest, Some(deployment), headers, body).await
 }
 
-async fn azure_v1(State(mock): State<Arc<Mock>>, Path(rest): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn azure_v1(
+    State(mock): State<Arc<Mock>>,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     azure(mock, &rest, None, headers, body).await
 }
 
 async fn azure(mock: Arc<Mock>, rest: &str, deployment: Option<String>, headers: HeaderMap, body: Bytes) -> Response {
     if headers.get("api-key").and_then(|v| v.to_str().ok()) != Some(AZURE_API_KEY) {
-        return azure_error(401, "401", "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.");
+        return azure_error(
+            401,
+            "401",
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.",
+        );
     }
     let endpoint = match rest {
         "chat/completions" => Endpoint::ChatCompletions,
@@ -420,7 +550,8 @@ async fn azure(mock: Arc<Mock>, rest: &str, deployment: Option<String>, headers:
         return (StatusCode::BAD_REQUEST, axum::Json(e)).into_response();
     }
     let stream = obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let r = handle(mock, endpoint, headers.clone(), Bytes::from(Value::Object(obj).to_string())).await;
+    let h = checked(&mock, headers.clone(), crate::api::Family::OpenAi);
+    let r = handle(mock, endpoint, h, Bytes::from(Value::Object(obj).to_string())).await;
     if !(stream && endpoint == Endpoint::ChatCompletions && headers.contains_key("x-mock-azure-filter")) {
         return r;
     }
@@ -428,7 +559,8 @@ async fn azure(mock: Arc<Mock>, rest: &str, deployment: Option<String>, headers:
         "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {"hate": {"filtered": false, "severity": "safe"}}}]});
     let first = Bytes::from(format!("data: {filter}\n\n"));
     let (parts, body) = r.into_parts();
-    let body = futures_util::stream::once(std::future::ready(Ok::<_, axum::Error>(first))).chain(body.into_data_stream());
+    let body =
+        futures_util::stream::once(std::future::ready(Ok::<_, axum::Error>(first))).chain(body.into_data_stream());
     Response::from_parts(parts, Body::from_stream(body))
 }
 

@@ -26,10 +26,10 @@ use crate::dialect::{self, Located, TextStream, translate};
 use crate::error::{ApiError, ErrorKind};
 use crate::plugin::types;
 use crate::plugin::{Chain, ChunkVerdict};
+use crate::provider::StreamError;
 use crate::record::{Outcome, RequestRecord};
 use crate::sse::{SseEvent, SseParser};
 use crate::upstream::retry;
-use crate::provider::StreamError;
 use crate::upstream::{Answer, AnswerBody};
 use crate::usage::{UsageTap, Verdict};
 
@@ -44,7 +44,7 @@ pub(super) async fn forward(
     rec: &mut RequestRecord,
 ) -> Result<Forward, ApiError> {
     rec.upstream = Some(app.upstreams.get(answer.upstream).id.clone());
-    rec.provider = Some(app.config.upstream(answer.upstream).kind.family().as_str());
+    rec.provider = Some(app.config.upstream(answer.upstream).kind);
     rec.upstream_model = answer.model.take();
     rec.upstream_request_id = answer
         .headers

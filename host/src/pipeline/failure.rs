@@ -10,6 +10,8 @@ use bytes::Bytes;
 use http::{HeaderValue, header};
 
 use super::{App, Forward, set_upstream_header};
+use crate::api::Family;
+use crate::config::Cloud;
 use crate::dialect::translate;
 use crate::error::{ApiError, ErrorKind};
 use crate::record::{Outcome, RequestRecord};
@@ -51,10 +53,25 @@ pub(super) fn failure_response(app: &App, f: Failure, rec: &mut RequestRecord) -
             set_upstream_header(h, id);
             Ok(Forward::Whole(resp))
         }
-        (FailureClass::Auth(s), _) => Err(ApiError::new(
-            ErrorKind::UpstreamAuth,
-            format!("upstream `{id}` rejected the gateway's credentials (HTTP {s}); check its api_key_env or cloud credentials"),
-        )),
+        (FailureClass::Auth(s), r) => {
+            // A cloud's reason is safe to repeat and says what to fix (a signature, a clock skewed past SigV4's
+            // window, a revoked key); OpenAI's echoes part of the key, so direct upstreams' reasons are not passed.
+            let reason = match (&app.config.upstream(f.upstream).cloud, r) {
+                (Cloud::Direct, _) | (_, None) => String::new(),
+                (_, Some(r)) => translate::error_body(&r.body, s, Family::Anthropic)
+                    .pointer("/error/message")
+                    .and_then(|m| m.as_str())
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default(),
+            };
+            Err(ApiError::new(
+                ErrorKind::UpstreamAuth,
+                format!(
+                    "upstream `{id}` rejected the gateway's credentials (HTTP {s}{reason}); check its api_key_env or \
+                     cloud credentials"
+                ),
+            ))
+        }
         (FailureClass::Credentials, _) => {
             Err(ApiError::new(ErrorKind::UpstreamCredentials, format!("upstream `{id}`: {} ({tries})", f.detail)))
         }

@@ -22,7 +22,11 @@ pub struct Azure {
 }
 
 impl Azure {
-    pub fn new(u: &Upstream, api_version: Option<String>, env: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Azure> {
+    pub fn new(
+        u: &Upstream,
+        api_version: Option<String>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Azure> {
         let key = match &u.api_key_env {
             Some(name) => Some(super::secret_header(&super::required(env, &u.id, "api_key_env", name)?, &u.id, name)?),
             None => None,
@@ -51,7 +55,11 @@ impl Provider for Azure {
         let url = match &self.api_version {
             None => format!("{}/openai/v1{path}", self.base),
             Some(v) => {
-                format!("{}/openai/deployments/{}{path}?api-version={v}", self.base, super::sigv4::uri_encode(model, false))
+                format!(
+                    "{}/openai/deployments/{}{path}?api-version={v}",
+                    self.base,
+                    super::sigv4::uri_encode(model, false)
+                )
             }
         };
         reqwest::Url::parse(&url).map_err(|e| Refused::Unservable(format!("cannot build the URL: {e}")))

@@ -57,7 +57,10 @@ impl Bedrock {
             AwsCredentials::Bearer => {
                 let name = u.api_key_env.as_deref().unwrap_or("AWS_BEARER_TOKEN_BEDROCK");
                 let key = super::required(env, &u.id, "api_key_env", name)?;
-                (Auth::Bearer(super::secret_header(&format!("Bearer {key}"), &u.id, name)?), format!("API key from ${name}"))
+                (
+                    Auth::Bearer(super::secret_header(&format!("Bearer {key}"), &u.id, name)?),
+                    format!("API key from ${name}"),
+                )
             }
             AwsCredentials::Keys { access_key_env, secret_key_env, session_token_env } => {
                 let keys = AwsKeys {
@@ -112,21 +115,18 @@ impl Provider for Bedrock {
         Box::pin(std::future::ready(result))
     }
 
-    fn stream(&self, resp: reqwest::Response) -> Result<ByteStream, reqwest::Response> {
-        let framed = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with(EVENT_STREAM));
-        if !framed {
-            return Err(resp);
-        }
-        Ok(reframe(resp.bytes_stream().map(|r| r.map_err(StreamError::Transport)).boxed()))
+    fn is_stream(&self, headers: &HeaderMap) -> bool {
+        super::content_type_is(headers, EVENT_STREAM)
+    }
+
+    fn stream(&self, resp: reqwest::Response) -> ByteStream {
+        reframe(resp.bytes_stream().map(|r| r.map_err(StreamError::Transport)).boxed())
     }
 
     fn error_body(&self, status: StatusCode, headers: &HeaderMap, body: Bytes) -> Bytes {
         // `x-amzn-ErrorType: ValidationException:http://internal.amazon.com/...`
-        let kind = headers.get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(|v| v.split(':').next().unwrap_or(v));
+        let kind =
+            headers.get("x-amzn-errortype").and_then(|v| v.to_str().ok()).map(|v| v.split(':').next().unwrap_or(v));
         super::anthropic_error(status, kind, &body)
     }
 
@@ -306,7 +306,10 @@ mod tests {
 
     fn chunk(event: &str) -> Bytes {
         let payload = serde_json::json!({"bytes": STANDARD.encode(event), "p": "abc"}).to_string();
-        encode(&[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")], payload.as_bytes())
+        encode(
+            &[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")],
+            payload.as_bytes(),
+        )
     }
 
     async fn collect(frames: Vec<Result<Bytes, StreamError>>) -> (String, Option<String>) {
@@ -340,7 +343,11 @@ mod tests {
     async fn exceptions_and_corruption_end_the_stream_with_an_error() {
         let ok = chunk(r#"{"type":"ping"}"#);
         let exc = encode(
-            &[(":exception-type", "throttlingException"), (":content-type", "application/json"), (":message-type", "exception")],
+            &[
+                (":exception-type", "throttlingException"),
+                (":content-type", "application/json"),
+                (":message-type", "exception"),
+            ],
             br#"{"message":"Too many requests, please wait before trying again."}"#,
         );
         let (text, err) = collect(vec![Ok(Bytes::from([ok.clone(), exc].concat()))]).await;

@@ -30,8 +30,12 @@ impl Direct {
             Some(name) => {
                 let key = super::required(env, &u.id, "api_key_env", name)?;
                 Some(match family {
-                    Family::Anthropic => (HeaderName::from_static("x-api-key"), super::secret_header(&key, &u.id, name)?),
-                    Family::OpenAi => (header::AUTHORIZATION, super::secret_header(&format!("Bearer {key}"), &u.id, name)?),
+                    Family::Anthropic => {
+                        (HeaderName::from_static("x-api-key"), super::secret_header(&key, &u.id, name)?)
+                    }
+                    Family::OpenAi => {
+                        (header::AUTHORIZATION, super::secret_header(&format!("Bearer {key}"), &u.id, name)?)
+                    }
                 })
             }
         };

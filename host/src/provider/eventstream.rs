@@ -58,12 +58,13 @@ impl Decoder {
     /// The next whole message, `Ok(None)` when more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<Message>, FrameError> {
         let Some(prelude) = self.buf.get(..12) else { return Ok(None) };
-        let word = |i: usize| prelude.get(i..i + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map_or(0, u32::from_be_bytes);
+        let word =
+            |i: usize| prelude.get(i..i + 4).and_then(|b| <[u8; 4]>::try_from(b).ok()).map_or(0, u32::from_be_bytes);
         let (total, headers_len, crc) = (word(0) as usize, word(4) as usize, word(8));
         if crc32fast::hash(prelude.get(..8).unwrap_or_default()) != crc {
             return Err(FrameError::PreludeCrc);
         }
-        if total < OVERHEAD || total > MAX_MESSAGE || headers_len > total - OVERHEAD {
+        if !(OVERHEAD..=MAX_MESSAGE).contains(&total) || headers_len > total - OVERHEAD {
             return Err(FrameError::Length(total));
         }
         if self.buf.len() < total {
@@ -149,7 +150,10 @@ mod tests {
     use super::*;
 
     fn chunk(payload: &str) -> Bytes {
-        encode(&[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")], payload.as_bytes())
+        encode(
+            &[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")],
+            payload.as_bytes(),
+        )
     }
 
     #[test]

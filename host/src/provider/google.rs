@@ -29,7 +29,7 @@ const MIN_LEFT: Duration = Duration::from_secs(10);
 
 /// Where tokens come from.
 enum Source {
-    ServiceAccount { email: String, key_id: String, key: RsaKeyPair, token_uri: String },
+    ServiceAccount { email: String, key_id: String, key: Box<RsaKeyPair>, token_uri: String },
     User { client_id: String, client_secret: String, refresh_token: String, token_uri: String },
 }
 
@@ -65,7 +65,8 @@ impl TokenSource {
     pub fn from_file(path: &Path, what: &str, client: reqwest::Client) -> Result<Arc<TokenSource>, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read the Google credentials file {} ({what}): {e}", path.display()))?;
-        let source = parse(&text).map_err(|m| format!("the Google credentials file {} ({what}) {m}", path.display()))?;
+        let source =
+            parse(&text).map_err(|m| format!("the Google credentials file {} ({what}) {m}", path.display()))?;
         Ok(Arc::new(TokenSource { source, client, current: RwLock::new(None), refresh: tokio::sync::Mutex::new(()) }))
     }
 
@@ -99,11 +100,9 @@ impl TokenSource {
         self.fetch().await
     }
 
-    /// Vertex refused the token: the next request fetches a new one.
-    pub fn invalidate(&self) {
-        if let Ok(mut c) = self.current.write() {
-            *c = None;
-        }
+    /// Vertex refused the token: the next request fetches a new one. True when there was one to forget.
+    pub fn invalidate(&self) -> bool {
+        self.current.write().is_ok_and(|mut c| c.take().is_some())
     }
 
     async fn fetch(&self) -> Result<http::HeaderValue, String> {
@@ -140,7 +139,9 @@ impl TokenSource {
             .timeout(Duration::from_secs(30))
             .send()
             .await
-            .map_err(|e| format!("the token endpoint {uri} is unreachable: {}", crate::upstream::retry::describe_error(&e)))?;
+            .map_err(|e| {
+                format!("the token endpoint {uri} is unreachable: {}", crate::upstream::retry::describe_error(&e))
+            })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         #[derive(Deserialize)]
@@ -178,8 +179,10 @@ fn parse(text: &str) -> Result<Source, String> {
         "service_account" => {
             let pem = need(f.private_key, "private_key")?;
             let der = pem_body(&pem).ok_or("has a `private_key` that is not a PEM private key")?;
-            let key = RsaKeyPair::from_pkcs8(&der)
-                .map_err(|e| format!("has a `private_key` that is not a usable RSA key ({e})"))?;
+            let key = Box::new(
+                RsaKeyPair::from_pkcs8(&der)
+                    .map_err(|e| format!("has a `private_key` that is not a usable RSA key ({e})"))?,
+            );
             Ok(Source::ServiceAccount {
                 email: need(f.client_email, "client_email")?,
                 key_id: need(f.private_key_id, "private_key_id")?,
@@ -222,7 +225,13 @@ pub fn pem_body(pem: &str) -> Option<Vec<u8>> {
 
 /// The signed JWT a service account exchanges for an access token (RFC 7523): RS256, `kid` = the key's id, issued
 /// by and for the account, for the token endpoint, scope `cloud-platform`, valid one hour.
-pub fn assertion(email: &str, key_id: &str, key: &RsaKeyPair, token_uri: &str, now: SystemTime) -> Result<String, String> {
+pub fn assertion(
+    email: &str,
+    key_id: &str,
+    key: &RsaKeyPair,
+    token_uri: &str,
+    now: SystemTime,
+) -> Result<String, String> {
     let iat = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": key_id});
     let claims = serde_json::json!({"iss": email, "sub": email, "aud": token_uri, "scope": SCOPE, "iat": iat, "exp": iat + 3600});

@@ -86,16 +86,23 @@ pub trait Provider: Send + Sync {
     fn family_headers(&self, _client: &HeaderMap, _stream: bool, _h: &mut HeaderMap) {}
     /// Authenticates the request, last: a signature covers exactly what is in `out`.
     fn authorize<'a>(&'a self, out: &'a mut Outgoing) -> BoxFuture<'a, Result<(), Refused>>;
-    /// A streamed answer as SSE bytes, or the response back when it is not a stream (read whole instead).
-    fn stream(&self, resp: reqwest::Response) -> Result<ByteStream, reqwest::Response> {
-        sse_stream(resp)
+    /// Whether an answer with these headers is a stream in this provider's framing (else it is read whole).
+    fn is_stream(&self, headers: &HeaderMap) -> bool {
+        content_type_is(headers, "text/event-stream")
+    }
+    /// A streamed answer as SSE bytes.
+    fn stream(&self, resp: reqwest::Response) -> ByteStream {
+        resp.bytes_stream().map(|r| r.map_err(StreamError::Transport)).boxed()
     }
     /// An error answer's body in the family's error shape (unchanged when it already is).
     fn error_body(&self, _status: StatusCode, _headers: &HeaderMap, body: Bytes) -> Bytes {
         body
     }
-    /// The upstream refused the gateway's credentials (401/403): forget cached tokens.
-    fn credentials_rejected(&self) {}
+    /// The upstream refused the gateway's credentials (401/403): forget cached tokens. True when one was dropped, so
+    /// the attempt is worth making once more with a new one.
+    fn credentials_rejected(&self) -> bool {
+        false
+    }
     /// A one-line description for the start-up log: where it goes and which credentials, never their values.
     fn describe(&self) -> String;
 }
@@ -129,17 +136,9 @@ fn secret_header(value: &str, id: &str, name: &str) -> anyhow::Result<http::Head
     Ok(v)
 }
 
-/// An SSE answer passed through as it arrives.
-fn sse_stream(resp: reqwest::Response) -> Result<ByteStream, reqwest::Response> {
-    let is_sse = resp
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if !is_sse {
-        return Err(resp);
-    }
-    Ok(resp.bytes_stream().map(|r| r.map_err(StreamError::Transport)).boxed())
+/// Whether the `content-type` starts with `prefix`.
+fn content_type_is(headers: &HeaderMap, prefix: &str) -> bool {
+    headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with(prefix))
 }
 
 /// A JSON object's top-level fields rewritten: `drop` removed, `add` appended where absent. Bodies that are not an
@@ -247,8 +246,7 @@ mod tests {
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["message"], "ValidationException: bad field");
         let g = br#"{"error":{"code":404,"message":"Publisher model not found.","status":"NOT_FOUND"}}"#;
-        let v: serde_json::Value =
-            serde_json::from_slice(&anthropic_error(StatusCode::NOT_FOUND, None, g)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&anthropic_error(StatusCode::NOT_FOUND, None, g)).unwrap();
         assert_eq!(v["error"]["type"], "not_found_error");
         assert_eq!(v["error"]["message"], "Publisher model not found.");
     }

@@ -88,8 +88,8 @@ impl Provider for Vertex {
         super::anthropic_error(status, None, &body)
     }
 
-    fn credentials_rejected(&self) {
-        self.tokens.invalidate();
+    fn credentials_rejected(&self) -> bool {
+        self.tokens.invalidate()
     }
 
     fn describe(&self) -> String {

@@ -99,6 +99,8 @@ pub struct Failure {
     pub detail: String,
     /// The upstream's own error response, when it sent one.
     pub response: Option<ErrorResponse>,
+    /// The upstream refused cached credentials that are now dropped: worth one more try with new ones.
+    pub retry_with_new_credentials: bool,
 }
 
 #[derive(Debug)]
@@ -188,15 +190,27 @@ impl Upstreams {
     }
 
     /// One attempt: send the request and, for non-streamed answers, read the whole body.
-    #[allow(
-        clippy::indexing_slicing,
-        reason = "UpstreamIdx values come only from the validated config, and `urls` has one entry per Endpoint"
-    )]
     pub async fn attempt(&self, planned: &Planned, req: &AttemptRequest<'_>, span: u64) -> Result<Answer, Failure> {
+        match self.attempt_once(planned, req, span).await {
+            // The upstream refused a cached token (revoked, or expired early): asked again at once with a new one.
+            Err(f) if f.retry_with_new_credentials => self.attempt_once(planned, req, span).await,
+            r => r,
+        }
+    }
+
+    #[allow(clippy::indexing_slicing, reason = "UpstreamIdx values come only from the validated config: in range")]
+    async fn attempt_once(&self, planned: &Planned, req: &AttemptRequest<'_>, span: u64) -> Result<Answer, Failure> {
         let (cand, endpoint) = (&planned.candidate, planned.endpoint);
         let idx = cand.upstream;
         let entry = &self.entries[idx.0];
-        let fail = |class, detail: String| Failure { upstream: idx, class, retry_after: None, detail, response: None };
+        let fail = |class, detail: String| Failure {
+            upstream: idx,
+            class,
+            retry_after: None,
+            detail,
+            response: None,
+            retry_with_new_credentials: false,
+        };
 
         let model = cand.model.as_deref().unwrap_or(req.model);
         let url = match entry.provider.url(endpoint, model, req.stream) {
@@ -237,13 +251,13 @@ impl Upstreams {
             let body = self.read_body(resp, MAX_ERROR_BODY).await.unwrap_or_default();
             let body = entry.provider.error_body(status, &headers, body);
             let class = retry::classify_status(status);
-            if matches!(class, FailureClass::Auth(_)) {
-                entry.provider.credentials_rejected();
-            }
+            let retry_with_new_credentials =
+                matches!(class, FailureClass::Auth(_)) && entry.provider.credentials_rejected();
             return Err(Failure {
                 upstream: idx,
                 class,
                 retry_after,
+                retry_with_new_credentials,
                 detail: format!("answered HTTP {status}"),
                 response: Some(ErrorResponse {
                     status,
@@ -253,16 +267,13 @@ impl Upstreams {
             });
         }
 
-        let resp = match req.stream {
-            true => entry.provider.stream(resp),
-            false => Err(resp),
-        };
-        let body = match resp {
-            Ok(stream) => AnswerBody::Stream(stream),
-            Err(resp) => match self.read_body(resp, MAX_ANSWER_BODY).await {
+        let body = if req.stream && entry.provider.is_stream(&headers) {
+            AnswerBody::Stream(entry.provider.stream(resp))
+        } else {
+            match self.read_body(resp, MAX_ANSWER_BODY).await {
                 Ok(b) => AnswerBody::Full(b),
                 Err((class, detail)) => return Err(fail(class, detail)),
-            },
+            }
         };
         Ok(Answer { upstream: idx, endpoint, model: cand.model.clone(), status, headers, body })
     }
@@ -339,7 +350,7 @@ fn refused(idx: UpstreamIdx, r: Refused) -> Failure {
         Refused::Unservable(d) => (FailureClass::Protocol, d),
         Refused::Credentials(d) => (FailureClass::Credentials, format!("no credentials: {d}")),
     };
-    Failure { upstream: idx, class, retry_after: None, detail, response: None }
+    Failure { upstream: idx, class, retry_after: None, detail, response: None, retry_with_new_credentials: false }
 }
 
 /// Whether `name` (lower-case) matches one of the `forward_headers` patterns.
