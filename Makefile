@@ -41,7 +41,7 @@ bench:
 ## inputs to target/fuzz-corpus/<target>/. cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP=1 lets our stable
 ## toolchain accept them. A crash is saved under fuzz/artifacts/<target>/: add it to fuzz/corpus/ once fixed.
 FUZZ_SECS ?= 120
-FUZZ_TARGETS := sse answer request config plugin translate
+FUZZ_TARGETS := sse answer request config plugin translate eventstream sigv4
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	for t in $(FUZZ_TARGETS); do \

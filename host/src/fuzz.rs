@@ -25,14 +25,57 @@ use crate::usage::UsageTap;
 pub type Target = fn(&[u8]);
 
 /// The fuzz targets, by name (the directory names under `fuzz/corpus/`).
-pub const TARGETS: [(&str, Target); 6] = [
+pub const TARGETS: [(&str, Target); 8] = [
     ("sse", sse),
     ("answer", answer),
     ("request", request),
     ("config", config),
     ("plugin", plugin),
     ("translate", translate),
+    ("eventstream", eventstream),
+    ("sigv4", sigv4),
 ];
+
+/// The event-stream decoder, fed in chunks whose sizes the first byte chooses, and each message it accepts turned
+/// into the SSE event Bedrock's answer carries (or the error that ends the stream).
+pub fn eventstream(data: &[u8]) {
+    let Some((&sel, rest)) = data.split_first() else { return };
+    let step = match sel % 33 {
+        0 => rest.len().max(1),
+        n => usize::from(n),
+    };
+    let mut d = crate::provider::eventstream::Decoder::default();
+    for chunk in rest.chunks(step) {
+        d.push(chunk);
+        loop {
+            match d.next_message() {
+                Ok(Some(m)) => {
+                    let _ = crate::provider::bedrock_event_to_sse(&m);
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+    let _ = d.has_partial();
+}
+
+/// The SigV4 canonicalizer and signer over arbitrary request parts: the input's lines are the path, the query, a
+/// header value, the host and the date to parse; the whole input is the body.
+pub fn sigv4(data: &[u8]) {
+    use crate::provider::sigv4;
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.split('\n');
+    let mut next = || lines.next().unwrap_or("");
+    let (path, query, value, host, date) = (next(), next(), next(), next(), next());
+    let headers = [("content-type", value), ("accept", value)];
+    let r = sigv4::Signable { method: "POST", host, path, query, headers: &headers, body: data };
+    let keys = sigv4::AwsKeys { access_key_id: "AKID".into(), secret_access_key: "secret".into(), session_token: None };
+    let now = sigv4::parse_amz_date(date).unwrap_or(std::time::SystemTime::UNIX_EPOCH);
+    let s = sigv4::sign(&r, &keys, "us-east-1", "bedrock", now);
+    let _ = sigv4::parse_amz_date(&s.amz_date);
+    let _ = sigv4::uri_encode(path, true);
+}
 
 /// The first byte's choice of endpoint, and the rest.
 fn endpoint_and_rest(data: &[u8]) -> Option<(u8, Endpoint, &[u8])> {

@@ -238,7 +238,7 @@ pub fn reframe(upstream: ByteStream) -> ByteStream {
 }
 
 /// One event-stream message as SSE: a `chunk` event is the Anthropic event it encodes; an exception is an error.
-fn to_sse(m: &Message) -> Result<Option<Bytes>, ApiError> {
+pub(crate) fn to_sse(m: &Message) -> Result<Option<Bytes>, ApiError> {
     match m.header(":message-type") {
         Some("event") => {}
         Some("exception") => {

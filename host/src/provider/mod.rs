@@ -42,6 +42,7 @@ use crate::config::{Cloud, Upstream};
 use crate::error::ApiError;
 
 pub use bedrock::EVENT_STREAM;
+pub(crate) use bedrock::to_sse as bedrock_event_to_sse;
 
 /// A streamed answer, as SSE bytes in the provider's dialect (whatever the wire framing was).
 pub type ByteStream = BoxStream<'static, Result<Bytes, StreamError>>;
