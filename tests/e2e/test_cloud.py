@@ -387,3 +387,73 @@ models = ["m"]
     config.write_text(bad.replace('region = "eu west 1"', 'region = "eu-west-1"\nproject = "p"'))
     r = subprocess.run([str(WEIR), "check-config", str(config)], capture_output=True, text=True)
     assert r.returncode != 0 and "not a setting of a `bedrock` upstream" in r.stderr, r.stderr
+
+
+# ---- Bedrock and Vertex spoken to clients ----
+
+BEDROCK_ID = "anthropic.claude-haiku-4-5-20251001-v1:0"
+
+
+def bedrock_client(c, key=DEMO_KEY):
+    return anthropic.AnthropicBedrock(api_key=key, aws_region="us-east-1", base_url=c.url, max_retries=0, timeout=20)
+
+
+def vertex_client(c, key=DEMO_KEY):
+    return anthropic.AnthropicVertex(access_token=key, region="us-east5", project_id="weir-demo",
+                                     base_url=c.url + "/v1", max_retries=0, timeout=20)
+
+
+def test_anthropic_bedrock_and_vertex_clients_use_weir(cloud):
+    """The SDK's Bedrock and Vertex clients, with a Weir key, through Weir's Bedrock and Vertex routes: whole,
+    streamed (Bedrock's event-stream encoded by Weir, decoded by the SDK with botocore), tools, any upstream behind
+    them (the Azure model, translated), and the clients' own error shapes."""
+    for client, model in [(bedrock_client(cloud), BEDROCK_ID), (vertex_client(cloud), "claude-sonnet-4-5@20250929"),
+                          (bedrock_client(cloud), "gpt-4o-mini"), (vertex_client(cloud), "claude-haiku-4-5")]:
+        raw = client.messages.with_raw_response.create(model=model, max_tokens=64, messages=MSG,
+                                                       extra_headers={"anthropic-beta": "a-beta-2025-01-01"})
+        m = raw.parse()
+        assert m.content[0].text.startswith("Hello from the Weir mock") and m.usage.output_tokens == 8, (model, m)
+        with client.messages.stream(model=model, max_tokens=64, messages=MSG) as s:
+            assert "".join(s.text_stream).startswith("Hello from the Weir mock"), model
+            assert s.get_final_message().usage.output_tokens == 8
+        with client.messages.stream(model=model, max_tokens=256, messages=MSG, tools=[WEATHER],
+                                    tool_choice={"type": "tool", "name": "get_weather"}) as s:
+            final = s.get_final_message()
+        assert [b.name for b in final.content if b.type == "tool_use"] == ["get_weather"], (model, final)
+    raw = bedrock_client(cloud).messages.with_raw_response.create(model=BEDROCK_ID, max_tokens=64, messages=MSG)
+    assert raw.headers["x-amzn-bedrock-output-token-count"] == "8"
+
+    with pytest.raises(anthropic.AuthenticationError) as e:
+        bedrock_client(cloud, key="sk-not-a-weir-key").messages.create(model=BEDROCK_ID, max_tokens=16, messages=MSG)
+    assert e.value.response.headers["x-amzn-errortype"] == "AccessDeniedException"
+    assert "gateway does not know it" in e.value.body["message"]
+    with pytest.raises(anthropic.AuthenticationError):
+        vertex_client(cloud, key="sk-not-a-weir-key").messages.create(model="claude-haiku-4-5", max_tokens=16,
+                                                                      messages=MSG)
+    with pytest.raises(anthropic.NotFoundError) as e:
+        bedrock_client(cloud).messages.create(model="no-such-model", max_tokens=16, messages=MSG)
+    assert e.value.response.headers["x-amzn-errortype"] == "ResourceNotFoundException"
+    # A failure mid-stream reaches the Bedrock client as an exception frame, which the SDK raises.
+    with pytest.raises(anthropic.APIStatusError) as e:
+        with bedrock_client(cloud).messages.stream(model=BEDROCK_ID, max_tokens=64, messages=MSG,
+                                                   extra_headers={"x-mock-bedrock-corrupt-after": "3"}) as s:
+            for _ in s.text_stream:
+                pass
+    assert "checksum" in str(e.value)
+
+
+def test_weirs_event_stream_decodes_with_botocore(cloud):
+    """Weir's own event-stream encoding (its Bedrock route), read by botocore's parser with both CRCs checked."""
+    from botocore.eventstream import EventStreamBuffer
+
+    body = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 32, "messages": MSG}).encode()
+    req = urllib.request.Request(f"{cloud.url}/model/{BEDROCK_ID}/invoke-with-response-stream", data=body,
+                                 headers={"authorization": f"Bearer {DEMO_KEY}", "content-type": "application/json"})
+    r = urllib.request.urlopen(req, timeout=10)
+    assert r.headers["content-type"] == "application/vnd.amazon.eventstream"
+    buf = EventStreamBuffer()
+    buf.add_data(r.read())
+    events = [json.loads(base64.b64decode(json.loads(m.payload)["bytes"])) for m in buf]
+    assert [e["type"] for e in events][:2] == ["message_start", "content_block_start"]
+    assert events[-1]["type"] == "message_stop"
+    assert events[-1]["amazon-bedrock-invocationMetrics"]["outputTokenCount"] == 8

@@ -268,22 +268,13 @@ async fn bedrock(
     let corrupt_after: Option<usize> = ctl("x-mock-bedrock-corrupt-after").and_then(|v| v.parse().ok());
     struct Frames {
         parser: crate::sse::SseParser,
+        framer: crate::provider::Framer,
         sent: usize,
-        input: u64,
-        output: u64,
-        started: Instant,
         ended: bool,
     }
-    let st = Frames {
-        parser: crate::sse::SseParser::new(),
-        sent: 0,
-        input: 0,
-        output: 0,
-        started: Instant::now(),
-        ended: false,
-    };
-    let upstream = body.into_data_stream();
-    let framed = upstream
+    let st = Frames { parser: crate::sse::SseParser::new(), framer: Default::default(), sent: 0, ended: false };
+    let framed = body
+        .into_data_stream()
         .scan(st, move |st, chunk| {
             let out: Vec<Result<Bytes, std::io::Error>> = match chunk {
                 Err(e) => vec![Err(std::io::Error::other(e.to_string()))],
@@ -297,30 +288,18 @@ async fn bedrock(
                         {
                             let msg = format!("the mock was asked for a {k} after {after} events");
                             frames.push(Ok(eventstream::encode(
-                                &[(":exception-type", k), (":content-type", "application/json"), (":message-type", "exception")],
+                                &[
+                                    (":exception-type", k),
+                                    (":content-type", "application/json"),
+                                    (":message-type", "exception"),
+                                ],
                                 json!({"message": msg}).to_string().as_bytes(),
                             )));
                             st.ended = true;
                             break;
                         }
-                        let f = ev.fields();
-                        let Ok(mut data) = serde_json::from_str::<Value>(&f.data) else { continue };
-                        if let Some(n) = data.pointer("/message/usage/input_tokens").and_then(Value::as_u64) {
-                            st.input = n;
-                        }
-                        if let Some(n) = data.pointer("/usage/output_tokens").and_then(Value::as_u64) {
-                            st.output = n;
-                        }
-                        if data["type"] == "message_stop" {
-                            let ms = st.started.elapsed().as_millis() as u64;
-                            data["amazon-bedrock-invocationMetrics"] = json!({"inputTokenCount": st.input, "outputTokenCount": st.output, "invocationLatency": ms, "firstByteLatency": ms});
-                        }
-                        let payload = json!({"bytes": STANDARD.encode(data.to_string()), "p": "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"});
-                        let mut frame = eventstream::encode(
-                            &[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")],
-                            payload.to_string().as_bytes(),
-                        )
-                        .to_vec();
+                        let Some(frame) = st.framer.frame(&ev.fields().data) else { continue };
+                        let mut frame = frame.to_vec();
                         if corrupt_after == Some(st.sent) {
                             let n = frame.len();
                             frame[n - 1] ^= 0xff;

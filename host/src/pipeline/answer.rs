@@ -55,8 +55,12 @@ pub(super) async fn forward(
     rec.status = answer.status.as_u16();
     rec.outcome = Outcome::Ok;
 
-    let content_type =
-        answer.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
+    let content_type = match (&answer.body, answer.headers.get(header::CONTENT_TYPE)) {
+        // A stream reaches the client as SSE, whatever its framing upstream (Bedrock's event-stream).
+        (AnswerBody::Stream(_), Some(ct)) if ct.as_bytes().starts_with(b"text/event-stream") => ct.clone(),
+        (AnswerBody::Stream(_), _) => HeaderValue::from_static("text/event-stream; charset=utf-8"),
+        (AnswerBody::Full(_), ct) => ct.cloned().unwrap_or(HeaderValue::from_static("application/json")),
+    };
     // An answer of the other family is translated first: the tap and the plugins see the client's format.
     let (mut resp, upstream) = match answer.body {
         AnswerBody::Full(b) => {

@@ -119,6 +119,18 @@ pub async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: 
     resp
 }
 
+/// The request body, read whole within `limits.max_body` and `limits.body_timeout`.
+pub async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
+    let limits = &app.config.limits;
+    match tokio::time::timeout(limits.body_timeout, intake::read_body(headers, body, limits.max_body)).await {
+        Ok(r) => r,
+        Err(_) => Err(ApiError::new(
+            ErrorKind::RequestTimeout,
+            format!("the request body did not arrive within {:?} (limits.body_timeout)", limits.body_timeout),
+        )),
+    }
+}
+
 async fn run(
     app: &Arc<App>,
     endpoint: Endpoint,
@@ -127,16 +139,7 @@ async fn run(
     rec: &mut RequestRecord,
 ) -> Result<Forward, ApiError> {
     let limits = &app.config.limits;
-    let bytes = match tokio::time::timeout(limits.body_timeout, intake::read_body(headers, body, limits.max_body)).await
-    {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(ApiError::new(
-                ErrorKind::RequestTimeout,
-                format!("the request body did not arrive within {:?} (limits.body_timeout)", limits.body_timeout),
-            ));
-        }
-    };
+    let bytes = read_body(app, headers, body).await?;
     intake::check_depth(&bytes, limits.max_json_depth)?;
     // Parsed once; again only when a plugin rewrote the body or the model.
     let parsed = RequestBody::parse(&bytes, endpoint)?;

@@ -298,6 +298,67 @@ pub(crate) fn to_sse(m: &Message) -> Result<Option<Bytes>, ApiError> {
     Ok(Some(out.freeze()))
 }
 
+/// The other way: Anthropic SSE events in, Bedrock's event-stream frames out, for whoever speaks Bedrock to a client
+/// (the gateway's Bedrock routes, the mock). Counts usage as it goes, for the invocation metrics Bedrock adds to
+/// `message_stop`.
+pub struct Framer {
+    started: std::time::Instant,
+    input: u64,
+    output: u64,
+}
+
+impl Default for Framer {
+    fn default() -> Framer {
+        Framer { started: std::time::Instant::now(), input: 0, output: 0 }
+    }
+}
+
+impl Framer {
+    /// The frame for one SSE event's data: a `chunk` carrying it, or an exception frame for an `error` event.
+    /// `None` for what Bedrock does not send (data that is not a JSON object).
+    pub fn frame(&mut self, data: &str) -> Option<Bytes> {
+        let mut v: serde_json::Value = serde_json::from_str(data).ok()?;
+        let obj = v.as_object_mut()?;
+        match obj.get("type").and_then(|t| t.as_str()) {
+            Some("error") => {
+                let kind = match v.pointer("/error/type").and_then(|t| t.as_str()) {
+                    Some("rate_limit_error") => "throttlingException",
+                    Some("overloaded_error") => "serviceUnavailableException",
+                    Some("invalid_request_error") => "validationException",
+                    Some("timeout_error") => "modelTimeoutException",
+                    _ => "internalServerException",
+                };
+                let message = v.pointer("/error/message").and_then(|m| m.as_str()).unwrap_or("error");
+                let payload = serde_json::json!({ "message": message }).to_string();
+                return Some(super::eventstream::encode(
+                    &[(":exception-type", kind), (":content-type", "application/json"), (":message-type", "exception")],
+                    payload.as_bytes(),
+                ));
+            }
+            Some("message_start") => {
+                self.input = v.pointer("/message/usage/input_tokens").and_then(|n| n.as_u64()).unwrap_or(0);
+            }
+            Some("message_delta") => {
+                self.output = v.pointer("/usage/output_tokens").and_then(|n| n.as_u64()).unwrap_or(self.output);
+            }
+            Some("message_stop") => {
+                let ms = self.started.elapsed().as_millis() as u64;
+                obj.insert(
+                    "amazon-bedrock-invocationMetrics".into(),
+                    serde_json::json!({"inputTokenCount": self.input, "outputTokenCount": self.output,
+                                       "invocationLatency": ms, "firstByteLatency": ms}),
+                );
+            }
+            _ => {}
+        }
+        let payload = serde_json::json!({ "bytes": STANDARD.encode(v.to_string()) }).to_string();
+        Some(super::eventstream::encode(
+            &[(":event-type", "chunk"), (":content-type", "application/json"), (":message-type", "event")],
+            payload.as_bytes(),
+        ))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, reason = "tests")]
 mod tests {

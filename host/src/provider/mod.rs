@@ -41,8 +41,8 @@ use crate::api::Endpoint;
 use crate::config::{Cloud, Upstream};
 use crate::error::ApiError;
 
-pub use bedrock::EVENT_STREAM;
 pub(crate) use bedrock::to_sse as bedrock_event_to_sse;
+pub use bedrock::{EVENT_STREAM, Framer};
 
 /// A streamed answer, as SSE bytes in the provider's dialect (whatever the wire framing was).
 pub type ByteStream = BoxStream<'static, Result<Bytes, StreamError>>;

@@ -1,8 +1,11 @@
-//! The gateway's routes: the proxied endpoints of both API families, `/v1/models`, health probes, and errors for
-//! anything else (in the shape of the API the client appears to speak).
+//! The gateway's routes: the proxied endpoints of both API families, the Bedrock and Vertex AI envelopes of the
+//! Anthropic API (`cloud.rs`), `/v1/models`, health probes, and errors for anything else (in the shape of the API
+//! the client appears to speak).
 
 // Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod cloud;
 
 use std::sync::Arc;
 
@@ -32,6 +35,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/embeddings", proxied(Endpoint::Embeddings))
         .route("/v1/messages", proxied(Endpoint::Messages))
         .route("/v1/messages/count_tokens", proxied(Endpoint::CountTokens))
+        .route("/model/{model}/{action}", post(cloud::bedrock).fallback(method_not_allowed))
+        .route(
+            "/v1/projects/{project}/locations/{region}/publishers/anthropic/models/{call}",
+            post(cloud::vertex).fallback(method_not_allowed),
+        )
         .route("/v1/models", get(models).fallback(method_not_allowed))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
