@@ -1,4 +1,4 @@
-# Shared by the bench scripts (run.sh — the harness, `make bench` —, chain.sh, state.sh, translation.sh,
+# Shared by the bench scripts (run.sh — the harness, `make bench` —, chain.sh, state.sh, translation.sh, cloud.sh,
 # plugin-spin.sh; sourced, not run): the results file, build, a temp dir removed on exit, a mock upstream and gateways
 # on loopback, and the percentile helpers for wrk's output.
 

@@ -3,8 +3,8 @@
 //! two users only; nothing here is a stable API.
 //!
 //! Data flow of one request: [`ingress`] (route → endpoint) → [`pipeline`] (the driver of the phases: intake,
-//! plugins' `on-request`, parse, plan, attempt via [`upstream::retry`], answer through [`sse`], [`dialect`] and
-//! [`usage`]) → [`record`] frozen → [`completion`] (plugins' `on-complete`, then the log line, and [`telemetry`]'s
+//! plugins' `on-request`, parse, plan, attempt via [`upstream::retry`] and the upstream's [`provider`], answer
+//! through [`sse`], [`dialect`] and [`usage`]) → [`record`] frozen → [`completion`] (plugins' `on-complete`, then the log line, and [`telemetry`]'s
 //! spans and metrics).
 
 pub mod api;

@@ -1,7 +1,8 @@
 //! `weir`: a programmable LLM gateway for the OpenAI and Anthropic APIs.
 //!
 //! Subcommands: `serve` (the gateway), `check-config` (validate a config and show what it would serve),
-//! `mock-upstream` (a faithful local stand-in for both providers). Data flow of one request:
+//! `mock-upstream` (a faithful local stand-in for both providers and the Azure, Bedrock and Vertex envelopes). Data
+//! flow of one request:
 //! [`ingress`] → [`pipeline`] → [`upstream::retry`] → [`sse`] + [`usage`] → [`record`].
 
 use weir::*;

@@ -31,6 +31,9 @@
 //! | `x-mock-tool-calls: N` | N parallel tool calls when `tool_choice` forces a tool (default 1; see `tools`) |
 //! | `x-mock-tag: T` | record the request under T (with its headers and body), readable at `GET /_mock/requests?tag=T` |
 //!
+//! It also plays Azure OpenAI, Bedrock and Vertex AI, checking their credentials (SigV4, OAuth tokens, `api-key`)
+//! and framing their answers (event-stream): `mock/cloud.rs`.
+//!
 //! With `--api-key KEY`, requests must carry that key the provider's way (`Authorization: Bearer` for OpenAI,
 //! `x-api-key` for Anthropic) or get the provider's 401.
 //!

@@ -140,7 +140,8 @@ impl TokenSource {
             .send()
             .await
             .map_err(|e| {
-                format!("the token endpoint {uri} is unreachable: {}", crate::upstream::retry::describe_error(&e))
+                let why = if e.is_timeout() { "no answer within 30s" } else { "the connection failed" };
+                format!("the token endpoint {uri} is unreachable ({why})")
             })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
