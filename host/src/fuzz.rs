@@ -45,12 +45,14 @@ pub fn eventstream(data: &[u8]) {
         n => usize::from(n),
     };
     let mut d = crate::provider::eventstream::Decoder::default();
+    let (mut scratch, mut out) = (Vec::new(), bytes::BytesMut::new());
     for chunk in rest.chunks(step) {
         d.push(chunk);
         loop {
             match d.next_message() {
                 Ok(Some(m)) => {
-                    let _ = crate::provider::bedrock_event_to_sse(&m);
+                    let _ = m.header(":message-type");
+                    let _ = crate::provider::bedrock_event_to_sse(&m, &mut scratch, &mut out);
                 }
                 Ok(None) => break,
                 Err(_) => return,

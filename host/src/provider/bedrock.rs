@@ -177,68 +177,65 @@ pub fn reframe(upstream: ByteStream) -> ByteStream {
     struct State {
         upstream: ByteStream,
         decoder: Decoder,
+        /// Base64-decoded event, reused across frames.
+        scratch: Vec<u8>,
+        /// An error to end with, after the events decoded before it are sent.
+        pending: Option<StreamError>,
         done: bool,
     }
-    let s = State { upstream, decoder: Decoder::default(), done: false };
+    let s = State { upstream, decoder: Decoder::default(), scratch: Vec::new(), pending: None, done: false };
     futures_util::stream::unfold(s, |mut s| async move {
         loop {
+            if let Some(e) = s.pending.take() {
+                s.done = true;
+                return Some((Err(e), s));
+            }
             if s.done {
                 return None;
             }
             let mut out = BytesMut::new();
             loop {
                 match s.decoder.next_message() {
-                    Ok(Some(m)) => match to_sse(&m) {
-                        Ok(Some(ev)) => out.extend_from_slice(&ev),
-                        Ok(None) => {}
-                        Err(e) => {
-                            s.done = true;
-                            if out.is_empty() {
-                                return Some((Err(StreamError::Provider(e)), s));
-                            }
-                            // Send what came before the error first; the error ends the stream next time.
-                            s.upstream = futures_util::stream::iter([Err(StreamError::Provider(e))]).boxed();
-                            s.done = false;
-                            s.decoder = Decoder::default();
-                            return Some((Ok(out.freeze()), s));
+                    Ok(Some(m)) => {
+                        if let Err(e) = to_sse(&m, &mut s.scratch, &mut out) {
+                            s.pending = Some(StreamError::Provider(e));
+                            break;
                         }
-                    },
+                    }
                     Ok(None) => break,
                     Err(e) => {
-                        s.done = true;
                         let e = ApiError::new(ErrorKind::UpstreamFailed, format!("Bedrock's answer stream: {e}"));
-                        return Some((Err(StreamError::Provider(e)), s));
+                        s.pending = Some(StreamError::Provider(e));
+                        break;
                     }
                 }
             }
             if !out.is_empty() {
                 return Some((Ok(out.freeze()), s));
             }
+            if s.pending.is_some() {
+                continue;
+            }
             match s.upstream.next().await {
                 Some(Ok(chunk)) => s.decoder.push(&chunk),
-                Some(Err(e)) => {
-                    s.done = true;
-                    return Some((Err(e), s));
+                Some(Err(e)) => s.pending = Some(e),
+                None if s.decoder.has_partial() => {
+                    let e = ApiError::new(
+                        ErrorKind::UpstreamFailed,
+                        format!("Bedrock's answer stream: {}", super::eventstream::FrameError::Truncated),
+                    );
+                    s.pending = Some(StreamError::Provider(e));
                 }
-                None => {
-                    s.done = true;
-                    if s.decoder.has_partial() {
-                        let e = ApiError::new(
-                            ErrorKind::UpstreamFailed,
-                            format!("Bedrock's answer stream: {}", super::eventstream::FrameError::Truncated),
-                        );
-                        return Some((Err(StreamError::Provider(e)), s));
-                    }
-                    return None;
-                }
+                None => s.done = true,
             }
         }
     })
     .boxed()
 }
 
-/// One event-stream message as SSE: a `chunk` event is the Anthropic event it encodes; an exception is an error.
-pub(crate) fn to_sse(m: &Message) -> Result<Option<Bytes>, ApiError> {
+/// One event-stream message as SSE, appended to `out`: a `chunk` event is the Anthropic event it encodes; an
+/// exception is an error (and `out` is left as it was).
+pub(crate) fn to_sse(m: &Message, scratch: &mut Vec<u8>, out: &mut BytesMut) -> Result<(), ApiError> {
     match m.header(":message-type") {
         Some("event") => {}
         Some("exception") => {
@@ -267,7 +264,7 @@ pub(crate) fn to_sse(m: &Message) -> Result<Option<Bytes>, ApiError> {
         }
     }
     if m.header(":event-type") != Some("chunk") {
-        return Ok(None);
+        return Ok(());
     }
     #[derive(serde::Deserialize)]
     struct Chunk<'a> {
@@ -277,25 +274,30 @@ pub(crate) fn to_sse(m: &Message) -> Result<Option<Bytes>, ApiError> {
     #[derive(serde::Deserialize)]
     struct Typed<'a> {
         #[serde(borrow, rename = "type")]
-        kind: std::borrow::Cow<'a, str>,
+        kind: &'a str,
     }
     let bad = |what: &str| ApiError::new(ErrorKind::UpstreamFailed, format!("Bedrock sent a chunk with {what}"));
     let c: Chunk<'_> = serde_json::from_slice(&m.payload).map_err(|_| bad("no `bytes`"))?;
-    let mut event = STANDARD.decode(c.bytes).map_err(|_| bad("`bytes` that are not base64"))?;
-    let t: Typed<'_> = serde_json::from_slice(&event).map_err(|_| bad("an event that is not an Anthropic event"))?;
-    let kind = t.kind.into_owned();
-    // SSE data is one line: re-serialize the rare event that spans several.
-    if event.contains(&b'\n') {
-        let v: serde_json::Value = serde_json::from_slice(&event).map_err(|_| bad("invalid JSON"))?;
-        event = v.to_string().into_bytes();
-    }
-    let mut out = BytesMut::with_capacity(event.len() + kind.len() + 16);
+    scratch.clear();
+    STANDARD.decode_vec(c.bytes, scratch).map_err(|_| bad("`bytes` that are not base64"))?;
+    // An event whose JSON spans lines is re-serialized: SSE data is one line.
+    let one_line;
+    let event: &[u8] = if scratch.contains(&b'\n') {
+        let v: serde_json::Value = serde_json::from_slice(scratch).map_err(|_| bad("invalid JSON"))?;
+        one_line = v.to_string();
+        one_line.as_bytes()
+    } else {
+        scratch
+    };
+    // A type with escapes (never sent) fails to borrow and is refused like any malformed event.
+    let t: Typed<'_> = serde_json::from_slice(event).map_err(|_| bad("an event that is not an Anthropic event"))?;
+    out.reserve(event.len() + t.kind.len() + 16);
     out.extend_from_slice(b"event: ");
-    out.extend_from_slice(kind.as_bytes());
+    out.extend_from_slice(t.kind.as_bytes());
     out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(&event);
+    out.extend_from_slice(event);
     out.extend_from_slice(b"\n\n");
-    Ok(Some(out.freeze()))
+    Ok(())
 }
 
 /// The other way: Anthropic SSE events in, Bedrock's event-stream frames out, for whoever speaks Bedrock to a client

@@ -16,16 +16,24 @@ const OVERHEAD: usize = 16;
 /// Largest message accepted (AWS's own limit is 16 MiB).
 pub const MAX_MESSAGE: usize = 16 << 20;
 
-/// One decoded message: its string headers (other header types are skipped) and payload.
+/// One decoded message: its header block (checked well-formed when decoded; read by name, string headers only)
+/// and its payload. Nothing is copied or allocated per header: a Bedrock stream has a frame per token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
-    pub headers: Vec<(String, String)>,
+    headers: Bytes,
     pub payload: Bytes,
 }
 
 impl Message {
+    /// The value of the string header `name`.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        let mut found = None;
+        let _ = walk_headers(&self.headers, |k, v| {
+            if found.is_none() && k == name.as_bytes() {
+                found = v.and_then(|v| std::str::from_utf8(v).ok());
+            }
+        });
+        found
     }
 }
 
@@ -76,7 +84,8 @@ impl Decoder {
         if crc32fast::hash(body) != want {
             return Err(FrameError::MessageCrc);
         }
-        let headers = parse_headers(frame.get(12..12 + headers_len).ok_or(FrameError::Headers)?)?;
+        let headers = frame.slice(12..12 + headers_len);
+        walk_headers(&headers, |_, _| {})?;
         let payload = frame.slice(12 + headers_len..total - 4);
         Ok(Some(Message { headers, payload }))
     }
@@ -87,13 +96,13 @@ impl Decoder {
     }
 }
 
-fn parse_headers(mut b: &[u8]) -> Result<Vec<(String, String)>, FrameError> {
-    let mut out = Vec::new();
+/// Calls `f(name, value)` for each header of a block (`value` for string headers only), or says the block is
+/// malformed.
+fn walk_headers<'a>(mut b: &'a [u8], mut f: impl FnMut(&'a [u8], Option<&'a [u8]>)) -> Result<(), FrameError> {
     while b.has_remaining() {
         let n = b.try_get_u8().map_err(|_| FrameError::Headers)? as usize;
         let name = b.get(..n).ok_or(FrameError::Headers)?;
-        let name = std::str::from_utf8(name).map_err(|_| FrameError::Headers)?.to_string();
-        b.advance(n);
+        b = b.get(n..).ok_or(FrameError::Headers)?;
         let ty = b.try_get_u8().map_err(|_| FrameError::Headers)?;
         let fixed = match ty {
             0 | 1 => 0,
@@ -106,20 +115,20 @@ fn parse_headers(mut b: &[u8]) -> Result<Vec<(String, String)>, FrameError> {
                 let len = b.try_get_u16().map_err(|_| FrameError::Headers)? as usize;
                 let v = b.get(..len).ok_or(FrameError::Headers)?;
                 if ty == 7 {
-                    let v = std::str::from_utf8(v).map_err(|_| FrameError::Headers)?;
-                    out.push((name, v.to_string()));
+                    std::str::from_utf8(v).map_err(|_| FrameError::Headers)?;
+                    f(name, Some(v));
+                } else {
+                    f(name, None);
                 }
-                b.advance(len);
+                b = b.get(len..).ok_or(FrameError::Headers)?;
                 continue;
             }
             _ => return Err(FrameError::Headers),
         };
-        if b.remaining() < fixed {
-            return Err(FrameError::Headers);
-        }
-        b.advance(fixed);
+        f(name, None);
+        b = b.get(fixed..).ok_or(FrameError::Headers)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Encodes one message with string headers.
@@ -211,8 +220,11 @@ mod tests {
         h.put_u8(6);
         h.put_u16(2);
         h.put_slice(b"zz");
-        assert_eq!(parse_headers(&h).unwrap(), vec![]);
+        let mut names = Vec::new();
+        walk_headers(&h, |k, v| names.push((k.to_vec(), v.map(<[u8]>::to_vec)))).unwrap();
+        assert_eq!(names.len(), 8);
+        assert_eq!(names[7], (b"b".to_vec(), None), "a byte array is not a string");
         h.put_u8(99);
-        assert_eq!(parse_headers(&h), Err(FrameError::Headers));
+        assert_eq!(walk_headers(&h, |_, _| {}), Err(FrameError::Headers));
     }
 }
