@@ -457,3 +457,25 @@ def test_weirs_event_stream_decodes_with_botocore(cloud):
     assert [e["type"] for e in events][:2] == ["message_start", "content_block_start"]
     assert events[-1]["type"] == "message_stop"
     assert events[-1]["amazon-bedrock-invocationMetrics"]["outputTokenCount"] == 8
+
+
+def test_a_claude_code_shaped_request_through_bedrock_and_vertex_routes(cloud):
+    """What Claude Code sends through its Bedrock and Vertex modes: system blocks with cache_control, metadata,
+    several tools, an anthropic-beta header, streamed; the SDK's clients carry it as Claude Code does."""
+    tools = [WEATHER, {"name": "Read", "description": "Read a file",
+                       "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}},
+                                        "required": ["file_path"]}}]
+    kwargs = dict(
+        max_tokens=1024,
+        system=[{"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": [{"type": "text", "text": "read README.md",
+                                                "cache_control": {"type": "ephemeral"}}]}],
+        tools=tools, tool_choice={"type": "tool", "name": "Read"}, metadata={"user_id": "user_abc_session_1"},
+        extra_headers={"anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14"},
+    )
+    for client, model in [(bedrock_client(cloud), BEDROCK_ID), (vertex_client(cloud), "claude-haiku-4-5@20251001")]:
+        with client.messages.stream(model=model, **kwargs) as s:
+            final = s.get_final_message()
+        call = [b for b in final.content if b.type == "tool_use"]
+        assert call and call[0].name == "Read" and isinstance(call[0].input["file_path"], str), (model, final)
+        assert final.stop_reason == "tool_use" and final.usage.input_tokens > 0
