@@ -78,32 +78,51 @@ impl<'a> RequestBody<'a> {
             return self.original.clone();
         }
         let model_json = model.map(|m| serde_json::Value::from(m).to_string());
-        let mut out = Vec::with_capacity(self.original.len() + 64);
-        out.push(b'{');
-        let mut first = true;
-        let mut put = |k: &str, v: &str, out: &mut Vec<u8>| {
-            if !std::mem::take(&mut first) {
-                out.push(b',');
-            }
-            out.extend_from_slice(serde_json::Value::from(k).to_string().as_bytes());
-            out.push(b':');
-            out.extend_from_slice(v.as_bytes());
-        };
+        let mut out = ObjectWriter::with_capacity(self.original.len() + 64);
         for (k, v) in &self.fields {
             let v = match k.as_ref() {
                 "model" => model_json.as_deref().unwrap_or(v.get()),
                 "stream_options" => self.injected_stream_options.as_deref().unwrap_or(v.get()),
                 _ => v.get(),
             };
-            put(k, v, &mut out);
+            out.put(k, v);
         }
         if let Some(opts) = &self.injected_stream_options
             && !self.fields.contains_key("stream_options")
         {
-            put("stream_options", opts, &mut out);
+            out.put("stream_options", opts);
         }
-        out.push(b'}');
-        Bytes::from(out)
+        out.finish()
+    }
+}
+
+/// A JSON object written field by field, values given as raw JSON (so fields kept from a parsed body are copied,
+/// not re-serialized).
+pub(crate) struct ObjectWriter {
+    out: Vec<u8>,
+    first: bool,
+}
+
+impl ObjectWriter {
+    pub fn with_capacity(n: usize) -> ObjectWriter {
+        let mut out = Vec::with_capacity(n);
+        out.push(b'{');
+        ObjectWriter { out, first: true }
+    }
+
+    /// Appends `"key": value`, `value` being raw JSON.
+    pub fn put(&mut self, key: &str, value: &str) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
+        }
+        self.out.extend_from_slice(serde_json::Value::from(key).to_string().as_bytes());
+        self.out.push(b':');
+        self.out.extend_from_slice(value.as_bytes());
+    }
+
+    pub fn finish(mut self) -> Bytes {
+        self.out.push(b'}');
+        Bytes::from(self.out)
     }
 }
 

@@ -146,29 +146,18 @@ fn content_type_is(headers: &HeaderMap, prefix: &str) -> bool {
 /// object pass unchanged (the upstream says what is wrong with them).
 fn envelope(body: &Bytes, drop: &[&str], add: &[(&str, &str)]) -> Bytes {
     let Ok(fields) = serde_json::from_slice::<BTreeMap<Cow<'_, str>, &RawValue>>(body) else { return body.clone() };
-    let mut out = Vec::with_capacity(body.len() + 64);
-    out.push(b'{');
-    let mut first = true;
-    let mut put = |k: &str, v: &str, out: &mut Vec<u8>| {
-        if !std::mem::take(&mut first) {
-            out.push(b',');
-        }
-        out.extend_from_slice(serde_json::Value::from(k).to_string().as_bytes());
-        out.push(b':');
-        out.extend_from_slice(v.as_bytes());
-    };
+    let mut out = crate::dialect::body::ObjectWriter::with_capacity(body.len() + 64);
     for (k, v) in &fields {
         if !drop.contains(&k.as_ref()) {
-            put(k, v.get(), &mut out);
+            out.put(k, v.get());
         }
     }
     for (k, v) in add {
         if !fields.contains_key(*k) {
-            put(k, v, &mut out);
+            out.put(k, v);
         }
     }
-    out.push(b'}');
-    Bytes::from(out)
+    out.finish()
 }
 
 /// The Anthropic headers every Anthropic-dialect upstream gets: the client's `anthropic-version` or a default, and
