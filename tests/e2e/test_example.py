@@ -156,3 +156,24 @@ def test_js_tier_router_routes_by_header(polyglot):
     # No header: the gateway's own routing.
     r = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HELLO)
     assert r.parse().model == "gpt-4o-mini"
+
+
+def test_redaction_leaves_an_agents_instructions_and_trailer_intact(example):
+    """The example's redact runs with `scope = "conversation"` and allows the agents' commit-trailer address: a
+    Claude-Code-shaped request reaches the upstream with its system prompt and trailer intact and the user's address
+    masked (what the upstream received, read back from the mock)."""
+    import re as _re
+    import uuid
+
+    text = (example.log.parent / "weir.toml").read_text()
+    mock = _re.search(r'\[mock_upstream\]\s*listen = "([^"]+)"', text).group(1)
+    tag = f"agent-{uuid.uuid4().hex}"
+    system = "Sign commits with Co-Authored-By: Claude <noreply@anthropic.com>; escalate to oncall@corp.example."
+    anthropic_client(example, api_key="sk-weir-demo").messages.create(
+        model="claude-haiku-4-5", max_tokens=64, system=system, extra_headers={"x-mock-tag": tag},
+        messages=[{"role": "user", "content": "<system-reminder>Co-Authored-By: Claude <noreply@anthropic.com>"
+                                              "</system-reminder> mail jane.doe@gmail.com"}])
+    [rec] = http_json(f"http://{mock}/_mock/requests?tag={tag}")
+    assert rec["body"]["system"] == system
+    user = rec["body"]["messages"][0]["content"]
+    assert "<noreply@anthropic.com>" in user and "mail [EMAIL]" in user and "gmail" not in user, user

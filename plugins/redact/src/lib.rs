@@ -3,7 +3,10 @@
 //! what clients send and in what models answer, streamed or not, in both API families.
 //!
 //! Per kind, a mode: `mask` (`[EMAIL]`), `hash` (`[EMAIL:1f2e3d4c]`, the same value gives the same tag within a
-//! request), `block` (refuse the request with 400, or stop the answer), or `off`.
+//! request), `block` (refuse the request with 400, or stop the answer), or `off`. `allow` lists values that are not
+//! personal data (an agent's `noreply@…` trailer, a company's own domain); `scope = "conversation"` leaves the
+//! system prompt, instructions and system/developer messages alone, so an agent's own instructions reach the model
+//! intact while what its user and tools wrote is still scanned.
 //!
 //! Requests: the text of messages, system prompts, instructions and inputs (plain strings and the text parts of
 //! structured content). Answers: every stream of text the gateway reports (each choice, each content block; answer,
@@ -20,7 +23,7 @@ pub mod redact;
 use std::collections::HashMap;
 
 use detect::{KINDS, Kind};
-use redact::{Blocked, Mode, Policy, Stream};
+use redact::{Allow, Blocked, Mode, Policy, Stream};
 use serde::Deserialize;
 use serde_json::Value;
 use weir_sdk::{Chunk, ChunkDecision, Plugin, PluginError, Request, RequestDecision, TextStream};
@@ -40,6 +43,23 @@ pub struct Config {
     /// Per kind: `email`, `phone`, `credit_card`, `iban`, `ipv4`, `secret`.
     #[serde(default)]
     modes: HashMap<String, Mode>,
+    /// Values that are not personal data and are never redacted: exact (`noreply@anthropic.com`) or with one `*` at
+    /// the start or end (`*@example.com`, `10.*`); case-insensitive. Default: none.
+    #[serde(default)]
+    allow: Vec<String>,
+    /// Which parts of a request are scanned: `all` (the default: every text field) or `conversation` (the messages
+    /// of users, assistants and tools; not the system prompt, `instructions`, or system/developer messages, which
+    /// an application or an agent writes, not its user). Answers are always scanned.
+    #[serde(default)]
+    scope: Scope,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    #[default]
+    All,
+    Conversation,
 }
 
 fn yes() -> bool {
@@ -58,6 +78,46 @@ impl Config {
         }
         Ok(KINDS.iter().map(|&k| (k, self.modes.get(k.name()).copied().unwrap_or(self.default))).collect())
     }
+
+    fn allow(&self) -> Result<Vec<Allow>, String> {
+        self.allow.iter().map(|p| Allow::parse(p).map_err(|e| format!("config: allow: {e}"))).collect()
+    }
+}
+
+/// Top-level request fields an application or agent writes (with `scope = "conversation"`, not scanned).
+const INSTRUCTION_KEYS: &[&str] = &["system", "instructions", "tools"];
+/// Message roles an application or agent writes.
+const INSTRUCTION_ROLES: &[&str] = &["system", "developer"];
+
+/// Redacts the request body within `scope`. Returns whether anything changed.
+fn redact_request(policy: &Policy, scope: Scope, body: &mut Value) -> Result<bool, Blocked> {
+    let Value::Object(map) = body else { return redact_json(policy, body) };
+    if scope == Scope::All {
+        return redact_json(policy, body);
+    }
+    let mut changed = false;
+    for (k, v) in map.iter_mut() {
+        if INSTRUCTION_KEYS.contains(&k.as_str()) {
+            continue;
+        }
+        match (k.as_str(), v) {
+            // Messages (chat, Anthropic) and input items (Responses): skip those of instruction roles.
+            ("messages" | "input", Value::Array(items)) => {
+                for item in items {
+                    let role = item.get("role").and_then(Value::as_str).unwrap_or("");
+                    if !INSTRUCTION_ROLES.contains(&role) {
+                        changed |= match item {
+                            Value::String(s) => redact_string(policy, s)?,
+                            _ => redact_json(policy, item)?,
+                        };
+                    }
+                }
+            }
+            (k, Value::String(s)) if TEXT_KEYS.contains(&k) => changed |= redact_string(policy, s)?,
+            (_, v) => changed |= redact_json(policy, v)?,
+        }
+    }
+    Ok(changed)
 }
 
 /// Keys whose string values are text a person or a model wrote (in requests and answers of both families).
@@ -139,7 +199,8 @@ impl Plugin for Redact {
     const REUSE: weir_sdk::Reuse = weir_sdk::Reuse::Always;
 
     fn check(config: &Config) -> Result<(), PluginError> {
-        config.modes().map(|_| ()).map_err(weir_sdk::error)
+        config.modes().map_err(weir_sdk::error)?;
+        config.allow().map(|_| ()).map_err(weir_sdk::error)
     }
 
     fn on_request(&mut self, req: &Request) -> Result<RequestDecision, PluginError> {
@@ -148,11 +209,12 @@ impl Plugin for Redact {
             return Ok(RequestDecision::Continue);
         }
         let modes = config.modes().map_err(weir_sdk::error)?;
-        let policy = Policy::new(modes, &req.id());
+        let allow = config.allow().map_err(weir_sdk::error)?;
+        let policy = Policy::new(modes, &req.id(), allow);
         let mut decision = RequestDecision::Continue;
         if config.requests {
             let mut body: Value = serde_json::from_slice(&req.body()).map_err(|e| weir_sdk::error(e.to_string()))?;
-            match redact_json(&policy, &mut body) {
+            match redact_request(&policy, config.scope, &mut body) {
                 Err(Blocked(kind)) => {
                     weir_sdk::trace::set_attribute("blocked", kind.name());
                     let msg = format!(

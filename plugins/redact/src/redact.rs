@@ -27,6 +27,45 @@ pub struct Policy {
     enabled: Vec<Kind>,
     /// Makes hashes stable within a request and unlinkable across requests.
     salt: String,
+    /// Values that are never redacted (see [`Allow`]).
+    allow: Vec<Allow>,
+}
+
+/// A value that is not personal data: an exact value (`noreply@anthropic.com`), or a pattern with `*` at its start
+/// (`*@example.com`, any address of that domain) or its end (`10.*`). Compared without regard to ASCII case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Allow {
+    Exact(String),
+    Suffix(String),
+    Prefix(String),
+}
+
+impl Allow {
+    pub fn parse(p: &str) -> Result<Allow, String> {
+        let p = p.trim().to_ascii_lowercase();
+        let (head, tail) = (p.strip_prefix('*'), p.strip_suffix('*'));
+        let a = match (head, tail) {
+            (Some(s), None) => Allow::Suffix(s.to_string()),
+            (None, Some(s)) => Allow::Prefix(s.to_string()),
+            (None, None) => Allow::Exact(p.clone()),
+            (Some(_), Some(_)) => return Err(format!("`{p}`: `*` goes at the start or at the end, not both")),
+        };
+        match &a {
+            Allow::Exact(s) | Allow::Suffix(s) | Allow::Prefix(s) if s.is_empty() || s.contains('*') => {
+                Err(format!("`{p}`: a value, or one `*` at its start or end"))
+            }
+            _ => Ok(a),
+        }
+    }
+
+    fn matches(&self, v: &str) -> bool {
+        let v = v.to_ascii_lowercase();
+        match self {
+            Allow::Exact(s) => v == *s,
+            Allow::Suffix(s) => v.ends_with(s.as_str()),
+            Allow::Prefix(s) => v.starts_with(s.as_str()),
+        }
+    }
 }
 
 /// A finding in a mode that blocks.
@@ -34,10 +73,10 @@ pub struct Policy {
 pub struct Blocked(pub Kind);
 
 impl Policy {
-    pub fn new(modes: HashMap<Kind, Mode>, salt: &str) -> Policy {
+    pub fn new(modes: HashMap<Kind, Mode>, salt: &str, allow: Vec<Allow>) -> Policy {
         let enabled =
             KINDS.iter().copied().filter(|k| modes.get(k).copied().unwrap_or(Mode::Mask) != Mode::Off).collect();
-        Policy { modes, enabled, salt: salt.to_string() }
+        Policy { modes, enabled, salt: salt.to_string(), allow }
     }
 
     fn mode(&self, k: Kind) -> Mode {
@@ -50,7 +89,9 @@ impl Policy {
         for f in found {
             out.push_str(&t[at..f.start]);
             let label = f.kind.name().to_ascii_uppercase();
-            match self.mode(f.kind) {
+            let value = &t[f.start..f.end];
+            let mode = if self.allow.iter().any(|a| a.matches(value)) { Mode::Off } else { self.mode(f.kind) };
+            match mode {
                 Mode::Block => return Err(Blocked(f.kind)),
                 Mode::Off => out.push_str(&t[f.start..f.end]),
                 Mode::Mask => {

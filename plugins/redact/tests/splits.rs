@@ -31,7 +31,7 @@ fn secrets(text: &str) -> Vec<&str> {
 }
 
 fn policy(mode: Mode) -> Policy {
-    Policy::new(KINDS.iter().map(|&k| (k, mode)).collect::<HashMap<_, _>>(), "req_1")
+    Policy::new(KINDS.iter().map(|&k| (k, mode)).collect::<HashMap<_, _>>(), "req_1", vec![])
 }
 
 /// Streams `pieces` through a redactor; returns what the client would get.
@@ -128,7 +128,8 @@ fn hash_is_stable_within_a_request_only() {
     let tags: Vec<&str> = one.split(" and ").collect();
     assert_eq!(tags[0], tags[1]);
     assert!(tags[0].starts_with("[EMAIL:"));
-    let other = Policy::new(KINDS.iter().map(|&k| (k, Mode::Hash)).collect(), "req_2").text(text).unwrap().unwrap();
+    let other =
+        Policy::new(KINDS.iter().map(|&k| (k, Mode::Hash)).collect(), "req_2", vec![]).text(text).unwrap().unwrap();
     assert_ne!(one, other);
 }
 

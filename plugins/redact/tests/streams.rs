@@ -101,7 +101,7 @@ fn run(streams: &[(TextStream, &str)], rng: &mut Rng) -> HashMap<(u32, u32, u8),
 }
 
 fn check(streams: &[(TextStream, &str)], rng: &mut Rng) {
-    let policy = Policy::new(KINDS.iter().map(|&k| (k, Mode::Mask)).collect(), "req_test");
+    let policy = Policy::new(KINDS.iter().map(|&k| (k, Mode::Mask)).collect(), "req_test", vec![]);
     let got = run(streams, rng);
     for (s, text) in streams {
         let want = policy.text(text).unwrap().unwrap_or_else(|| text.to_string());
