@@ -53,12 +53,7 @@ pub async fn bedrock(
     if !resp.status().is_success() {
         return to_bedrock_error(resp).await;
     }
-    let is_sse = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if !is_sse {
+    if !crate::provider::content_type_is(resp.headers(), "text/event-stream") {
         return with_token_headers(resp).await;
     }
     let (mut parts, body) = resp.into_parts();

@@ -138,7 +138,7 @@ fn secret_header(value: &str, id: &str, name: &str) -> anyhow::Result<http::Head
 }
 
 /// Whether the `content-type` starts with `prefix`.
-fn content_type_is(headers: &HeaderMap, prefix: &str) -> bool {
+pub(crate) fn content_type_is(headers: &HeaderMap, prefix: &str) -> bool {
     headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with(prefix))
 }
 
