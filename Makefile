@@ -150,7 +150,12 @@ tools/node_modules/.installed: tools/package.json tools/package-lock.json | need
 	npm install --prefix tools --no-audit --no-fund --loglevel=error
 	touch $@
 
-e2e: $(VENV)/.installed guests polyglot need-redis dist
+# The coding agents the e2e tests drive through the gateway (Claude Code, Codex CLI): npm packages, pinned.
+tools/agents/node_modules/.installed: tools/agents/package.json tools/agents/package-lock.json | need-npm
+	npm install --prefix tools/agents --no-audit --no-fund --loglevel=error
+	touch $@
+
+e2e: $(VENV)/.installed guests polyglot need-redis dist tools/agents/node_modules/.installed
 	$(CARGO) build --workspace --locked
 	WEIR_BIN=$(CURDIR)/target/debug/weir WEIR_DIST_BIN=$(CURDIR)/$(DIST_BIN) $(VENV)/bin/python -m pytest tests/e2e -q -p no:cacheprovider
 

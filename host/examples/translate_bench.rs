@@ -99,10 +99,15 @@ fn main() {
     });
     measure("whole answer messages → chat (parse + translate + serialize)", n, || {
         let v: Value = serde_json::from_str(&answer).unwrap();
-        std::hint::black_box(translate::whole(Endpoint::Messages, Endpoint::ChatCompletions, &v).unwrap().to_string());
+        std::hint::black_box(
+            translate::whole(Endpoint::Messages, Endpoint::ChatCompletions, &v, &translate::Back::default())
+                .unwrap()
+                .to_string(),
+        );
     });
     measure("streamed answer messages → chat, all 69 events", n / 10, || {
-        let mut t = StreamTranslator::new(Endpoint::Messages, Endpoint::ChatCompletions).unwrap();
+        let mut t =
+            StreamTranslator::new(Endpoint::Messages, Endpoint::ChatCompletions, translate::Back::default()).unwrap();
         let mut out = Vec::new();
         for (e, d) in &events {
             t.event(*e, d, &mut out);
@@ -110,7 +115,8 @@ fn main() {
         std::hint::black_box(out);
     });
     measure("one text delta event messages → chat", n, || {
-        let mut t = StreamTranslator::new(Endpoint::Messages, Endpoint::ChatCompletions).unwrap();
+        let mut t =
+            StreamTranslator::new(Endpoint::Messages, Endpoint::ChatCompletions, translate::Back::default()).unwrap();
         let mut out = Vec::new();
         t.event(events[2].0, &events[2].1, &mut out);
         std::hint::black_box(out);

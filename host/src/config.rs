@@ -80,11 +80,20 @@ pub struct TranslationConfig {
     /// Top-level request fields with no equivalent in the other family that are dropped instead of refused with
     /// 400 (e.g. `seed`, `top_k`). Empty by default: nothing changes meaning silently.
     pub drop_fields: Vec<String>,
+    /// OpenAI models that take `reasoning_effort` (exact names, or a prefix ending in `*`): an Anthropic client's
+    /// thinking request becomes an effort for these and is left out for the others, which refuse it.
+    pub reasoning_models: Vec<String>,
 }
 
 impl Default for TranslationConfig {
     fn default() -> Self {
-        TranslationConfig { enabled: true, default_max_tokens: 4096, prefer_same_family: true, drop_fields: Vec::new() }
+        TranslationConfig {
+            enabled: true,
+            default_max_tokens: 4096,
+            prefer_same_family: true,
+            drop_fields: Vec::new(),
+            reasoning_models: ["o1*", "o3*", "o4*", "gpt-5*", "codex-*"].map(String::from).to_vec(),
+        }
     }
 }
 

@@ -162,7 +162,7 @@ pub fn translate(data: &[u8]) {
         _ => (Endpoint::Messages, Endpoint::ChatCompletions),
     };
     if sel & 0x80 != 0 {
-        let Some(mut translator) = t::StreamTranslator::new(upstream, client) else { return };
+        let Some(mut translator) = t::StreamTranslator::new(upstream, client, t::Back::default()) else { return };
         let mut tap = UsageTap::new(client, sel & 0x40 != 0);
         let mut parser = SseParser::new();
         parser.push(rest);
@@ -191,7 +191,7 @@ pub fn translate(data: &[u8]) {
     if let Ok(translated) = t::request(client, upstream, &v, &opts) {
         let _ = translated.to_string();
     }
-    if let Some(answer) = t::whole(upstream, client, &v) {
+    if let Some(answer) = t::whole(upstream, client, &v, &t::Back::default()) {
         let _ = answer.to_string();
     }
 }

@@ -30,6 +30,12 @@
 //! | `x-mock-events: [["event", {data}], [null, {data}], ...]` | a streamed answer made of exactly these events (framed by the mock; `data` as given), for shapes the built-in answers do not have: several choices, thinking and tool-use blocks, several output items |
 //! | `x-mock-tool-calls: N` | N parallel tool calls when `tool_choice` forces a tool (default 1; see `tools`) |
 //! | `x-mock-tag: T` | record the request under T (with its headers and body), readable at `GET /_mock/requests?tag=T` |
+//! | `x-mock-agent: {"Tool": {args}, ...}` | play a coding agent's model: call the first offered tool named here, then quote the tool's result (`mock/agent.rs`) |
+//!
+//! Structured-output requests are answered with JSON valid against their schema, Anthropic requests with thinking on
+//! get a signed thinking block first, and requests a provider refuses (`reasoning_effort` to a model without
+//! reasoning, a thinking budget that does not fit, a tool-use turn without its thinking) get its 400
+//! (`mock/agent.rs`).
 //!
 //! It also plays Azure OpenAI, Bedrock and Vertex AI, checking their credentials (SigV4, OAuth tokens, `api-key`)
 //! and framing their answers (event-stream): `mock/cloud.rs`.
@@ -54,6 +60,7 @@ use serde_json::{Value, json};
 
 use crate::api::{Endpoint, Family};
 
+mod agent;
 mod cloud;
 mod tools;
 
@@ -150,6 +157,8 @@ struct Controls {
     no_final_blank: bool,
     /// `x-mock-tool-calls`: parallel calls in an answer that a forced `tool_choice` makes a tool call.
     tool_calls: usize,
+    /// `x-mock-agent`: tool name → arguments, for an agent's tool loop.
+    agent: Option<serde_json::Map<String, Value>>,
 }
 
 /// Frames the `x-mock-events` list: `[[event name or null, data], ...]` (a string `data` is sent as is, anything
@@ -195,6 +204,7 @@ impl Controls {
             cut_after: n("x-mock-cut-after").map(|v| v as usize),
             no_final_blank: s("x-mock-no-final-blank").is_some(),
             tool_calls: n("x-mock-tool-calls").map_or(1, |v| (v as usize).clamp(1, 16)),
+            agent: s("x-mock-agent").and_then(|raw| serde_json::from_str(raw).ok()),
         }
     }
 }
@@ -300,6 +310,12 @@ async fn handle(mock: Arc<Mock>, endpoint: Endpoint, headers: HeaderMap, body: B
         record.outcome = "error_status";
         mock.record(&c, record, started);
         return error_response(family, status, "the mock upstream was asked to fail this request", c.retry_after);
+    }
+    if let Some(message) = agent::refusal(endpoint, &req.body) {
+        record.status = 400;
+        record.outcome = "error_status";
+        mock.record(&c, record, started);
+        return error_response(family, 400, &message, None);
     }
 
     let mut events = match (&c.events, req.stream && endpoint.can_stream()) {
@@ -480,8 +496,27 @@ impl Mock {
     /// The serialized answer: one element (the body) for non-streamed answers, one per SSE event otherwise.
     fn answer(&self, endpoint: Endpoint, req: &Req, c: &Controls) -> Arc<Vec<Bytes>> {
         let stream = req.stream && endpoint.can_stream();
+        let answer = self.content(endpoint, req, c);
+        if endpoint == Endpoint::Messages && agent::thinks(&req.body) {
+            return Arc::new(agent::with_thinking(&answer, stream));
+        }
+        answer
+    }
+
+    /// The answer's content: tool calls (forced, or an agent script's), structured output, or text.
+    fn content(&self, endpoint: Endpoint, req: &Req, c: &Controls) -> Arc<Vec<Bytes>> {
+        let stream = req.stream && endpoint.can_stream();
         let u = UsageNumbers { input: req.prompt_tokens, output: 0, cached: c.cached, reasoning: c.reasoning };
-        if let Some(calls) = tools::forced(endpoint, &req.body, c.tool_calls) {
+        let script = c.agent.as_ref().and_then(|s| agent::scripted(endpoint, &req.body, s));
+        let calls = match script {
+            Some(agent::Turn::Call(call)) => Some(vec![call]),
+            Some(agent::Turn::Reply(text)) => {
+                let words: Vec<String> = text.split_inclusive(' ').map(str::to_string).collect();
+                return self.text_answer(endpoint, req, c, Some(&(text, words)));
+            }
+            None => tools::forced(endpoint, &req.body, c.tool_calls),
+        };
+        if let Some(calls) = calls {
             let model = req.model.as_str();
             return Arc::new(match (endpoint, stream) {
                 (Endpoint::ChatCompletions, true) => tools::chat_stream(model, &calls, req.include_usage, u),
@@ -490,20 +525,32 @@ impl Mock {
                 (Endpoint::Messages, false) => vec![json_bytes(&tools::message_body(model, &calls, u))],
                 (Endpoint::Responses, true) => tools::responses_stream(model, &calls, u),
                 (Endpoint::Responses, false) => vec![json_bytes(&tools::response_body(model, &calls, u))],
-                _ => return self.text_answer(endpoint, req, c),
+                _ => return self.text_answer(endpoint, req, c, None),
             });
         }
-        self.text_answer(endpoint, req, c)
+        if let Some(json) = agent::structured(endpoint, &req.body) {
+            let pieces: Vec<String> = json.chars().collect::<Vec<_>>().chunks(12).map(|p| p.iter().collect()).collect();
+            return self.text_answer(endpoint, req, c, Some(&(json, pieces)));
+        }
+        self.text_answer(endpoint, req, c, None)
     }
 
-    fn text_answer(&self, endpoint: Endpoint, req: &Req, c: &Controls) -> Arc<Vec<Bytes>> {
+    /// A text answer: `deltas` (raw, parsed) if given, else `x-mock-deltas`, else `x-mock-chunks` of [`WORDS`].
+    fn text_answer(
+        &self,
+        endpoint: Endpoint,
+        req: &Req,
+        c: &Controls,
+        deltas: Option<&(String, Vec<String>)>,
+    ) -> Arc<Vec<Bytes>> {
         let stream = req.stream && endpoint.can_stream();
+        let given = deltas.or(c.deltas.as_ref());
         let key = format!(
             "{}|{stream}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}",
             endpoint.as_str(),
             req.model,
             c.chunks,
-            c.deltas.as_ref().map_or("", |d| d.0.as_str()),
+            given.map_or("", |d| d.0.as_str()),
             req.include_usage,
             req.prompt_tokens,
             c.cached,
@@ -515,7 +562,7 @@ impl Mock {
         if let Some(a) = self.cache.lock().unwrap().get(&key) {
             return a.clone();
         }
-        let deltas: Vec<&str> = match &c.deltas {
+        let deltas: Vec<&str> = match given {
             Some((_, d)) => d.iter().map(String::as_str).collect(),
             None => (0..c.chunks).map(|i| WORDS[i % WORDS.len()]).collect(),
         };

@@ -41,6 +41,7 @@ pub(super) async fn forward(
     endpoint: Endpoint,
     mut answer: Answer,
     mut tap: UsageTap,
+    back: translate::Back,
     rec: &mut RequestRecord,
 ) -> Result<Forward, ApiError> {
     rec.upstream = Some(app.upstreams.get(answer.upstream).id.clone());
@@ -67,7 +68,10 @@ pub(super) async fn forward(
             let b = if answer.endpoint == endpoint {
                 b
             } else {
-                match serde_json::from_slice(&b).ok().and_then(|v| translate::whole(answer.endpoint, endpoint, &v)) {
+                match serde_json::from_slice(&b)
+                    .ok()
+                    .and_then(|v| translate::whole(answer.endpoint, endpoint, &v, &back))
+                {
                     Some(v) => Bytes::from(v.to_string()),
                     None => b,
                 }
@@ -97,7 +101,7 @@ pub(super) async fn forward(
         }
         Some(upstream) => {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            let translator = translate::StreamTranslator::new(answer.endpoint, endpoint);
+            let translator = translate::StreamTranslator::new(answer.endpoint, endpoint, back);
             Forward::Stream { resp, upstream, tap, translator }
         }
     })

@@ -175,7 +175,10 @@ async fn run(
     let outcome = retry::run(&app.upstreams, &app.config.retry, &plan.candidates, &attempt).await;
     rec.attempts = outcome.attempts;
     match outcome.result {
-        Ok(answer) => answer::forward(app, endpoint, answer, UsageTap::new(endpoint, req.injected_usage), rec).await,
+        Ok(answer) => {
+            let tap = UsageTap::new(endpoint, req.injected_usage);
+            answer::forward(app, endpoint, answer, tap, plan.back(), rec).await
+        }
         Err(f) => failure::failure_response(app, f, rec),
     }
 }

@@ -24,6 +24,8 @@ pub(super) struct Plan {
     pub candidates: Vec<Planned>,
     /// The client's body translated for each upstream kind of the other family in `candidates`.
     translated: Vec<(UpstreamKind, serde_json::Value)>,
+    /// What a translated answer needs of the request (the same for every kind).
+    back: translate::Back,
 }
 
 impl Plan {
@@ -64,11 +66,13 @@ impl Plan {
             ));
         }
         let mut translated: Vec<(UpstreamKind, serde_json::Value)> = Vec::new();
+        let mut back = translate::Back::default();
         let mut refusal = None;
         if candidates.iter().any(|p| p.endpoint != endpoint) {
             let client_body: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
                 ApiError::new(ErrorKind::InvalidRequest, format!("the request body is not valid JSON: {e}"))
             })?;
+            back = translate::back(endpoint, &client_body);
             candidates.retain(|p| {
                 let kind = app.config.upstream(p.candidate.upstream).kind;
                 if p.endpoint == endpoint || translated.iter().any(|(k, _)| *k == kind) {
@@ -96,7 +100,12 @@ impl Plan {
                 return Err(e);
             }
         }
-        Ok(Plan { candidates, translated })
+        Ok(Plan { candidates, translated, back })
+    }
+
+    /// What the answer's translation needs of the request (nothing for an answer of the client's family).
+    pub fn back(&self) -> translate::Back {
+        self.back.clone()
     }
 
     /// The body candidate `c` is sent: the client's (the model renamed if the candidate says so, usage asked for
@@ -110,6 +119,14 @@ impl Plan {
                 let mut v = v.clone();
                 if let Some(m) = &c.model {
                     translate::put(&mut v, "model", serde_json::Value::from(m.as_str()));
+                }
+                // A reasoning effort (from Anthropic thinking) only for models that take one: OpenAI refuses it
+                // for the others.
+                let model = v.get("model").and_then(serde_json::Value::as_str).unwrap_or_default();
+                if !translate::is_reasoning_model(model, &app.config.translation.reasoning_models)
+                    && let Some(o) = v.as_object_mut()
+                {
+                    o.remove("reasoning_effort");
                 }
                 Bytes::from(v.to_string())
             }

@@ -25,10 +25,12 @@
 // Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod carry;
 mod request;
 mod stream;
 mod whole;
 
+pub use carry::{Back, back, is_reasoning_model};
 pub use request::{Options, request};
 pub use stream::StreamTranslator;
 pub use whole::whole;

@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
+use super::carry;
 use crate::api::Endpoint;
 use crate::config::UpstreamKind;
 use crate::error::{ApiError, ErrorKind};
@@ -240,29 +241,71 @@ fn chat_messages(msgs: &[Value], turns: &mut Turns) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Chat function tools → Anthropic tools.
+/// Chat function tools → Anthropic tools. Responses tools are flat, and may be grouped in a `namespace` (each inner
+/// function becomes a tool named by [`carry::flat_name`], restored in the answer) or be OpenAI's `web_search`.
 fn chat_tools(tools: &Value, responses: bool) -> Result<Vec<Value>, ApiError> {
     let list = tools.as_array().ok_or_else(|| refuse("tools", "must be an array".into()))?;
     let mut out = Vec::with_capacity(list.len());
     for (i, t) in list.iter().enumerate() {
         let path = format!("tools[{i}]");
-        if str_at(t, "type") != Some("function") {
-            let ty = str_at(t, "type").unwrap_or("?");
-            return Err(no_equivalent(&format!("{path}.type = \"{ty}\""), ANTHROPIC));
+        match str_at(t, "type") {
+            Some("function") => out.push(function_tool(t, responses, &path, None)?),
+            Some("namespace") if responses => {
+                let ns = str_at(t, "name").ok_or_else(|| refuse(&path, "has no `name`".into()))?;
+                let inner =
+                    t.get("tools").and_then(Value::as_array).ok_or_else(|| refuse(&path, "has no `tools`".into()))?;
+                for (j, f) in inner.iter().enumerate() {
+                    let here = format!("{path}.tools[{j}]");
+                    if str_at(f, "type").is_some_and(|ty| ty != "function") {
+                        return Err(no_equivalent(&format!("{here}.type"), ANTHROPIC));
+                    }
+                    out.push(function_tool(f, true, &here, Some(ns))?);
+                }
+            }
+            // Hosted web search → Anthropic's (the answer's `server_tool_use` comes back as a `web_search_call` item).
+            // With live access declined (`external_web_access: false`) OpenAI searches only its cached index, which
+            // Anthropic does not have: the tool is left out and the model answers without it.
+            Some("web_search" | "web_search_preview") if responses => {
+                if t.get("external_web_access") != Some(&json!(false)) {
+                    out.push(web_search_tool(t));
+                }
+            }
+            other => {
+                let ty = other.unwrap_or("?");
+                return Err(no_equivalent(&format!("{path}.type = \"{ty}\""), ANTHROPIC));
+            }
         }
-        // Chat nests the function; Responses flattens it.
-        let f =
-            if responses { t } else { t.get("function").ok_or_else(|| refuse(&path, "has no `function`".into()))? };
-        let name = str_at(f, "name").ok_or_else(|| refuse(&path, "has no `name`".into()))?;
-        let schema = f.get("parameters").filter(|p| !p.is_null()).cloned();
-        let mut tool =
-            json!({"name": name, "input_schema": schema.unwrap_or(json!({"type": "object", "properties": {}}))});
-        if let Some(d) = f.get("description").filter(|d| !d.is_null()) {
-            super::put(&mut tool, "description", d.clone());
-        }
-        out.push(with_cache_control(tool, t));
     }
     Ok(out)
+}
+
+/// OpenAI's `web_search` tool → Anthropic's web search server tool (`user_location` has the same shape on both;
+/// `filters.allowed_domains` → `allowed_domains`; `search_context_size` is dropped: Anthropic sizes results itself).
+fn web_search_tool(t: &Value) -> Value {
+    let mut tool = json!({"type": "web_search_20250305", "name": "web_search"});
+    if let Some(loc) = t.get("user_location").filter(|l| l.is_object()) {
+        super::put(&mut tool, "user_location", loc.clone());
+    }
+    if let Some(d) = t.pointer("/filters/allowed_domains").filter(|d| d.is_array()) {
+        super::put(&mut tool, "allowed_domains", d.clone());
+    }
+    tool
+}
+
+/// One function tool (chat nests the function; Responses flattens it), renamed when it is in a namespace.
+fn function_tool(t: &Value, responses: bool, path: &str, namespace: Option<&str>) -> Result<Value, ApiError> {
+    let f = if responses { t } else { t.get("function").ok_or_else(|| refuse(path, "has no `function`".into()))? };
+    let name = str_at(f, "name").ok_or_else(|| refuse(path, "has no `name`".into()))?;
+    let name = match namespace {
+        Some(ns) => carry::flat_name(ns, name),
+        None => name.to_string(),
+    };
+    let schema = f.get("parameters").filter(|p| !p.is_null()).cloned();
+    let mut tool = json!({"name": name, "input_schema": schema.unwrap_or(json!({"type": "object", "properties": {}}))});
+    if let Some(d) = f.get("description").filter(|d| !d.is_null()) {
+        super::put(&mut tool, "description", d.clone());
+    }
+    Ok(with_cache_control(tool, t))
 }
 
 /// `tool_choice` of either OpenAI API → Anthropic's.
@@ -280,6 +323,10 @@ fn openai_tool_choice(v: &Value) -> Result<Value, ApiError> {
                 .or(v.get("name"))
                 .and_then(Value::as_str)
                 .ok_or_else(|| refuse("tool_choice", "names no function".into()))?;
+            let name = match str_at(v, "namespace") {
+                Some(ns) => carry::flat_name(ns, name),
+                None => name.to_string(),
+            };
             Ok(json!({"type": "tool", "name": name}))
         }
         _ => Err(no_equivalent("tool_choice", ANTHROPIC)),
@@ -306,18 +353,77 @@ fn common_openai_field(key: &str, v: &Value, out: &mut Map<String, Value>) -> Re
     Ok(true)
 }
 
-fn finish_anthropic(
-    mut out: Map<String, Value>,
-    turns: Turns,
+/// What an OpenAI request asks beyond turns and tools, settled once the whole body is read.
+#[derive(Default)]
+struct Asked {
     tool_choice: Option<Value>,
     parallel: Option<bool>,
-    opts: &Options<'_>,
-) -> Value {
+    /// A thinking budget, from a reasoning effort.
+    thinking: Option<u32>,
+    /// A JSON schema the answer must follow (structured outputs).
+    schema: Option<Value>,
+    /// `prompt_cache_key`: the client wants its prompt prefix cached.
+    cache: bool,
+}
+
+/// OpenAI's JSON-schema output format (chat `response_format`, Responses `text.format`) → its schema. `format` is the
+/// object with the `type`; `path` names it in a refusal.
+fn output_schema(format: &Value, path: &str, schema_at: &str) -> Result<Option<Value>, ApiError> {
+    match str_at(format, "type") {
+        None | Some("text") => Ok(None),
+        Some("json_schema") => format
+            .pointer(schema_at)
+            .filter(|s| s.is_object())
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| refuse(path, format!("has no schema at `{}`", schema_at.trim_start_matches('/')))),
+        Some(other) => Err(no_equivalent(
+            &format!(
+                "{path}.type = \"{other}\" (use \"json_schema\": Anthropic has structured outputs, not a JSON mode)"
+            ),
+            ANTHROPIC,
+        )),
+    }
+}
+
+fn finish_anthropic(mut out: Map<String, Value>, turns: Turns, asked: Asked, opts: &Options<'_>) -> Value {
+    let Asked { tool_choice, parallel, thinking, schema, cache } = asked;
+    let mut turns = turns;
+    if cache {
+        mark_cache_breakpoints(&mut out, &mut turns);
+    }
     if let Some(s) = turns.system_value() {
         out.insert("system".into(), s);
     }
     out.insert("messages".into(), Value::Array(turns.messages));
+    // Anthropic refuses thinking with a forced tool or a temperature other than 1; the client's explicit demand
+    // wins and the reasoning request is left out (docs/translation.md, "Reasoning").
+    let forced = tool_choice
+        .as_ref()
+        .and_then(|c| c.get("type"))
+        .and_then(Value::as_str)
+        .is_some_and(|t| t == "any" || t == "tool");
+    let temperature_ok = out.get("temperature").and_then(Value::as_f64).is_none_or(|t| t == 1.0);
+    if let Some(budget) = thinking.filter(|_| !forced && temperature_ok) {
+        // OpenAI's output limit includes reasoning, as Anthropic's includes thinking: a client's limit is kept and the
+        // budget fits inside it (Anthropic: 1,024 ≤ budget < max_tokens); without one, the answer gets the default
+        // on top of the budget.
+        let budget = match out.get("max_tokens").and_then(Value::as_u64) {
+            Some(max) if max > 1024 => Some(u64::from(budget).min(max - 1)),
+            Some(_) => None,
+            None => {
+                out.insert("max_tokens".into(), json!(u64::from(opts.default_max_tokens) + u64::from(budget)));
+                Some(u64::from(budget))
+            }
+        };
+        if let Some(b) = budget {
+            out.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": b}));
+        }
+    }
     out.entry("max_tokens").or_insert(json!(opts.default_max_tokens));
+    if let Some(schema) = schema {
+        out.insert("output_config".into(), json!({"format": {"type": "json_schema", "schema": schema}}));
+    }
     let mut choice = tool_choice;
     if parallel == Some(false) && out.contains_key("tools") {
         let c = choice.get_or_insert_with(|| json!({"type": "auto"}));
@@ -331,10 +437,30 @@ fn finish_anthropic(
     Value::Object(out)
 }
 
+/// `prompt_cache_key` → Anthropic prompt caching: breakpoints on the last tool, the last system block and the last
+/// block of the conversation (3 of the 4 Anthropic allows), so the whole prefix is written once and read after.
+fn mark_cache_breakpoints(out: &mut Map<String, Value>, turns: &mut Turns) {
+    let ephemeral = json!({"type": "ephemeral"});
+    if let Some(last) = out.get_mut("tools").and_then(Value::as_array_mut).and_then(|t| t.last_mut()) {
+        super::put(last, "cache_control", ephemeral.clone());
+    }
+    if let Some(last) = turns.system.last_mut() {
+        super::put(last, "cache_control", ephemeral.clone());
+    }
+    if let Some(m) = turns.messages.last_mut() {
+        if let Some(Value::String(s)) = m.get("content").cloned() {
+            super::put(m, "content", json!([{"type": "text", "text": s}]));
+        }
+        if let Some(last) = m.get_mut("content").and_then(Value::as_array_mut).and_then(|c| c.last_mut()) {
+            super::put(last, "cache_control", ephemeral);
+        }
+    }
+}
+
 fn chat_to_messages(obj: &Map<String, Value>, opts: &Options<'_>) -> Result<Value, ApiError> {
     let mut out = Map::new();
     let mut turns = Turns::default();
-    let (mut tool_choice, mut parallel) = (None, None);
+    let mut asked = Asked::default();
     for (k, v) in obj {
         if v.is_null() || common_openai_field(k, v, &mut out)? {
             continue;
@@ -358,17 +484,21 @@ fn chat_to_messages(obj: &Map<String, Value>, opts: &Options<'_>) -> Result<Valu
             "tools" => {
                 out.insert("tools".into(), Value::Array(chat_tools(v, false)?));
             }
-            "tool_choice" => tool_choice = Some(openai_tool_choice(v)?),
-            "parallel_tool_calls" => parallel = v.as_bool(),
+            "tool_choice" => asked.tool_choice = Some(openai_tool_choice(v)?),
+            "parallel_tool_calls" => asked.parallel = v.as_bool(),
+            "reasoning_effort" => {
+                let e = v.as_str().ok_or_else(|| refuse("reasoning_effort", "must be a string".into()))?;
+                asked.thinking = carry::budget_for(e);
+            }
+            "response_format" => asked.schema = output_schema(v, "response_format", "/json_schema/schema")?,
             "n" if is_default(v, &json!(1)) => {}
-            "response_format" if str_at(v, "type") == Some("text") => {}
             "logprobs" if is_default(v, &json!(false)) => {}
             "frequency_penalty" | "presence_penalty" if v.as_f64() == Some(0.0) => {}
             other if opts.drop_fields.iter().any(|d| d == other) => {}
             other => return Err(no_equivalent(other, ANTHROPIC)),
         }
     }
-    Ok(finish_anthropic(out, turns, tool_choice, parallel, opts))
+    Ok(finish_anthropic(out, turns, asked, opts))
 }
 
 /// Responses `input` items → Anthropic turns.
@@ -427,10 +557,13 @@ fn responses_input(input: &Value, turns: &mut Turns) -> Result<(), ApiError> {
                 }
             }
             "function_call" => {
+                let name = match (str_at(item, "namespace"), str_at(item, "name")) {
+                    (Some(ns), Some(n)) => json!(carry::flat_name(ns, n)),
+                    _ => item.get("name").cloned().unwrap_or(Value::Null),
+                };
                 let call = json!({
                     "type": "function", "id": item.get("call_id").cloned().unwrap_or(Value::Null),
-                    "function": {"name": item.get("name").cloned().unwrap_or(Value::Null),
-                                 "arguments": item.get("arguments").cloned().unwrap_or(json!("{}"))},
+                    "function": {"name": name, "arguments": item.get("arguments").cloned().unwrap_or(json!("{}"))},
                 });
                 turns.push("assistant", vec![tool_use_from_chat(&call, &path)?]);
             }
@@ -438,19 +571,42 @@ fn responses_input(input: &Value, turns: &mut Turns) -> Result<(), ApiError> {
                 let id = str_at(item, "call_id").ok_or_else(|| refuse(&path, "has no `call_id`".into()))?;
                 let output = match item.get("output") {
                     Some(Value::String(s)) => json!(s),
-                    Some(Value::Array(parts)) => Value::Array(
-                        parts
-                            .iter()
-                            .filter_map(|p| str_at(p, "text"))
-                            .map(|t| json!({"type": "text", "text": t}))
-                            .collect(),
-                    ),
+                    Some(Value::Array(parts)) => {
+                        let mut blocks = Vec::with_capacity(parts.len());
+                        for (j, p) in parts.iter().enumerate() {
+                            let here = format!("{path}.output[{j}]");
+                            match str_at(p, "type") {
+                                Some("input_text" | "output_text") => {
+                                    blocks.push(json!({"type": "text", "text": str_at(p, "text").unwrap_or_default()}));
+                                }
+                                Some("input_image") => {
+                                    let url = str_at(p, "image_url").ok_or_else(|| {
+                                        no_equivalent(&format!("{here} (an image by file_id)"), ANTHROPIC)
+                                    })?;
+                                    blocks.push(json!({"type": "image", "source": image_source(url)}));
+                                }
+                                other => {
+                                    let ty = other.unwrap_or("?");
+                                    return Err(no_equivalent(&format!("{here}.type = \"{ty}\""), ANTHROPIC));
+                                }
+                            }
+                        }
+                        Value::Array(blocks)
+                    }
                     _ => json!(""),
                 };
                 turns.push("user", vec![json!({"type": "tool_result", "tool_use_id": id, "content": output})]);
             }
-            // Reasoning items of an earlier OpenAI answer cannot be given to another provider's model.
-            "reasoning" => {}
+            // A search the provider ran in an earlier answer: the text after it carries what was found, and Anthropic
+            // needs no replay of it.
+            "web_search_call" => {}
+            // Thinking that Weir returned in an earlier answer goes back as the block it was (with its signature);
+            // reasoning items of an OpenAI model cannot be given to another provider's model and are left out.
+            "reasoning" => {
+                if let Some(block) = str_at(item, "encrypted_content").and_then(carry::unseal) {
+                    turns.push("assistant", vec![block]);
+                }
+            }
             other => return Err(no_equivalent(&format!("{path}.type = \"{other}\""), ANTHROPIC)),
         }
     }
@@ -460,7 +616,7 @@ fn responses_input(input: &Value, turns: &mut Turns) -> Result<(), ApiError> {
 fn responses_to_messages(obj: &Map<String, Value>, opts: &Options<'_>) -> Result<Value, ApiError> {
     let mut out = Map::new();
     let mut turns = Turns::default();
-    let (mut tool_choice, mut parallel) = (None, None);
+    let mut asked = Asked::default();
     for (k, v) in obj {
         if v.is_null() || common_openai_field(k, v, &mut out)? {
             continue;
@@ -477,11 +633,34 @@ fn responses_to_messages(obj: &Map<String, Value>, opts: &Options<'_>) -> Result
             "tools" => {
                 out.insert("tools".into(), Value::Array(chat_tools(v, true)?));
             }
-            "tool_choice" => tool_choice = Some(openai_tool_choice(v)?),
-            "parallel_tool_calls" => parallel = v.as_bool(),
+            "tool_choice" => asked.tool_choice = Some(openai_tool_choice(v)?),
+            "parallel_tool_calls" => asked.parallel = v.as_bool(),
             "truncation" if v == "disabled" => {}
-            "include" if v.as_array().is_some_and(Vec::is_empty) => {}
-            "text" if v.pointer("/format/type").is_none_or(|t| t == "text") => {}
+            // Thinking comes back as reasoning items; `reasoning.encrypted_content` makes them carry the block
+            // (the answer's side reads it: `carry::back`).
+            "include" => {
+                let list = v.as_array().ok_or_else(|| refuse("include", "must be an array".into()))?;
+                if let Some(other) = list.iter().find(|i| *i != "reasoning.encrypted_content") {
+                    return Err(no_equivalent(&format!("include = {other}"), ANTHROPIC));
+                }
+            }
+            // `summary` (auto, concise, detailed) is dropped: Anthropic's thinking is itself a summary, and it is
+            // what the reasoning item's summary carries.
+            "reasoning" => {
+                if let Some(e) = v.get("effort").filter(|e| !e.is_null()) {
+                    let e = e.as_str().ok_or_else(|| refuse("reasoning.effort", "must be a string".into()))?;
+                    asked.thinking = carry::budget_for(e);
+                }
+            }
+            // `verbosity` is dropped (Anthropic has no such control; the model's own length is the default).
+            "text" => {
+                if let Some(f) = v.get("format").filter(|f| !f.is_null()) {
+                    asked.schema = output_schema(f, "text.format", "/schema")?;
+                }
+            }
+            "prompt_cache_key" => asked.cache = true,
+            // Who is calling (ids of an installation, a session, a turn): not part of the prompt.
+            "client_metadata" => {}
             "previous_response_id" | "conversation" => {
                 return Err(refuse(
                     k,
@@ -495,7 +674,7 @@ fn responses_to_messages(obj: &Map<String, Value>, opts: &Options<'_>) -> Result
             other => return Err(no_equivalent(other, ANTHROPIC)),
         }
     }
-    Ok(finish_anthropic(out, turns, tool_choice, parallel, opts))
+    Ok(finish_anthropic(out, turns, asked, opts))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -519,16 +698,32 @@ fn image_part(block: &Value, path: &str) -> Result<Value, ApiError> {
     Ok(json!({"type": "image_url", "image_url": {"url": url}}))
 }
 
-fn tool_result_text(content: &Value, path: &str) -> Result<Value, ApiError> {
+/// A `tool_result`'s content → the `tool` message's content, and the images it held (chat tool messages carry text
+/// only: the images follow in a user message, and the tool message says so). `tool_reference` blocks (tool search)
+/// become a line naming the tool, which is then among the request's tools.
+fn tool_message_content(content: &Value, path: &str, images: &mut Vec<Value>) -> Result<Value, ApiError> {
     match content {
         Value::String(s) => Ok(json!(s)),
         Value::Null => Ok(json!("")),
         Value::Array(blocks) => {
             let mut parts = Vec::new();
             for (j, b) in blocks.iter().enumerate() {
+                let here = format!("{path}[{j}]");
                 match str_at(b, "type") {
                     Some("text") => parts.push(json!({"type": "text", "text": str_at(b, "text").unwrap_or_default()})),
-                    _ => return Err(no_equivalent(&format!("{path}[{j}] (only text in tool results)"), CHAT)),
+                    Some("image") => {
+                        images.push(image_part(b, &here)?);
+                        let n = images.len();
+                        parts.push(json!({"type": "text", "text": format!("[image {n}: in the next user message]")}));
+                    }
+                    Some("tool_reference") => {
+                        let name = str_at(b, "tool_name").unwrap_or_default();
+                        parts.push(json!({"type": "text", "text": format!("Tool `{name}` is now available.")}));
+                    }
+                    other => {
+                        let ty = other.unwrap_or("?");
+                        return Err(no_equivalent(&format!("{here}.type = \"{ty}\""), CHAT));
+                    }
                 }
             }
             Ok(Value::Array(parts))
@@ -537,11 +732,33 @@ fn tool_result_text(content: &Value, path: &str) -> Result<Value, ApiError> {
     }
 }
 
+/// Text blocks (a `system` value or a system message's content) → chat content.
+fn system_content(v: &Value, path: &str) -> Result<Value, ApiError> {
+    match v {
+        Value::String(s) => Ok(json!(s)),
+        Value::Array(blocks) => blocks
+            .iter()
+            .enumerate()
+            .map(|(j, b)| match str_at(b, "type") {
+                Some("text") => Ok(json!({"type": "text", "text": str_at(b, "text").unwrap_or_default()})),
+                _ => Err(no_equivalent(&format!("{path}[{j}].type"), CHAT)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        _ => Err(refuse(path, "must be a string or an array of text blocks".into())),
+    }
+}
+
 fn anthropic_messages(msgs: &[Value], out: &mut Vec<Value>) -> Result<(), ApiError> {
     for (i, m) in msgs.iter().enumerate() {
         let path = format!("messages[{i}]");
         let role = str_at(m, "role").ok_or_else(|| refuse(&path, "has no `role`".into()))?;
         let content = m.get("content").unwrap_or(&Value::Null);
+        if role == "system" {
+            // A system message within the conversation (Claude Code's environment notes) stays where it is.
+            out.push(json!({"role": "system", "content": system_content(content, &format!("{path}.content"))?}));
+            continue;
+        }
         if let Value::String(s) = content {
             out.push(json!({"role": role, "content": s}));
             continue;
@@ -551,7 +768,7 @@ fn anthropic_messages(msgs: &[Value], out: &mut Vec<Value>) -> Result<(), ApiErr
             .ok_or_else(|| refuse(&format!("{path}.content"), "must be a string or an array".into()))?;
         match role {
             "user" => {
-                let mut parts = Vec::new();
+                let (mut parts, mut images) = (Vec::new(), Vec::new());
                 for (j, b) in blocks.iter().enumerate() {
                     let here = format!("{path}.content[{j}]");
                     match str_at(b, "type") {
@@ -562,8 +779,11 @@ fn anthropic_messages(msgs: &[Value], out: &mut Vec<Value>) -> Result<(), ApiErr
                         Some("tool_result") => {
                             let id =
                                 str_at(b, "tool_use_id").ok_or_else(|| refuse(&here, "has no `tool_use_id`".into()))?;
-                            let c =
-                                tool_result_text(b.get("content").unwrap_or(&Value::Null), &format!("{here}.content"))?;
+                            let c = tool_message_content(
+                                b.get("content").unwrap_or(&Value::Null),
+                                &format!("{here}.content"),
+                                &mut images,
+                            )?;
                             out.push(json!({"role": "tool", "tool_call_id": id, "content": c}));
                         }
                         other => {
@@ -571,6 +791,14 @@ fn anthropic_messages(msgs: &[Value], out: &mut Vec<Value>) -> Result<(), ApiErr
                             return Err(no_equivalent(&format!("{here}.type = \"{ty}\""), CHAT));
                         }
                     }
+                }
+                if !images.is_empty() {
+                    let n = images.len();
+                    let mut c = vec![
+                        json!({"type": "text", "text": format!("The {n} image(s) the tool results above refer to:")}),
+                    ];
+                    c.extend(images);
+                    out.push(json!({"role": "user", "content": c}));
                 }
                 if !parts.is_empty() {
                     out.push(json!({"role": "user", "content": parts}));
@@ -610,10 +838,46 @@ fn anthropic_messages(msgs: &[Value], out: &mut Vec<Value>) -> Result<(), ApiErr
     Ok(())
 }
 
+/// Tools named by a `tool_reference` in a tool result (tool search loaded them), so deferred ones are sent.
+fn referenced_tools(messages: Option<&Value>) -> Vec<&str> {
+    let mut names = Vec::new();
+    for m in messages.and_then(Value::as_array).into_iter().flatten() {
+        for b in m.get("content").and_then(Value::as_array).into_iter().flatten() {
+            for r in b.get("content").and_then(Value::as_array).into_iter().flatten() {
+                if str_at(r, "type") == Some("tool_reference")
+                    && let Some(n) = str_at(r, "tool_name")
+                {
+                    names.push(n);
+                }
+            }
+        }
+    }
+    names
+}
+
+/// Anthropic `thinking` and `output_config.effort` → an OpenAI reasoning effort (`Plan` keeps it only for models
+/// that take one: `translation.reasoning_models`).
+fn reasoning_effort(thinking: Option<&Value>, output_config: Option<&Value>) -> Result<Option<&'static str>, ApiError> {
+    if let Some(e) = output_config.and_then(|o| o.get("effort")).filter(|e| !e.is_null()) {
+        let e = e.as_str().ok_or_else(|| refuse("output_config.effort", "must be a string".into()))?;
+        return carry::effort_from_anthropic(e)
+            .map(Some)
+            .ok_or_else(|| refuse("output_config.effort", format!("= \"{e}\" is not a known effort")));
+    }
+    let Some(t) = thinking.filter(|t| !t.is_null()) else { return Ok(None) };
+    match str_at(t, "type") {
+        Some("enabled") => Ok(Some(carry::effort_for(t.get("budget_tokens").and_then(Value::as_u64).unwrap_or(0)))),
+        Some("adaptive") => Ok(Some("medium")),
+        Some("disabled") => Ok(None),
+        _ => Err(refuse("thinking.type", "must be \"enabled\", \"adaptive\" or \"disabled\"".into())),
+    }
+}
+
 fn messages_to_chat(obj: &Map<String, Value>, opts: &Options<'_>) -> Result<Value, ApiError> {
     let mut out = Map::new();
     let mut messages = Vec::new();
     let mut parallel = None;
+    let loaded = referenced_tools(obj.get("messages"));
     for (k, v) in obj {
         if v.is_null() {
             continue;
@@ -633,23 +897,7 @@ fn messages_to_chat(obj: &Map<String, Value>, opts: &Options<'_>) -> Result<Valu
                 out.insert(key.into(), v.clone());
             }
             "system" => {
-                let content = match v {
-                    Value::String(s) => json!(s),
-                    Value::Array(blocks) => Value::Array(
-                        blocks
-                            .iter()
-                            .enumerate()
-                            .map(|(j, b)| match str_at(b, "type") {
-                                Some("text") => {
-                                    Ok(json!({"type": "text", "text": str_at(b, "text").unwrap_or_default()}))
-                                }
-                                _ => Err(no_equivalent(&format!("system[{j}].type"), CHAT)),
-                            })
-                            .collect::<Result<_, _>>()?,
-                    ),
-                    _ => return Err(refuse("system", "must be a string or an array of text blocks".into())),
-                };
-                messages.insert(0, json!({"role": "system", "content": content}));
+                messages.insert(0, json!({"role": "system", "content": system_content(v, "system")?}));
             }
             "messages" => {
                 let msgs = v.as_array().ok_or_else(|| refuse("messages", "must be an array".into()))?;
@@ -665,6 +913,12 @@ fn messages_to_chat(obj: &Map<String, Value>, opts: &Options<'_>) -> Result<Valu
                     if str_at(t, "type").is_some_and(|ty| ty != "custom") {
                         let ty = str_at(t, "type").unwrap_or("?");
                         return Err(no_equivalent(&format!("tools[{i}].type = \"{ty}\""), CHAT));
+                    }
+                    // A deferred tool (tool search) is not in the model's context until a search loads it.
+                    if t.get("defer_loading") == Some(&json!(true))
+                        && !str_at(t, "name").is_some_and(|n| loaded.contains(&n))
+                    {
+                        continue;
                     }
                     let mut f = json!({
                         "name": t.get("name").cloned().unwrap_or(Value::Null),
@@ -697,11 +951,34 @@ fn messages_to_chat(obj: &Map<String, Value>, opts: &Options<'_>) -> Result<Valu
                     out.insert("user".into(), u.clone());
                 }
             }
+            "thinking" => {}
+            "output_config" => {
+                for key in v.as_object().into_iter().flat_map(|o| o.keys()) {
+                    if key != "effort" && key != "format" {
+                        return Err(no_equivalent(&format!("output_config.{key}"), CHAT));
+                    }
+                }
+                if let Some(f) = v.get("format").filter(|f| !f.is_null()) {
+                    if str_at(f, "type") != Some("json_schema") {
+                        return Err(no_equivalent("output_config.format.type", CHAT));
+                    }
+                    let schema = f.get("schema").cloned().unwrap_or(json!({"type": "object"}));
+                    out.insert(
+                        "response_format".into(),
+                        json!({"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": true}}),
+                    );
+                }
+            }
+            // Context editing trims old thinking and tool results on Anthropic's side as the context fills; the
+            // OpenAI model is sent the whole conversation, as without it (a context overflow is its error).
+            "context_management" => {}
             "service_tier" => {}
-            "thinking" if str_at(v, "type") == Some("disabled") => {}
             other if opts.drop_fields.iter().any(|d| d == other) => {}
             other => return Err(no_equivalent(other, CHAT)),
         }
+    }
+    if let Some(e) = reasoning_effort(obj.get("thinking"), obj.get("output_config"))? {
+        out.insert("reasoning_effort".into(), json!(e));
     }
     if let Some(p) = parallel
         && out.contains_key("tools")

@@ -12,13 +12,16 @@
 //!   reason and usage) and `message_stop`.
 //! - Anthropic → responses: `response.created`/`in_progress`; a text block → a message item (`output_item.added`,
 //!   `content_part.added`, `output_text.delta`…, the `*.done` events); a `tool_use` block → a function call item
-//!   (`function_call_arguments.delta`/`.done`); `message_stop` → `response.completed` (or `response.incomplete`
-//!   when the answer was cut) with every item and the usage. Thinking is not carried.
+//!   (`function_call_arguments.delta`/`.done`, a flattened namespaced tool named as the client knows it); a
+//!   thinking block → a reasoning item (`reasoning_summary_part.added`, `reasoning_summary_text.delta`…, with
+//!   `encrypted_content` when the client asked); `message_stop` → `response.completed` (or `response.incomplete`
+//!   when the answer was cut) with every item and the usage.
 
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::whole::{function_call_item, response_object, response_status};
+use super::carry::{self, Back};
+use super::whole::{function_call_item, response_object, response_status, web_search_item};
 use super::{Usage, finish_reason, stop_reason, stream_error};
 use crate::api::Endpoint;
 use crate::dialect::frame;
@@ -31,13 +34,14 @@ pub enum StreamTranslator {
 }
 
 impl StreamTranslator {
-    /// The translator for an upstream of `upstream` answering a client of `client`, if they differ.
-    pub fn new(upstream: Endpoint, client: Endpoint) -> Option<StreamTranslator> {
+    /// The translator for an upstream of `upstream` answering a client of `client`, if they differ. `back`: what the
+    /// request's translation renamed or asked for ([`carry::back`]).
+    pub fn new(upstream: Endpoint, client: Endpoint, back: Back) -> Option<StreamTranslator> {
         match (upstream, client) {
             (Endpoint::Messages, Endpoint::ChatCompletions) => Some(Self::MessagesToChat(MessagesToChat::default())),
             (Endpoint::ChatCompletions, Endpoint::Messages) => Some(Self::ChatToMessages(ChatToMessages::default())),
             (Endpoint::Messages, Endpoint::Responses) => {
-                Some(Self::MessagesToResponses(MessagesToResponses::default()))
+                Some(Self::MessagesToResponses(MessagesToResponses { back, ..MessagesToResponses::default() }))
             }
             _ => None,
         }
@@ -306,7 +310,17 @@ enum Item {
         name: String,
         args: String,
     },
-    /// A block that becomes no item (thinking).
+    /// A thinking block (`thinking`, `signature`) or a redacted one (`data`), built up from its deltas.
+    Reasoning {
+        id: String,
+        block: Value,
+    },
+    /// An Anthropic web search (`server_tool_use`): its query (JSON input text) as it streams.
+    Search {
+        id: String,
+        input: String,
+    },
+    /// A block that becomes no item.
     Skipped,
 }
 
@@ -321,6 +335,7 @@ pub struct MessagesToResponses {
     outputs: usize,
     usage: Usage,
     stop: Option<String>,
+    back: Back,
 }
 
 impl MessagesToResponses {
@@ -331,7 +346,7 @@ impl MessagesToResponses {
         frame(Some(name), &v.to_string())
     }
 
-    fn item_json(item: &Item, done: bool) -> Value {
+    fn item_json(&self, item: &Item, done: bool) -> Value {
         let status = if done { "completed" } else { "in_progress" };
         match item {
             Item::Message { id, text } => {
@@ -343,7 +358,13 @@ impl MessagesToResponses {
                 json!({"id": id, "type": "message", "status": status, "role": "assistant", "content": content})
             }
             Item::Call { call_id, name, args } => {
-                function_call_item(call_id, name, if done { args } else { "" }, status)
+                function_call_item(call_id, name, if done { args } else { "" }, status, &self.back)
+            }
+            Item::Reasoning { id, block } if done => carry::reasoning_item(id, block, self.back.encrypted_reasoning),
+            Item::Reasoning { id, .. } => json!({"id": id, "type": "reasoning", "summary": []}),
+            Item::Search { id, input } => {
+                let q: Value = serde_json::from_str(input).unwrap_or(Value::Null);
+                web_search_item(id, q.get("query").and_then(Value::as_str).unwrap_or_default(), done)
             }
             Item::Skipped => Value::Null,
         }
@@ -351,7 +372,7 @@ impl MessagesToResponses {
 
     fn response(&self, status: &str, done: bool) -> Value {
         let output = if done {
-            self.items.iter().map(|(_, _, it)| Self::item_json(it, true)).filter(|v| !v.is_null()).collect()
+            self.items.iter().map(|(_, _, it)| self.item_json(it, true)).filter(|v| !v.is_null()).collect()
         } else {
             Vec::new()
         };
@@ -369,19 +390,52 @@ impl MessagesToResponses {
                 name: s(block, "/name").unwrap_or_default().to_string(),
                 args: String::new(),
             },
+            Some("thinking" | "redacted_thinking") => {
+                let mut block = block.clone();
+                if s(&block, "/type") == Some("thinking") {
+                    let (t, sig) =
+                        (s(&block, "/thinking").unwrap_or_default(), s(&block, "/signature").unwrap_or_default());
+                    let (t, sig) = (json!(t), json!(sig));
+                    super::put(&mut block, "thinking", t);
+                    super::put(&mut block, "signature", sig);
+                }
+                Item::Reasoning { id: format!("rs_{}_{}", self.msg_id, idx(v)), block }
+            }
+            Some("server_tool_use") if s(block, "/name") == Some("web_search") => {
+                Item::Search { id: s(block, "/id").unwrap_or_default().to_string(), input: String::new() }
+            }
             _ => Item::Skipped,
         };
         let output_index = self.outputs;
         if !matches!(item, Item::Skipped) {
             self.outputs += 1;
-            let added = json!({"output_index": output_index, "item": Self::item_json(&item, false)});
+            let added = json!({"output_index": output_index, "item": self.item_json(&item, false)});
             let e = self.ev("response.output_item.added", added);
             out.push(e);
-            if let Item::Message { id, .. } = &item {
-                let part = json!({"item_id": id, "output_index": output_index, "content_index": 0,
-                    "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}});
-                let e = self.ev("response.content_part.added", part);
+            let part = match &item {
+                Item::Message { id, .. } => Some((
+                    "response.content_part.added",
+                    json!({"item_id": id,
+                    "output_index": output_index, "content_index": 0,
+                    "part": {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}}),
+                )),
+                Item::Reasoning { id, block } if s(block, "/type") == Some("thinking") => Some((
+                    "response.reasoning_summary_part.added",
+                    json!({"item_id": id, "output_index": output_index,
+                        "summary_index": 0, "part": {"type": "summary_text", "text": ""}}),
+                )),
+                _ => None,
+            };
+            if let Some((name, body)) = part {
+                let e = self.ev(name, body);
                 out.push(e);
+            }
+            if let Item::Search { id, .. } = &item {
+                let at = json!({"item_id": format!("ws_{id}"), "output_index": output_index});
+                for name in ["response.web_search_call.in_progress", "response.web_search_call.searching"] {
+                    let e = self.ev(name, at.clone());
+                    out.push(e);
+                }
             }
         }
         self.items.push((idx(v), output_index, item));
@@ -412,6 +466,28 @@ impl MessagesToResponses {
                     json!({"item_id": format!("fc_{call_id}"), "output_index": oi, "delta": t}),
                 )
             }
+            Some((_, oi, Item::Reasoning { id, block })) if s(&d, "/type") == Some("thinking_delta") => {
+                let t = s(&d, "/thinking").unwrap_or_default();
+                let all = format!("{}{t}", s(block, "/thinking").unwrap_or_default());
+                super::put(block, "thinking", json!(all));
+                (
+                    "response.reasoning_summary_text.delta",
+                    json!({"item_id": id, "output_index": oi, "summary_index": 0, "delta": t}),
+                )
+            }
+            Some((_, _, Item::Search { input, .. })) if s(&d, "/type") == Some("input_json_delta") => {
+                input.push_str(s(&d, "/partial_json").unwrap_or_default());
+                return;
+            }
+            Some((_, _, Item::Reasoning { block, .. })) if s(&d, "/type") == Some("signature_delta") => {
+                let all = format!(
+                    "{}{}",
+                    s(block, "/signature").unwrap_or_default(),
+                    s(&d, "/signature").unwrap_or_default()
+                );
+                super::put(block, "signature", json!(all));
+                return;
+            }
             _ => return,
         };
         let e = self.ev(ev.0, ev.1);
@@ -422,7 +498,7 @@ impl MessagesToResponses {
     fn block_stop(&mut self, v: &Value, out: &mut Vec<Bytes>) {
         let b = idx(v);
         let Some((_, oi, item)) = self.items.iter().find(|(i, _, _)| *i == b) else { return };
-        let (oi, done) = (*oi, Self::item_json(item, true));
+        let (oi, done) = (*oi, self.item_json(item, true));
         let evs: Vec<(&str, Value)> = match item {
             Item::Message { id, text } => vec![
                 (
@@ -439,6 +515,24 @@ impl MessagesToResponses {
                 "response.function_call_arguments.done",
                 json!({"item_id": format!("fc_{call_id}"), "output_index": oi, "arguments": args}),
             )],
+            Item::Reasoning { id, block } if s(block, "/type") == Some("thinking") => {
+                let text = s(block, "/thinking").unwrap_or_default();
+                vec![
+                    (
+                        "response.reasoning_summary_text.done",
+                        json!({"item_id": id, "output_index": oi, "summary_index": 0, "text": text}),
+                    ),
+                    (
+                        "response.reasoning_summary_part.done",
+                        json!({"item_id": id, "output_index": oi, "summary_index": 0,
+                            "part": {"type": "summary_text", "text": text}}),
+                    ),
+                ]
+            }
+            Item::Reasoning { .. } => Vec::new(),
+            Item::Search { id, .. } => {
+                vec![("response.web_search_call.completed", json!({"item_id": format!("ws_{id}"), "output_index": oi}))]
+            }
             Item::Skipped => return,
         };
         for (name, body) in evs {

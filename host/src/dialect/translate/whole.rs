@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 
+use super::carry::{self, Back};
 use super::{Usage, finish_reason, stop_reason};
 use crate::api::Endpoint;
 
@@ -10,11 +11,12 @@ pub(super) fn now_secs() -> u64 {
 }
 
 /// The upstream's answer `v` (for endpoint `upstream`) in the shape of the client's endpoint. `None`: not an answer
-/// this translation knows (the body is then passed on unchanged).
-pub fn whole(upstream: Endpoint, client: Endpoint, v: &Value) -> Option<Value> {
+/// this translation knows (the body is then passed on unchanged). `back`: what the request's translation renamed or
+/// asked for ([`carry::back`]).
+pub fn whole(upstream: Endpoint, client: Endpoint, v: &Value, back: &Back) -> Option<Value> {
     match (upstream, client) {
         (Endpoint::Messages, Endpoint::ChatCompletions) => Some(messages_to_chat(v)),
-        (Endpoint::Messages, Endpoint::Responses) => Some(messages_to_responses(v)),
+        (Endpoint::Messages, Endpoint::Responses) => Some(messages_to_responses(v, back)),
         (Endpoint::ChatCompletions, Endpoint::Messages) => chat_to_messages(v),
         _ => None,
     }
@@ -80,9 +82,10 @@ fn chat_to_messages(v: &Value) -> Option<Value> {
     }))
 }
 
-/// Output items of a Responses answer from Anthropic content blocks (each text block → a message item; tool use → function
-/// call items; thinking is not carried: Responses reasoning items are OpenAI's own).
-pub(super) fn response_items(id: &str, blocks: &[Value]) -> Vec<Value> {
+/// Output items of a Responses answer from Anthropic content blocks: each text block → a message item; tool use →
+/// a function call item (a flattened namespaced tool named as the client knows it); thinking → a reasoning item
+/// (summary = the thinking; `encrypted_content` when the client asked, so the block can come back).
+pub(super) fn response_items(id: &str, blocks: &[Value], back: &Back) -> Vec<Value> {
     let mut items = Vec::new();
     for (i, b) in blocks.iter().enumerate() {
         match b.get("type").and_then(Value::as_str) {
@@ -96,16 +99,40 @@ pub(super) fn response_items(id: &str, blocks: &[Value]) -> Vec<Value> {
                 b.get("name").and_then(Value::as_str).unwrap_or_default(),
                 &b.get("input").unwrap_or(&json!({})).to_string(),
                 "completed",
+                back,
             )),
+            Some("thinking" | "redacted_thinking") => {
+                items.push(carry::reasoning_item(&format!("rs_{id}_{i}"), b, back.encrypted_reasoning));
+            }
+            Some("server_tool_use") if b.get("name").and_then(Value::as_str) == Some("web_search") => {
+                let query = b.pointer("/input/query").and_then(Value::as_str).unwrap_or_default();
+                items.push(web_search_item(b.get("id").and_then(Value::as_str).unwrap_or_default(), query, true));
+            }
+            // `web_search_tool_result`: the results are Anthropic's (encrypted); the text after them cites them.
             _ => {}
         }
     }
     items
 }
 
-pub(super) fn function_call_item(call_id: &str, name: &str, arguments: &str, status: &str) -> Value {
-    json!({"id": format!("fc_{call_id}"), "type": "function_call", "status": status, "arguments": arguments,
-        "call_id": call_id, "name": name})
+/// A `web_search_call` item for an Anthropic web search (`server_tool_use` block `id`).
+pub(super) fn web_search_item(id: &str, query: &str, done: bool) -> Value {
+    if !done {
+        return json!({"id": format!("ws_{id}"), "type": "web_search_call", "status": "in_progress"});
+    }
+    json!({"id": format!("ws_{id}"), "type": "web_search_call", "status": "completed",
+        "action": {"type": "search", "query": query}})
+}
+
+/// A `function_call` item; `name` is the upstream's, restored to the client's namespace and name if renamed.
+pub(super) fn function_call_item(call_id: &str, name: &str, arguments: &str, status: &str, back: &Back) -> Value {
+    let mut item = json!({"id": format!("fc_{call_id}"), "type": "function_call", "status": status,
+        "arguments": arguments, "call_id": call_id, "name": name});
+    if let Some((ns, n)) = back.restore(name) {
+        super::put(&mut item, "name", json!(n));
+        super::put(&mut item, "namespace", json!(ns));
+    }
+    item
 }
 
 /// A Responses `response` object.
@@ -136,7 +163,7 @@ pub(super) fn response_status(stop: Option<&str>) -> &'static str {
     }
 }
 
-fn messages_to_responses(v: &Value) -> Value {
+fn messages_to_responses(v: &Value, back: &Back) -> Value {
     let msg_id = v.get("id").and_then(Value::as_str).unwrap_or("weir");
     let blocks: Vec<Value> = v.get("content").and_then(Value::as_array).cloned().unwrap_or_default();
     let stop = v.get("stop_reason").and_then(Value::as_str);
@@ -145,7 +172,7 @@ fn messages_to_responses(v: &Value) -> Value {
         &format!("resp_{msg_id}"),
         v.get("model").unwrap_or(&Value::Null),
         response_status(stop),
-        response_items(msg_id, &blocks),
+        response_items(msg_id, &blocks, back),
         Some(usage),
         stop,
     )
