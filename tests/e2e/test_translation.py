@@ -22,6 +22,10 @@ candidates = [{ upstream = "dead-openai", model = "gpt-4o-mini" }, { upstream = 
 model = "cross-anthropic-first"
 candidates = [{ upstream = "dead-anthropic", model = "claude-haiku-4-5" }, { upstream = "mock-openai", model = "gpt-4o-mini" }]
 
+[[routes]]
+model = "gpt-5-mini"
+candidates = [{ upstream = "mock-openai", model = "gpt-5-mini" }]
+
 [translation]
 default_max_tokens = 1234
 drop_fields = ["seed"]
@@ -363,6 +367,171 @@ def test_responses_api_tool_call_through_anthropic(tgw, toai, mock):
     with pytest.raises(openai.BadRequestError) as e:
         toai.responses.create(model="claude-haiku-4-5", input="hi", previous_response_id="resp_123")
     assert "`previous_response_id`" in e.value.message
+
+
+# ---- structured outputs and reasoning across families --------------------------------------------------------------
+
+CITY = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "population": {"type": "integer", "minimum": 1},
+                   "capital": {"type": "boolean"}, "tags": {"type": "array", "items": {"type": "string"}}},
+    "required": ["name", "population", "capital", "tags"],
+    "additionalProperties": False,
+}
+
+
+def valid_city(v):
+    assert set(v) == {"name", "population", "capital", "tags"}, v
+    assert isinstance(v["name"], str) and isinstance(v["population"], int) and v["population"] >= 1
+    assert isinstance(v["capital"], bool) and all(isinstance(t, str) for t in v["tags"])
+
+
+def test_openai_structured_outputs_from_anthropic_whole_and_streamed(tgw, toai, mock):
+    t = tag()
+    fmt = {"type": "json_schema", "json_schema": {"name": "city", "schema": CITY, "strict": True}}
+    r = toai.chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": "Paris?"}],
+                                     response_format=fmt, extra_headers={"x-mock-tag": t})
+    valid_city(json.loads(r.choices[0].message.content))
+    assert upstream_request(mock, t)["body"]["output_config"] == {"format": {"type": "json_schema", "schema": CITY}}
+    stream = toai.chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": "Paris?"}],
+                                          response_format=fmt, stream=True)
+    valid_city(json.loads("".join(c.choices[0].delta.content or "" for c in stream if c.choices)))
+    # The Responses API's text.format, through the SDK's own parse helper.
+    r = toai.responses.create(model="claude-haiku-4-5", input="Paris?",
+                              text={"format": {"type": "json_schema", "name": "city", "schema": CITY, "strict": True}})
+    valid_city(json.loads(r.output_text))
+    with pytest.raises(openai.BadRequestError) as e:
+        toai.chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}],
+                                     response_format={"type": "json_object"})
+    assert "json_object" in e.value.message and "json_schema" in e.value.message
+
+
+def test_anthropic_structured_outputs_from_openai_whole_and_streamed(tgw, tant, mock):
+    t = tag()
+    cfg = {"format": {"type": "json_schema", "schema": CITY}}
+    m = tant.messages.create(model="gpt-4o-mini", max_tokens=200, messages=[{"role": "user", "content": "Paris?"}],
+                             output_config=cfg, extra_headers={"x-mock-tag": t})
+    valid_city(json.loads(m.content[0].text))
+    rf = upstream_request(mock, t)["body"]["response_format"]
+    assert rf["type"] == "json_schema" and rf["json_schema"]["schema"] == CITY and rf["json_schema"]["strict"] is True
+    with tant.messages.stream(model="gpt-4o-mini", max_tokens=200, messages=[{"role": "user", "content": "Paris?"}],
+                              output_config=cfg) as s:
+        valid_city(json.loads(s.get_final_text()))
+
+
+def test_thinking_becomes_reasoning_effort_only_where_the_model_takes_it(tgw, tant, mock):
+    for model, effort in [("gpt-5-mini", "low"), ("gpt-4o-mini", None)]:
+        t = tag()
+        m = tant.messages.create(model=model, max_tokens=4000, messages=[{"role": "user", "content": "hi"}],
+                                 thinking={"type": "enabled", "budget_tokens": 2048}, extra_headers={"x-mock-tag": t})
+        assert m.content[-1].text == expected_text()
+        body = upstream_request(mock, t)["body"]
+        assert body.get("reasoning_effort") == effort and body["max_completion_tokens"] == 4000, body
+    t = tag()
+    tant.messages.create(model="gpt-5-mini", max_tokens=100, messages=[{"role": "user", "content": "hi"}],
+                         output_config={"effort": "high"}, thinking={"type": "adaptive"},
+                         extra_headers={"x-mock-tag": t})
+    assert upstream_request(mock, t)["body"]["reasoning_effort"] == "high"
+
+
+def test_reasoning_effort_becomes_thinking_and_comes_back(tgw, toai, mock):
+    t = tag()
+    r = toai.chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}],
+                                     reasoning_effort="medium", extra_headers={"x-mock-tag": t})
+    body = upstream_request(mock, t)["body"]
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 8192} and body["max_tokens"] == 1234 + 8192
+    assert r.choices[0].message.content == expected_text()
+    assert r.choices[0].message.model_extra["reasoning_content"]  # the thinking, as OpenAI-compatible servers give it
+    # A client's own limit is kept, and the budget fits inside it.
+    t = tag()
+    toai.chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}],
+                                 reasoning_effort="high", max_completion_tokens=3000, extra_headers={"x-mock-tag": t})
+    body = upstream_request(mock, t)["body"]
+    assert body["max_tokens"] == 3000 and body["thinking"]["budget_tokens"] == 2999
+
+
+def test_responses_reasoning_items_carry_signed_thinking_through_a_tool_loop(tgw, toai, mock):
+    tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER}]
+    script = json.dumps({"get_weather": {"city": "Paris", "unit": "celsius"}})
+    with toai.responses.stream(model="claude-haiku-4-5", input="Weather in Paris?", tools=tools,
+                               reasoning={"effort": "low", "summary": "auto"}, include=["reasoning.encrypted_content"],
+                               extra_headers={"x-mock-agent": script}) as s:
+        summary = "".join(e.delta for e in s if e.type == "response.reasoning_summary_text.delta")
+        first = s.get_final_response()
+    kinds = [o.type for o in first.output]
+    assert kinds == ["reasoning", "function_call"], kinds
+    reasoning, call = first.output
+    assert summary and reasoning.summary[0].text == summary and reasoning.encrypted_content
+    # The second turn sends the output back as input (as Codex does, store=false); the mock refuses a tool-use turn
+    # whose thinking is missing or altered.
+    t = tag()
+    history = [{"role": "user", "content": "Weather in Paris?"}, *[o.model_dump(exclude_none=True) for o in first.output],
+               {"type": "function_call_output", "call_id": call.call_id, "output": "18 degrees"}]
+    r = toai.responses.create(model="claude-haiku-4-5", input=history, tools=tools, reasoning={"effort": "low"},
+                              include=["reasoning.encrypted_content"],
+                              extra_headers={"x-mock-agent": script, "x-mock-tag": t})
+    assert r.output_text == "The tool returned: 18 degrees"
+    turn = upstream_request(mock, t)["body"]["messages"][1]
+    assert [b["type"] for b in turn["content"]] == ["thinking", "tool_use"]
+    altered = [dict(o) for o in history]
+    altered[1]["encrypted_content"] = altered[1]["encrypted_content"][:-4] + "AAAA"
+    with pytest.raises(openai.BadRequestError):
+        toai.responses.create(model="claude-haiku-4-5", input=altered, tools=tools, reasoning={"effort": "low"},
+                              extra_headers={"x-mock-agent": script})
+
+
+PNG_1PX = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+
+
+def test_anthropic_sdk_long_tool_loop_with_images_and_errors_through_openai(tgw, tant, mock):
+    """Three tool turns as an agent makes them: a result with an image (chat tool messages take text only, so the
+    image follows in a user message), an error result, a parallel pair; stop reasons in Anthropic's terms."""
+    script = json.dumps({"get_weather": {"city": "Paris", "unit": "celsius"}})
+    messages = [{"role": "user", "content": "Weather in Paris, with a chart?"}]
+    results = [
+        [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG_1PX}},
+         {"type": "text", "text": "chart attached"}],
+        "upstream weather service timed out",
+        "18 degrees",
+    ]
+    for turn, result in enumerate(results):
+        m = tant.messages.create(model="gpt-4o-mini", max_tokens=300, tools=AN_TOOLS, messages=messages,
+                                 extra_headers={"x-mock-agent": script})
+        assert m.stop_reason == "tool_use", (turn, m)
+        call = next(b for b in m.content if b.type == "tool_use")
+        assert call.name == "get_weather" and call.input == {"city": "Paris", "unit": "celsius"}
+        messages += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in m.content]},
+                     {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": result,
+                                                   "is_error": turn == 1}]}]
+        # The mock answers a tool result with text; the agent asks again as agents do, until the last result.
+        t = tag()
+        m = tant.messages.create(model="gpt-4o-mini", max_tokens=300, tools=AN_TOOLS, messages=messages,
+                                 extra_headers={"x-mock-agent": script, "x-mock-tag": t})
+        assert m.stop_reason == "end_turn" and m.content[0].text.startswith("The tool returned: ")
+        sent = upstream_request(mock, t)["body"]["messages"]
+        if turn == 0:
+            tool_msg, images = sent[-2], sent[-1]
+            assert tool_msg["role"] == "tool" and "image 1" in json.dumps(tool_msg["content"])
+            assert images["role"] == "user" and images["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
+        else:
+            assert sent[-1]["role"] == "tool" and sent[-1]["content"] == result
+        messages += [{"role": "assistant", "content": m.content[0].text}, {"role": "user", "content": "And again?"}]
+    assert len(messages) == 13
+
+
+def test_namespaced_tools_are_flattened_and_restored(tgw, toai, mock):
+    t = tag()
+    tools = [{"type": "namespace", "name": "weather_v2", "description": "Weather tools",
+              "tools": [{"type": "function", "name": "get_weather", "parameters": WEATHER}]},
+             {"type": "web_search", "external_web_access": False}]
+    r = toai.responses.create(model="claude-haiku-4-5", input="Weather?", tools=tools,
+                              extra_headers={"x-mock-tag": t,
+                                             "x-mock-agent": json.dumps({"weather_v2__get_weather": {"city": "Oslo", "unit": "celsius"}})})
+    body = upstream_request(mock, t)["body"]
+    assert [x["name"] for x in body["tools"]] == ["weather_v2__get_weather"]
+    call = r.output[0]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert call.namespace == "weather_v2"  # the SDK knows the field: the shape OpenAI gives
 
 
 # ---- routes across families ---------------------------------------------------------------------------------------

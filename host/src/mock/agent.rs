@@ -46,12 +46,14 @@ fn text_of(v: Option<&Value>) -> String {
     }
 }
 
-/// The tool result the request ends with, if its last turn is one.
+/// The tool result in the request's last turn (after the model's last message), if there is one.
 fn last_tool_result(endpoint: Endpoint, body: &Value) -> Option<String> {
     match endpoint {
         Endpoint::ChatCompletions => {
-            let last = body.get("messages")?.as_array()?.last()?;
-            (s(last, "/role")? == "tool").then(|| text_of(last.get("content")))
+            // Tool messages, and what a client adds after them (translation puts a tool result's images there).
+            let msgs = body.get("messages")?.as_array()?;
+            let tail = msgs.iter().rev().take_while(|m| s(m, "/role") != Some("assistant"));
+            tail.filter(|m| s(m, "/role") == Some("tool")).last().map(|m| text_of(m.get("content")))
         }
         Endpoint::Messages => {
             let last = body.get("messages")?.as_array()?.last()?;
@@ -60,8 +62,9 @@ fn last_tool_result(endpoint: Endpoint, body: &Value) -> Option<String> {
             Some(text_of(r.get("content")))
         }
         Endpoint::Responses => {
-            let last = body.get("input")?.as_array()?.last()?;
-            (s(last, "/type")? == "function_call_output").then(|| text_of(last.get("output")))
+            let items = body.get("input")?.as_array()?;
+            let tail = items.iter().rev().take_while(|i| s(i, "/type") != Some("function_call"));
+            tail.filter(|i| s(i, "/type") == Some("function_call_output")).last().map(|i| text_of(i.get("output")))
         }
         _ => None,
     }
