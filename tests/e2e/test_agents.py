@@ -85,10 +85,10 @@ def exec_tool(secret):
     return {"exec_command": {"cmd": f"cat {secret}"}}
 
 
-def claude(run, gw, model):
+def claude(run, url, model, key=CLIENT_KEY):
     env = run.env(
-        ANTHROPIC_BASE_URL=gw.url,
-        ANTHROPIC_API_KEY=CLIENT_KEY,
+        ANTHROPIC_BASE_URL=url,
+        ANTHROPIC_API_KEY=key,
         ANTHROPIC_CUSTOM_HEADERS="\n".join(f"{k}: {v}" for k, v in run.headers.items()),
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
         DISABLE_AUTOUPDATER="1",
@@ -96,7 +96,7 @@ def claude(run, gw, model):
     return run.run([agent_bin("claude"), "-p", "Read secret.txt and tell me what it says.", "--model", model], env)
 
 
-def codex(run, gw, model, *extra):
+def codex(run, url, model, *extra, key=CLIENT_KEY):
     codex_home = run.home / ".codex"
     codex_home.mkdir()
     headers = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in run.headers.items())
@@ -104,12 +104,12 @@ def codex(run, gw, model, *extra):
 model_provider = "weir"
 [model_providers.weir]
 name = "Weir"
-base_url = "{gw.url}/v1"
+base_url = "{url}/v1"
 env_key = "WEIR_API_KEY"
 wire_api = "responses"
 http_headers = {{ {headers} }}
 """)
-    env = run.env(CODEX_HOME=str(codex_home), WEIR_API_KEY=CLIENT_KEY)
+    env = run.env(CODEX_HOME=str(codex_home), WEIR_API_KEY=key)
     argv = [agent_bin("codex"), "exec", "--skip-git-repo-check", "-s", "danger-full-access", "-m", model, *extra,
             "Print the contents of secret.txt."]
     return run.run(argv, env)
@@ -125,7 +125,7 @@ def blocks(msg):
 
 def test_claude_code_on_claude(agw, mock, tmp_path):
     run = Run(tmp_path, read_tool)
-    out = claude(run, agw, "claude-haiku-4-5")
+    out = claude(run, agw.url, "claude-haiku-4-5")
     assert run.nonce in out, run.out[-3000:]
     first, second = run.loop(mock, "/messages")[:2]
     # Same family: Claude Code's own fields reach Anthropic untouched, thinking included (and the mock checked that
@@ -136,7 +136,7 @@ def test_claude_code_on_claude(agw, mock, tmp_path):
 
 def test_claude_code_on_openai_model(agw, mock, tmp_path):
     run = Run(tmp_path, read_tool)
-    out = claude(run, agw, "gpt-4o-mini")
+    out = claude(run, agw.url, "gpt-4o-mini")
     assert run.nonce in out, run.out[-3000:]
     first, second = run.loop(mock, "/chat/completions")[:2]
     b = first["body"]
@@ -151,9 +151,22 @@ def test_claude_code_on_openai_model(agw, mock, tmp_path):
     assert second["body"]["messages"][-2]["tool_calls"][0]["function"]["name"] == "Read"
 
 
+def test_claude_code_through_weirs_bedrock_face_on_openai_model(agw, mock, tmp_path):
+    """Claude Code set up for Bedrock (a Bedrock API key = the Weir key) against Weir's Bedrock routes."""
+    run = Run(tmp_path, read_tool)
+    env = run.env(
+        CLAUDE_CODE_USE_BEDROCK="1", ANTHROPIC_BEDROCK_BASE_URL=agw.url, AWS_BEARER_TOKEN_BEDROCK=CLIENT_KEY,
+        AWS_REGION="us-east-1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_AUTOUPDATER="1",
+        ANTHROPIC_CUSTOM_HEADERS="\n".join(f"{k}: {v}" for k, v in run.headers.items()),
+    )
+    out = run.run([agent_bin("claude"), "-p", "Read secret.txt and tell me what it says.", "--model", "gpt-4o-mini"], env)
+    assert run.nonce in out, run.out[-3000:]
+    run.loop(mock, "/chat/completions")
+
+
 def test_claude_code_on_openai_reasoning_model(agw, mock, tmp_path):
     run = Run(tmp_path, read_tool)
-    out = claude(run, agw, "gpt-5-mini")
+    out = claude(run, agw.url, "gpt-5-mini")
     assert run.nonce in out, run.out[-3000:]
     first = run.loop(mock, "/chat/completions")[0]
     # A reasoning model takes the effort Claude Code asked for.
@@ -166,7 +179,7 @@ def test_claude_code_on_openai_reasoning_model(agw, mock, tmp_path):
 
 def test_codex_on_openai_model(agw, mock, tmp_path):
     run = Run(tmp_path, exec_tool)
-    out = codex(run, agw, "gpt-4o-mini")
+    out = codex(run, agw.url, "gpt-4o-mini")
     assert run.nonce in out, run.out[-3000:]
     first, second = run.loop(mock, "/responses")[:2]
     assert first["body"]["include"] == ["reasoning.encrypted_content"]
@@ -175,7 +188,7 @@ def test_codex_on_openai_model(agw, mock, tmp_path):
 
 def test_codex_on_claude(agw, mock, tmp_path):
     run = Run(tmp_path, exec_tool)
-    out = codex(run, agw, "claude-haiku-4-5")
+    out = codex(run, agw.url, "claude-haiku-4-5")
     assert run.nonce in out, run.out[-3000:]
     first, second = run.loop(mock, "/messages")[:2]
     b = first["body"]
@@ -194,7 +207,7 @@ def test_codex_on_claude(agw, mock, tmp_path):
 
 def test_codex_on_claude_with_reasoning_carries_signed_thinking(agw, mock, tmp_path):
     run = Run(tmp_path, exec_tool)
-    out = codex(run, agw, "claude-haiku-4-5", "-c", "model_reasoning_effort=high")
+    out = codex(run, agw.url, "claude-haiku-4-5", "-c", "model_reasoning_effort=high")
     assert run.nonce in out, run.out[-3000:]
     first, second = run.loop(mock, "/messages")[:2]
     assert first["body"]["thinking"] == {"type": "enabled", "budget_tokens": 16384}

@@ -177,3 +177,17 @@ def test_redaction_leaves_an_agents_instructions_and_trailer_intact(example):
     assert rec["body"]["system"] == system
     user = rec["body"]["messages"][0]["content"]
     assert "<noreply@anthropic.com>" in user and "mail [EMAIL]" in user and "gmail" not in user, user
+
+
+def test_coding_agents_across_families_through_the_example_chain(example, tmp_path):
+    """The rows of the coding-agents issue as a new user meets them with `make run`: Claude Code on a GPT model and
+    Codex on a Claude model, through the example's plugins (auth with the demo key, redaction scoped to the
+    conversation, cost), each running a tool the model asked for and quoting its result."""
+    from test_agents import Run, claude, codex, exec_tool, read_tool
+
+    for name, agent, tool, model in [("claude", claude, read_tool, "gpt-4o-mini"),
+                                     ("codex", codex, exec_tool, "claude-haiku-4-5")]:
+        (tmp_path / name).mkdir()
+        run = Run(tmp_path / name, tool)
+        out = agent(run, example, model, key="sk-weir-demo")
+        assert run.nonce in out, f"{name}: {run.out[-3000:]}"

@@ -319,3 +319,85 @@ fn streams_cut_anywhere_never_panic_and_never_end_early() {
         assert!(!out.to_string().contains("[DONE]"), "cut at {cut}");
     }
 }
+
+// ---- what the coding agents send ----------------------------------------------------------------------------------
+
+/// Every field name, `type` value and role in a recorded body (not inside schemas, tool arguments or the client's own
+/// metadata ids, whose keys are the client's data).
+fn names(v: &Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o {
+                out.insert(k.clone());
+                if matches!(k.as_str(), "type" | "role")
+                    && let Some(s) = x.as_str()
+                {
+                    out.insert(s.to_string());
+                }
+                let opaque =
+                    matches!(k.as_str(), "input_schema" | "parameters" | "schema" | "arguments" | "client_metadata")
+                        || (k == "input" && o.get("type") == Some(&json!("tool_use")));
+                if !opaque {
+                    names(x, out);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| names(x, out)),
+        _ => {}
+    }
+}
+
+/// Requests Claude Code and Codex sent through Weir (`host/tests/agents`, the clients' texts replaced by their
+/// lengths): each translates to the other family, and docs/translation.md ("What the coding agents send") names every
+/// field, type and role in them — so a new client version that sends something new fails here, not at a user's.
+#[test]
+fn recorded_agent_requests_translate_and_are_documented() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("../docs/translation.md")).unwrap();
+    let section = doc.split("## What the coding agents send").nth(1).unwrap().split("\n## ").next().unwrap();
+    let mut n = 0;
+    for entry in std::fs::read_dir(root.join("tests/agents")).unwrap() {
+        let path = entry.unwrap().path();
+        let rec: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let (from, to, kind) = match rec["endpoint"].as_str().unwrap() {
+            "/v1/messages" => (Endpoint::Messages, Endpoint::ChatCompletions, UpstreamKind::Openai),
+            "/v1/responses" => (Endpoint::Responses, Endpoint::Messages, UpstreamKind::Anthropic),
+            other => panic!("{}: endpoint {other}", path.display()),
+        };
+        let body = &rec["body"];
+        let out = request(from, to, body, &opts(kind)).unwrap_or_else(|e| panic!("{}: {}", path.display(), e.message));
+        assert!(out["messages"].as_array().is_some_and(|m| !m.is_empty()), "{}", path.display());
+        let mut seen = std::collections::BTreeSet::new();
+        names(body, &mut seen);
+        let missing: Vec<_> = seen.iter().filter(|name| !section.contains(&format!("`{name}`"))).collect();
+        assert!(missing.is_empty(), "{}: not in docs/translation.md's agents section: {missing:?}", path.display());
+        n += 1;
+    }
+    assert!(n >= 6, "{n} recorded requests");
+}
+
+#[test]
+fn codex_turns_round_trip_namespaces_and_thinking() {
+    let body = json!({"model": "claude", "include": ["reasoning.encrypted_content"], "tools": [
+        {"type": "namespace", "name": "agents", "tools": [{"type": "function", "name": "spawn", "parameters": {"type": "object"}}]}]});
+    let back = super::back(Endpoint::Responses, &body);
+    assert_eq!(back.restore("agents__spawn"), Some(("agents", "spawn")));
+    let thinking = json!({"type": "thinking", "thinking": "Plan.", "signature": "sig"});
+    let answer = json!({"id": "msg_1", "model": "claude", "stop_reason": "tool_use", "usage": {}, "content": [
+        thinking, {"type": "tool_use", "id": "toolu_1", "name": "agents__spawn", "input": {}}]});
+    let r = whole(Endpoint::Messages, Endpoint::Responses, &answer, &back).unwrap();
+    let (item, call) = (&r["output"][0], &r["output"][1]);
+    assert_eq!((call["name"].as_str(), call["namespace"].as_str()), (Some("spawn"), Some("agents")));
+    assert_eq!(item["summary"][0]["text"], "Plan.");
+    // The next turn gives both items back: the signed block heads the assistant turn, the call has its flat name.
+    let next = json!({"model": "claude", "input": [{"role": "user", "content": "go"}, item, call,
+        {"type": "function_call_output", "call_id": "toolu_1", "output": "ok"}]});
+    let m = request(Endpoint::Responses, Endpoint::Messages, &next, &opts(UpstreamKind::Anthropic)).unwrap();
+    assert_eq!(
+        m["messages"][1]["content"],
+        json!([thinking, {"type": "tool_use", "id": "toolu_1", "name": "agents__spawn", "input": {}}])
+    );
+    // Without `include`, the item has no encrypted_content, and nothing of it goes back.
+    let plain = whole(Endpoint::Messages, Endpoint::Responses, &answer, &Back::default()).unwrap();
+    assert!(plain["output"][0].get("encrypted_content").is_none());
+}
