@@ -3,19 +3,24 @@
 //! | client endpoint | upstream of the other family |
 //! |---|---|
 //! | OpenAI chat completions | Anthropic messages |
-//! | OpenAI responses | Anthropic messages (text and function tools) |
+//! | OpenAI responses | Anthropic messages (text, function and namespaced tools, web search, reasoning) |
 //! | Anthropic messages | OpenAI chat completions |
 //! | embeddings, count tokens | — (no equivalent: such upstreams are left out of the plan) |
 //!
 //! Three parts, each a pure function of the wire JSON: [`request`] (the client's body → the upstream's), [`whole`]
 //! (a non-streamed answer → the client's shape) and [`stream`] (one translator per streamed answer, upstream SSE
-//! events in, the client's SSE events out). Errors of the upstream are re-shaped by [`error_body`]. The pipeline
-//! translates an answer *before* the usage tap and the plugins see it, so both always see the client's format.
+//! events in, the client's SSE events out). What an answer needs of its request — tools renamed out of a namespace,
+//! thinking to seal for a Responses client — is a [`Back`], made by [`back`] from the client's body beside the
+//! request's translation. Reasoning effort ↔ thinking budgets and the sealing live in `carry`. Errors of the upstream
+//! are re-shaped by [`error_body`]. The pipeline translates an answer *before* the usage tap and the plugins see it,
+//! so both always see the client's format.
 //!
 //! Rules (the full table is in `docs/translation.md`):
 //! - a field with no equivalent is refused with a 400 that names it, unless the operator listed it in
 //!   `translation.drop_fields`; fields that do not change the answer (`store`, `metadata`, `service_tier`,
-//!   `stream_options`) are dropped and documented;
+//!   `stream_options`, `client_metadata`, `context_management`…) are dropped and documented, and so is what the
+//!   coding agents send on every request that the target cannot honour (`text.verbosity`; thinking for an OpenAI model
+//!   without reasoning) — every field Claude Code and Codex send is listed in the doc, and a test holds it there;
 //! - Anthropic requires `max_tokens`: `translation.default_max_tokens` (4096) when the client gave none;
 //! - usage keeps its meaning: OpenAI's prompt tokens include cached input, Anthropic's `input_tokens` do not, so
 //!   cache reads are moved across (`cache_read_input_tokens` ↔ `prompt_tokens_details.cached_tokens`);

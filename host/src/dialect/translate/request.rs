@@ -259,7 +259,13 @@ fn chat_tools(tools: &Value, responses: bool) -> Result<Vec<Value>, ApiError> {
                     if str_at(f, "type").is_some_and(|ty| ty != "function") {
                         return Err(no_equivalent(&format!("{here}.type"), ANTHROPIC));
                     }
-                    out.push(function_tool(f, true, &here, Some(ns))?);
+                    let mut tool = function_tool(f, true, &here, Some(ns))?;
+                    // The namespace's description is what the model reads about the group: kept with each tool.
+                    if let Some(d) = str_at(t, "description").filter(|d| !d.is_empty()) {
+                        let own = str_at(&tool, "description").map(|o| format!("\n\n{o}")).unwrap_or_default();
+                        super::put(&mut tool, "description", json!(format!("{d}{own}")));
+                    }
+                    out.push(tool);
                 }
             }
             // Hosted web search → Anthropic's (the answer's `server_tool_use` comes back as a `web_search_call` item).
