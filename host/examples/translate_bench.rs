@@ -1,7 +1,9 @@
 //! What translation costs per request, in process: `cargo run --release -p weir --example translate_bench`
 //! (bench/translation.sh runs it). Prints a Markdown table: the median and p99 of each step for a typical chat
 //! request with tools (~1.2 KB), a whole answer, and a streamed answer of 64 text deltas, beside the baseline of
-//! parsing the same JSON once (which the gateway does anyway for plugins and the usage tap).
+//! parsing the same JSON once (which the gateway does anyway for plugins and the usage tap). Then the coding agents'
+//! recorded requests (host/tests/agents), at their real size (each placeholder for the client's text filled with as
+//! many characters), each beside the baseline of parsing it.
 
 use std::time::{Duration, Instant};
 
@@ -114,6 +116,7 @@ fn main() {
         }
         std::hint::black_box(out);
     });
+    agents(n / 10);
     measure("one text delta event messages → chat", n, || {
         let mut t =
             StreamTranslator::new(Endpoint::Messages, Endpoint::ChatCompletions, translate::Back::default()).unwrap();
@@ -121,4 +124,52 @@ fn main() {
         t.event(events[2].0, &events[2].1, &mut out);
         std::hint::black_box(out);
     });
+}
+
+/// A recorded agent request with its texts back at their original length.
+fn recorded(name: &str) -> (Endpoint, String) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/agents").join(name);
+    let rec: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    fn fill(v: &mut Value) {
+        match v {
+            Value::String(s) => {
+                if let Some(n) =
+                    s.strip_prefix('<').and_then(|r| r.split_once(" characters")).and_then(|(n, _)| n.parse().ok())
+                {
+                    *s = "x".repeat(n);
+                }
+            }
+            Value::Array(a) => a.iter_mut().for_each(fill),
+            Value::Object(o) => o.values_mut().for_each(fill),
+            _ => {}
+        }
+    }
+    let mut body = rec["body"].clone();
+    fill(&mut body);
+    let endpoint = if rec["endpoint"] == "/v1/messages" { Endpoint::Messages } else { Endpoint::Responses };
+    (endpoint, body.to_string())
+}
+
+fn agents(n: usize) {
+    for (name, to, kind) in [
+        ("claude-code-2.1.328-on-gpt-turn-2.json", Endpoint::ChatCompletions, UpstreamKind::Openai),
+        ("codex-0.169.0-on-claude-turn-2.json", Endpoint::Messages, UpstreamKind::Anthropic),
+    ] {
+        let (from, bytes) = recorded(name);
+        let opts = Options { default_max_tokens: 4096, drop_fields: &[], kind };
+        let label = format!("{} ({:.0} KB)", name.trim_end_matches(".json"), bytes.len() as f64 / 1024.0);
+        measure(&format!("baseline: parse {label}"), n, || {
+            std::hint::black_box(serde_json::from_str::<Value>(&bytes).unwrap());
+        });
+        measure(
+            &format!("request {} → {} (parse + back + translate + serialize)", from.as_str(), to.as_str()),
+            n,
+            || {
+                let v: Value = serde_json::from_str(&bytes).unwrap();
+                let back = translate::back(from, &v);
+                let out = translate::request(from, to, &v, &opts).unwrap();
+                std::hint::black_box((back, out.to_string()));
+            },
+        );
+    }
 }
