@@ -8,7 +8,7 @@ WEIR_CONFIG ?= examples/weir.toml
 .PHONY: run test bench fuzz build dist plugins check unit e2e guests polyglot clean need-redis need-wasm need-npm need-musl wasmtime-fix
 
 # Wasm components built from source for the tests: first-party plugins and the test guests.
-PLUGINS := allowlist auth router redact cost ratelimit
+PLUGINS := allowlist auth router redact cost ratelimit cache
 GUESTS := $(addprefix weir-plugin-,$(PLUGINS)) guest-misbehave guest-chunky guest-foreign guest-legacy guest-conformance
 WASM   := target/wasm32-wasip2/plugin
 

@@ -172,11 +172,13 @@ pub enum Capability {
     Kv,
     Trace,
     Clock,
+    /// The client's answer in `on-complete` (0.3.0 `answer`, world `plugin-full`): a cache.
+    Answer,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 5] =
-        [Capability::Log, Capability::Config, Capability::Kv, Capability::Trace, Capability::Clock];
+    pub const ALL: [Capability; 6] =
+        [Capability::Log, Capability::Config, Capability::Kv, Capability::Trace, Capability::Clock, Capability::Answer];
 
     /// The WIT interface name of this capability.
     pub fn interface(self) -> &'static str {
@@ -186,6 +188,7 @@ impl Capability {
             Capability::Kv => "kv",
             Capability::Trace => "trace",
             Capability::Clock => "clock",
+            Capability::Answer => "answer",
         }
     }
 }

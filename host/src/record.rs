@@ -22,6 +22,8 @@ use crate::usage::UsageTap;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
+    /// A plugin answered from a cache (`reply` with `cached`).
+    Cached,
     ClientError,
     UpstreamError,
     GatewayError,
@@ -33,6 +35,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
+            Outcome::Cached => "cached",
             Outcome::ClientError => "client_error",
             Outcome::UpstreamError => "upstream_error",
             Outcome::GatewayError => "gateway_error",
@@ -104,6 +107,8 @@ pub struct RequestRecord {
     pub tap: Option<UsageTap>,
     /// The principal id a plugin established (never a key).
     pub principal: Option<String>,
+    /// Headers plugins added for the client's response (`request.add-response-header`), until it is made.
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// This request's plugin instances, held by the record while the driver runs so that a request dropped at any
     /// await point still hands them to the completion phase (`on-complete` is owed to every plugin whose
     /// `on-request` started; it runs before the log line). A streamed answer takes them, and the tap, for as long as
@@ -137,6 +142,7 @@ impl RequestRecord {
             error: None,
             tap: None,
             principal: None,
+            response_headers: Vec::new(),
             chain: None,
             trace: None,
             provider: None,

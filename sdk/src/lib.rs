@@ -45,7 +45,9 @@
 pub mod bindings {
     wit_bindgen::generate!({
         path: "wit",
-        world: "plugin",
+        // Every import: a Rust component imports only what it calls, so `answer` is needed (and must be granted)
+        // only by plugins that read answers.
+        world: "plugin-full",
         pub_export_macro: true,
         export_macro_name: "__export_weir_bindings",
         default_bindings_module: "weir_sdk::bindings",
@@ -59,8 +61,8 @@ pub mod keys;
 pub mod util;
 
 pub use bindings::weir::plugin::types::{
-    ApiFamily, Chunk, ChunkDecision, Header, KvError, PluginError, Principal, Rejection, RequestChanges,
-    RequestDecision, Response, RouteTarget, Summary, TextKind, TextPiece, TextStream, Usage,
+    AnswerBody, ApiFamily, Chunk, ChunkDecision, Header, KvError, PluginError, Principal, Rejection, Reply,
+    RequestChanges, RequestDecision, Response, RouteTarget, SseEvent, Summary, TextKind, TextPiece, TextStream, Usage,
 };
 
 pub use bindings::exports::weir::plugin::hooks::Reuse;
@@ -210,6 +212,10 @@ pub struct FakeRequest {
     pub body: Vec<u8>,
     pub principal: Option<Principal>,
     pub metadata: Vec<(String, String)>,
+    /// What `digest` returns (none: a stand-in computed from the endpoint and body, stable within a test run).
+    pub digest: Option<String>,
+    /// Headers the hooks added with [`Request::add_response_header`].
+    pub response_headers: RefCell<Vec<(String, String)>>,
 }
 
 impl FakeRequest {
@@ -313,6 +319,29 @@ impl Request<'_> {
             RequestSource::Fake(f) => f.metadata.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()),
         }
     }
+    /// The host's digest of what the request asks (hex SHA-256 over the endpoint and the canonical JSON body,
+    /// without `stream` and `stream_options`): the same in every language, for cache keys.
+    pub fn digest(&self) -> String {
+        match &self.0 {
+            RequestSource::Host(r) => r.digest(),
+            RequestSource::Fake(f) => f.digest.clone().unwrap_or_else(|| {
+                let h = f
+                    .endpoint
+                    .bytes()
+                    .chain(f.body.iter().copied())
+                    .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+                format!("fake-{h:016x}")
+            }),
+        }
+    }
+    /// Adds a header to the client's response, whatever answers it (credentials, cookies, hop-by-hop and
+    /// `content-*` headers fail the plugin).
+    pub fn add_response_header(&self, name: &str, value: &str) {
+        match &self.0 {
+            RequestSource::Host(r) => r.add_response_header(name, value),
+            RequestSource::Fake(f) => f.response_headers.borrow_mut().push((name.to_string(), value.to_string())),
+        }
+    }
 }
 
 /// What a request will use at most, estimated before it is sent (for reservations: budgets, token rate limits).
@@ -351,6 +380,12 @@ impl ChunkExt for Chunk {
     fn replace_texts(&self, f: impl FnMut(&TextPiece) -> String) -> ChunkDecision {
         ChunkDecision::ReplaceTexts(self.texts.iter().map(f).collect())
     }
+}
+
+/// An answer in the client's API in place of the upstream's (`cached`: from a cache, so the outcome is `cached`).
+pub fn reply(body: AnswerBody, headers: &[(&str, &str)], cached: bool) -> RequestDecision {
+    let headers = headers.iter().map(|(n, v)| Header { name: n.to_string(), value: v.to_string() }).collect();
+    RequestDecision::Reply(Reply { status: 200, body, headers, cached })
 }
 
 /// A refusal in the client's API error shape.
@@ -447,7 +482,7 @@ macro_rules! export {
 
 #[cfg(not(any(feature = "testing", not(target_arch = "wasm32"))))]
 mod host {
-    pub use crate::bindings::weir::plugin::{clock, kv, log, trace};
+    pub use crate::bindings::weir::plugin::{answer, clock, kv, log, trace};
 }
 
 #[cfg(any(feature = "testing", not(target_arch = "wasm32")))]
@@ -497,6 +532,16 @@ pub mod trace {
     }
     pub fn add_event(name: &str) {
         super::host::trace::add_event(name)
+    }
+}
+
+/// The answer the client got, in `on-complete` (capability `answer`; a cache stores it).
+pub mod answer {
+    pub use crate::bindings::weir::plugin::answer::{AnswerState, ClientAnswer};
+    /// None outside `on-complete`, when there was no answer (a refusal), or when it was larger than the gateway
+    /// keeps (1 MiB).
+    pub fn get() -> Option<ClientAnswer> {
+        super::host::answer::get()
     }
 }
 

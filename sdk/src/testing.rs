@@ -30,6 +30,8 @@ struct Fake {
     now_ms: u64,
     /// Every kv call fails with this, when set.
     kv_failure: Option<KvError>,
+    /// What `answer::get` returns.
+    answer: Option<crate::answer::ClientAnswer>,
 }
 
 thread_local! {
@@ -51,6 +53,11 @@ pub fn init<P: Plugin>(config_json: &str) -> Result<(), PluginError> {
 /// Makes every kv call fail with `e` (none: work again), to test how a plugin handles an unavailable backend.
 pub fn fail_kv(e: Option<KvError>) {
     FAKE.with(|f| f.borrow_mut().kv_failure = e);
+}
+
+/// Sets what `answer::get` returns (the client's answer, as in `on-complete`).
+pub fn set_answer(answer: Option<crate::answer::ClientAnswer>) {
+    FAKE.with(|f| f.borrow_mut().answer = answer);
 }
 
 /// Sets the fake clock.
@@ -87,6 +94,8 @@ pub fn request_to(endpoint: &str, model: &str, body: &[u8]) -> FakeRequest {
         stream: false,
         principal: None,
         metadata: Vec::new(),
+        digest: None,
+        response_headers: Default::default(),
     }
 }
 
@@ -187,6 +196,13 @@ pub(crate) mod trace {
     }
     pub fn add_event(name: &str) {
         FAKE.with(|f| f.borrow_mut().events.push(name.to_string()));
+    }
+}
+
+pub(crate) mod answer {
+    use super::FAKE;
+    pub fn get() -> Option<crate::answer::ClientAnswer> {
+        FAKE.with(|f| f.borrow().answer.clone())
     }
 }
 

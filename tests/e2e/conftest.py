@@ -126,7 +126,7 @@ def example_config(tmp):
     text = (ROOT / "examples" / "weir.toml").read_text()
     assert "127.0.0.1:8080" in text and "127.0.0.1:8081" in text
     text = text.replace("127.0.0.1:8080", f"127.0.0.1:{port}").replace("127.0.0.1:8081", f"127.0.0.1:{mock_port}")
-    for name in ("auth", "ratelimit", "router", "redact", "cost"):
+    for name in ("auth", "ratelimit", "cache", "router", "redact", "cost"):
         built = f"../target/wasm32-wasip2/plugin/weir_plugin_{name}.wasm"
         assert built in text, name
         text = text.replace(built, str(GUESTS / f"{name}.wasm"))

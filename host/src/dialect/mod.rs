@@ -24,8 +24,10 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 pub mod body;
+pub mod canonical;
 mod chat;
 mod messages;
+pub mod replay;
 mod responses;
 pub mod translate;
 mod wire;

@@ -86,6 +86,10 @@ pub(super) async fn forward(
                 Some(chain) if chain.reads_answer() => whole_body_plugins(chain, endpoint, b).await?,
                 _ => b,
             };
+            if let Some(chain) = rec.chain.as_mut() {
+                chain.capture_start(answer.status.as_u16(), false);
+                chain.capture(&b);
+            }
             (Response::new(Body::from(b)), None)
         }
         AnswerBody::Stream(upstream) => (Response::new(Body::empty()), Some(upstream)),
@@ -101,6 +105,9 @@ pub(super) async fn forward(
         }
         Some(upstream) => {
             h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            if let Some(chain) = rec.chain.as_mut() {
+                chain.capture_start(answer.status.as_u16(), true);
+            }
             let translator = translate::StreamTranslator::new(answer.endpoint, endpoint, back);
             Forward::Stream { resp, upstream, tap, translator }
         }
@@ -235,6 +242,9 @@ impl AnswerStream {
     async fn next(&mut self) -> Option<Bytes> {
         loop {
             if let Some(b) = self.ready.pop_front() {
+                if let Some(chain) = self.chain.as_mut() {
+                    chain.capture(&b);
+                }
                 return Some(b);
             }
             if self.done {
@@ -498,6 +508,13 @@ impl AnswerStream {
         if let Some(mut rec) = self.rec.take() {
             rec.tap = self.tap.take();
             rec.chain = self.chain.take();
+            // The request ends before its last bytes leave (they are still queued): what the client is sent is kept
+            // for plugins granted the answer now (a client that goes away now still counts as served).
+            if let Some(chain) = rec.chain.as_mut() {
+                for b in &self.ready {
+                    chain.capture(b);
+                }
+            }
             if rec.error.is_none()
                 && let Some(e) = rec.tap.as_ref().and_then(|t| t.stream_error.clone())
             {

@@ -23,6 +23,7 @@ mod answer;
 mod failure;
 mod intake;
 mod plan;
+mod reply;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,7 +97,10 @@ pub async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: 
     rec.chain = app.plugins.as_ref().map(|r| Chain::new(r.snapshot(), endpoint.family())).filter(|c| !c.is_empty());
     // Request ids are `req_` and hex digits: always a valid header value.
     let request_id = HeaderValue::from_str(&rec.request_id).unwrap_or(HeaderValue::from_static("req_unknown"));
-    let mut resp = match run(&app, endpoint, &headers, body, &mut rec).await {
+    let result = run(&app, endpoint, &headers, body, &mut rec).await;
+    // Headers plugins added for the client (`request.add-response-header`), whatever answers.
+    let added = std::mem::take(&mut rec.response_headers);
+    let mut resp = match result {
         Ok(Forward::Whole(resp)) => {
             rec.finish();
             resp
@@ -115,6 +119,9 @@ pub async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: 
             e.to_response(endpoint.family())
         }
     };
+    for (name, value) in added {
+        resp.headers_mut().append(name, value);
+    }
     resp.headers_mut().insert("x-request-id", request_id);
     resp
 }
@@ -215,11 +222,17 @@ async fn on_request(
     };
     let mut effects = chain.on_request(&mut view).await?;
     rec.principal = chain.principal.as_ref().map(|p| p.id.clone());
+    rec.response_headers = std::mem::take(&mut effects.response_headers);
     if let Some(r) = effects.respond.take() {
         rec.status = r.status;
         rec.outcome = Outcome::Ok;
         rec.model = Some(view.model);
         return Ok(OnRequest::Answered(plugin_response(r)));
+    }
+    if let Some(r) = effects.reply.take() {
+        rec.model = Some(view.model);
+        let include_usage = endpoint == Endpoint::ChatCompletions && parsed.stream && !parsed.injected_usage;
+        return Ok(OnRequest::Answered(reply::respond(endpoint, parsed.stream, include_usage, r, rec)?));
     }
     // A plugin that changes the body also changes `view.body`; with only the model changed, the body is the
     // client's, already parsed.

@@ -30,7 +30,7 @@ use wasmtime::Store;
 
 use super::contract::HookResult;
 use super::hook::Hook;
-use super::host::{RequestSnapshot, State};
+use super::host::{RequestSnapshot, ResponseHeaders, State};
 use super::instance::{CompleteOn, Live, Slot};
 use super::registry::{LoadedPlugin, PluginSet};
 use super::report::{ChunkTotals, HookCall, PluginReport};
@@ -70,6 +70,7 @@ impl RequestView<'_> {
             chain.metadata.clone(),
         );
         s.listing = self.listing;
+        s.response_headers = chain.response_headers.clone();
         s
     }
 }
@@ -87,6 +88,10 @@ pub struct RequestEffects {
     pub route: Option<Vec<(String, Option<String>)>>,
     /// Answer without calling an upstream.
     pub respond: Option<types::Response>,
+    /// Answer in the client's API, whole or streamed, without calling an upstream (`reply`).
+    pub reply: Option<types::Reply>,
+    /// Headers for the client's response, whatever answers it (`request.add-response-header`).
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// The chain's verdict on one piece of the answer.
@@ -129,7 +134,26 @@ pub struct Chain {
     /// Trace attributes and events recorded by fresh instances that ran `on-complete`.
     late_attributes: Vec<(String, String)>,
     late_events: Vec<(String, Instant)>,
+    /// Headers plugins add to the client's response, shared with the request snapshots they see.
+    response_headers: ResponseHeaders,
+    /// The client's answer as it went out, kept for plugins granted `answer` (none without such a plugin).
+    answer: Option<Capture>,
 }
+
+/// The client's answer as the gateway sent it, up to [`ANSWER_CAPTURE_MAX`] bytes.
+#[derive(Default)]
+struct Capture {
+    status: u16,
+    stream: bool,
+    /// A whole body, or the framed events of a stream.
+    parts: Vec<Bytes>,
+    size: usize,
+    /// Larger than the cap: nothing is given.
+    over: bool,
+}
+
+/// The most of an answer kept for `answer.get` (the largest value `kv` stores: what a cache could keep anyway).
+pub const ANSWER_CAPTURE_MAX: usize = super::kv::MAX_VALUE;
 
 impl Chain {
     pub fn new(set: Arc<PluginSet>, family: Family) -> Chain {
@@ -152,7 +176,67 @@ impl Chain {
             input_len: 0,
             late_attributes: Vec::new(),
             late_events: Vec::new(),
+            response_headers: ResponseHeaders::default(),
+            answer: None,
         }
+    }
+
+    /// Whether a plugin is granted the client's answer (`answer`): then the answer is kept as it goes out.
+    fn wants_answer(&self) -> bool {
+        self.set.plugins.iter().any(|p| p.settings.capabilities.contains(&crate::config::Capability::Answer))
+    }
+
+    /// The answer to the client begins (status, whole or streamed): from here, what goes out is kept for plugins
+    /// granted `answer` ([`Chain::capture`]).
+    pub fn capture_start(&mut self, status: u16, stream: bool) {
+        if self.wants_answer() {
+            self.answer = Some(Capture { status, stream, ..Capture::default() });
+        }
+    }
+
+    /// Keeps bytes the client was sent: the whole body, or framed events.
+    pub fn capture(&mut self, bytes: &Bytes) {
+        let Some(c) = self.answer.as_mut().filter(|c| !c.over) else { return };
+        c.size += bytes.len();
+        if c.size > ANSWER_CAPTURE_MAX {
+            c.over = true;
+            c.parts = Vec::new();
+            return;
+        }
+        c.parts.push(bytes.clone());
+    }
+
+    /// Headers plugins added for the client's response so far (taken: each is sent once).
+    pub fn take_response_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        std::mem::take(&mut *self.response_headers.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// The captured answer as the contract gives it, in the state `summary` says it ended in.
+    fn client_answer(&self, summary: &types::Summary) -> Option<super::contract::AnswerOf> {
+        use super::contract::{AnswerBody, AnswerState, SseEvent};
+        let c = self.answer.as_ref().filter(|c| !c.over && !c.parts.is_empty())?;
+        let body = if c.stream {
+            let mut parser = crate::sse::SseParser::new();
+            for p in &c.parts {
+                parser.push(p);
+            }
+            let mut events = Vec::new();
+            while let Some(ev) = parser.next_event() {
+                let f = ev.fields();
+                events.push(SseEvent { event: f.event.map(str::to_string), data: f.data.to_string() });
+            }
+            AnswerBody::Events(events)
+        } else {
+            AnswerBody::Whole(c.parts.concat())
+        };
+        let state = if summary.status >= 400 || summary.error.is_some() && summary.outcome != "cancelled" {
+            AnswerState::Failed
+        } else if summary.partial || summary.outcome != "ok" && summary.outcome != "cached" {
+            AnswerState::Cut
+        } else {
+            AnswerState::Complete
+        };
+        Some(super::contract::AnswerOf { status: c.status, stream: c.stream, body, state })
     }
 
     /// Notes one hook call of plugin `i` (started at `start`) for metrics and spans.
@@ -291,6 +375,20 @@ impl Chain {
                 }
                 RequestDecision::Respond(r) => {
                     fx.respond = Some(r);
+                    fx.response_headers = self.take_response_headers();
+                    return Ok(fx);
+                }
+                RequestDecision::Reply(r) => {
+                    let mut headers = self.take_response_headers();
+                    match rejection_headers(&r.headers) {
+                        Ok(h) => headers.extend(h),
+                        Err(msg) => {
+                            self.fail(i, Hook::OnRequest, &msg)?;
+                            continue;
+                        }
+                    }
+                    fx.response_headers = headers;
+                    fx.reply = Some(r);
                     return Ok(fx);
                 }
                 // Discovering the models plugins serve (a listing check for no model): every plugin is asked.
@@ -309,10 +407,13 @@ impl Chain {
                         }
                     };
                     tracing::debug!(target: "weir::plugin", plugin = %p.name, status = status.as_u16(), "request rejected by plugin");
-                    return Err(ApiError { headers, ..ApiError::rejected(status, r.message) });
+                    let mut all = self.take_response_headers();
+                    all.extend(headers);
+                    return Err(ApiError { headers: all, ..ApiError::rejected(status, r.message) });
                 }
             }
         }
+        fx.response_headers = self.take_response_headers();
         Ok(fx)
     }
 
@@ -462,6 +563,7 @@ impl Chain {
         let mut summary = summary;
         summary.principal = self.principal.clone();
         summary.metadata = self.metadata.clone();
+        let answer = self.client_answer(&summary);
         for i in 0..self.set.plugins.len() {
             let p = self.set.plugins[i].clone();
             let deadline = Hook::OnComplete.deadline(&p.settings);
@@ -488,9 +590,13 @@ impl Chain {
                 },
             };
             live.store.data_mut().settling = true;
+            if p.settings.capabilities.contains(&crate::config::Capability::Answer) {
+                live.store.data_mut().answer.clone_from(&answer);
+            }
             live.begin_call();
             let result = live.bindings.on_complete(&mut live.store, &summary).await;
             live.end_call();
+            live.store.data_mut().answer = None;
             let judged = judge(result.map(Ok), &live.store, Hook::OnComplete, &p);
             if is_fresh {
                 // A fresh instance: keep what it recorded for the trace.
@@ -593,6 +699,7 @@ fn request_label(d: &RequestDecision) -> &'static str {
         RequestDecision::Route(_) => "route",
         RequestDecision::Respond(_) => "respond",
         RequestDecision::Reject(_) => "reject",
+        RequestDecision::Reply(_) => "reply",
     }
 }
 
@@ -613,24 +720,26 @@ fn flush_label(held: &Option<String>) -> &'static str {
 
 /// A rejection's headers, checked: never credentials, cookies, hop-by-hop or `content-*` headers.
 fn rejection_headers(headers: &[types::Header]) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    headers
-        .iter()
-        .map(|h| {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| format!("returned a rejection header `{}` that is not a header name", h.name))?;
-            let n = name.as_str();
-            if NEVER_FORWARDED.contains(&n)
-                || n.starts_with("content-")
-                || n == "set-cookie"
-                || n == "x-weir-error-source"
-            {
-                return Err(format!("returned a rejection header `{n}`, which plugins may not set"));
-            }
-            let value = HeaderValue::from_str(&h.value)
-                .map_err(|_| format!("returned a rejection header `{n}` with an invalid value"))?;
-            Ok((name, value))
-        })
-        .collect()
+    headers.iter().map(|h| client_header(&h.name, &h.value)).collect()
+}
+
+/// A header a plugin puts on the client's response (a rejection's, a reply's, `add-response-header`): credentials,
+/// cookies, hop-by-hop, `content-*` and the gateway's own are refused, with why.
+pub(crate) fn client_header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let name = HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| format!("gave a response header `{name}` that is not a header name"))?;
+    let n = name.as_str();
+    if NEVER_FORWARDED.contains(&n)
+        || n.starts_with("content-")
+        || n == "set-cookie"
+        || n == "x-weir-error-source"
+        || n == "x-request-id"
+    {
+        return Err(format!("gave a response header `{n}`, which plugins may not set"));
+    }
+    let value =
+        HeaderValue::from_str(value).map_err(|_| format!("gave a response header `{n}` with an invalid value"))?;
+    Ok((name, value))
 }
 
 fn plugin_error(p: &LoadedPlugin, hook: Hook, msg: &str) -> ApiError {

@@ -47,7 +47,15 @@ pub struct RequestSnapshot {
     pub listing: bool,
     /// The body parsed as JSON, when a plugin first asks; shared with the next snapshot while the body is the same.
     json: Arc<std::sync::OnceLock<Option<serde_json::Value>>>,
+    /// The request's digest (`request.digest`), when a plugin first asks; shared like `json`.
+    digest: Arc<std::sync::OnceLock<String>>,
+    /// Headers plugins add to the client's response (`request.add-response-header`): one list per request, shared
+    /// by every snapshot of it.
+    pub response_headers: ResponseHeaders,
 }
+
+/// Headers for the client's response, added by plugins during `on-request`.
+pub type ResponseHeaders = Arc<std::sync::Mutex<Vec<(http::HeaderName, http::HeaderValue)>>>;
 
 impl RequestSnapshot {
     #[allow(clippy::too_many_arguments)]
@@ -74,7 +82,16 @@ impl RequestSnapshot {
             metadata,
             listing: false,
             json: Arc::default(),
+            digest: Arc::default(),
+            response_headers: ResponseHeaders::default(),
         }
+    }
+
+    /// See `request.digest` in the contract (`dialect/canonical.rs`).
+    pub fn digest(&self) -> String {
+        self.digest
+            .get_or_init(|| crate::dialect::canonical::digest(self.endpoint, &self.body).unwrap_or_default())
+            .clone()
     }
 
     /// The endpoint as plugins see it: `models` for a model-listing check.
@@ -87,6 +104,7 @@ impl RequestSnapshot {
     pub fn sharing_parse_with(mut self, previous: &RequestSnapshot) -> RequestSnapshot {
         if self.body.as_ptr() == previous.body.as_ptr() && self.body.len() == previous.body.len() {
             self.json = previous.json.clone();
+            self.digest = previous.digest.clone();
         }
         self
     }
@@ -154,6 +172,8 @@ pub struct State {
     /// The current call is `on-complete`: `kv.increment` settles ([`Kv::settle`]: kept and applied later when the
     /// backend cannot take it now).
     pub settling: bool,
+    /// The client's answer, during an `on-complete` call of a plugin granted `answer`.
+    pub answer: Option<v3::weir::plugin::answer::ClientAnswer>,
 }
 
 impl State {
@@ -177,6 +197,7 @@ impl State {
             output: None,
             hook: Hook::Init,
             settling: false,
+            answer: None,
         }
     }
 
@@ -296,9 +317,25 @@ impl v3::types::HostRequest for State {
     fn all_metadata(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(self.request(&r)?.metadata.clone())
     }
+    fn digest(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<String> {
+        Ok(self.request(&r)?.digest())
+    }
+    fn add_response_header(&mut self, r: Resource<RequestHandle>, name: String, value: String) -> wasmtime::Result<()> {
+        // A header plugins may not set fails the plugin (a trap names it), as a refused rejection header does.
+        let h = super::chain::client_header(&name, &value).map_err(wasmtime::Error::msg)?;
+        let req = self.request(&r)?;
+        req.response_headers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(h);
+        Ok(())
+    }
     fn drop(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<()> {
         self.drop_request(r);
         Ok(())
+    }
+}
+
+impl v3::weir::plugin::answer::Host for State {
+    fn get(&mut self) -> Option<v3::weir::plugin::answer::ClientAnswer> {
+        self.answer.clone()
     }
 }
 

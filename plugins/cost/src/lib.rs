@@ -246,6 +246,18 @@ impl Plugin for Cost {
             let config = weir_sdk::config::<Self>();
             let u = &s.usage;
             let actual = match config.price(&s.model) {
+                // Served from a cache: nothing was spent; what the answer would have cost is recorded as saved.
+                Some(p) if s.outcome == "cached" => {
+                    let c = cost_nano(
+                        p,
+                        u.input_tokens.unwrap_or(0),
+                        u.cached_tokens.unwrap_or(0),
+                        u.output_tokens.unwrap_or(0),
+                    );
+                    weir_sdk::trace::set_attribute("usd", "0");
+                    weir_sdk::trace::set_attribute("saved_usd", &usd(c));
+                    0
+                }
                 Some(p) => {
                     let c = cost_nano(
                         p,

@@ -47,6 +47,10 @@ pub struct Config {
     default_max_tokens: u64,
     #[serde(default)]
     fail_closed: bool,
+    /// Count the tokens of answers served from a cache (outcome `cached`) against `tpm` (default false: a cached
+    /// answer counts as a request, not as tokens).
+    #[serde(default)]
+    count_cached_tokens: bool,
 }
 
 fn default_max_tokens() -> u64 {
@@ -217,7 +221,14 @@ impl Plugin for RateLimit {
             return;
         };
         let u = &s.usage;
-        let used = (u.input_tokens.unwrap_or(0) + u.output_tokens.unwrap_or(0)).min(i64::MAX as u64) as i64;
+        // An answer from a cache used no model tokens: it counts as a request only, unless the operator counts
+        // its tokens too (`count_cached_tokens`).
+        let cached = s.outcome == "cached" && !weir_sdk::config::<Self>().count_cached_tokens;
+        let used = if cached {
+            0
+        } else {
+            (u.input_tokens.unwrap_or(0) + u.output_tokens.unwrap_or(0)).min(i64::MAX as u64) as i64
+        };
         if used != est {
             for key in &keys {
                 let _ = weir_sdk::kv::increment(key, used - est, None);

@@ -19,10 +19,10 @@ pub mod v1 {
 /// The bindings of a version from 0.2.0 on: `kv` async (a shared store's round trip), the `request` resource backed by
 /// [`crate::plugin::host::RequestHandle`].
 macro_rules! bindgen_since_0_2 {
-    ($path:literal) => {
+    ($path:literal, $world:literal) => {
         wasmtime::component::bindgen!({
             path: $path,
-            world: "plugin",
+            world: $world,
             imports: {
                 "weir:plugin/kv": async,
                 "weir:plugin/types": trappable,
@@ -38,14 +38,16 @@ macro_rules! bindgen_since_0_2 {
 
 /// `weir:plugin@0.2.0` (`wit/v0.2.0/plugin.wit`), adapted to 0.3.0 (`v0_2.rs`).
 pub mod v2 {
-    bindgen_since_0_2!("../wit/v0.2.0");
+    bindgen_since_0_2!("../wit/v0.2.0", "plugin");
     pub use self::weir::plugin::types;
 }
 
-/// `weir:plugin@0.3.0` (`wit/v0.3.0/plugin.wit`): what the gateway itself speaks.
+/// `weir:plugin@0.3.0` (`wit/v0.3.0/plugin.wit`): what the gateway itself speaks. Its world `plugin-full` (every
+/// import, `answer` included) is what the host links; components built for `plugin` import a subset of it.
 pub mod v3 {
-    bindgen_since_0_2!("../wit/v0.3.0");
+    bindgen_since_0_2!("../wit/v0.3.0", "plugin-full");
     pub use self::weir::plugin::types;
+    pub use self::{PluginFull as Plugin, PluginFullPre as PluginPre};
 }
 
 /// The current contract's types, which the chain works with (older versions are converted at the boundary).

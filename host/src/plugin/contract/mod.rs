@@ -81,6 +81,9 @@ use crate::config::Isolation;
 use bindings::{v1, v2, v3};
 
 pub use bindings::types;
+/// The `answer` interface's types (0.3.0): the client's answer given to `on-complete`.
+pub use bindings::v3::weir::plugin::answer::{AnswerState, ClientAnswer as AnswerOf};
+pub use bindings::v3::weir::plugin::types::{AnswerBody, SseEvent};
 
 /// The WIT package of the contract.
 pub const PACKAGE: &str = "weir:plugin";

@@ -1,0 +1,105 @@
+//! A plugin's `reply` (e.g. a cache hit): an answer in the client's API, whole or as events, delivered in the form
+//! the client asked for — converted by [`dialect::replay`] when the plugin has the other form — through the usage tap
+//! (the log and `on-complete` see its usage) and kept for plugins granted `answer` like any answer.
+
+// Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode, header};
+
+use crate::api::Endpoint;
+use crate::dialect::{self, replay};
+use crate::error::{ApiError, ErrorKind};
+use crate::plugin::types::{AnswerBody, Reply};
+use crate::record::{Outcome, RequestRecord};
+use crate::sse::SseEvent;
+use crate::usage::UsageTap;
+
+fn invalid(endpoint: Endpoint, why: &str) -> ApiError {
+    ApiError::new(
+        ErrorKind::PluginFailed,
+        format!(
+            "a plugin replied with {why}, which is not a {} answer (policy: the reply is refused)",
+            endpoint.path()
+        ),
+    )
+}
+
+/// The client's response for a plugin's reply. `stream`: the client asked for a stream; `include_usage`: chat's
+/// usage chunk was asked for.
+pub(super) fn respond(
+    endpoint: Endpoint,
+    stream: bool,
+    include_usage: bool,
+    r: Reply,
+    rec: &mut RequestRecord,
+) -> Result<Response, ApiError> {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+    let mut tap = UsageTap::new(endpoint, false);
+    // An error answer goes as it is (its body is the API's error shape).
+    let stream = stream && status.is_success();
+    let body: Bytes = match (r.body, stream) {
+        (AnswerBody::Whole(b), false) => {
+            if serde_json::from_slice::<serde::de::IgnoredAny>(&b).is_err() {
+                return Err(invalid(endpoint, "a body that is not JSON"));
+            }
+            let b = Bytes::from(b);
+            tap.on_body(&b);
+            b
+        }
+        (AnswerBody::Whole(b), true) => {
+            let v: serde_json::Value =
+                serde_json::from_slice(&b).map_err(|_| invalid(endpoint, "a body that is not JSON"))?;
+            let events = replay::to_events(endpoint, &v, include_usage)
+                .ok_or_else(|| invalid(endpoint, "a whole body it cannot stream"))?;
+            framed(&events, &mut tap)
+        }
+        (AnswerBody::Events(events), true) => {
+            let events: Vec<replay::Event> = events.into_iter().map(|e| (e.event, e.data)).collect();
+            framed(&events, &mut tap)
+        }
+        (AnswerBody::Events(events), false) => {
+            let events: Vec<replay::Event> = events.into_iter().map(|e| (e.event, e.data)).collect();
+            let whole = replay::to_whole(endpoint, &events)
+                .ok_or_else(|| invalid(endpoint, "events that are not a whole stream"))?;
+            let b = Bytes::from(whole.to_string());
+            tap.on_body(&b);
+            b
+        }
+    };
+    rec.status = status.as_u16();
+    rec.outcome = if r.cached { Outcome::Cached } else { Outcome::Ok };
+    rec.stream = stream;
+    rec.tap = Some(tap);
+    if let Some(chain) = rec.chain.as_mut() {
+        chain.capture_start(status.as_u16(), stream);
+        chain.capture(&body);
+    }
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    if stream {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    } else {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    }
+    Ok(resp)
+}
+
+/// Frames events for the wire, through the usage tap.
+fn framed(events: &[replay::Event], tap: &mut UsageTap) -> Bytes {
+    let mut out = Vec::new();
+    let now = Instant::now();
+    for (event, data) in events {
+        let raw = dialect::frame(event.as_deref(), data);
+        tap.on_event(&SseEvent { raw: raw.clone() }, now);
+        out.extend_from_slice(&raw);
+    }
+    Bytes::from(out)
+}

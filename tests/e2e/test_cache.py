@@ -1,0 +1,230 @@
+"""The `cache` plugin through the official SDKs: a repeated request is answered from the first one's answer without
+an upstream call, whole or streamed whichever the client asks now (the gateway converts between the two), only for
+the same key; `Cache-Control` and the cache headers; answers kept across a restart; two gateways on one real
+redis-server sharing hits; a corrupt stored answer is a miss. (The cache's kv being down is a bypass: the plugin's unit
+tests; here auth, which runs first, refuses with 503 when the shared store is down.) The mock counts what reached an upstream
+(`x-mock-tag`), and the stored key is recomputed here from the request (an independent check of the host's
+digest)."""
+
+import hashlib
+import json
+import uuid
+
+import anthropic
+import openai
+import pytest
+
+from conftest import ADMIN_TOKEN, GUESTS, Gateway, admin_kv, anthropic_client, expected_text, openai_client
+from test_state import Redis, redis_kv
+
+KEY_A, KEY_B = "sk-cache-test-a", "sk-cache-test-b"
+
+
+def sha(s):
+    return "sha256:" + hashlib.sha256(s.encode()).hexdigest()
+
+
+def plugins(extra_cache=""):
+    return f"""
+[admin]
+token_env = "WEIR_TEST_ADMIN_TOKEN"
+
+[[plugins]]
+name = "auth"
+order = 10
+file = "{GUESTS / 'auth.wasm'}"
+capabilities = ["config", "kv", "trace", "clock"]
+[plugins.config]
+keys = [
+  {{ id = "a", hash = "{sha(KEY_A)}", team = "team-a" }},
+  {{ id = "b", hash = "{sha(KEY_B)}", team = "team-b" }},
+]
+
+[[plugins]]
+name = "cache"
+order = 17
+file = "{GUESTS / 'cache.wasm'}"
+capabilities = ["config", "kv", "trace", "clock", "answer"]
+isolation = "shared"
+[plugins.config]
+sampled = ["gpt-4o-mini", "claude-haiku-4-5"]
+{extra_cache}
+"""
+
+
+@pytest.fixture(scope="module")
+def cgw(session_tmp, mock):
+    g = Gateway(session_tmp, mock, name="cache", tail=plugins())
+    yield g
+    g.stop()
+
+
+def tag():
+    return "cache-" + uuid.uuid4().hex[:10]
+
+
+def prompt():
+    """A prompt no other test asks (so each test starts with a miss)."""
+    return "Say hello " + uuid.uuid4().hex
+
+
+def canonical_digest(endpoint, body):
+    """The host's digest, recomputed: SHA-256 over the endpoint and the body as sorted, compact JSON without
+    `stream` and `stream_options` (for the ASCII bodies and integer numbers used here, Python's json module writes
+    the same canonical text)."""
+    b = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+    text = endpoint + "\n" + json.dumps(b, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def test_openai_whole_then_streamed_is_one_upstream_call(cgw, mock):
+    t, p = tag(), prompt()
+    client = openai_client(cgw, api_key=KEY_A)
+    first = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": p}], extra_headers={"x-mock-tag": t})
+    assert first.headers["x-weir-cache"] == "MISS"
+    text = first.parse().choices[0].message.content
+    assert text == expected_text()
+    second = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": p}], extra_headers={"x-mock-tag": t})
+    assert second.headers["x-weir-cache"] == "HIT" and int(second.headers["age"]) >= 0
+    assert second.parse().choices[0].message.content == text and second.parse().usage.completion_tokens == 8
+    # The stored whole answer, streamed: chunks the SDK accumulates, usage chunk when asked.
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": p}],
+                                            stream=True, stream_options={"include_usage": True},
+                                            extra_headers={"x-mock-tag": t})
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert chunks[-1].usage.completion_tokens == 8 and chunks[-2].choices[0].finish_reason == "stop"
+    assert len(mock.requests(t)) == 1, "one upstream call for three requests"
+    rec = cgw.record(second.headers["x-request-id"])
+    assert rec["outcome"] == "cached" and rec["status"] == 200 and rec["output_tokens"] == 8, rec
+
+
+def test_anthropic_streamed_then_whole_and_tool_calls_replay(cgw, mock):
+    t, p = tag(), prompt()
+    client = anthropic_client(cgw, api_key=KEY_A)
+    with client.messages.stream(model="claude-haiku-4-5", max_tokens=100, messages=[{"role": "user", "content": p}],
+                                extra_headers={"x-mock-tag": t}) as s:
+        first = s.get_final_message()
+    hit = client.messages.with_raw_response.create(model="claude-haiku-4-5", max_tokens=100,
+                                                   messages=[{"role": "user", "content": p}],
+                                                   extra_headers={"x-mock-tag": t})
+    assert hit.headers["x-weir-cache"] == "HIT"
+    m = hit.parse()
+    assert m.content[0].text == first.content[0].text == expected_text() and m.stop_reason == "end_turn"
+    assert m.usage.output_tokens == first.usage.output_tokens
+    # A forced tool call, stored streamed and replayed streamed: the SDK's helper rebuilds the same call.
+    tools = [{"name": "get_time", "input_schema": {"type": "object", "properties": {"zone": {"type": "string"}}}}]
+    calls = []
+    for _ in range(2):
+        with client.messages.stream(model="claude-haiku-4-5", max_tokens=100, tools=tools,
+                                    tool_choice={"type": "tool", "name": "get_time"},
+                                    messages=[{"role": "user", "content": p}], extra_headers={"x-mock-tag": t}) as s:
+            calls.append([b.model_dump() for b in s.get_final_message().content])
+    assert calls[0] == calls[1] and calls[0][0]["type"] == "tool_use" and calls[0][0]["name"] == "get_time"
+    assert len(mock.requests(t)) == 2
+
+
+def test_responses_hit_and_stateful_requests_bypass(cgw, mock):
+    t, p = tag(), prompt()
+    client = openai_client(cgw, api_key=KEY_A)
+    for expect in ("MISS", "HIT"):
+        r = client.responses.with_raw_response.create(model="gpt-4o-mini", input=p, store=False,
+                                                      extra_headers={"x-mock-tag": t})
+        assert r.headers["x-weir-cache"] == expect and r.parse().output_text == expected_text()
+    with client.responses.stream(model="gpt-4o-mini", input=p, store=False, extra_headers={"x-mock-tag": t}) as s:
+        assert s.get_final_response().output_text == expected_text()
+    r = client.responses.with_raw_response.create(model="gpt-4o-mini", input=p, extra_headers={"x-mock-tag": t})
+    assert (r.headers["x-weir-cache"], r.headers["x-weir-cache-reason"]) == ("BYPASS", "responses-store")
+    assert len(mock.requests(t)) == 2
+
+
+def test_another_key_never_gets_the_answer(cgw, mock):
+    t, p = tag(), prompt()
+    msg = [{"role": "user", "content": p}]
+    a, b = openai_client(cgw, api_key=KEY_A), openai_client(cgw, api_key=KEY_B)
+    a.chat.completions.create(model="gpt-4o-mini", messages=msg, extra_headers={"x-mock-tag": t})
+    r = b.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msg, extra_headers={"x-mock-tag": t})
+    assert r.headers["x-weir-cache"] == "MISS"
+    assert a.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=msg, extra_headers={"x-mock-tag": t}).headers["x-weir-cache"] == "HIT"
+    assert len(mock.requests(t)) == 2, "one call per key"
+
+
+def test_cache_control_directives(cgw, mock):
+    t, p = tag(), prompt()
+    msg = [{"role": "user", "content": p}]
+    c = openai_client(cgw, api_key=KEY_A)
+
+    def ask(**headers):
+        r = c.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msg,
+                                                        extra_headers={"x-mock-tag": t, **headers})
+        return r.headers
+
+    assert ask(**{"cache-control": "no-store"})["x-weir-cache"] == "BYPASS"
+    assert ask()["x-weir-cache"] == "MISS", "no-store stored nothing"
+    assert ask(**{"cache-control": "no-cache"})["x-weir-cache"] == "STORED"
+    assert ask(**{"cache-control": "max-age=3600"})["x-weir-cache"] == "HIT"
+    assert ask()["x-weir-cache"] == "HIT"
+    assert len(mock.requests(t)) == 3
+    # Not cacheable: a sampled answer of a model not listed, an anonymous request (no key).
+    h = c.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msg, temperature=0.7,
+                                                    extra_headers={"x-mock-tag": t}).headers
+    assert h["x-weir-cache"] == "MISS", "gpt-4o-mini is listed in `sampled`"
+    with pytest.raises(openai.AuthenticationError):
+        openai_client(cgw, api_key="sk-nobody").chat.completions.create(model="gpt-4o-mini", messages=msg)
+
+
+def test_corrupt_stored_answer_is_a_miss_and_is_replaced(cgw, mock):
+    t, p = tag(), prompt()
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": p}]}
+    c = openai_client(cgw, api_key=KEY_A)
+    c.chat.completions.create(**body, extra_headers={"x-mock-tag": t})
+    key = f"answer/principal/a/{canonical_digest('chat.completions', body)}//"
+    status, stored = admin_kv(cgw, "cache", key)
+    assert status == 200, (status, stored)
+    assert json.loads(stored)["v"] == 1
+    assert admin_kv(cgw, "cache", key, "PUT", b'{"v": 1, "at": "garbage"}')[0] == 204
+    r = c.chat.completions.with_raw_response.create(**body, extra_headers={"x-mock-tag": t})
+    assert r.headers["x-weir-cache"] == "MISS" and r.parse().choices[0].message.content == expected_text()
+    assert json.loads(admin_kv(cgw, "cache", key)[1])["v"] == 1, "stored again"
+    assert len(mock.requests(t)) == 2
+
+
+def test_hits_survive_a_restart(session_tmp, mock):
+    g = Gateway(session_tmp, mock, name="cache-restart", tail=plugins())
+    try:
+        t, p = tag(), prompt()
+        msg = [{"role": "user", "content": p}]
+        openai_client(g, api_key=KEY_A).chat.completions.create(model="gpt-4o-mini", messages=msg,
+                                                               extra_headers={"x-mock-tag": t})
+        g.kill()
+        g.start()
+        r = openai_client(g, api_key=KEY_A).chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=msg, extra_headers={"x-mock-tag": t})
+        assert r.headers["x-weir-cache"] == "HIT" and len(mock.requests(t)) == 1
+    finally:
+        g.stop()
+
+
+def test_two_replicas_on_redis_share_hits(session_tmp, mock, tmp_path):
+    r = Redis(tmp_path)
+    one = two = None
+    try:
+        kv = redis_kv(r, tmp_path, "cache-one", "cachetest")
+        one = Gateway(session_tmp, mock, name="cache-one", tail=plugins(), kv=kv)
+        two = Gateway(session_tmp, mock, name="cache-two", tail=plugins(), kv=redis_kv(r, tmp_path, "cache-two", "cachetest"))
+        t, p = tag(), prompt()
+        msg = [{"role": "user", "content": p}]
+        anthropic_client(one, api_key=KEY_A).messages.create(model="claude-haiku-4-5", max_tokens=50, messages=msg,
+                                                            extra_headers={"x-mock-tag": t})
+        hit = anthropic_client(two, api_key=KEY_A).messages.with_raw_response.create(
+            model="claude-haiku-4-5", max_tokens=50, messages=msg, extra_headers={"x-mock-tag": t})
+        assert hit.headers["x-weir-cache"] == "HIT" and hit.parse().content[0].text == expected_text()
+        assert len(mock.requests(t)) == 1
+    finally:
+        for g in (one, two):
+            if g:
+                g.stop()
+        r.stop()
