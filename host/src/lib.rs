@@ -8,6 +8,7 @@
 //! spans and metrics).
 
 pub mod api;
+pub mod canonical;
 pub mod completion;
 pub mod config;
 pub mod dialect;

@@ -24,7 +24,6 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 pub mod body;
-pub mod canonical;
 mod chat;
 mod messages;
 pub mod replay;

@@ -90,7 +90,7 @@ impl RequestSnapshot {
     /// See `request.digest` in the contract (`dialect/canonical.rs`).
     pub fn digest(&self) -> String {
         self.digest
-            .get_or_init(|| crate::dialect::canonical::digest(self.endpoint, &self.body).unwrap_or_default())
+            .get_or_init(|| crate::canonical::digest(self.endpoint, &self.body).unwrap_or_default())
             .clone()
     }
 

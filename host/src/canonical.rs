@@ -1,4 +1,5 @@
-//! The request digest (`request.digest` in the plugin contract): lower-case hex SHA-256 over the endpoint and the
+//! The request digest (`request.digest` in the plugin contract; below the plugins and the dialects, which both use
+//! the API types only): lower-case hex SHA-256 over the endpoint and the
 //! body in canonical JSON, leaving out what changes only how the answer is delivered (`stream`, `stream_options`).
 //!
 //! Canonical JSON here: object keys sorted by their UTF-8 bytes, no whitespace, strings as serde_json escapes them
