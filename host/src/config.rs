@@ -356,6 +356,10 @@ pub struct PluginRuntime {
     /// First quarantine period; doubles for each quarantine that follows another within a window, up to 5 minutes.
     #[serde(deserialize_with = "de_duration")]
     pub quarantine_for: Duration,
+    /// How long a request waits for the answer of an identical one in flight (`request.coalesce`, single flight)
+    /// before it goes on by itself.
+    #[serde(deserialize_with = "de_duration")]
+    pub coalesce_wait: Duration,
 }
 
 impl Default for PluginRuntime {
@@ -368,6 +372,7 @@ impl Default for PluginRuntime {
             quarantine_rate: 0.5,
             quarantine_window: Duration::from_secs(60),
             quarantine_for: Duration::from_secs(1),
+            coalesce_wait: Duration::from_secs(60),
         }
     }
 }

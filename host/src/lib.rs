@@ -13,6 +13,7 @@ pub mod completion;
 pub mod config;
 pub mod dialect;
 pub mod error;
+pub mod flight;
 pub mod fuzz;
 pub mod ingress;
 pub mod mock;

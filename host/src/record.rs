@@ -109,6 +109,8 @@ pub struct RequestRecord {
     pub principal: Option<String>,
     /// Headers plugins added for the client's response (`request.add-response-header`), until it is made.
     pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Requests wait on this one's answer (`request.coalesce`): it is published when the request ends.
+    pub flight: Option<crate::flight::Leader>,
     /// This request's plugin instances, held by the record while the driver runs so that a request dropped at any
     /// await point still hands them to the completion phase (`on-complete` is owed to every plugin whose
     /// `on-request` started; it runs before the log line). A streamed answer takes them, and the tap, for as long as
@@ -143,6 +145,7 @@ impl RequestRecord {
             tap: None,
             principal: None,
             response_headers: Vec::new(),
+            flight: None,
             chain: None,
             trace: None,
             provider: None,
@@ -164,6 +167,12 @@ impl RequestRecord {
     fn end(&mut self) {
         if std::mem::replace(&mut self.logged, true) {
             return;
+        }
+        if let Some(leader) = self.flight.take() {
+            // Only a complete answer is shared; anything else and the followers go on by themselves.
+            let complete = self.outcome == Outcome::Ok && self.status == 200 && self.error.is_none();
+            let sent = self.chain.as_ref().filter(|_| complete).and_then(Chain::sent_answer);
+            leader.publish(sent.map(|(status, stream, bytes)| crate::flight::Shared { status, stream, bytes }));
         }
         let end = Instant::now();
         let duration = end - self.started;

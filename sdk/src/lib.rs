@@ -216,6 +216,8 @@ pub struct FakeRequest {
     pub digest: Option<String>,
     /// Headers the hooks added with [`Request::add_response_header`].
     pub response_headers: RefCell<Vec<(String, String)>>,
+    /// The key given to [`Request::coalesce`], if any.
+    pub coalesce: RefCell<Option<String>>,
 }
 
 impl FakeRequest {
@@ -340,6 +342,14 @@ impl Request<'_> {
         match &self.0 {
             RequestSource::Host(r) => r.add_response_header(name, value),
             RequestSource::Fake(f) => f.response_headers.borrow_mut().push((name.to_string(), value.to_string())),
+        }
+    }
+    /// Single flight: identical concurrent requests that give the same key (put the tenant in it) make one upstream
+    /// call; the others wait (bounded) for its answer and get it as a cached answer.
+    pub fn coalesce(&self, key: &str) {
+        match &self.0 {
+            RequestSource::Host(r) => r.coalesce(key),
+            RequestSource::Fake(f) => *f.coalesce.borrow_mut() = Some(key.to_string()),
         }
     }
 }

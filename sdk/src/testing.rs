@@ -96,6 +96,7 @@ pub fn request_to(endpoint: &str, model: &str, body: &[u8]) -> FakeRequest {
         metadata: Vec::new(),
         digest: None,
         response_headers: Default::default(),
+        coalesce: Default::default(),
     }
 }
 

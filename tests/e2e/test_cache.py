@@ -14,7 +14,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import ADMIN_TOKEN, GUESTS, Gateway, admin_kv, anthropic_client, expected_text, openai_client
+from conftest import GUESTS, Gateway, admin_kv, anthropic_client, expected_text, openai_client, wait_for
 from test_state import Redis, redis_kv
 
 KEY_A, KEY_B = "sk-cache-test-a", "sk-cache-test-b"
@@ -182,13 +182,13 @@ def test_corrupt_stored_answer_is_a_miss_and_is_replaced(cgw, mock):
     c = openai_client(cgw, api_key=KEY_A)
     c.chat.completions.create(**body, extra_headers={"x-mock-tag": t})
     key = f"answer/principal/a/{canonical_digest('chat.completions', body)}//"
+    wait_for(lambda: admin_kv(cgw, "cache", key)[0] == 200, "the answer stored (in on-complete)")
     status, stored = admin_kv(cgw, "cache", key)
-    assert status == 200, (status, stored)
     assert json.loads(stored)["v"] == 1
     assert admin_kv(cgw, "cache", key, "PUT", b'{"v": 1, "at": "garbage"}')[0] == 204
     r = c.chat.completions.with_raw_response.create(**body, extra_headers={"x-mock-tag": t})
     assert r.headers["x-weir-cache"] == "MISS" and r.parse().choices[0].message.content == expected_text()
-    assert json.loads(admin_kv(cgw, "cache", key)[1])["v"] == 1, "stored again"
+    wait_for(lambda: json.loads(admin_kv(cgw, "cache", key)[1]).get("at") != "garbage", "stored again")
     assert len(mock.requests(t)) == 2
 
 
@@ -199,6 +199,9 @@ def test_hits_survive_a_restart(session_tmp, mock):
         msg = [{"role": "user", "content": p}]
         openai_client(g, api_key=KEY_A).chat.completions.create(model="gpt-4o-mini", messages=msg,
                                                                extra_headers={"x-mock-tag": t})
+        # Stored in `on-complete`, after the answer was sent: wait for it before the `kill -9`.
+        key = f"answer/principal/a/{canonical_digest('chat.completions', {'model': 'gpt-4o-mini', 'messages': msg})}//"
+        wait_for(lambda: admin_kv(g, "cache", key)[0] == 200, "the answer stored")
         g.kill()
         g.start()
         r = openai_client(g, api_key=KEY_A).chat.completions.with_raw_response.create(
@@ -228,3 +231,54 @@ def test_two_replicas_on_redis_share_hits(session_tmp, mock, tmp_path):
             if g:
                 g.stop()
         r.stop()
+
+
+def test_a_burst_of_identical_requests_is_one_upstream_call(cgw, mock):
+    """50 identical requests at once, half streamed: the first goes upstream (slowly), the others wait for its answer
+    and get it in their own form."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t, p = tag(), prompt()
+    client = openai_client(cgw, api_key=KEY_A, timeout=30)
+    headers = {"x-mock-tag": t, "x-mock-header-delay-ms": "400"}
+
+    def ask(i):
+        if i % 2:
+            stream = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": p}],
+                                                    stream=True, extra_headers=headers)
+            return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        return client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": p}],
+                                              extra_headers=headers).choices[0].message.content
+
+    def cached():
+        return sum(1 for r in cgw.records() if r.get("outcome") == "cached")
+
+    before = cached()
+    with ThreadPoolExecutor(50) as pool:
+        texts = list(pool.map(ask, range(50)))
+    assert texts == [expected_text()] * 50
+    assert len(mock.requests(t)) == 1, f"{len(mock.requests(t))} upstream calls for 50 identical requests"
+    wait_for(lambda: cached() - before == 49, "49 answers logged as cached")
+
+
+def test_followers_go_on_by_themselves_when_the_first_fails(cgw, mock):
+    from concurrent.futures import ThreadPoolExecutor
+
+    t, p = tag(), prompt()
+    client = openai_client(cgw, api_key=KEY_A, timeout=30)
+    client = client.with_options(max_retries=0)
+    # Only the first upstream call of the tag fails (after a delay, so the others are waiting on it by then).
+    headers = {"x-mock-tag": t, "x-mock-header-delay-ms": "300", "x-mock-fail-times": "1", "x-mock-status": "400"}
+
+    def ask(_):
+        try:
+            return client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": p}],
+                                                  extra_headers=headers).choices[0].message.content
+        except openai.BadRequestError:
+            return "failed"
+
+    with ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(ask, range(5)))
+    assert results.count("failed") == 1, results
+    assert results.count(expected_text()) == 4, results
+    assert 2 <= len(mock.requests(t)) <= 5, "the followers went on (and may have coalesced among themselves)"

@@ -105,7 +105,7 @@ def polyglot(example):
     while True:
         admin = http_json(example + "/admin/plugins")
         names = [p["name"] for p in admin["plugins"]]
-        if names == ["guard", "auth", "ratelimit", "tier-router", "router", "redact", "cost"]:
+        if names == ["guard", "auth", "ratelimit", "tier-router", "cache", "router", "redact", "cost"]:
             return example
         assert not admin["load_errors"], admin["load_errors"]
         assert time.time() < deadline, f"not loaded: {names}\n{example.log.read_text()[-2000:]}"

@@ -22,6 +22,13 @@ fn s<'v>(v: &'v Value, pointer: &str) -> Option<&'v str> {
     v.pointer(pointer).and_then(Value::as_str)
 }
 
+/// Sets `key` in a JSON object (a no-op on anything else).
+fn put(v: &mut Value, key: &str, val: Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(key.to_string(), val);
+    }
+}
+
 fn named(name: &str, mut v: Value) -> Event {
     if let Some(o) = v.as_object_mut() {
         o.insert("type".into(), json!(name));
@@ -136,12 +143,17 @@ fn chat_whole(events: &[(Option<&str>, Value)]) -> Option<Value> {
                 }
                 let slot = calls.get_mut(k)?;
                 if let Some(id) = call.get("id").filter(|x| !x.is_null()) {
-                    slot["id"] = id.clone();
+                    put(slot, "id", id.clone());
                 }
                 for f in ["name", "arguments"] {
                     if let Some(t) = call.pointer(&format!("/function/{f}")).and_then(Value::as_str) {
-                        let was = slot.pointer(&format!("/function/{f}")).and_then(Value::as_str).unwrap_or_default();
-                        slot["function"][f] = json!(format!("{was}{t}"));
+                        let all = format!(
+                            "{}{t}",
+                            slot.pointer(&format!("/function/{f}")).and_then(Value::as_str).unwrap_or_default()
+                        );
+                        if let Some(func) = slot.get_mut("function") {
+                            put(func, f, json!(all));
+                        }
                     }
                 }
             }
@@ -176,7 +188,7 @@ fn messages_events(v: &Value) -> Option<Vec<Event>> {
         o.insert("stop_reason".into(), Value::Null);
         o.insert("stop_sequence".into(), Value::Null);
         let mut u = usage.clone();
-        u["output_tokens"] = json!(1);
+        put(&mut u, "output_tokens", json!(1));
         o.insert("usage".into(), u);
     }
     let mut out = vec![named("message_start", json!({"message": start}))];
@@ -195,7 +207,7 @@ fn messages_events(v: &Value) -> Option<Vec<Event>> {
             ),
             Some("tool_use" | "server_tool_use") => {
                 let mut head = b.clone();
-                head["input"] = json!({});
+                put(&mut head, "input", json!({}));
                 let input = b.get("input").unwrap_or(&json!({})).to_string();
                 (head, vec![json!({"type": "input_json_delta", "partial_json": input})])
             }
@@ -233,23 +245,18 @@ fn messages_whole(events: &[(Option<&str>, Value)]) -> Option<Value> {
                 let (b, pj) = (blocks.get_mut(i)?, partial_json.get_mut(i)?);
                 let d = v.get("delta").unwrap_or(&Value::Null);
                 match s(d, "/type") {
-                    Some("text_delta") => {
-                        b["text"] =
-                            json!(format!("{}{}", s(b, "/text").unwrap_or_default(), s(d, "/text").unwrap_or_default()))
-                    }
-                    Some("thinking_delta") => {
-                        b["thinking"] = json!(format!(
+                    Some(ty @ ("text_delta" | "thinking_delta" | "signature_delta")) => {
+                        let field = match ty {
+                            "text_delta" => "text",
+                            "thinking_delta" => "thinking",
+                            _ => "signature",
+                        };
+                        let all = format!(
                             "{}{}",
-                            s(b, "/thinking").unwrap_or_default(),
-                            s(d, "/thinking").unwrap_or_default()
-                        ))
-                    }
-                    Some("signature_delta") => {
-                        b["signature"] = json!(format!(
-                            "{}{}",
-                            s(b, "/signature").unwrap_or_default(),
-                            s(d, "/signature").unwrap_or_default()
-                        ))
+                            s(b, &format!("/{field}")).unwrap_or_default(),
+                            s(d, &format!("/{field}")).unwrap_or_default()
+                        );
+                        put(b, field, json!(all));
                     }
                     Some("input_json_delta") => pj.push_str(s(d, "/partial_json").unwrap_or_default()),
                     _ => {}
@@ -259,12 +266,14 @@ fn messages_whole(events: &[(Option<&str>, Value)]) -> Option<Value> {
                 let m = msg.as_mut()?;
                 for key in ["stop_reason", "stop_sequence"] {
                     if let Some(x) = v.pointer(&format!("/delta/{key}")) {
-                        m[key] = x.clone();
+                        put(m, key, x.clone());
                     }
                 }
                 if let Some(u) = v.get("usage").and_then(Value::as_object) {
                     for (k, x) in u {
-                        m["usage"][k] = x.clone();
+                        if let Some(usage) = m.get_mut("usage") {
+                            put(usage, k, x.clone());
+                        }
                     }
                 }
             }
@@ -275,10 +284,10 @@ fn messages_whole(events: &[(Option<&str>, Value)]) -> Option<Value> {
     let mut m = msg.filter(|_| stopped)?;
     for (b, pj) in blocks.iter_mut().zip(partial_json) {
         if !pj.is_empty() {
-            b["input"] = serde_json::from_str(&pj).ok()?;
+            put(b, "input", serde_json::from_str(&pj).ok()?);
         }
     }
-    m["content"] = Value::Array(blocks);
+    put(&mut m, "content", Value::Array(blocks));
     Some(m)
 }
 
@@ -288,14 +297,14 @@ fn responses_events(v: &Value) -> Option<Vec<Event>> {
     let output = v.get("output")?.as_array()?;
     let mut seq = 0u64;
     let mut ev = |name: &str, mut body: Value| {
-        body["sequence_number"] = json!(seq);
+        put(&mut body, "sequence_number", json!(seq));
         seq += 1;
         named(name, body)
     };
     let mut head = v.clone();
-    head["status"] = json!("in_progress");
-    head["output"] = json!([]);
-    head["usage"] = Value::Null;
+    put(&mut head, "status", json!("in_progress"));
+    put(&mut head, "output", json!([]));
+    put(&mut head, "usage", Value::Null);
     let mut out = vec![
         ev("response.created", json!({"response": head.clone()})),
         ev("response.in_progress", json!({"response": head})),
@@ -303,15 +312,15 @@ fn responses_events(v: &Value) -> Option<Vec<Event>> {
     for (oi, item) in output.iter().enumerate() {
         let id = item.get("id").cloned().unwrap_or(Value::Null);
         let mut added = item.clone();
-        added["status"] = json!("in_progress");
+        put(&mut added, "status", json!("in_progress"));
         match s(item, "/type") {
             Some("message") => {
-                added["content"] = json!([]);
+                put(&mut added, "content", json!([]));
                 out.push(ev("response.output_item.added", json!({"output_index": oi, "item": added})));
                 for (ci, part) in item.get("content").and_then(Value::as_array).into_iter().flatten().enumerate() {
                     let text = s(part, "/text").unwrap_or_default();
                     let mut empty = part.clone();
-                    empty["text"] = json!("");
+                    put(&mut empty, "text", json!(""));
                     out.push(ev(
                         "response.content_part.added",
                         json!({"item_id": id, "output_index": oi, "content_index": ci, "part": empty}),
@@ -332,7 +341,7 @@ fn responses_events(v: &Value) -> Option<Vec<Event>> {
             }
             Some("function_call") => {
                 let args = s(item, "/arguments").unwrap_or_default();
-                added["arguments"] = json!("");
+                put(&mut added, "arguments", json!(""));
                 out.push(ev("response.output_item.added", json!({"output_index": oi, "item": added})));
                 out.push(ev(
                     "response.function_call_arguments.delta",

@@ -156,6 +156,24 @@ async fn run(
         OnRequest::Answered(resp) => return Ok(Forward::Whole(resp)),
         OnRequest::Continue(rewritten, effects) => (rewritten, effects),
     };
+    if let Some(key) = effects.coalesce.take() {
+        match crate::flight::join(key) {
+            crate::flight::Join::Leader(leader) => {
+                rec.flight = Some(leader);
+                if let Some(c) = rec.chain.as_mut() {
+                    c.share_answer();
+                }
+            }
+            crate::flight::Join::Follower(f) => {
+                if let Some(shared) = f.answer(app.config.plugin_runtime.coalesce_wait).await {
+                    let include_usage =
+                        endpoint == Endpoint::ChatCompletions && parsed.stream && !parsed.injected_usage;
+                    let resp = reply::shared(endpoint, parsed.stream, include_usage, &shared, rec)?;
+                    return Ok(Forward::Whole(resp));
+                }
+            }
+        }
+    }
     let (bytes, req) = match &rewritten {
         None => (&bytes, parsed),
         Some(b) => {

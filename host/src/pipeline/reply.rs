@@ -92,6 +92,33 @@ pub(super) fn respond(
     Ok(resp)
 }
 
+/// The answer of an identical request in flight (`request.coalesce`), for this client in its form, as a cached reply.
+pub(super) fn shared(
+    endpoint: Endpoint,
+    stream: bool,
+    include_usage: bool,
+    s: &crate::flight::Shared,
+    rec: &mut RequestRecord,
+) -> Result<Response, ApiError> {
+    let body = if s.stream {
+        let mut parser = crate::sse::SseParser::new();
+        parser.push(&s.bytes);
+        let mut events = Vec::new();
+        while let Some(ev) = parser.next_event() {
+            let f = ev.fields();
+            events
+                .push(crate::plugin::types::SseEvent { event: f.event.map(str::to_string), data: f.data.to_string() });
+        }
+        AnswerBody::Events(events)
+    } else {
+        AnswerBody::Whole(s.bytes.to_vec())
+    };
+    let reply = Reply { status: s.status, body, headers: Vec::new(), cached: true };
+    let mut resp = respond(endpoint, stream, include_usage, reply, rec)?;
+    resp.headers_mut().insert("x-weir-coalesced", HeaderValue::from_static("true"));
+    Ok(resp)
+}
+
 /// Frames events for the wire, through the usage tap.
 fn framed(events: &[replay::Event], tap: &mut UsageTap) -> Bytes {
     let mut out = Vec::new();

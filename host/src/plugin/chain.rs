@@ -30,7 +30,7 @@ use wasmtime::Store;
 
 use super::contract::HookResult;
 use super::hook::Hook;
-use super::host::{RequestSnapshot, ResponseHeaders, State};
+use super::host::{Asked, RequestSnapshot, State};
 use super::instance::{CompleteOn, Live, Slot};
 use super::registry::{LoadedPlugin, PluginSet};
 use super::report::{ChunkTotals, HookCall, PluginReport};
@@ -70,7 +70,7 @@ impl RequestView<'_> {
             chain.metadata.clone(),
         );
         s.listing = self.listing;
-        s.response_headers = chain.response_headers.clone();
+        s.asked = chain.asked.clone();
         s
     }
 }
@@ -92,6 +92,8 @@ pub struct RequestEffects {
     pub reply: Option<types::Reply>,
     /// Headers for the client's response, whatever answers it (`request.add-response-header`).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The single-flight key a plugin gave (`request.coalesce`).
+    pub coalesce: Option<String>,
 }
 
 /// The chain's verdict on one piece of the answer.
@@ -134,10 +136,12 @@ pub struct Chain {
     /// Trace attributes and events recorded by fresh instances that ran `on-complete`.
     late_attributes: Vec<(String, String)>,
     late_events: Vec<(String, Instant)>,
-    /// Headers plugins add to the client's response, shared with the request snapshots they see.
-    response_headers: ResponseHeaders,
+    /// What plugins asked through the request resource, shared with the request snapshots they see.
+    asked: Asked,
     /// The client's answer as it went out, kept for plugins granted `answer` (none without such a plugin).
     answer: Option<Capture>,
+    /// Requests wait on this one's answer (`coalesce`): it is kept even without a plugin granted `answer`.
+    sharing: bool,
 }
 
 /// The client's answer as the gateway sent it, up to [`ANSWER_CAPTURE_MAX`] bytes.
@@ -176,8 +180,9 @@ impl Chain {
             input_len: 0,
             late_attributes: Vec::new(),
             late_events: Vec::new(),
-            response_headers: ResponseHeaders::default(),
+            asked: Asked::default(),
             answer: None,
+            sharing: false,
         }
     }
 
@@ -187,11 +192,22 @@ impl Chain {
     }
 
     /// The answer to the client begins (status, whole or streamed): from here, what goes out is kept for plugins
-    /// granted `answer` ([`Chain::capture`]).
+    /// granted `answer`, and for requests waiting on this one (`coalesce`) ([`Chain::capture`]).
     pub fn capture_start(&mut self, status: u16, stream: bool) {
-        if self.wants_answer() {
+        if self.wants_answer() || self.sharing {
             self.answer = Some(Capture { status, stream, ..Capture::default() });
         }
+    }
+
+    /// This request's answer will be given to requests waiting on it (single flight): keep it.
+    pub fn share_answer(&mut self) {
+        self.sharing = true;
+    }
+
+    /// The answer as the client got it, complete and under the cap: (status, streamed, the bytes sent).
+    pub fn sent_answer(&self) -> Option<(u16, bool, Bytes)> {
+        let c = self.answer.as_ref().filter(|c| !c.over && !c.parts.is_empty())?;
+        Some((c.status, c.stream, Bytes::from(c.parts.concat())))
     }
 
     /// Keeps bytes the client was sent: the whole body, or framed events.
@@ -208,7 +224,7 @@ impl Chain {
 
     /// Headers plugins added for the client's response so far (taken: each is sent once).
     pub fn take_response_headers(&self) -> Vec<(HeaderName, HeaderValue)> {
-        std::mem::take(&mut *self.response_headers.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+        std::mem::take(&mut self.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).response_headers)
     }
 
     /// The captured answer as the contract gives it, in the state `summary` says it ended in.
@@ -414,6 +430,7 @@ impl Chain {
             }
         }
         fx.response_headers = self.take_response_headers();
+        fx.coalesce = self.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).coalesce.take();
         Ok(fx)
     }
 

@@ -49,13 +49,22 @@ pub struct RequestSnapshot {
     json: Arc<std::sync::OnceLock<Option<serde_json::Value>>>,
     /// The request's digest (`request.digest`), when a plugin first asks; shared like `json`.
     digest: Arc<std::sync::OnceLock<String>>,
-    /// Headers plugins add to the client's response (`request.add-response-header`): one list per request, shared
-    /// by every snapshot of it.
-    pub response_headers: ResponseHeaders,
+    /// What plugins ask of the gateway beyond their decisions (`request.add-response-header`, `request.coalesce`):
+    /// one per request, shared by every snapshot of it.
+    pub asked: Asked,
 }
 
-/// Headers for the client's response, added by plugins during `on-request`.
-pub type ResponseHeaders = Arc<std::sync::Mutex<Vec<(http::HeaderName, http::HeaderValue)>>>;
+/// What plugins asked during `on-request` through the request resource.
+#[derive(Default)]
+pub struct AskedOf {
+    /// Headers for the client's response.
+    pub response_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// The single-flight key, if one was given.
+    pub coalesce: Option<String>,
+}
+
+/// [`AskedOf`], shared by a request's snapshots.
+pub type Asked = Arc<std::sync::Mutex<AskedOf>>;
 
 impl RequestSnapshot {
     #[allow(clippy::too_many_arguments)]
@@ -83,15 +92,13 @@ impl RequestSnapshot {
             listing: false,
             json: Arc::default(),
             digest: Arc::default(),
-            response_headers: ResponseHeaders::default(),
+            asked: Asked::default(),
         }
     }
 
     /// See `request.digest` in the contract (`dialect/canonical.rs`).
     pub fn digest(&self) -> String {
-        self.digest
-            .get_or_init(|| crate::canonical::digest(self.endpoint, &self.body).unwrap_or_default())
-            .clone()
+        self.digest.get_or_init(|| crate::canonical::digest(self.endpoint, &self.body).unwrap_or_default()).clone()
     }
 
     /// The endpoint as plugins see it: `models` for a model-listing check.
@@ -324,7 +331,12 @@ impl v3::types::HostRequest for State {
         // A header plugins may not set fails the plugin (a trap names it), as a refused rejection header does.
         let h = super::chain::client_header(&name, &value).map_err(wasmtime::Error::msg)?;
         let req = self.request(&r)?;
-        req.response_headers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(h);
+        req.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).response_headers.push(h);
+        Ok(())
+    }
+    fn coalesce(&mut self, r: Resource<RequestHandle>, key: String) -> wasmtime::Result<()> {
+        let req = self.request(&r)?;
+        req.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).coalesce = Some(key);
         Ok(())
     }
     fn drop(&mut self, r: Resource<RequestHandle>) -> wasmtime::Result<()> {

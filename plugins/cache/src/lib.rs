@@ -5,13 +5,18 @@
 //! **Key.** The host's request digest (SHA-256 of the endpoint and the canonical JSON body without `stream` and
 //! `stream_options`: key order, whitespace and number spelling do not matter, the model does) under the tenant's
 //! scope (`scope = "principal"`, the default: the caller's key id; `"team"`; `"global"`, only if configured), with
-//! the headers that change what Anthropic answers (`anthropic-version`, `anthropic-beta`). A request without a
-//! principal is not cached unless `anonymous = true`.
+//! the headers that change what Anthropic answers (`anthropic-version`, `anthropic-beta`), and the request headers
+//! named in `vary` (headers a later plugin routes by). A request without a principal is not cached unless
+//! `anonymous = true`.
 //!
 //! **Never cached:** errors; answers that were cut, failed or stopped by the output limit (unless
 //! `length_truncated = true`); Responses requests that keep server state (`store` not false, `previous_response_id`,
 //! `conversation`); answers that are sampled (`temperature` absent or above 0) unless the model matches `sampled`
 //! (patterns; the operator accepts one sample for all); anything over 1 MiB.
+//!
+//! **One upstream call for a burst.** A miss gives its key to `request.coalesce`: identical requests of the same
+//! tenant that arrive while it runs wait for its answer (bounded by `plugin_runtime.coalesce_wait`) and get it as a
+//! cached answer (`x-weir-coalesced: true`); if it fails or is cancelled, each goes on by itself.
 //!
 //! **Headers.** `Cache-Control: no-store` (neither look up nor store), `no-cache` (do not look up; store),
 //! `max-age=N` (accept a stored answer at most N seconds old); `x-weir-cache-ttl: N` (keep this answer N seconds,
@@ -62,6 +67,10 @@ pub struct Config {
     /// Cache answers stopped by the output limit.
     #[serde(default)]
     length_truncated: bool,
+    /// Request headers whose values are part of the key, like HTTP's `Vary` (names, or prefixes ending in `*`;
+    /// case-insensitive): headers a later plugin routes by, or that change the upstream's answer.
+    #[serde(default)]
+    vary: Vec<String>,
 }
 
 fn default_ttl() -> u64 {
@@ -143,7 +152,23 @@ fn key(req: &Request, config: &Config) -> Option<String> {
     };
     let version = req.header("anthropic-version").unwrap_or_default();
     let beta = req.header("anthropic-beta").unwrap_or_default();
-    Some(weir_sdk::keys::key(&["answer", kind, &id, &req.digest(), &version, &beta]))
+    let digest = req.digest();
+    let mut parts = vec!["answer", kind, &id, &digest, &version, &beta];
+    // `vary` headers, sorted by name, as `name: value` parts after the fixed ones.
+    let mut varied: Vec<String> = if config.vary.is_empty() {
+        Vec::new()
+    } else {
+        req.headers()
+            .into_iter()
+            .filter(|h| {
+                weir_sdk::util::matches_any(config.vary.iter().map(String::as_str), &h.name.to_ascii_lowercase())
+            })
+            .map(|h| format!("{}: {}", h.name.to_ascii_lowercase(), h.value))
+            .collect()
+    };
+    varied.sort();
+    parts.extend(varied.iter().map(String::as_str));
+    Some(weir_sdk::keys::key(&parts))
 }
 
 /// A stored answer, as the client got it.
@@ -263,6 +288,8 @@ impl Plugin for Cache {
         }
         let state = if cc.no_cache { "STORED" } else { "MISS" };
         req.add_response_header("x-weir-cache", state);
+        // Identical requests of this tenant arriving while this one runs wait for its answer: one upstream call.
+        req.coalesce(&key);
         weir_sdk::trace::set_attribute("result", if cc.no_cache { "stored" } else { "miss" });
         Ok(RequestDecision::ContinueWith(weir_sdk::changes().meta(KEY_META, &key).meta(TTL_META, &ttl.to_string())))
     }

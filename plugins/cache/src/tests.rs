@@ -36,6 +36,8 @@ fn miss_then_store(r: &weir_sdk::FakeRequest, answer: &str) -> Vec<(String, Stri
     let d = Cache.on_request(&r.view()).unwrap();
     let RequestDecision::ContinueWith(c) = d else { panic!("a miss continues: {d:?}") };
     assert_eq!(r.response_headers.borrow().last().unwrap(), &("x-weir-cache".to_string(), "MISS".to_string()));
+    let key = c.metadata.iter().find(|(k, _)| k == KEY_META).map(|(_, v)| v.clone());
+    assert_eq!(*r.coalesce.borrow(), key, "a miss joins the flight of its key");
     testing::set_answer(Some(ClientAnswer {
         status: 200,
         stream: false,
@@ -150,6 +152,33 @@ fn cut_failed_and_corrupt_answers_are_not_served() {
     assert_eq!(Cache.on_request(&r.view()).unwrap(), RequestDecision::Continue);
     assert_eq!(r.response_headers.borrow()[1].1, "kv-unavailable");
     testing::fail_kv(None);
+}
+
+#[test]
+fn vary_headers_are_part_of_the_key() {
+    testing::init::<Cache>(r#"{"sampled": ["gpt-*"], "vary": ["x-tier", "x-mock-*"]}"#).unwrap();
+    let body = r#"{"model":"gpt-4o-mini"}"#;
+    let with = |h: &[(&str, &str)]| {
+        let mut r = req(Some("a"), body);
+        r.headers = h.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        r
+    };
+    miss_then_store(&with(&[("x-tier", "premium"), ("x-other", "1")]), r#"{"choices":[{"finish_reason":"stop"}]}"#);
+    assert!(
+        matches!(
+            Cache.on_request(&with(&[("x-tier", "premium"), ("x-other", "2")]).view()).unwrap(),
+            RequestDecision::Reply(_)
+        ),
+        "other headers do not vary"
+    );
+    assert!(matches!(
+        Cache.on_request(&with(&[("x-tier", "basic")]).view()).unwrap(),
+        RequestDecision::ContinueWith(_)
+    ));
+    assert!(matches!(
+        Cache.on_request(&with(&[("x-tier", "premium"), ("x-mock-deltas", "[]")]).view()).unwrap(),
+        RequestDecision::ContinueWith(_)
+    ));
 }
 
 #[test]
