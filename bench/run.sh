@@ -4,14 +4,14 @@
 # its budget from ../shared/DESIGN.md §6. The tables also go to target/bench/results.md.
 #
 #   bench/run.sh [section...]    sections: latency throughput streaming plugins chain hotswap memory state translation
-#                                cloud dist (default: all)
+#                                cloud cache dist (default: all)
 #
 # Knobs (environment): SECS (seconds per wrk run, default 5), ROUNDS (alternating rounds for latency, default 3).
 # Needs wrk and nginx (installed with apt-get if missing) and the wasm32-wasip2 target (added if missing).
 source "$(dirname "$0")/lib.sh"
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
-sections=${*:-latency throughput streaming plugins chain hotswap memory state translation cloud dist}
+sections=${*:-latency throughput streaming plugins chain hotswap memory state translation cloud cache dist}
 
 # ---- tools ----
 missing=""
@@ -384,6 +384,11 @@ fi
 # ---- translation between the API families (its own gateway; appends to the same results) ----
 if [[ " $sections " == *" translation "* ]]; then
   bash bench/translation.sh
+fi
+
+# ---- the response cache: a hit vs a miss vs no cache (its own gateways; appends to the same results) ----
+if [[ " $sections " == *" cache "* ]]; then
+  bash bench/cache.sh
 fi
 
 # ---- cloud upstreams vs the plain upstream of their family (its own gateway; appends to the same results) ----

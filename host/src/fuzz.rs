@@ -152,7 +152,8 @@ pub fn request(data: &[u8]) {
 /// Translation between the families, in the direction the first byte chooses (OpenAI chat → Anthropic, OpenAI
 /// responses → Anthropic, Anthropic → OpenAI chat): with the high bit set, the rest is the upstream's SSE answer fed
 /// to a stream translator whose output goes through the client's usage tap; otherwise the rest, as JSON, is
-/// translated as a request, as a whole answer and as an error body.
+/// translated as a request, as a whole answer and as an error body. Both paths also go through the replay of a
+/// plugin's `reply` (`dialect::replay`): events put together into a whole answer, a whole answer made events.
 pub fn translate(data: &[u8]) {
     use crate::dialect::translate as t;
     let Some((&sel, rest)) = data.split_first() else { return };
@@ -168,9 +169,14 @@ pub fn translate(data: &[u8]) {
         parser.push(rest);
         let now = Instant::now();
         let mut out = Vec::new();
+        let mut events = Vec::new();
         while let Some(ev) = parser.next_event().or_else(|| parser.finish()) {
             let f = ev.fields();
             translator.event(f.event, &f.data, &mut out);
+            events.push((f.event.map(str::to_string), f.data.to_string()));
+        }
+        if let Some(whole) = crate::dialect::replay::to_whole(upstream, &events) {
+            let _ = crate::dialect::replay::to_events(upstream, &whole, true);
         }
         for raw in out {
             let _ = tap.on_event(&SseEvent { raw }, now);
@@ -191,8 +197,11 @@ pub fn translate(data: &[u8]) {
     if let Ok(translated) = t::request(client, upstream, &v, &opts) {
         let _ = translated.to_string();
     }
-    if let Some(answer) = t::whole(upstream, client, &v, &t::Back::default()) {
+    if let Some(answer) = t::whole(upstream, client, &v, &t::back(client, &v)) {
         let _ = answer.to_string();
+    }
+    if let Some(events) = crate::dialect::replay::to_events(upstream, &v, sel & 0x40 != 0) {
+        let _ = crate::dialect::replay::to_whole(upstream, &events);
     }
 }
 
