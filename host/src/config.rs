@@ -259,6 +259,10 @@ pub struct PluginSettings {
     /// must then be deterministic (what it computes is shared by every instance). Components larger than 8 MiB
     /// (interpreted guests, which pre-initialize their runtime themselves) are not.
     pub pre_initialize: bool,
+    /// The most bytes (keys and values) the plugin may keep in `kv`: beyond it, its least recently used keys are
+    /// deleted (`plugin/kv/quota.rs`; for a cache). None: no quota (TTLs and the plugin's own keys bound it).
+    #[serde(deserialize_with = "de_opt_bytes")]
+    pub kv_quota: Option<usize>,
     /// The plugin's own settings, readable through the `config` capability.
     pub config: toml::Table,
 }
@@ -275,6 +279,7 @@ impl Default for PluginSettings {
             reuse: ReuseLimits::default(),
             warm_instances: None,
             pre_initialize: true,
+            kv_quota: None,
             config: toml::Table::new(),
         }
     }

@@ -14,7 +14,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import GUESTS, Gateway, admin_kv, anthropic_client, expected_text, openai_client, wait_for
+from conftest import GUESTS, Gateway, admin_kv, anthropic_client, expected_text, metric, openai_client, wait_for
 from test_state import Redis, redis_kv
 
 KEY_A, KEY_B = "sk-cache-test-a", "sk-cache-test-b"
@@ -282,3 +282,31 @@ def test_followers_go_on_by_themselves_when_the_first_fails(cgw, mock):
     assert results.count("failed") == 1, results
     assert results.count(expected_text()) == 4, results
     assert 2 <= len(mock.requests(t)) <= 5, "the followers went on (and may have coalesced among themselves)"
+
+
+def test_the_byte_quota_holds_by_evicting_the_least_recently_used(session_tmp, mock):
+    """`kv_quota` on the cache: 40 distinct answers of ~1 KB into 12 KB; the plugin's bytes stay within it, the
+    oldest answers are gone (misses again), the newest are hits, and a key read recently survives."""
+    g = Gateway(session_tmp, mock, name="cache-quota",
+                tail=plugins().replace('isolation = "shared"', 'isolation = "shared"\nkv_quota = "12KiB"'))
+    try:
+        c = openai_client(g, api_key=KEY_A)
+        prompts = [prompt() for _ in range(40)]
+
+        def ask(p):
+            return c.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": p}]).headers["x-weir-cache"]
+
+        for i, p in enumerate(prompts):
+            assert ask(p) == "MISS"
+            if i >= 1:
+                # Keep the first one in use: it is read (a hit) after every store, so it is never the oldest.
+                wait_for(lambda: ask(prompts[0]) == "HIT", "the first answer stored and read")
+        used = metric(g, 'weir_kv_bytes')
+        assert 0 < used <= 12 * 1024, used
+        assert metric(g, 'weir_kv_evictions_total') > 0
+        assert ask(prompts[0]) == "HIT", "read recently: kept"
+        assert ask(prompts[1]) == "MISS", "the least recently used: evicted"
+        wait_for(lambda: ask(prompts[-1]) == "HIT", "the newest kept")
+    finally:
+        g.stop()

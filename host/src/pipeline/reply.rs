@@ -116,6 +116,7 @@ pub(super) fn shared(
     let reply = Reply { status: s.status, body, headers: Vec::new(), cached: true };
     let mut resp = respond(endpoint, stream, include_usage, reply, rec)?;
     resp.headers_mut().insert("x-weir-coalesced", HeaderValue::from_static("true"));
+    crate::telemetry::metrics::METRICS.coalesced.inc();
     Ok(resp)
 }
 

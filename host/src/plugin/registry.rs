@@ -281,7 +281,12 @@ pub struct Registry {
     dir_errors: Mutex<BTreeMap<String, String>>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// Each plugin's `kv_quota` accounting, by plugin name: it outlives hot swaps.
+    quotas: Quotas,
 }
+
+/// [`super::kv::quota::QuotaState`] by plugin name.
+type Quotas = Mutex<BTreeMap<String, Arc<super::kv::quota::QuotaState>>>;
 
 impl Registry {
     /// The store behind the `kv` capability (keys are `<plugin name>/<key>`).
@@ -295,11 +300,12 @@ impl Registry {
         let kv = super::kv::open(&config.kv)?;
         tracing::info!(target: "weir::kv", "plugin state: {}", config.kv.describe());
         let mut from_config = Vec::new();
+        let quotas = Quotas::default();
         for spec in &config.plugins {
             let bytes = std::fs::read(&spec.file)
                 .map_err(|e| anyhow::anyhow!("plugin `{}`: cannot read {}: {e}", spec.name, spec.file.display()))?;
             let p = load_one(
-                &Loader { engine: &engine, kv: &kv, rt: &config.plugin_runtime },
+                &Loader { engine: &engine, kv: &kv, rt: &config.plugin_runtime, quotas: &quotas },
                 &spec.name,
                 &bytes,
                 spec.settings.clone(),
@@ -320,6 +326,7 @@ impl Registry {
             dir_errors: Mutex::new(BTreeMap::new()),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            quotas,
         });
         if let Some(dir) = &reg.dir {
             std::fs::create_dir_all(dir)
@@ -421,7 +428,7 @@ impl Registry {
         } else {
             load_plugin_settings(&toml_path, &self.runtime).map_err(|e| e.to_string())?
         };
-        let loader = Loader { engine: &self.engine, kv: &self.kv, rt: &self.runtime };
+        let loader = Loader { engine: &self.engine, kv: &self.kv, rt: &self.runtime, quotas: &self.quotas };
         load_one(&loader, name, &bytes, settings, format!("dir: {}", wasm.display()), key)
             .map(Some)
             .map_err(|e| e.to_string())
@@ -483,6 +490,23 @@ struct Loader<'a> {
     engine: &'a Arc<PluginEngine>,
     kv: &'a Arc<dyn Kv>,
     rt: &'a PluginRuntime,
+    quotas: &'a Quotas,
+}
+
+/// The store plugin `name` sees: the gateway's, within its `kv_quota` if it has one (the accounting is kept across
+/// loads of the same name while the quota stays the same).
+fn plugin_kv(l: &Loader<'_>, name: &str, quota: Option<usize>) -> Arc<dyn Kv> {
+    let Some(limit) = quota else { return l.kv.clone() };
+    let mut quotas = l.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let state = match quotas.get(name) {
+        Some(s) if s.limit() == limit => s.clone(),
+        _ => {
+            let s = super::kv::quota::QuotaState::new(name, limit, &**l.kv);
+            quotas.insert(name.to_string(), s.clone());
+            s
+        }
+    };
+    Arc::new(super::kv::quota::Quota { inner: l.kv.clone(), state })
 }
 
 fn reload_metric(outcome: &'static str) {
@@ -501,11 +525,11 @@ fn load_one(
     source: String,
     key: String,
 ) -> Result<LoadedPlugin, LoadError> {
-    let (engine, kv, rt) = (l.engine, l.kv, l.rt);
+    let (engine, rt) = (l.engine, l.rt);
     let compiled = engine.compile(bytes, &settings.capabilities)?;
     let config_json = serde_json::to_string(&settings.config).unwrap_or_else(|_| "{}".into());
-    let context =
-        Arc::new(PluginContext { name: name.to_string(), config_json, kv: kv.clone(), memory_cap: settings.memory });
+    let kv = plugin_kv(l, name, settings.kv_quota);
+    let context = Arc::new(PluginContext { name: name.to_string(), config_json, kv, memory_cap: settings.memory });
     let manifest = smoke(engine, &compiled.pre, &context, &settings, true)?;
     let (hooks, declared) = manifest.map_or((compiled.hooks, Isolation::Request), |m| (m.hooks, m.reuse));
     let isolation = settings.isolation.unwrap_or(declared);
@@ -645,7 +669,8 @@ pub(crate) mod testing {
         let rt = PluginRuntime::default();
         let engine = PluginEngine::new(&rt).unwrap();
         let kv: Arc<dyn Kv> = Arc::new(super::super::kv::MemoryKv::default());
-        let loader = Loader { engine: &engine, kv: &kv, rt: &rt };
+        let quotas = Quotas::default();
+        let loader = Loader { engine: &engine, kv: &kv, rt: &rt, quotas: &quotas };
         Arc::new(load_one(&loader, name, &bytes, settings, format!("test: {guest}"), String::new()).unwrap())
     }
 
@@ -656,7 +681,8 @@ pub(crate) mod testing {
         let rt = PluginRuntime::default();
         let engine = PluginEngine::new(&rt).unwrap();
         let kv: Arc<dyn Kv> = Arc::new(super::super::kv::MemoryKv::default());
-        let loader = Loader { engine: &engine, kv: &kv, rt: &rt };
+        let quotas = Quotas::default();
+        let loader = Loader { engine: &engine, kv: &kv, rt: &rt, quotas: &quotas };
         load_one(&loader, guest, &bytes, settings, format!("test: {guest}"), String::new())
             .map(Arc::new)
             .map_err(|e| e.to_string())

@@ -78,6 +78,11 @@ pub struct KvLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KvPluginLabels {
+    pub plugin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub outcome: &'static str,
 }
@@ -109,6 +114,9 @@ pub struct Metrics {
     pub kv_journal_depth: Gauge,
     pub kv_journal_replayed: Counter,
     pub kv_journal_dropped: Counter,
+    pub kv_bytes: Family<KvPluginLabels, Gauge>,
+    pub kv_evictions: Family<KvPluginLabels, Counter>,
+    pub coalesced: Counter,
 }
 
 fn seconds() -> Histogram {
@@ -150,6 +158,9 @@ impl Metrics {
             kv_journal_depth: Gauge::default(),
             kv_journal_replayed: Counter::default(),
             kv_journal_dropped: Counter::default(),
+            kv_bytes: Family::default(),
+            kv_evictions: Family::default(),
+            coalesced: Counter::default(),
         };
         let mut r = m.registry;
         r.register("requests", "Requests by API family, endpoint, status and outcome", m.requests.clone());
@@ -191,6 +202,21 @@ impl Metrics {
             "kv_journal_dropped",
             "Settles lost because the journal was full or could not be written",
             m.kv_journal_dropped.clone(),
+        );
+        r.register(
+            "kv_bytes",
+            "Bytes (keys and values) a plugin with a kv_quota keeps, as this process counts them",
+            m.kv_bytes.clone(),
+        );
+        r.register(
+            "kv_evictions",
+            "Keys deleted to keep a plugin within its kv_quota (least recently used first)",
+            m.kv_evictions.clone(),
+        );
+        r.register(
+            "coalesced_requests",
+            "Requests answered with the answer of an identical request in flight (request.coalesce)",
+            m.coalesced.clone(),
         );
         r.register("open_streams", "Streamed answers in progress", m.open_streams.clone());
         r.register("open_connections", "Client connections open", m.open_connections.clone());

@@ -217,6 +217,16 @@ impl Kv for FileKv {
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, KvResult<()>> {
         Box::pin(std::future::ready(self.delete_sync(key)))
     }
+    fn scan(&self, prefix: &str) -> Vec<(String, usize)> {
+        let now = now_ms();
+        let inner = self.lock();
+        inner
+            .map
+            .iter()
+            .filter(|(k, e)| k.starts_with(prefix) && live(e, now))
+            .map(|(k, e)| (k.clone(), k.len() + e.0.len()))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 
 pub mod file;
 pub mod log;
+pub mod quota;
 pub mod redis;
 
 use std::collections::HashMap;
@@ -55,6 +56,12 @@ pub trait Kv: Send + Sync {
     /// backends just increment.
     fn settle<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>> {
         self.increment(key, delta, ttl)
+    }
+    /// The live keys under `prefix` with their sizes (key and value bytes), for a quota's accounting at start
+    /// ([`quota`]); a shared backend (Redis) lists nothing: its replicas count what they see.
+    fn scan(&self, prefix: &str) -> Vec<(String, usize)> {
+        let _ = prefix;
+        Vec::new()
     }
 
     // Synchronous access, for 0.1.0 components (whose kv imports are synchronous and cannot fail): the answer if
@@ -115,6 +122,9 @@ impl Kv for Capped {
     }
     fn settle<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>> {
         self.0.settle(key, delta, ttl)
+    }
+    fn scan(&self, prefix: &str) -> Vec<(String, usize)> {
+        self.0.scan(prefix)
     }
     fn get_now(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
         self.0.get_now(key)
@@ -196,6 +206,14 @@ impl Kv for MemoryKv {
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, KvResult<()>> {
         self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
         Box::pin(std::future::ready(Ok(())))
+    }
+    fn scan(&self, prefix: &str) -> Vec<(String, usize)> {
+        let now = Instant::now();
+        let map = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.iter()
+            .filter(|(k, e)| k.starts_with(prefix) && Self::live(e, now))
+            .map(|(k, e)| (k.clone(), k.len() + e.0.len()))
+            .collect()
     }
 }
 
