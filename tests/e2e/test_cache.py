@@ -310,3 +310,40 @@ def test_the_byte_quota_holds_by_evicting_the_least_recently_used(session_tmp, m
         wait_for(lambda: ask(prompts[-1]) == "HIT", "the newest kept")
     finally:
         g.stop()
+
+
+def test_the_cache_store_down_is_a_bypass_and_counted(session_tmp, mock, tmp_path):
+    """Redis down under a cache with no auth before it (anonymous, global scope): the request goes on to the
+    upstream, says BYPASS and why, and the failed kv call is counted."""
+    r = Redis(tmp_path)
+    g = None
+    try:
+        tail = f"""
+[[plugins]]
+name = "cache"
+order = 17
+file = "{GUESTS / 'cache.wasm'}"
+capabilities = ["config", "kv", "trace", "clock", "answer"]
+isolation = "shared"
+[plugins.config]
+scope = "global"
+anonymous = true
+sampled = ["gpt-4o-mini"]
+"""
+        g = Gateway(session_tmp, mock, name="cache-down", tail=tail, kv=redis_kv(r, tmp_path, "cache-down", "down"))
+        c = openai_client(g)
+        p = prompt()
+        msg = [{"role": "user", "content": p}]
+        assert c.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msg).headers["x-weir-cache"] == "MISS"
+        wait_for(lambda: c.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=msg).headers["x-weir-cache"] == "HIT", "a hit while Redis is up")
+        r.kill()
+        errors = metric(g, "weir_kv_errors_total")
+        resp = c.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msg)
+        assert resp.status_code == 200 and resp.parse().choices[0].message.content == expected_text()
+        assert (resp.headers["x-weir-cache"], resp.headers["x-weir-cache-reason"]) == ("BYPASS", "kv-unavailable")
+        assert metric(g, "weir_kv_errors_total") > errors
+    finally:
+        if g:
+            g.stop()
+        r.stop()
