@@ -85,13 +85,15 @@ def exec_tool(secret):
     return {"exec_command": {"cmd": f"cat {secret}"}}
 
 
-def claude(run, url, model, key=CLIENT_KEY):
+def claude(run, url, model, key=CLIENT_KEY, **env):
+    """`claude -p` against Weir at `url` (`env`: more of Claude Code's variables, e.g. to use Bedrock)."""
     env = run.env(
         ANTHROPIC_BASE_URL=url,
         ANTHROPIC_API_KEY=key,
         ANTHROPIC_CUSTOM_HEADERS="\n".join(f"{k}: {v}" for k, v in run.headers.items()),
         CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
         DISABLE_AUTOUPDATER="1",
+        **env,
     )
     return run.run([agent_bin("claude"), "-p", "Read secret.txt and tell me what it says.", "--model", model], env)
 
@@ -154,12 +156,8 @@ def test_claude_code_on_openai_model(agw, mock, tmp_path):
 def test_claude_code_through_weirs_bedrock_face_on_openai_model(agw, mock, tmp_path):
     """Claude Code set up for Bedrock (a Bedrock API key = the Weir key) against Weir's Bedrock routes."""
     run = Run(tmp_path, read_tool)
-    env = run.env(
-        CLAUDE_CODE_USE_BEDROCK="1", ANTHROPIC_BEDROCK_BASE_URL=agw.url, AWS_BEARER_TOKEN_BEDROCK=CLIENT_KEY,
-        AWS_REGION="us-east-1", CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1", DISABLE_AUTOUPDATER="1",
-        ANTHROPIC_CUSTOM_HEADERS="\n".join(f"{k}: {v}" for k, v in run.headers.items()),
-    )
-    out = run.run([agent_bin("claude"), "-p", "Read secret.txt and tell me what it says.", "--model", "gpt-4o-mini"], env)
+    out = claude(run, agw.url, "gpt-4o-mini", CLAUDE_CODE_USE_BEDROCK="1", ANTHROPIC_BEDROCK_BASE_URL=agw.url,
+                 AWS_BEARER_TOKEN_BEDROCK=CLIENT_KEY, AWS_REGION="us-east-1")
     assert run.nonce in out, run.out[-3000:]
     run.loop(mock, "/chat/completions")
 

@@ -24,7 +24,21 @@ def sha(s):
     return "sha256:" + hashlib.sha256(s.encode()).hexdigest()
 
 
-def plugins(extra_cache=""):
+def cache_plugin(config='sampled = ["gpt-4o-mini", "claude-haiku-4-5"]'):
+    return f"""
+[[plugins]]
+name = "cache"
+order = 17
+file = "{GUESTS / 'cache.wasm'}"
+capabilities = ["config", "kv", "trace", "clock", "answer"]
+isolation = "shared"
+[plugins.config]
+{config}
+"""
+
+
+def plugins():
+    """auth with two keys of two teams, then the cache."""
     return f"""
 [admin]
 token_env = "WEIR_TEST_ADMIN_TOKEN"
@@ -39,17 +53,7 @@ keys = [
   {{ id = "a", hash = "{sha(KEY_A)}", team = "team-a" }},
   {{ id = "b", hash = "{sha(KEY_B)}", team = "team-b" }},
 ]
-
-[[plugins]]
-name = "cache"
-order = 17
-file = "{GUESTS / 'cache.wasm'}"
-capabilities = ["config", "kv", "trace", "clock", "answer"]
-isolation = "shared"
-[plugins.config]
-sampled = ["gpt-4o-mini", "claude-haiku-4-5"]
-{extra_cache}
-"""
+""" + cache_plugin()
 
 
 @pytest.fixture(scope="module")
@@ -318,18 +322,7 @@ def test_the_cache_store_down_is_a_bypass_and_counted(session_tmp, mock, tmp_pat
     r = Redis(tmp_path)
     g = None
     try:
-        tail = f"""
-[[plugins]]
-name = "cache"
-order = 17
-file = "{GUESTS / 'cache.wasm'}"
-capabilities = ["config", "kv", "trace", "clock", "answer"]
-isolation = "shared"
-[plugins.config]
-scope = "global"
-anonymous = true
-sampled = ["gpt-4o-mini"]
-"""
+        tail = cache_plugin('scope = "global"\nanonymous = true\nsampled = ["gpt-4o-mini"]')
         g = Gateway(session_tmp, mock, name="cache-down", tail=tail, kv=redis_kv(r, tmp_path, "cache-down", "down"))
         c = openai_client(g)
         p = prompt()
