@@ -92,7 +92,10 @@ def test_openai_whole_then_streamed_is_one_upstream_call(cgw, mock):
     second = client.chat.completions.with_raw_response.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": p}], extra_headers={"x-mock-tag": t})
     assert second.headers["x-weir-cache"] == "HIT" and int(second.headers["age"]) >= 0
-    assert second.parse().choices[0].message.content == text and second.parse().usage.completion_tokens == 8
+    hit = second.parse()
+    assert hit.choices[0].message.content == text and hit.usage.completion_tokens == 8
+    # The usage says the input came from a cache, in OpenAI's terms.
+    assert hit.usage.prompt_tokens_details.cached_tokens == hit.usage.prompt_tokens == first.parse().usage.prompt_tokens
     # The stored whole answer, streamed: chunks the SDK accumulates, usage chunk when asked.
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": p}],
                                             stream=True, stream_options={"include_usage": True},
@@ -103,6 +106,7 @@ def test_openai_whole_then_streamed_is_one_upstream_call(cgw, mock):
     assert len(mock.requests(t)) == 1, "one upstream call for three requests"
     rec = cgw.record(second.headers["x-request-id"])
     assert rec["outcome"] == "cached" and rec["status"] == 200 and rec["output_tokens"] == 8, rec
+    assert rec["cached_tokens"] == rec["input_tokens"] > 0, rec
 
 
 def test_anthropic_streamed_then_whole_and_tool_calls_replay(cgw, mock):
@@ -118,6 +122,7 @@ def test_anthropic_streamed_then_whole_and_tool_calls_replay(cgw, mock):
     m = hit.parse()
     assert m.content[0].text == first.content[0].text == expected_text() and m.stop_reason == "end_turn"
     assert m.usage.output_tokens == first.usage.output_tokens
+    assert (m.usage.input_tokens, m.usage.cache_read_input_tokens) == (0, first.usage.input_tokens), m.usage
     # A forced tool call, stored streamed and replayed streamed: the SDK's helper rebuilds the same call.
     tools = [{"name": "get_time", "input_schema": {"type": "object", "properties": {"zone": {"type": "string"}}}}]
     calls = []

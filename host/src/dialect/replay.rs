@@ -67,6 +67,37 @@ pub fn to_whole(endpoint: Endpoint, events: &[Event]) -> Option<Value> {
     }
 }
 
+/// Marks the usage of an answer served from a cache as cached input, in the API's own terms: chat's
+/// `prompt_tokens_details.cached_tokens` and the Responses API's `input_tokens_details.cached_tokens` become the whole
+/// input; Anthropic's input moves to `cache_read_input_tokens`. `v` is a whole answer or one event's data; the usage
+/// objects it holds (at the top, or in `message` / `response`) are changed, anything else is left alone.
+pub fn mark_cached(v: &mut Value) {
+    for at in ["", "/message", "/response"] {
+        if let Some(u) = v.pointer_mut(&format!("{at}/usage")).filter(|u| u.is_object()) {
+            mark_usage(u);
+        }
+    }
+}
+
+fn mark_usage(u: &mut Value) {
+    let n = |u: &Value, k: &str| u.get(k).and_then(Value::as_u64);
+    if let Some(prompt) = n(u, "prompt_tokens") {
+        let mut details = u.get("prompt_tokens_details").cloned().filter(Value::is_object).unwrap_or(json!({}));
+        put(&mut details, "cached_tokens", json!(prompt));
+        put(u, "prompt_tokens_details", details);
+    } else if let (Some(input), Some(_)) = (n(u, "input_tokens"), n(u, "total_tokens")) {
+        let mut details = u.get("input_tokens_details").cloned().filter(Value::is_object).unwrap_or(json!({}));
+        put(&mut details, "cached_tokens", json!(input));
+        put(u, "input_tokens_details", details);
+    } else if let Some(input) = n(u, "input_tokens") {
+        let all =
+            input + n(u, "cache_read_input_tokens").unwrap_or(0) + n(u, "cache_creation_input_tokens").unwrap_or(0);
+        put(u, "input_tokens", json!(0));
+        put(u, "cache_creation_input_tokens", json!(0));
+        put(u, "cache_read_input_tokens", json!(all));
+    }
+}
+
 // ---- chat completions ---------------------------------------------------------------------------------------------
 
 fn chat_events(v: &Value, include_usage: bool) -> Option<Vec<Event>> {
@@ -400,6 +431,28 @@ mod tests {
                 {"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "c", "name": "f", "arguments": "{}"}],
                 "usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}}),
         );
+    }
+
+    #[test]
+    fn cached_usage_is_said_in_each_apis_terms() {
+        let mut chat = json!({"usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}});
+        mark_cached(&mut chat);
+        assert_eq!(chat["usage"]["prompt_tokens_details"]["cached_tokens"], 12);
+        let mut responses = json!({"response": {"usage": {"input_tokens": 7, "output_tokens": 2, "total_tokens": 9,
+            "input_tokens_details": {"cached_tokens": 0}}}});
+        mark_cached(&mut responses);
+        assert_eq!(responses["response"]["usage"]["input_tokens_details"]["cached_tokens"], 7);
+        let mut start =
+            json!({"message": {"usage": {"input_tokens": 9, "cache_read_input_tokens": 1, "output_tokens": 1}}});
+        mark_cached(&mut start);
+        assert_eq!(
+            start["message"]["usage"],
+            json!({"input_tokens": 0, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 10, "output_tokens": 1})
+        );
+        let mut delta = json!({"usage": {"output_tokens": 5}});
+        mark_cached(&mut delta);
+        assert_eq!(delta, json!({"usage": {"output_tokens": 5}}), "no input count: nothing to move");
     }
 
     #[test]

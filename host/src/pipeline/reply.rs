@@ -43,7 +43,9 @@ pub(super) fn respond(
     let mut tap = UsageTap::new(endpoint, false);
     // An error answer goes as it is (its body is the API's error shape).
     let stream = stream && status.is_success();
-    let body: Bytes = match (r.body, stream) {
+    // From a cache: the usage says the input was cached, in the API's terms (the tap and the log see it so too).
+    let body = if r.cached && status.is_success() { cached_usage(r.body) } else { r.body };
+    let body: Bytes = match (body, stream) {
         (AnswerBody::Whole(b), false) => {
             if serde_json::from_slice::<serde::de::IgnoredAny>(&b).is_err() {
                 return Err(invalid(endpoint, "a body that is not JSON"));
@@ -118,6 +120,35 @@ pub(super) fn shared(
     resp.headers_mut().insert("x-weir-coalesced", HeaderValue::from_static("true"));
     crate::telemetry::metrics::METRICS.coalesced.inc();
     Ok(resp)
+}
+
+/// The answer with its usage marked as cached input ([`replay::mark_cached`]); data that is not JSON is left as it
+/// is (the conversions below refuse what they cannot read).
+fn cached_usage(body: AnswerBody) -> AnswerBody {
+    let mark = |data: &[u8]| -> Option<String> {
+        let mut v: serde_json::Value = serde_json::from_slice(data).ok()?;
+        replay::mark_cached(&mut v);
+        Some(v.to_string())
+    };
+    match body {
+        AnswerBody::Whole(b) => match mark(&b) {
+            Some(m) => AnswerBody::Whole(m.into_bytes()),
+            None => AnswerBody::Whole(b),
+        },
+        AnswerBody::Events(events) => AnswerBody::Events(
+            events
+                .into_iter()
+                .map(|mut e| {
+                    if e.data.contains("\"usage\"")
+                        && let Some(m) = mark(e.data.as_bytes())
+                    {
+                        e.data = m;
+                    }
+                    e
+                })
+                .collect(),
+        ),
+    }
 }
 
 /// Frames events for the wire, through the usage tap.
