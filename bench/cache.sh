@@ -20,7 +20,7 @@ bench_gateway cache "$cache_gw" "" "
 name = \"cache\"
 order = 17
 file = \"$guests/cache.wasm\"
-capabilities = [\"config\", \"kv\", \"trace\", \"clock\", \"answer\"]
+capabilities = [\"config\", \"kv\", \"trace\", \"clock\", \"answer\", \"metrics\"]
 isolation = \"shared\"
 config = { scope = \"global\", anonymous = true, sampled = [\"*\"] }"
 for s in false true; do

@@ -174,11 +174,20 @@ pub enum Capability {
     Clock,
     /// The client's answer in `on-complete` (0.3.0 `answer`, world `plugin-full`): a cache.
     Answer,
+    /// Counters of the plugin's own (0.3.0 `metrics`, world `plugin-full`).
+    Metrics,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] =
-        [Capability::Log, Capability::Config, Capability::Kv, Capability::Trace, Capability::Clock, Capability::Answer];
+    pub const ALL: [Capability; 7] = [
+        Capability::Log,
+        Capability::Config,
+        Capability::Kv,
+        Capability::Trace,
+        Capability::Clock,
+        Capability::Answer,
+        Capability::Metrics,
+    ];
 
     /// The WIT interface name of this capability.
     pub fn interface(self) -> &'static str {
@@ -189,6 +198,7 @@ impl Capability {
             Capability::Trace => "trace",
             Capability::Clock => "clock",
             Capability::Answer => "answer",
+            Capability::Metrics => "metrics",
         }
     }
 }

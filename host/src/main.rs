@@ -196,6 +196,8 @@ fn plugin_check(path: &Path, settings: Option<&Path>) -> ExitCode {
                 config_json: serde_json::to_string(&run_with.config).unwrap_or_else(|_| "{}".into()),
                 kv: std::sync::Arc::new(plugin::kv::MemoryKv::default()),
                 memory_cap: run_with.memory,
+                events: Default::default(),
+                events_warned: Default::default(),
             });
             // With settings, `init` runs with their config; without, only the manifest is read.
             let manifest = match plugin::registry::smoke(&engine, &c.pre, &context, run_with, settings.is_some()) {

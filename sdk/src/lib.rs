@@ -492,7 +492,7 @@ macro_rules! export {
 
 #[cfg(not(any(feature = "testing", not(target_arch = "wasm32"))))]
 mod host {
-    pub use crate::bindings::weir::plugin::{answer, clock, kv, log, trace};
+    pub use crate::bindings::weir::plugin::{answer, clock, kv, log, metrics, trace};
 }
 
 #[cfg(any(feature = "testing", not(target_arch = "wasm32")))]
@@ -552,6 +552,14 @@ pub mod answer {
     /// keeps (1 MiB).
     pub fn get() -> Option<ClientAnswer> {
         super::host::answer::get()
+    }
+}
+
+/// Counters of the plugin's own (capability `metrics`): `weir_plugin_events_total{plugin, event}`.
+pub mod metrics {
+    /// Adds `n` to the counter `event` (1–64 characters of `a-z 0-9 _ . -`; at most 64 events per plugin).
+    pub fn count(event: &str, n: u64) {
+        super::host::metrics::count(event, n)
     }
 }
 

@@ -32,6 +32,8 @@ struct Fake {
     kv_failure: Option<KvError>,
     /// What `answer::get` returns.
     answer: Option<crate::answer::ClientAnswer>,
+    /// `metrics::count` totals by event.
+    counts: HashMap<String, u64>,
 }
 
 thread_local! {
@@ -68,6 +70,11 @@ pub fn set_now_ms(ms: u64) {
 /// Lines logged so far.
 pub fn logs() -> Vec<(Level, String)> {
     FAKE.with(|f| f.borrow().logs.clone())
+}
+
+/// `metrics::count` totals so far, by event.
+pub fn counts() -> HashMap<String, u64> {
+    FAKE.with(|f| f.borrow().counts.clone())
 }
 
 /// Trace attributes set so far.
@@ -197,6 +204,13 @@ pub(crate) mod trace {
     }
     pub fn add_event(name: &str) {
         FAKE.with(|f| f.borrow_mut().events.push(name.to_string()));
+    }
+}
+
+pub(crate) mod metrics {
+    use super::FAKE;
+    pub fn count(event: &str, n: u64) {
+        FAKE.with(|f| *f.borrow_mut().counts.entry(event.to_string()).or_default() += n);
     }
 }
 

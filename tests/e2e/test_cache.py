@@ -8,6 +8,8 @@ digest)."""
 
 import hashlib
 import json
+import re
+import urllib.request
 import uuid
 
 import anthropic
@@ -30,7 +32,7 @@ def cache_plugin(config='sampled = ["gpt-4o-mini", "claude-haiku-4-5"]'):
 name = "cache"
 order = 17
 file = "{GUESTS / 'cache.wasm'}"
-capabilities = ["config", "kv", "trace", "clock", "answer"]
+capabilities = ["config", "kv", "trace", "clock", "answer", "metrics"]
 isolation = "shared"
 [plugins.config]
 {config}
@@ -72,6 +74,14 @@ def prompt():
     return "Say hello " + uuid.uuid4().hex
 
 
+def plugin_events(g):
+    """The cache's `weir_plugin_events_total` series, by event."""
+    with urllib.request.urlopen(g.url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    pattern = r'^weir_plugin_events_total\{plugin="cache",event="([^"]+)"\} (\S+)$'
+    return {e: float(v) for e, v in re.findall(pattern, text, re.M)}
+
+
 def canonical_digest(endpoint, body):
     """The host's digest, recomputed: SHA-256 over the endpoint and the body as sorted, compact JSON without
     `stream` and `stream_options` (for the ASCII bodies and integer numbers used here, Python's json module writes
@@ -104,6 +114,9 @@ def test_openai_whole_then_streamed_is_one_upstream_call(cgw, mock):
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
     assert chunks[-1].usage.completion_tokens == 8 and chunks[-2].choices[0].finish_reason == "stop"
     assert len(mock.requests(t)) == 1, "one upstream call for three requests"
+    # The plugin's own counters (the metrics capability).
+    events = plugin_events(cgw)
+    assert events.get("hit", 0) >= 2 and events.get("miss", 0) >= 1 and events.get("store", 0) >= 1, events
     rec = cgw.record(second.headers["x-request-id"])
     assert rec["outcome"] == "cached" and rec["status"] == 200 and rec["output_tokens"] == 8, rec
     assert rec["cached_tokens"] == rec["input_tokens"] > 0, rec
@@ -341,6 +354,7 @@ def test_the_cache_store_down_is_a_bypass_and_counted(session_tmp, mock, tmp_pat
         assert resp.status_code == 200 and resp.parse().choices[0].message.content == expected_text()
         assert (resp.headers["x-weir-cache"], resp.headers["x-weir-cache-reason"]) == ("BYPASS", "kv-unavailable")
         assert metric(g, "weir_kv_errors_total") > errors
+        assert plugin_events(g).get("bypass.kv-unavailable") == 1
     finally:
         if g:
             g.stop()

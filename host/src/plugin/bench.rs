@@ -30,6 +30,8 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str, extra_headers: &[
         config_json: config_json.into(),
         kv: Arc::new(MemoryKv::default()),
         memory_cap: 32 << 20,
+        events: Default::default(),
+        events_warned: Default::default(),
     });
     let req = Arc::new(sample_request(extra_headers)?);
     let chunk = sample_chunk;

@@ -143,7 +143,14 @@ pub struct PluginContext {
     pub config_json: String,
     pub kv: Arc<dyn Kv>,
     pub memory_cap: usize,
+    /// The event names it has counted (`metrics`), at most [`MAX_PLUGIN_EVENTS`].
+    pub events: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// An ignored `metrics.count` was logged (once per plugin version).
+    pub events_warned: std::sync::atomic::AtomicBool,
 }
+
+/// Distinct `metrics` events a plugin may count (each is a series of `weir_plugin_events_total`).
+pub const MAX_PLUGIN_EVENTS: usize = 64;
 
 /// Store data of one instance.
 pub struct State {
@@ -345,6 +352,36 @@ impl v3::types::HostRequest for State {
     }
 }
 
+impl v3::weir::plugin::metrics::Host for State {
+    fn count(&mut self, event: String, n: u64) {
+        let valid = (1..=64).contains(&event.len())
+            && event.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+        let admitted = valid && {
+            let mut seen = self.plugin.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if seen.contains(&event) {
+                true
+            } else if seen.len() < MAX_PLUGIN_EVENTS {
+                seen.insert(event.clone());
+                true
+            } else {
+                false
+            }
+        };
+        if !admitted {
+            if self.plugin.events_warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            tracing::warn!(target: "weir::plugin", plugin = %self.plugin.name, event = %event.chars().take(80).collect::<String>(),
+                "metrics.count ignored: an event name is 1-64 characters of a-z 0-9 _ . - and a plugin counts at most 64");
+            return;
+        }
+        crate::telemetry::metrics::METRICS
+            .plugin_events
+            .get_or_create(&crate::telemetry::metrics::PluginEventLabels { plugin: self.plugin.name.clone(), event })
+            .inc_by(n);
+    }
+}
+
 impl v3::weir::plugin::answer::Host for State {
     fn get(&mut self) -> Option<v3::weir::plugin::answer::ClientAnswer> {
         self.answer.clone()
@@ -476,6 +513,8 @@ mod tests {
             config_json: r#"{"a":1}"#.into(),
             kv,
             memory_cap: 1 << 20,
+            events: Default::default(),
+            events_warned: Default::default(),
         }))
     }
 

@@ -529,7 +529,14 @@ fn load_one(
     let compiled = engine.compile(bytes, &settings.capabilities)?;
     let config_json = serde_json::to_string(&settings.config).unwrap_or_else(|_| "{}".into());
     let kv = plugin_kv(l, name, settings.kv_quota);
-    let context = Arc::new(PluginContext { name: name.to_string(), config_json, kv, memory_cap: settings.memory });
+    let context = Arc::new(PluginContext {
+        name: name.to_string(),
+        config_json,
+        kv,
+        memory_cap: settings.memory,
+        events: Default::default(),
+        events_warned: Default::default(),
+    });
     let manifest = smoke(engine, &compiled.pre, &context, &settings, true)?;
     let (hooks, declared) = manifest.map_or((compiled.hooks, Isolation::Request), |m| (m.hooks, m.reuse));
     let isolation = settings.isolation.unwrap_or(declared);

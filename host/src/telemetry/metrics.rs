@@ -78,6 +78,12 @@ pub struct KvLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginEventLabels {
+    pub plugin: String,
+    pub event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KvPluginLabels {
     pub plugin: String,
 }
@@ -117,6 +123,7 @@ pub struct Metrics {
     pub kv_bytes: Family<KvPluginLabels, Gauge>,
     pub kv_evictions: Family<KvPluginLabels, Counter>,
     pub coalesced: Counter,
+    pub plugin_events: Family<PluginEventLabels, Counter>,
 }
 
 fn seconds() -> Histogram {
@@ -161,6 +168,7 @@ impl Metrics {
             kv_bytes: Family::default(),
             kv_evictions: Family::default(),
             coalesced: Counter::default(),
+            plugin_events: Family::default(),
         };
         let mut r = m.registry;
         r.register("requests", "Requests by API family, endpoint, status and outcome", m.requests.clone());
@@ -217,6 +225,11 @@ impl Metrics {
             "coalesced_requests",
             "Requests answered with the answer of an identical request in flight (request.coalesce)",
             m.coalesced.clone(),
+        );
+        r.register(
+            "plugin_events",
+            "Counters of the plugins' own (the metrics capability), by plugin and event",
+            m.plugin_events.clone(),
         );
         r.register("open_streams", "Streamed answers in progress", m.open_streams.clone());
         r.register("open_connections", "Client connections open", m.open_connections.clone());

@@ -27,7 +27,9 @@
 //! **Stored value:** `{"v": 1, "at": unix ms, "status": 200, "whole": "<body>"}` or `{…, "events": [[event, data],
 //! …]}` with the kv TTL; a value that does not read back is a miss and is deleted. A kv that is down is a bypass
 //! (`x-weir-cache: BYPASS`, reason `kv-unavailable`): the request goes on.
-//! Capabilities: `config`, `kv`, `clock`, `answer` (and `trace` for `weir.plugin.cache.*` attributes).
+//! **Counted** (`metrics`: `weir_plugin_events_total{plugin="cache", event}`): `hit`, `miss`, `no_cache`, `store`,
+//! `stored_bytes`, `store_failed`, `discarded` (corrupt or old entries), `bypass.<reason>`.
+//! Capabilities: `config`, `kv`, `clock`, `answer`, `metrics` (and `trace` for `weir.plugin.cache.*` attributes).
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -88,6 +90,7 @@ fn bypass(req: &Request, why: &str) -> Result<RequestDecision, PluginError> {
     req.add_response_header("x-weir-cache", "BYPASS");
     req.add_response_header("x-weir-cache-reason", why);
     weir_sdk::trace::set_attribute("result", "bypass");
+    weir_sdk::metrics::count(&format!("bypass.{why}"), 1);
     Ok(RequestDecision::Continue)
 }
 
@@ -269,11 +272,13 @@ impl Plugin for Cache {
                         // Corrupt, or of another format: a miss, and gone.
                         let _ = weir_sdk::kv::delete(&key);
                         weir_sdk::trace::add_event("discarded");
+                        weir_sdk::metrics::count("discarded", 1);
                     }
                     Some(s) => {
                         let age = now.saturating_sub(s.at) / 1000;
                         if cc.max_age.is_none_or(|m| age <= m) {
                             weir_sdk::trace::set_attribute("result", "hit");
+                            weir_sdk::metrics::count("hit", 1);
                             let age = age.to_string();
                             let headers = [("x-weir-cache", "HIT"), ("age", age.as_str())];
                             let mut d = weir_sdk::reply(s.body, &headers, true);
@@ -291,6 +296,7 @@ impl Plugin for Cache {
         // Identical requests of this tenant arriving while this one runs wait for its answer: one upstream call.
         req.coalesce(&key);
         weir_sdk::trace::set_attribute("result", if cc.no_cache { "stored" } else { "miss" });
+        weir_sdk::metrics::count(if cc.no_cache { "no_cache" } else { "miss" }, 1);
         Ok(RequestDecision::ContinueWith(weir_sdk::changes().meta(KEY_META, &key).meta(TTL_META, &ttl.to_string())))
     }
 
@@ -311,8 +317,15 @@ impl Plugin for Cache {
         }
         let value = encode(weir_sdk::clock::now_unix_ms(), a.status, &a.body);
         match weir_sdk::kv::set(key, &value, Some(ttl.saturating_mul(1000))) {
-            Ok(()) => weir_sdk::trace::set_attribute("stored", "yes"),
-            Err(e) => weir_sdk::trace::set_attribute("stored", &format!("no: {}", weir_sdk::kv::describe(&e))),
+            Ok(()) => {
+                weir_sdk::trace::set_attribute("stored", "yes");
+                weir_sdk::metrics::count("store", 1);
+                weir_sdk::metrics::count("stored_bytes", value.len() as u64);
+            }
+            Err(e) => {
+                weir_sdk::trace::set_attribute("stored", &format!("no: {}", weir_sdk::kv::describe(&e)));
+                weir_sdk::metrics::count("store_failed", 1);
+            }
         }
     }
 }

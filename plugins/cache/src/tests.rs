@@ -152,6 +152,8 @@ fn cut_failed_and_corrupt_answers_are_not_served() {
     assert_eq!(Cache.on_request(&r.view()).unwrap(), RequestDecision::Continue);
     assert_eq!(r.response_headers.borrow()[1].1, "kv-unavailable");
     testing::fail_kv(None);
+    assert_eq!(testing::counts()["bypass.kv-unavailable"], 1);
+    assert_eq!(testing::counts()["discarded"], 1);
 }
 
 #[test]
