@@ -73,6 +73,20 @@ impl SseParser {
         SseParser::default()
     }
 
+    /// Every event of complete SSE text (framed events, e.g. what a client was sent), as (`event:` name, `data:`).
+    pub fn events_of<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<(Option<String>, String)> {
+        let mut parser = SseParser::new();
+        for p in parts {
+            parser.push(p);
+        }
+        let mut out = Vec::new();
+        while let Some(ev) = parser.next_event().or_else(|| parser.finish()) {
+            let f = ev.fields();
+            out.push((f.event.map(str::to_string), f.data.to_string()));
+        }
+        out
+    }
+
     /// Appends bytes from the network.
     pub fn push(&mut self, chunk: &[u8]) {
         self.buf.extend_from_slice(chunk);

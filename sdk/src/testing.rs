@@ -82,6 +82,31 @@ pub fn attributes() -> Vec<(String, String)> {
     FAKE.with(|f| f.borrow().attributes.clone())
 }
 
+/// A summary for `on-complete` tests: request `req_test`, `model`, status 200, outcome `ok`, one attempt, `input`
+/// and `output` tokens, no principal, no metadata (set the fields a test needs).
+pub fn summary(model: &str, input: u64, output: u64) -> crate::Summary {
+    crate::Summary {
+        request_id: "req_test".into(),
+        model: model.into(),
+        status: 200,
+        outcome: "ok".into(),
+        upstream: None,
+        attempts: 1,
+        usage: crate::Usage {
+            input_tokens: Some(input),
+            output_tokens: Some(output),
+            cached_tokens: None,
+            reasoning_tokens: None,
+        },
+        ttft_ms: None,
+        duration_ms: 1.0,
+        principal: None,
+        metadata: Vec::new(),
+        error: None,
+        partial: false,
+    }
+}
+
 /// A request for tests: OpenAI chat completions, no headers (hooks take `request(..).view()`).
 pub fn request(model: &str, body: &[u8]) -> FakeRequest {
     request_to("chat.completions", model, body)

@@ -147,6 +147,22 @@ def install(dir_, name, wasm, settings=""):
     tmp.rename(dir_ / f"{name}.wasm")
 
 
+def auth_plugin(rows):
+    """The first-party `auth` plugin as a `[[plugins]]` entry (order 10), with `rows`: its `keys` entries, each an
+    inline table (`{ id = "a", hash = "sha256:…", team = "t" }`), joined by commas."""
+    return f"""
+[[plugins]]
+name = "auth"
+order = 10
+file = "{GUESTS / 'auth.wasm'}"
+capabilities = ["config", "kv", "trace", "clock"]
+[plugins.config]
+keys = [
+  {rows},
+]
+"""
+
+
 def plugin_toml(name, order, capabilities, config=""):
     """A `[[plugins]]` entry for guest `name` (from target/guests), its config table's lines after it."""
     caps = ", ".join(f'"{c}"' for c in capabilities)

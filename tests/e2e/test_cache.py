@@ -16,7 +16,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import GUESTS, Gateway, admin_kv, anthropic_client, expected_text, metric, openai_client, wait_for
+from conftest import GUESTS, Gateway, admin_kv, auth_plugin, anthropic_client, expected_text, metric, openai_client, wait_for
 from test_state import Redis, redis_kv
 
 KEY_A, KEY_B = "sk-cache-test-a", "sk-cache-test-b"
@@ -45,16 +45,7 @@ def plugins():
 [admin]
 token_env = "WEIR_TEST_ADMIN_TOKEN"
 
-[[plugins]]
-name = "auth"
-order = 10
-file = "{GUESTS / 'auth.wasm'}"
-capabilities = ["config", "kv", "trace", "clock"]
-[plugins.config]
-keys = [
-  {{ id = "a", hash = "{sha(KEY_A)}", team = "team-a" }},
-  {{ id = "b", hash = "{sha(KEY_B)}", team = "team-b" }},
-]
+{auth_plugin(f'{{ id = "a", hash = "{sha(KEY_A)}", team = "team-a" }}, {{ id = "b", hash = "{sha(KEY_B)}", team = "team-b" }}')}
 """ + cache_plugin()
 
 

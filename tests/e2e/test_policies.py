@@ -13,7 +13,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import ADMIN_TOKEN, GUESTS, Gateway, admin_kv, anthropic_client, openai_client
+from conftest import ADMIN_TOKEN, GUESTS, Gateway, auth_plugin, admin_kv, anthropic_client, openai_client
 
 
 KEYS = {  # virtual key -> (id, team, extra)
@@ -52,16 +52,7 @@ api_key_env = "WEIR_TEST_UPSTREAM_KEY"
 [admin]
 token_env = "WEIR_TEST_ADMIN_TOKEN"
 
-[[plugins]]
-name = "auth"
-order = 10
-file = "{GUESTS / 'auth.wasm'}"
-capabilities = ["config", "kv", "trace", "clock"]
-[plugins.config]
-keys = [
-  {key_entries()},
-]
-
+{auth_plugin(key_entries())}
 [[plugins]]
 name = "router"
 order = 20

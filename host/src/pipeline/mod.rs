@@ -166,9 +166,7 @@ async fn run(
             }
             crate::flight::Join::Follower(f) => {
                 if let Some(shared) = f.answer(app.config.plugin_runtime.coalesce_wait).await {
-                    let include_usage =
-                        endpoint == Endpoint::ChatCompletions && parsed.stream && !parsed.injected_usage;
-                    let resp = reply::shared(endpoint, parsed.stream, include_usage, &shared, rec)?;
+                    let resp = reply::shared(endpoint, parsed.stream, asks_usage(endpoint, &parsed), &shared, rec)?;
                     return Ok(Forward::Whole(resp));
                 }
             }
@@ -249,8 +247,8 @@ async fn on_request(
     }
     if let Some(r) = effects.reply.take() {
         rec.model = Some(view.model);
-        let include_usage = endpoint == Endpoint::ChatCompletions && parsed.stream && !parsed.injected_usage;
-        return Ok(OnRequest::Answered(reply::respond(endpoint, parsed.stream, include_usage, r, rec)?));
+        let usage = asks_usage(endpoint, parsed);
+        return Ok(OnRequest::Answered(reply::respond(endpoint, parsed.stream, usage, r, rec)?));
     }
     // A plugin that changes the body also changes `view.body`; with only the model changed, the body is the
     // client's, already parsed.
@@ -261,6 +259,12 @@ async fn on_request(
         (Some(body), Some(m)) => RequestBody::parse(&body, endpoint)?.render(Some(m)),
     };
     Ok(OnRequest::Continue(Some(rewritten), effects))
+}
+
+/// Whether a streaming chat client asked for the usage chunk (otherwise the gateway asks for it upstream and hides
+/// it): an answer the gateway makes itself, a plugin's reply, has it only when asked.
+fn asks_usage(endpoint: Endpoint, parsed: &RequestBody<'_>) -> bool {
+    endpoint == Endpoint::ChatCompletions && parsed.stream && !parsed.injected_usage
 }
 
 /// A plugin's own answer.

@@ -103,15 +103,10 @@ pub(super) fn shared(
     rec: &mut RequestRecord,
 ) -> Result<Response, ApiError> {
     let body = if s.stream {
-        let mut parser = crate::sse::SseParser::new();
-        parser.push(&s.bytes);
-        let mut events = Vec::new();
-        while let Some(ev) = parser.next_event() {
-            let f = ev.fields();
-            events
-                .push(crate::plugin::types::SseEvent { event: f.event.map(str::to_string), data: f.data.to_string() });
-        }
-        AnswerBody::Events(events)
+        let events = crate::sse::SseParser::events_of([&s.bytes[..]]);
+        AnswerBody::Events(
+            events.into_iter().map(|(event, data)| crate::plugin::types::SseEvent { event, data }).collect(),
+        )
     } else {
         AnswerBody::Whole(s.bytes.to_vec())
     };

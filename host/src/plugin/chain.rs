@@ -232,22 +232,14 @@ impl Chain {
         use super::contract::{AnswerBody, AnswerState, SseEvent};
         let c = self.answer.as_ref().filter(|c| !c.over && !c.parts.is_empty())?;
         let body = if c.stream {
-            let mut parser = crate::sse::SseParser::new();
-            for p in &c.parts {
-                parser.push(p);
-            }
-            let mut events = Vec::new();
-            while let Some(ev) = parser.next_event() {
-                let f = ev.fields();
-                events.push(SseEvent { event: f.event.map(str::to_string), data: f.data.to_string() });
-            }
-            AnswerBody::Events(events)
+            let events = crate::sse::SseParser::events_of(c.parts.iter().map(|p| &p[..]));
+            AnswerBody::Events(events.into_iter().map(|(event, data)| SseEvent { event, data }).collect())
         } else {
             AnswerBody::Whole(c.parts.concat())
         };
-        let state = if summary.status >= 400 || summary.error.is_some() && summary.outcome != "cancelled" {
+        let state = if summary.status >= 400 || (summary.error.is_some() && summary.outcome != "cancelled") {
             AnswerState::Failed
-        } else if summary.partial || summary.outcome != "ok" && summary.outcome != "cached" {
+        } else if summary.partial || (summary.outcome != "ok" && summary.outcome != "cached") {
             AnswerState::Cut
         } else {
             AnswerState::Complete

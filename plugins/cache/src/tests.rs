@@ -13,22 +13,12 @@ fn req(key: Option<&str>, body: &str) -> weir_sdk::FakeRequest {
     r
 }
 
+/// An `on-complete` summary of a request that ended well, with `meta` (what this plugin's `on-request` set).
 fn summary(meta: Vec<(String, String)>) -> Summary {
-    Summary {
-        request_id: "req_1".into(),
-        model: "gpt-4o-mini".into(),
-        status: 200,
-        outcome: "ok".into(),
-        upstream: None,
-        attempts: 1,
-        usage: Usage { input_tokens: None, output_tokens: None, cached_tokens: None, reasoning_tokens: None },
-        ttft_ms: None,
-        duration_ms: 1.0,
-        principal: None,
-        metadata: meta,
-        error: None,
-        partial: false,
-    }
+    let mut s = testing::summary("gpt-4o-mini", 0, 0);
+    s.usage = Usage { input_tokens: None, output_tokens: None, cached_tokens: None, reasoning_tokens: None };
+    s.metadata = meta;
+    s
 }
 
 /// Runs a miss through on-request and on-complete with `answer`, returning the on-request metadata.

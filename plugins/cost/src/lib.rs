@@ -332,7 +332,7 @@ weir_sdk::export!(Cost);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_sdk::{FakeRequest, Principal, Usage, testing};
+    use weir_sdk::{FakeRequest, Principal, testing};
 
     const CONFIG: &str = r#"{
         "prices": {"gpt-4o-mini": {"input": 0.15, "output": 0.6, "cached_input": 0.075},
@@ -349,24 +349,9 @@ mod tests {
 
     fn summary(key: &str, input: u64, output: u64) -> Summary {
         Summary {
-            request_id: "req_test".into(),
-            model: "gpt-4o-mini".into(),
-            status: 200,
-            outcome: "ok".into(),
             upstream: Some("openai".into()),
-            attempts: 1,
-            usage: Usage {
-                input_tokens: Some(input),
-                output_tokens: Some(output),
-                cached_tokens: None,
-                reasoning_tokens: None,
-            },
-            ttft_ms: None,
-            duration_ms: 1.0,
             principal: Some(Principal { id: key.into(), team: Some("ml".into()) }),
-            metadata: Vec::new(),
-            error: None,
-            partial: false,
+            ..testing::summary("gpt-4o-mini", input, output)
         }
     }
 

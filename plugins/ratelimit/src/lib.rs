@@ -242,7 +242,7 @@ weir_sdk::export!(RateLimit);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_sdk::{FakeRequest, Usage, testing};
+    use weir_sdk::{FakeRequest, testing};
 
     const CONFIG: &str = r#"{"limits": [
         {"key": "small", "rpm": 3},
@@ -319,26 +319,7 @@ mod tests {
         assert_eq!(status(&RateLimit.on_request(&r.view()).unwrap()), 200, "2 × 408 fit in 1000");
         assert_eq!(status(&RateLimit.on_request(&r.view()).unwrap()), 429, "a third does not");
         // The first request used 50 tokens: its reservation of 408 is settled, and there is room again.
-        let s = Summary {
-            request_id: "req_test".into(),
-            model: "m".into(),
-            status: 200,
-            outcome: "ok".into(),
-            upstream: None,
-            attempts: 1,
-            usage: Usage {
-                input_tokens: Some(20),
-                output_tokens: Some(30),
-                cached_tokens: None,
-                reasoning_tokens: None,
-            },
-            ttft_ms: None,
-            duration_ms: 1.0,
-            principal: None,
-            metadata: meta,
-            error: None,
-            partial: false,
-        };
+        let s = Summary { metadata: meta, ..testing::summary("m", 20, 30) };
         RateLimit.on_complete(&s);
         assert_eq!(status(&RateLimit.on_request(&r.view()).unwrap()), 200);
     }
