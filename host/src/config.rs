@@ -273,6 +273,11 @@ pub struct PluginSettings {
     /// deleted (`plugin/kv/quota.rs`; for a cache). None: no quota (TTLs and the plugin's own keys bound it).
     #[serde(deserialize_with = "de_opt_bytes")]
     pub kv_quota: Option<usize>,
+    /// The largest value the plugin may store in `kv`, and the largest client answer `answer.get` gives it (1 MiB
+    /// unless set; at most 32 MiB and a quarter of `memory`, since the guest holds a value while it reads or writes
+    /// it). For a cache of long answers.
+    #[serde(deserialize_with = "de_opt_bytes")]
+    pub kv_max_value: Option<usize>,
     /// The plugin's own settings, readable through the `config` capability.
     pub config: toml::Table,
 }
@@ -290,6 +295,7 @@ impl Default for PluginSettings {
             warm_instances: None,
             pre_initialize: true,
             kv_quota: None,
+            kv_max_value: None,
             config: toml::Table::new(),
         }
     }
@@ -1328,6 +1334,15 @@ pub fn check_plugin_settings(s: &PluginSettings, rt: &PluginRuntime) -> Result<(
                     instances are kept (docs/plugins.md, \"Isolation\")"
             .into());
     }
+    if let Some(m) = s.kv_max_value
+        && (m < 1024 || m > crate::plugin::kv::MAX_VALUE_LIMIT || m > s.memory / 4)
+    {
+        return Err(format!(
+            "kv_max_value must be between 1KiB and 32MiB, and at most a quarter of `memory` ({} bytes): the plugin \
+             holds a value in its memory while it reads or writes it",
+            s.memory
+        ));
+    }
     let r = &s.reuse;
     if r.max_requests == 0 || r.instances == 0 || r.instances > 4096 {
         return Err("reuse.max_requests must be at least 1, reuse.instances between 1 and 4096".into());
@@ -1608,6 +1623,21 @@ candidates = [{ upstream = "a", model = "gpt-4o-mini" }, { upstream = "b" }]
         assert!(e.contains("forward_headers"), "{e}");
         let e = parse(&format!("{GOOD}\n[timeouts]\nidle = \"5 parsecs\"\n")).unwrap_err().to_string();
         assert!(e.contains("unit must be"), "{e}");
+    }
+
+    #[test]
+    fn kv_max_value_is_bounded_by_the_limit_and_the_plugins_memory() {
+        let rt = PluginRuntime::default();
+        let with = |max: &str, memory: usize| {
+            let s = PluginSettings { kv_max_value: Some(parse_bytes(max).unwrap()), memory, ..PluginSettings::default() };
+            check_plugin_settings(&s, &rt)
+        };
+        assert!(with("4MiB", 32 << 20).is_ok());
+        assert!(with("8MiB", 32 << 20).is_ok(), "a quarter of memory");
+        let e = with("9MiB", 32 << 20).unwrap_err();
+        assert!(e.contains("kv_max_value") && e.contains("quarter of `memory`"), "{e}");
+        assert!(with("64MiB", 256 << 20).unwrap_err().contains("32MiB"), "over the store's limit");
+        assert!(with("100", 32 << 20).is_err(), "under 1KiB");
     }
 
     #[test]

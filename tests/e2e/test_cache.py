@@ -9,6 +9,7 @@ digest)."""
 import hashlib
 import json
 import re
+import subprocess
 import urllib.request
 import uuid
 
@@ -16,7 +17,7 @@ import anthropic
 import openai
 import pytest
 
-from conftest import GUESTS, Gateway, admin_kv, auth_plugin, anthropic_client, expected_text, metric, openai_client, wait_for
+from conftest import GUESTS, WEIR, Gateway, admin_kv, free_port, gateway_config, auth_plugin, anthropic_client, expected_text, metric, openai_client, wait_for
 from test_state import Redis, redis_kv
 
 KEY_A, KEY_B = "sk-cache-test-a", "sk-cache-test-b"
@@ -323,6 +324,50 @@ def test_the_byte_quota_holds_by_evicting_the_least_recently_used(session_tmp, m
         wait_for(lambda: ask(prompts[-1]) == "HIT", "the newest kept")
     finally:
         g.stop()
+
+
+def test_answers_over_a_mebibyte_are_cached_up_to_kv_max_value(session_tmp, mock):
+    """A streamed answer of 20,000 events (~3 MB as sent) is larger than the 1 MiB a plugin keeps by default: the
+    default cache lets it pass uncached; with `kv_max_value = "8MiB"` it is stored and replayed, every event."""
+    p = prompt()
+    chunks = 20000
+
+    def ask(g, t):
+        c = openai_client(g, api_key=KEY_A, timeout=60)
+        raw = c.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": p}], stream=True,
+            extra_headers={"x-mock-chunks": str(chunks), "x-mock-tag": t})
+        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+        assert text == expected_text(chunks)
+        return raw.headers["x-weir-cache"]
+
+    small = Gateway(session_tmp, mock, name="cache-1mib", tail=plugins())
+    try:
+        t = tag()
+        assert ask(small, t) == "MISS"
+        rec = small.record(small.records()[-1]["request_id"])
+        assert "weir.plugin.cache.stored" not in (rec.get("plugin_attributes") or ""), rec
+        assert ask(small, t) == "MISS", "over 1 MiB: not kept, so not cached"
+        assert len(mock.requests(t)) == 2
+    finally:
+        small.stop()
+    big = Gateway(session_tmp, mock, name="cache-8mib",
+                  tail=plugins().replace('isolation = "shared"', 'isolation = "shared"\nkv_max_value = "8MiB"'))
+    try:
+        t = tag()
+        assert ask(big, t) == "MISS"
+        wait_for(lambda: plugin_events(big).get("store", 0) >= 1, "the large answer stored")
+        assert plugin_events(big)["stored_bytes"] > 2 * 1024 * 1024
+        assert ask(big, t) == "HIT"
+        assert len(mock.requests(t)) == 1, "the second was replayed from the store"
+    finally:
+        big.stop()
+    # The setting is bounded by the plugin's memory: a value is held in it while it is read or written.
+    bad = plugins().replace('isolation = "shared"', 'isolation = "shared"\nkv_max_value = "16MiB"')
+    cfg = session_tmp / "cache-16mib.toml"
+    cfg.write_text(gateway_config(mock.port, free_port(), tail=bad))
+    r = subprocess.run([str(WEIR), "check-config", str(cfg)], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "kv_max_value must be" in r.stderr and "quarter of `memory`" in r.stderr, r.stderr
 
 
 def test_the_cache_store_down_is_a_bypass_and_counted(session_tmp, mock, tmp_path):

@@ -5,6 +5,7 @@ plugin paths moved so the test can run beside a `make run`. The Python and JavaS
 as their READMEs say."""
 
 import json
+import re
 import subprocess
 import time
 
@@ -105,7 +106,7 @@ def polyglot(example):
     while True:
         admin = http_json(example + "/admin/plugins")
         names = [p["name"] for p in admin["plugins"]]
-        if names == ["guard", "auth", "ratelimit", "tier-router", "cache", "router", "redact", "cost"]:
+        if names == ["guard", "auth", "ratelimit", "tier-router", "cost", "cache", "router", "redact"]:
             return example
         assert not admin["load_errors"], admin["load_errors"]
         assert time.time() < deadline, f"not loaded: {names}\n{example.log.read_text()[-2000:]}"
@@ -191,3 +192,50 @@ def test_coding_agents_across_families_through_the_example_chain(example, tmp_pa
         run = Run(tmp_path / name, tool)
         out = agent(run, example, model, key="sk-weir-demo")
         assert run.nonce in out, f"{name}: {run.out[-3000:]}"
+
+
+def example_record(example, request_id, timeout=5.0):
+    """The request's log line from the example gateway's log (text format: `key=value` fields, written when the
+    request has ended), as a dict of its fields."""
+    deadline = time.time() + timeout
+    while True:
+        for line in example.log.read_text().splitlines():
+            if " weir::request: " in line and f"request_id={request_id} " in line:
+                return {k: v.strip('"') for k, v in re.findall(r'(\w+)=("[^"]*"|\S+)', line)}
+        assert time.time() < deadline, f"no log line for {request_id}"
+        time.sleep(0.02)
+
+
+def test_a_cache_hit_costs_nothing_and_records_what_it_saved(example):
+    """`cost` runs before the cache in the example chain: a miss is priced, a hit settles $0 and says what the
+    answer would have cost (its input at the cached price), and each key of another team gets its own miss."""
+    # A long prompt, so that its price at the cached rate is well apart from the full one at 6 decimals.
+    msg = [{"role": "user", "content": f"Hello {time.time_ns()} " + "tell me about rivers " * 200}]
+    client = openai_client(example, api_key="sk-weir-demo")
+    first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msg)
+    assert first.headers["x-weir-cache"] == "MISS"
+
+    def attrs(raw):
+        rec = example_record(example, raw.headers["x-request-id"])
+        pairs = (a.split("=", 1) for a in (rec.get("plugin_attributes") or "").split(",") if "=" in a)
+        return rec, dict(pairs)
+
+    rec, a = attrs(first)
+    spent = float(a["weir.plugin.cost.usd"])
+    assert rec["outcome"] == "ok" and spent > 0, a
+    deadline = time.time() + 5
+    while (hit := client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msg)) \
+            .headers["x-weir-cache"] != "HIT":
+        assert time.time() < deadline, "the first answer was never stored"
+        time.sleep(0.05)
+    assert hit.parse().choices[0].message.content == first.parse().choices[0].message.content
+    rec, a = attrs(hit)
+    assert rec["outcome"] == "cached" and float(a["weir.plugin.cost.usd"]) == 0, a
+    saved = float(a["weir.plugin.cost.saved_usd"])
+    # gpt-4o-mini: input $0.15, cached input $0.075, output $0.60 per million tokens.
+    u = first.parse().usage
+    assert saved == pytest.approx((u.prompt_tokens * 0.075 + u.completion_tokens * 0.60) / 1e6, abs=2e-6), (saved, u)
+    assert saved < spent
+    other = openai_client(example, api_key="sk-weir-demo-b").chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=msg)
+    assert other.headers["x-weir-cache"] == "MISS", "another team's key never gets the demo key's answer"

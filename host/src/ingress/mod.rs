@@ -217,7 +217,9 @@ async fn admin_kv(
     if !crate::config::valid_plugin_name(&name) {
         return error(StatusCode::BAD_REQUEST, format!("`{name}` is not a plugin name"));
     }
-    let kv = registry.kv();
+    // Operators' writes are capped at the default value size, whatever a plugin's `kv_max_value`.
+    let kv = crate::plugin::kv::Capped::new(registry.kv().clone(), crate::plugin::kv::MAX_VALUE);
+    let kv: &dyn crate::plugin::kv::Kv = &kv;
     let full = format!("{name}/{key}");
     match method {
         http::Method::GET => match kv.get(&full).await {

@@ -142,9 +142,12 @@ pub struct Chain {
     answer: Option<Capture>,
     /// Requests wait on this one's answer (`coalesce`): it is kept even without a plugin granted `answer`.
     sharing: bool,
+    /// The most of the answer kept: the largest `kv_max_value` of the plugins granted `answer` (what a cache could
+    /// store anyway), none (0) without such a plugin.
+    answer_max: usize,
 }
 
-/// The client's answer as the gateway sent it, up to [`ANSWER_CAPTURE_MAX`] bytes.
+/// The client's answer as the gateway sent it, up to the chain's `answer_max` bytes.
 #[derive(Default)]
 struct Capture {
     status: u16,
@@ -156,8 +159,8 @@ struct Capture {
     over: bool,
 }
 
-/// The most of an answer kept for `answer.get` (the largest value `kv` stores: what a cache could keep anyway).
-pub const ANSWER_CAPTURE_MAX: usize = super::kv::MAX_VALUE;
+/// The most of an answer kept for requests waiting on it (`coalesce`) when no plugin granted `answer` says more.
+pub const ANSWER_CAPTURE_MIN: usize = super::kv::MAX_VALUE;
 
 impl Chain {
     pub fn new(set: Arc<PluginSet>, family: Family) -> Chain {
@@ -166,6 +169,13 @@ impl Chain {
         let chunk_spans = crate::telemetry::chunk_spans();
         let started = vec![false; set.plugins.len()];
         let reads_answer = set.plugins.iter().any(|p| p.hooks.calls(Hook::OnChunk));
+        let answer_max = set
+            .plugins
+            .iter()
+            .filter(|p| p.settings.capabilities.contains(&crate::config::Capability::Answer))
+            .map(|p| p.settings.kv_max_value.unwrap_or(super::kv::MAX_VALUE))
+            .max()
+            .unwrap_or(0);
         Chain {
             set,
             slots,
@@ -183,12 +193,13 @@ impl Chain {
             asked: Asked::default(),
             answer: None,
             sharing: false,
+            answer_max,
         }
     }
 
     /// Whether a plugin is granted the client's answer (`answer`): then the answer is kept as it goes out.
     fn wants_answer(&self) -> bool {
-        self.set.plugins.iter().any(|p| p.settings.capabilities.contains(&crate::config::Capability::Answer))
+        self.answer_max > 0
     }
 
     /// The answer to the client begins (status, whole or streamed): from here, what goes out is kept for plugins
@@ -214,7 +225,7 @@ impl Chain {
     pub fn capture(&mut self, bytes: &Bytes) {
         let Some(c) = self.answer.as_mut().filter(|c| !c.over) else { return };
         c.size += bytes.len();
-        if c.size > ANSWER_CAPTURE_MAX {
+        if c.size > self.answer_max.max(ANSWER_CAPTURE_MIN) {
             c.over = true;
             c.parts = Vec::new();
             return;
@@ -573,21 +584,27 @@ impl Chain {
         summary.principal = self.principal.clone();
         summary.metadata = self.metadata.clone();
         let answer = self.client_answer(&summary);
+        let answer_len = self.answer.as_ref().filter(|_| answer.is_some()).map_or(0, |c| c.size);
         for i in 0..self.set.plugins.len() {
             let p = self.set.plugins[i].clone();
-            let deadline = Hook::OnComplete.deadline(&p.settings);
+            let reads_answer = p.settings.capabilities.contains(&crate::config::Capability::Answer);
+            // A plugin given the answer may hold it and a copy or two: memory and time grow with it, as for a body.
+            let input = if reads_answer { answer_len } else { 0 };
+            let deadline = Hook::OnComplete.deadline_for(&p.settings, input, DEADLINE_PER_MIB);
             let t0 = Instant::now();
             let mut fresh_live;
             let owed = self.started[i] && p.hooks.calls(Hook::OnComplete);
             let (live, is_fresh) = match self.slots[i].complete_on(owed) {
                 CompleteOn::Nothing => continue,
                 CompleteOn::Own(live) => {
+                    live.store.data_mut().allow_input(input);
                     super::host::start_call(&mut live.store, Hook::OnComplete, deadline);
                     (live, false)
                 }
-                CompleteOn::Fresh => match super::instance::fresh(&p, 0).await {
+                CompleteOn::Fresh => match super::instance::fresh(&p, input).await {
                     Ok(live) => {
                         fresh_live = live;
+                        super::host::start_call(&mut fresh_live.store, Hook::OnComplete, deadline);
                         (&mut fresh_live, true)
                     }
                     Err(msg) => {
@@ -599,7 +616,7 @@ impl Chain {
                 },
             };
             live.store.data_mut().settling = true;
-            if p.settings.capabilities.contains(&crate::config::Capability::Answer) {
+            if reads_answer {
                 live.store.data_mut().answer.clone_from(&answer);
             }
             live.begin_call();

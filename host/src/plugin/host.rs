@@ -249,6 +249,15 @@ impl State {
         Ok(&self.table.get(handle)?.0)
     }
 
+    /// A value of `len` bytes was handed to the guest (a kv read): like a large body, it may take the guest more
+    /// time and memory to work through — [`super::chain::DEADLINE_PER_MIB`] more budget per MiB, and the memory
+    /// allowance of an input that size.
+    fn took_in(&mut self, len: usize) {
+        let extra = super::chain::DEADLINE_PER_MIB.as_nanos() as u64 * len as u64 / (1 << 20);
+        self.budget = self.budget.saturating_add(Duration::from_nanos(extra));
+        self.allow_input(len);
+    }
+
     /// Time spent waiting on a host call (kv) is not the guest's: its running time restarts now.
     fn resume_running(&mut self) {
         *self.running_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
@@ -458,6 +467,9 @@ impl v3::weir::plugin::kv::Host for State {
         let kv = self.plugin.kv.clone();
         let k = self.key(&key);
         let r = bounded(kv.get(&k)).await.map_err(kv_error);
+        if let Ok(Some(v)) = &r {
+            self.took_in(v.len());
+        }
         self.resume_running();
         r
     }
@@ -632,12 +644,28 @@ mod tests {
         assert_eq!(v1::weir::plugin::kv::Host::get(&mut s, "k".into()), None);
 
         // The store's cap holds for both contract versions (0.1.0's set cannot report it: nothing is stored).
-        let mut s = state("p", Arc::new(crate::plugin::kv::Capped(Arc::new(MemoryKv::default()))));
+        let mut s = state("p", Arc::new(crate::plugin::kv::Capped::new(Arc::new(MemoryKv::default()), MAX_KV_VALUE)));
         let big = vec![0u8; MAX_KV_VALUE + 1];
         assert_eq!(s.set("k".into(), big.clone(), None).await, Err(v3::types::KvError::TooLarge(MAX_KV_VALUE as u64)));
         v1::weir::plugin::kv::Host::set(&mut s, "k1".into(), big, None);
         assert_eq!(v1::weir::plugin::kv::Host::get(&mut s, "k1".into()), None);
         assert_eq!(s.set("k".into(), b"v".to_vec(), None).await, Ok(()));
         assert_eq!(v3::weir::plugin::kv::Host::get(&mut s, "k".into()).await, Ok(Some(b"v".to_vec())));
+    }
+
+    #[tokio::test]
+    async fn a_large_value_read_gives_the_call_time_and_memory_for_it() {
+        let mut s = state("p", Arc::new(crate::plugin::kv::Capped::new(Arc::new(MemoryKv::default()), 8 << 20)));
+        s.start_call(Hook::OnRequest, Duration::from_millis(20));
+        use v3::weir::plugin::kv::Host as _;
+        s.set("small".into(), vec![1; 10], None).await.unwrap();
+        s.set("big".into(), vec![1; 4 << 20], None).await.unwrap();
+        assert_eq!(s.budget, Duration::from_millis(20), "writes take nothing in");
+        v3::weir::plugin::kv::Host::get(&mut s, "small".into()).await.unwrap();
+        let small = Duration::from_nanos(100_000_000 * 10 / (1 << 20));
+        assert_eq!((s.budget, s.memory_allowance), (Duration::from_millis(20) + small, 10 * MEMORY_PER_INPUT_BYTE));
+        v3::weir::plugin::kv::Host::get(&mut s, "big".into()).await.unwrap();
+        assert_eq!(s.budget, Duration::from_millis(20) + small + 4 * crate::plugin::chain::DEADLINE_PER_MIB);
+        assert_eq!(s.memory_allowance, (4 << 20) * MEMORY_PER_INPUT_BYTE);
     }
 }

@@ -493,10 +493,12 @@ struct Loader<'a> {
     quotas: &'a Quotas,
 }
 
-/// The store plugin `name` sees: the gateway's, within its `kv_quota` if it has one (the accounting is kept across
-/// loads of the same name while the quota stays the same).
-fn plugin_kv(l: &Loader<'_>, name: &str, quota: Option<usize>) -> Arc<dyn Kv> {
-    let Some(limit) = quota else { return l.kv.clone() };
+/// The store plugin `name` sees: the gateway's, with values capped at its `kv_max_value`, within its `kv_quota` if
+/// it has one (the accounting is kept across loads of the same name while the quota stays the same).
+fn plugin_kv(l: &Loader<'_>, name: &str, settings: &PluginSettings) -> Arc<dyn Kv> {
+    let max = settings.kv_max_value.unwrap_or(super::kv::MAX_VALUE);
+    let capped: Arc<dyn Kv> = Arc::new(super::kv::Capped::new(l.kv.clone(), max));
+    let Some(limit) = settings.kv_quota else { return capped };
     let mut quotas = l.quotas.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let state = match quotas.get(name) {
         Some(s) if s.limit() == limit => s.clone(),
@@ -506,7 +508,7 @@ fn plugin_kv(l: &Loader<'_>, name: &str, quota: Option<usize>) -> Arc<dyn Kv> {
             s
         }
     };
-    Arc::new(super::kv::quota::Quota { inner: l.kv.clone(), state })
+    Arc::new(super::kv::quota::Quota { inner: capped, state })
 }
 
 fn reload_metric(outcome: &'static str) {
@@ -528,7 +530,7 @@ fn load_one(
     let (engine, rt) = (l.engine, l.rt);
     let compiled = engine.compile(bytes, &settings.capabilities)?;
     let config_json = serde_json::to_string(&settings.config).unwrap_or_else(|_| "{}".into());
-    let kv = plugin_kv(l, name, settings.kv_quota);
+    let kv = plugin_kv(l, name, &settings);
     let context = Arc::new(PluginContext {
         name: name.to_string(),
         config_json,

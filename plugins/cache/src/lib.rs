@@ -12,7 +12,8 @@
 //! **Never cached:** errors; answers that were cut, failed or stopped by the output limit (unless
 //! `length_truncated = true`); Responses requests that keep server state (`store` not false, `previous_response_id`,
 //! `conversation`); answers that are sampled (`temperature` absent or above 0) unless the model matches `sampled`
-//! (patterns; the operator accepts one sample for all); anything over 1 MiB.
+//! (patterns; the operator accepts one sample for all); anything over its `kv_max_value` (1 MiB unless
+//! set).
 //!
 //! **One upstream call for a burst.** A miss gives its key to `request.coalesce`: identical requests of the same
 //! tenant that arrive while it runs wait for its answer (bounded by `plugin_runtime.coalesce_wait`) and get it as a

@@ -7,8 +7,9 @@
 //! - [`redis::RedisKv`] (`redis`): shared by every replica; settles that cannot reach Redis are journaled locally
 //!   and replayed exactly once.
 //!
-//! Every store [`open`] returns is wrapped in [`Capped`], which refuses a value over [`MAX_VALUE`] on every path
-//! (0.2.0 `set`, 0.1.0 `set`, the admin API's PUT) before it reaches the backend.
+//! Every store [`open`] returns is wrapped in [`Capped`], which refuses a value over [`MAX_VALUE_LIMIT`] on every
+//! path before it reaches the backend; each plugin's view of it is capped again at its own `kv_max_value`
+//! ([`MAX_VALUE`] unless set; a cache raises it), and the admin API's PUT at [`MAX_VALUE`].
 //!
 //! Semantics (the conformance tests in this module run against each backend): `get` of a missing or expired key is
 //! none; `set` with a TTL expires the key after it; `increment` adds atomically (a missing, expired or non-integer
@@ -80,10 +81,13 @@ pub trait Kv: Send + Sync {
     }
 }
 
-/// Largest value a store takes.
+/// Largest value a plugin stores unless its settings raise it (`kv_max_value`), and the admin API's limit.
 pub const MAX_VALUE: usize = 1 << 20;
 
-/// Opens the configured backend, behind [`Capped`].
+/// Largest value any plugin may be allowed (`kv_max_value`): well under the file store's largest log record.
+pub const MAX_VALUE_LIMIT: usize = 32 << 20;
+
+/// Opens the configured backend, behind [`Capped`] at [`MAX_VALUE_LIMIT`].
 pub fn open(config: &crate::config::KvConfig) -> anyhow::Result<std::sync::Arc<dyn Kv>> {
     use crate::config::KvConfig;
     let backend: std::sync::Arc<dyn Kv> = match config {
@@ -91,53 +95,60 @@ pub fn open(config: &crate::config::KvConfig) -> anyhow::Result<std::sync::Arc<d
         KvConfig::File { dir, sync_every } => file::FileKv::open(dir, *sync_every)?,
         KvConfig::Redis(c) => redis::RedisKv::open(c)?,
     };
-    Ok(std::sync::Arc::new(Capped(backend)))
+    Ok(std::sync::Arc::new(Capped::new(backend, MAX_VALUE_LIMIT)))
 }
 
-/// A store that refuses values over [`MAX_VALUE`] with [`KvError::TooLarge`] (whoever sets them) and passes every
+/// A store that refuses values over `max` bytes with [`KvError::TooLarge`] (whoever sets them) and passes every
 /// other operation to the backend.
-pub struct Capped(pub std::sync::Arc<dyn Kv>);
+pub struct Capped {
+    inner: std::sync::Arc<dyn Kv>,
+    max: usize,
+}
 
 impl Capped {
-    fn check(value: &[u8]) -> KvResult<()> {
-        if value.len() > MAX_VALUE { Err(KvError::TooLarge(MAX_VALUE)) } else { Ok(()) }
+    pub fn new(inner: std::sync::Arc<dyn Kv>, max: usize) -> Capped {
+        Capped { inner, max }
+    }
+
+    fn check(&self, value: &[u8]) -> KvResult<()> {
+        if value.len() > self.max { Err(KvError::TooLarge(self.max)) } else { Ok(()) }
     }
 }
 
 impl Kv for Capped {
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, KvResult<Option<Vec<u8>>>> {
-        self.0.get(key)
+        self.inner.get(key)
     }
     fn set<'a>(&'a self, key: &'a str, value: Vec<u8>, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<()>> {
-        match Self::check(&value) {
-            Ok(()) => self.0.set(key, value, ttl),
+        match self.check(&value) {
+            Ok(()) => self.inner.set(key, value, ttl),
             Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
     fn increment<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>> {
-        self.0.increment(key, delta, ttl)
+        self.inner.increment(key, delta, ttl)
     }
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, KvResult<()>> {
-        self.0.delete(key)
+        self.inner.delete(key)
     }
     fn settle<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>> {
-        self.0.settle(key, delta, ttl)
+        self.inner.settle(key, delta, ttl)
     }
     fn scan(&self, prefix: &str) -> Vec<(String, usize)> {
-        self.0.scan(prefix)
+        self.inner.scan(prefix)
     }
     fn get_now(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
-        self.0.get_now(key)
+        self.inner.get_now(key)
     }
     fn set_now(&self, key: &str, value: Vec<u8>, ttl: Option<Duration>) -> KvResult<()> {
-        Self::check(&value)?;
-        self.0.set_now(key, value, ttl)
+        self.check(&value)?;
+        self.inner.set_now(key, value, ttl)
     }
     fn increment_now(&self, key: &str, delta: i64, ttl: Option<Duration>) -> KvResult<i64> {
-        self.0.increment_now(key, delta, ttl)
+        self.inner.increment_now(key, delta, ttl)
     }
     fn delete_now(&self, key: &str) -> KvResult<()> {
-        self.0.delete_now(key)
+        self.inner.delete_now(key)
     }
 }
 
@@ -252,7 +263,7 @@ pub mod tests {
         kv.set(&t, b"x".to_vec(), Some(Duration::from_millis(u64::MAX))).await.unwrap();
         assert!(kv.get(&t).await.unwrap().is_some(), "a ttl too long to represent never expires");
 
-        let value = vec![7u8; MAX_VALUE];
+        let value = vec![7u8; MAX_VALUE_LIMIT];
         kv.set(&big, value.clone(), None).await.unwrap();
         assert_eq!(kv.get(&big).await.unwrap().map(|v| v.len()), Some(value.len()), "the largest value");
 
