@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import subprocess
+import time
 import urllib.request
 import uuid
 
@@ -296,6 +297,70 @@ def test_followers_go_on_by_themselves_when_the_first_fails(cgw, mock):
     assert results.count("failed") == 1, results
     assert results.count(expected_text()) == 4, results
     assert 2 <= len(mock.requests(t)) <= 5, "the followers went on (and may have coalesced among themselves)"
+
+
+def test_the_first_hanging_up_mid_stream_lets_the_followers_go_on(cgw, mock):
+    """The request the others wait on is cut by its own client after its first event: nothing is shared from a cut
+    answer, so the waiting requests go on by themselves and each still gets the whole answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t, p = tag(), prompt()
+    client = openai_client(cgw, api_key=KEY_A, timeout=30).with_options(max_retries=0)
+    headers = {"x-mock-tag": t, "x-mock-delay-ms": "150"}
+    msg = [{"role": "user", "content": p}]
+    first = client.chat.completions.create(model="gpt-4o-mini", messages=msg, stream=True, extra_headers=headers)
+    it = iter(first)
+    next(it)  # the first event is out: the request is in flight, and its key is taken
+
+    def follow(_):
+        return client.chat.completions.create(model="gpt-4o-mini", messages=msg, extra_headers=headers) \
+            .choices[0].message.content
+
+    with ThreadPoolExecutor(3) as pool:
+        waiting = [pool.submit(follow, i) for i in range(3)]
+        time.sleep(0.3)  # the followers are waiting on the first (its stream takes > 1 s)
+        assert not any(f.done() for f in waiting)
+        first.close()  # the first client hangs up mid-stream
+        texts = [f.result(timeout=30) for f in waiting]
+    assert texts == [expected_text()] * 3
+    assert 2 <= len(mock.requests(t)) <= 4, "the followers called the upstream themselves (one may lead the rest)"
+    cut = [r for r in cgw.records() if r.get("outcome") == "cancelled"]
+    assert cut, "the first request ended cancelled"
+
+
+def test_a_waiting_request_whose_client_hangs_up_harms_no_one(cgw, mock):
+    """A request waiting on an identical one in flight is abandoned by its client: the first and the other waiting
+    request get the answer, the upstream is called once, and the abandoned one is logged as cancelled."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t, p = tag(), prompt()
+    msg = [{"role": "user", "content": p}]
+    # The first streams its answer over ~2 s: the other requests arrive while it runs (ordering, not timing, is
+    # what is asserted; the margins are wide).
+    headers = {"x-mock-tag": t, "x-mock-delay-ms": "250"}
+    client = openai_client(cgw, api_key=KEY_A, timeout=30).with_options(max_retries=0)
+    impatient = openai_client(cgw, api_key=KEY_A, timeout=0.5).with_options(max_retries=0)
+
+    def lead():
+        stream = client.chat.completions.create(model="gpt-4o-mini", messages=msg, stream=True, extra_headers=headers)
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    def ask(c):
+        return c.chat.completions.create(model="gpt-4o-mini", messages=msg, extra_headers=headers) \
+            .choices[0].message.content
+
+    before = sum(1 for r in cgw.records() if r.get("outcome") == "cancelled")
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(lead)
+        time.sleep(0.3)
+        other = pool.submit(ask, client)
+        with pytest.raises(openai.APITimeoutError):
+            ask(impatient)
+        assert not first.done(), "the first was still streaming when the impatient client gave up"
+        assert first.result(timeout=30) == expected_text() and other.result(timeout=30) == expected_text()
+    assert len(mock.requests(t)) == 1
+    wait_for(lambda: sum(1 for r in cgw.records() if r.get("outcome") == "cancelled") > before,
+             "the abandoned request logged as cancelled")
 
 
 def test_the_byte_quota_holds_by_evicting_the_least_recently_used(session_tmp, mock):
