@@ -19,6 +19,8 @@ from conftest import (
 )
 
 LANGS = ["rust", "python", "js", "python-0.2"]
+# The builds for contract 0.3.0, which has `reply`, `digest`, `add-response-header` and `coalesce`.
+LANGS_03 = ["rust", "python", "js"]
 MSG = [{"role": "user", "content": "Say hello"}]
 SETTINGS = """order = 10
 capabilities = ["log", "config", "kv", "trace", "clock"]
@@ -113,10 +115,11 @@ def observe(g, raw, content):
     return {"status": raw.status_code, "content": content, "summary": summary(g, rid), "attributes": attributes(g, rid)}
 
 
-def same(scenario, gws):
-    """Runs `scenario(g)` on every language's gateway; asserts identical observations and returns one of them."""
-    seen = {lang: scenario(g) for lang, g in gws.items()}
-    for lang in LANGS[1:]:
+def same(scenario, gws, langs=LANGS):
+    """Runs `scenario(g)` on every language's gateway (of `langs`); asserts identical observations and returns one
+    of them."""
+    seen = {lang: scenario(gws[lang]) for lang in langs}
+    for lang in langs[1:]:
         assert seen[lang] == seen["rust"], f"{lang} differs from rust:\n{seen[lang]}\n{seen['rust']}"
     return seen["rust"]
 
@@ -321,3 +324,76 @@ def test_kv_counters(gws):
             break
         assert time.time() < deadline, f"(requests, completed) per language: {counts}"
         time.sleep(0.05)
+
+
+def sdk_digest(body):
+    """The host's digest of a chat completions request, recomputed here (test_cache.canonical_digest)."""
+    from test_cache import canonical_digest
+    return canonical_digest("chat.completions", body)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reply_whole_is_delivered_in_the_form_asked_and_is_cached(gws, mock, stream):
+    """`reply` with a whole body (`cached`): a non-streaming client gets it as it is, a streaming one as the API's
+    events; the plugin's response headers (`add-response-header` and the reply's own) are on it; no upstream is
+    called; `on-complete` sees the outcome `cached`."""
+    tags = []
+
+    def scenario(g):
+        tags.append(t := f"conformance-reply-{len(tags)}-{time.time_ns()}")
+        raw = chat(g, "reply", stream=stream, **{"x-mock-tag": t})
+        content = "".join(openai_deltas(raw)) if stream else raw.parse().choices[0].message.content
+        return {**observe(g, raw, content), "reply": raw.headers["x-conformance-reply"],
+                "digest": raw.headers["x-conformance-digest"]}
+
+    o = same(scenario, gws, LANGS_03)
+    assert o["content"] == "Hello from the conformance plugin" and o["reply"] == "whole"
+    assert o["digest"] == sdk_digest({"messages": MSG, "model": "gpt-4o-mini"}), "stream is not part of the digest"
+    assert (o["summary"]["status"], o["summary"]["outcome"], o["summary"]["upstream"]) == (200, "cached", None)
+    assert all(mock.requests(t) == [] for t in tags), "no upstream call"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_reply_events_are_streamed_or_put_together(gws, stream):
+    """`reply` with SSE events (not cached): a streaming client gets those deltas, a non-streaming one the whole
+    answer put together from them; an Anthropic client is refused by the plugin, in its own error shape."""
+    def scenario(g):
+        raw = chat(g, "reply-events", stream=stream)
+        content = openai_deltas(raw) if stream else raw.parse().choices[0].message.content
+        out = {**observe(g, raw, content), "reply": raw.headers["x-conformance-reply"]}
+        with pytest.raises(anthropic.BadRequestError) as e:
+            messages(g, "reply-events")
+        return {**out, "anthropic": e.value.message}
+
+    o = same(scenario, gws, LANGS_03)
+    assert o["content"] == (["Hello", " from the conformance plugin"] if stream else "Hello from the conformance plugin")
+    assert o["reply"] == "events" and o["summary"]["outcome"] != "cached" and o["summary"]["upstream"] is None
+    assert "reply-events is for OpenAI clients" in o["anthropic"]
+
+
+def test_digest_header_on_an_upstream_answer_and_one_call_for_a_burst(gws, mock):
+    """`digest` and `add-response-header` on an answer that came from the upstream; `coalesce` with the digest as
+    key: four identical concurrent requests make one upstream call."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def scenario(g):
+        t = f"conformance-digest-{time.time_ns()}"
+        prompt = [{"role": "user", "content": f"Say hello {t}"}]
+        client = openai_client(g, timeout=30)
+        h = {"x-conformance": "digest", "x-mock-tag": t, "x-mock-header-delay-ms": "400"}
+
+        def ask(_):
+            return client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=prompt, extra_headers=h)
+
+        with ThreadPoolExecutor(4) as pool:
+            raws = list(pool.map(ask, range(4)))
+        up = mock.requests(t)
+        digests = {r.headers["x-conformance-digest"] for r in raws}
+        return {"texts": [r.parse().choices[0].message.content for r in raws], "upstream_calls": len(up),
+                "digest_is_the_body's": digests == {sdk_digest(up[0]["body"])},
+                "coalesced": sorted(r.headers.get("x-weir-coalesced", "") for r in raws)}
+
+    o = same(scenario, gws, LANGS_03)
+    assert o == {"texts": [expected_text(8)] * 4, "upstream_calls": 1, "digest_is_the_body's": True,
+                 "coalesced": ["", "true", "true", "true"]}

@@ -34,6 +34,26 @@ function answer(req, text) {
   return encoder.encode(JSON.stringify(body));
 }
 
+// The chat-completions stream of `text` in two deltas (split after its 5th character), as SSE events.
+function chatEvents(req, text) {
+  const model = req.model();
+  const chunk = (delta, finish) => ({
+    event: undefined,
+    data: JSON.stringify({
+      id: "conformance", object: "chat.completion.chunk", created: 0, model,
+      choices: [{ index: 0, delta, finish_reason: finish }],
+    }),
+  });
+  const chars = [...text];
+  return [
+    chunk({ role: "assistant", content: "" }, null),
+    chunk({ content: chars.slice(0, 5).join("") }, null),
+    chunk({ content: chars.slice(5).join("") }, null),
+    chunk({}, "stop"),
+    { event: undefined, data: "[DONE]" },
+  ];
+}
+
 function onRequest(req) {
   const cfg = settings();
   const mode = req.header("x-conformance") || cfg.default_mode || "pass";
@@ -71,6 +91,36 @@ function onRequest(req) {
       throw { message: "conformance error requested" };
     case "forget":
       kv.delete("greeting");
+      break;
+    case "reply":
+      req.addResponseHeader("x-conformance-digest", req.digest());
+      return {
+        tag: "reply",
+        val: {
+          status: 200,
+          body: { tag: "whole", val: answer(req, cfg.greeting) },
+          headers: [{ name: "x-conformance-reply", value: "whole" }],
+          cached: true,
+        },
+      };
+    case "reply-events":
+      if (req.family() === "anthropic") {
+        return { tag: "reject", val: { status: 400, message: "reply-events is for OpenAI clients", headers: [] } };
+      }
+      return {
+        tag: "reply",
+        val: {
+          status: 200,
+          body: { tag: "events", val: chatEvents(req, cfg.greeting) },
+          headers: [{ name: "x-conformance-reply", value: "events" }],
+          cached: false,
+        },
+      };
+    case "digest": {
+      const digest = req.digest();
+      req.addResponseHeader("x-conformance-digest", digest);
+      req.coalesce(`conformance/${digest}`);
+    }
   }
   return { tag: "continue" };
 }

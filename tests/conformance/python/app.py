@@ -29,8 +29,10 @@ from wit_world.imports.types import (
 
 try:
     from wit_world.exports.hooks import OptionalHooks, PluginManifest, Reuse
-except ImportError:  # built against weir:plugin@0.2.0 (the 0.2.0 conformance build), which has no manifest
+    from wit_world.imports.types import AnswerBody_Events, AnswerBody_Whole, Reply, RequestDecision_Reply, SseEvent
+except ImportError:  # built against weir:plugin@0.2.0 (the 0.2.0 conformance build): no manifest, no reply
     PluginManifest = None
+    RequestDecision_Reply = None
 
 # Per-request state: reset at every on-request, so an instance may serve several requests of one tenant.
 state = {"mode": "pass", "held": "", "text_events": 0}
@@ -57,6 +59,24 @@ def answer(req, text):
             "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
         }
     return json.dumps(body).encode()
+
+
+def chat_events(req, text):
+    """The chat-completions stream of `text` in two deltas (split after its 5th character), as SSE events."""
+    model = req.model()
+
+    def chunk(delta, finish):
+        data = {"id": "conformance", "object": "chat.completion.chunk", "created": 0, "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return SseEvent(None, json.dumps(data))
+
+    return [
+        chunk({"role": "assistant", "content": ""}, None),
+        chunk({"content": text[:5]}, None),
+        chunk({"content": text[5:]}, None),
+        chunk({}, "stop"),
+        SseEvent(None, "[DONE]"),
+    ]
 
 
 class Hooks(exports.Hooks):
@@ -99,6 +119,20 @@ class Hooks(exports.Hooks):
             raise Err(PluginError("conformance error requested"))
         if mode == "forget":
             kv.delete("greeting")
+        if RequestDecision_Reply is not None:  # contract 0.3.0
+            if mode == "reply":
+                req.add_response_header("x-conformance-digest", req.digest())
+                body = AnswerBody_Whole(answer(req, cfg["greeting"]))
+                return RequestDecision_Reply(Reply(200, body, [Header("x-conformance-reply", "whole")], True))
+            if mode == "reply-events" and req.family() == ApiFamily.ANTHROPIC:
+                return RequestDecision_Reject(Rejection(400, "reply-events is for OpenAI clients", []))
+            if mode == "reply-events":
+                body = AnswerBody_Events(chat_events(req, cfg["greeting"]))
+                return RequestDecision_Reply(Reply(200, body, [Header("x-conformance-reply", "events")], False))
+            if mode == "digest":
+                digest = req.digest()
+                req.add_response_header("x-conformance-digest", digest)
+                req.coalesce(f"conformance/{digest}")
         return RequestDecision_Continue()
 
     def on_chunk(self, chunk):

@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 use weir_sdk::{
-    ApiFamily, ChangesExt, Chunk, ChunkDecision, ChunkExt, Plugin, PluginError, Principal, Request, RequestDecision,
-    Response, RouteTarget, Summary, TextStream, kv, log, trace,
+    AnswerBody, ApiFamily, ChangesExt, Chunk, ChunkDecision, ChunkExt, Plugin, PluginError, Principal, Request,
+    RequestDecision, Response, RouteTarget, SseEvent, Summary, TextStream, kv, log, trace,
 };
 
 /// Every kv call of this plugin is expected to work (the gateway's store is in memory).
@@ -42,6 +42,27 @@ fn answer(req: &Request, text: &str) -> Vec<u8> {
         }),
     };
     body.to_string().into_bytes()
+}
+
+/// The chat-completions stream of `text` in two deltas (split after its 5th character), as SSE events.
+fn chat_events(req: &Request, text: &str) -> Vec<SseEvent> {
+    let model = req.model();
+    let chunk = |delta: Value, finish: Value| SseEvent {
+        event: None,
+        data: json!({
+            "id": "conformance", "object": "chat.completion.chunk", "created": 0, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })
+        .to_string(),
+    };
+    let cut = text.char_indices().nth(5).map_or(text.len(), |(i, _)| i);
+    vec![
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"content": &text[..cut]}), Value::Null),
+        chunk(json!({"content": &text[cut..]}), Value::Null),
+        chunk(json!({}), json!("stop")),
+        SseEvent { event: None, data: "[DONE]".into() },
+    ]
 }
 
 impl Plugin for Conformance {
@@ -83,6 +104,24 @@ impl Plugin for Conformance {
             "error" => return Err(weir_sdk::error("conformance error requested")),
             "forget" => {
                 ok(kv::delete("greeting"))?;
+                RequestDecision::Continue
+            }
+            "reply" => {
+                req.add_response_header("x-conformance-digest", &req.digest());
+                let body = AnswerBody::Whole(answer(req, &setting(cfg, "greeting")));
+                weir_sdk::reply(body, &[("x-conformance-reply", "whole")], true)
+            }
+            "reply-events" if req.family() == ApiFamily::Anthropic => {
+                weir_sdk::reject(400, "reply-events is for OpenAI clients")
+            }
+            "reply-events" => {
+                let body = AnswerBody::Events(chat_events(req, &setting(cfg, "greeting")));
+                weir_sdk::reply(body, &[("x-conformance-reply", "events")], false)
+            }
+            "digest" => {
+                let digest = req.digest();
+                req.add_response_header("x-conformance-digest", &digest);
+                req.coalesce(&format!("conformance/{digest}"));
                 RequestDecision::Continue
             }
             _ => RequestDecision::Continue,
