@@ -1629,7 +1629,8 @@ candidates = [{ upstream = "a", model = "gpt-4o-mini" }, { upstream = "b" }]
     fn kv_max_value_is_bounded_by_the_limit_and_the_plugins_memory() {
         let rt = PluginRuntime::default();
         let with = |max: &str, memory: usize| {
-            let s = PluginSettings { kv_max_value: Some(parse_bytes(max).unwrap()), memory, ..PluginSettings::default() };
+            let s =
+                PluginSettings { kv_max_value: Some(parse_bytes(max).unwrap()), memory, ..PluginSettings::default() };
             check_plugin_settings(&s, &rt)
         };
         assert!(with("4MiB", 32 << 20).is_ok());

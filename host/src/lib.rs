@@ -8,6 +8,7 @@
 //! spans and metrics).
 
 pub mod api;
+pub mod authoring;
 pub mod canonical;
 pub mod completion;
 pub mod config;

@@ -1,7 +1,8 @@
 //! `weir`: a programmable LLM gateway for the OpenAI and Anthropic APIs.
 //!
 //! Subcommands: `serve` (the gateway), `check-config` (validate a config and show what it would serve),
-//! `mock-upstream` (a faithful local stand-in for both providers and the Azure, Bedrock and Vertex envelopes). Data
+//! `mock-upstream` (a faithful local stand-in for both providers and the Azure, Bedrock and Vertex envelopes), `plugin`
+//! (`new`, `build`, `check`, `bench`: writing policies, [`authoring`]). Data
 //! flow of one request:
 //! [`ingress`] → [`pipeline`] → [`upstream::retry`] → [`sse`] + [`usage`] → [`record`].
 
@@ -59,6 +60,27 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Write a new plugin project (outside any repository): the contract, a working policy with its unit tests, the
+    /// gateway settings to load it with, and a README of the steps.
+    New {
+        /// The plugin's name (names its `.wasm`, `.toml`, metrics and kv): a lower-case letter, then letters,
+        /// digits, `-`, `_`.
+        name: String,
+        #[arg(long, value_enum)]
+        lang: authoring::Lang,
+        /// Where to write it (must not exist, or be empty); default `./<name>`.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build the plugin project in `--dir` (default: here) into `<name>.wasm`, installing its language's toolchain
+    /// into the project the first time; `--install DIR` then puts it live in a gateway's watched plugins directory.
+    Build {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// A running gateway's `plugins_dir`: `<name>.toml` and `<name>.wasm` are renamed into it, in that order.
+        #[arg(long)]
+        install: Option<PathBuf>,
+    },
     /// Validate a plugin component offline: its exports, imports, and the capabilities it needs; with `--config`,
     /// also run its `init` with that config (what a load does).
     Check {
@@ -89,6 +111,40 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { config } => check_config(&config),
         Command::Plugin(PluginCommand::Check { file, config }) => plugin_check(&file, config.as_deref()),
+        Command::Plugin(PluginCommand::New { name, lang, dir }) => {
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            match authoring::new(&name, lang, &dir) {
+                Ok(files) => {
+                    println!("wrote {} files in {}; next:", files.len(), dir.display());
+                    println!(
+                        "  cd {} && weir plugin build && weir plugin check {name}.wasm --config {name}.toml",
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Plugin(PluginCommand::Build { dir, install }) => {
+            let built = authoring::build(&dir).and_then(|wasm| {
+                println!("built {}", wasm.display());
+                if let Some(watched) = install {
+                    let live = authoring::install(&dir, &watched)?;
+                    println!("installed {} (the gateway watching {} loads it)", live.display(), watched.display());
+                }
+                Ok(())
+            });
+            match built {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Plugin(PluginCommand::Bench { file, iterations, config, headers }) => {
             match std::fs::read(&file)
                 .map_err(anyhow::Error::from)
