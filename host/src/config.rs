@@ -1335,7 +1335,7 @@ pub fn check_plugin_settings(s: &PluginSettings, rt: &PluginRuntime) -> Result<(
             .into());
     }
     if let Some(m) = s.kv_max_value
-        && (m < 1024 || m > crate::plugin::kv::MAX_VALUE_LIMIT || m > s.memory / 4)
+        && (!(1024..=crate::plugin::kv::MAX_VALUE_LIMIT).contains(&m) || m > s.memory / 4)
     {
         return Err(format!(
             "kv_max_value must be between 1KiB and 32MiB, and at most a quarter of `memory` ({} bytes): the plugin \
