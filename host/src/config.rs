@@ -1323,6 +1323,9 @@ pub fn valid_plugin_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
+/// The largest `kv_max_value` a plugin may be given: well under the file store's largest log record.
+pub const KV_MAX_VALUE_LIMIT: usize = 32 << 20;
+
 /// Checks what types cannot about one plugin's settings.
 pub fn check_plugin_settings(s: &PluginSettings, rt: &PluginRuntime) -> Result<(), String> {
     if s.memory < (1 << 20) || s.memory > rt.max_memory {
@@ -1335,7 +1338,7 @@ pub fn check_plugin_settings(s: &PluginSettings, rt: &PluginRuntime) -> Result<(
             .into());
     }
     if let Some(m) = s.kv_max_value
-        && (!(1024..=crate::plugin::kv::MAX_VALUE_LIMIT).contains(&m) || m > s.memory / 4)
+        && (!(1024..=KV_MAX_VALUE_LIMIT).contains(&m) || m > s.memory / 4)
     {
         return Err(format!(
             "kv_max_value must be between 1KiB and 32MiB, and at most a quarter of `memory` ({} bytes): the plugin \

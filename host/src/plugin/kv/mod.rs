@@ -84,8 +84,8 @@ pub trait Kv: Send + Sync {
 /// Largest value a plugin stores unless its settings raise it (`kv_max_value`), and the admin API's limit.
 pub const MAX_VALUE: usize = 1 << 20;
 
-/// Largest value any plugin may be allowed (`kv_max_value`): well under the file store's largest log record.
-pub const MAX_VALUE_LIMIT: usize = 32 << 20;
+/// Largest value any plugin may be allowed (`kv_max_value`).
+pub const MAX_VALUE_LIMIT: usize = crate::config::KV_MAX_VALUE_LIMIT;
 
 /// Opens the configured backend, behind [`Capped`] at [`MAX_VALUE_LIMIT`].
 pub fn open(config: &crate::config::KvConfig) -> anyhow::Result<std::sync::Arc<dyn Kv>> {
