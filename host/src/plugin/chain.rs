@@ -142,12 +142,9 @@ pub struct Chain {
     answer: Option<Capture>,
     /// Requests wait on this one's answer (`coalesce`): it is kept even without a plugin granted `answer`.
     sharing: bool,
-    /// The most of the answer kept: the largest `kv_max_value` of the plugins granted `answer` (what a cache could
-    /// store anyway), none (0) without such a plugin.
-    answer_max: usize,
 }
 
-/// The client's answer as the gateway sent it, up to the chain's `answer_max` bytes.
+/// The client's answer as the gateway sent it, up to the set's `answer_max` bytes.
 #[derive(Default)]
 struct Capture {
     status: u16,
@@ -169,13 +166,6 @@ impl Chain {
         let chunk_spans = crate::telemetry::chunk_spans();
         let started = vec![false; set.plugins.len()];
         let reads_answer = set.plugins.iter().any(|p| p.hooks.calls(Hook::OnChunk));
-        let answer_max = set
-            .plugins
-            .iter()
-            .filter(|p| p.settings.capabilities.contains(&crate::config::Capability::Answer))
-            .map(|p| p.settings.kv_max_value.unwrap_or(super::kv::MAX_VALUE))
-            .max()
-            .unwrap_or(0);
         Chain {
             set,
             slots,
@@ -193,13 +183,12 @@ impl Chain {
             asked: Asked::default(),
             answer: None,
             sharing: false,
-            answer_max,
         }
     }
 
     /// Whether a plugin is granted the client's answer (`answer`): then the answer is kept as it goes out.
     fn wants_answer(&self) -> bool {
-        self.answer_max > 0
+        self.set.answer_max > 0
     }
 
     /// The answer to the client begins (status, whole or streamed): from here, what goes out is kept for plugins
@@ -225,7 +214,7 @@ impl Chain {
     pub fn capture(&mut self, bytes: &Bytes) {
         let Some(c) = self.answer.as_mut().filter(|c| !c.over) else { return };
         c.size += bytes.len();
-        if c.size > self.answer_max.max(ANSWER_CAPTURE_MIN) {
+        if c.size > self.set.answer_max.max(ANSWER_CAPTURE_MIN) {
             c.over = true;
             c.parts = Vec::new();
             return;

@@ -57,8 +57,7 @@ impl Hook {
 
     /// The deadline for a call given `input` bytes: the configured one plus `per_mib` per MiB of input.
     pub fn deadline_for(self, s: &PluginSettings, input: usize, per_mib: Duration) -> Duration {
-        let extra = per_mib.as_nanos() as u64 * input as u64 / (1 << 20);
-        self.deadline(s).saturating_add(Duration::from_nanos(extra))
+        self.deadline(s).saturating_add(time_for(input, per_mib))
     }
 
     const fn index(self) -> usize {
@@ -125,6 +124,11 @@ impl Hooks {
     pub fn names(self) -> Vec<&'static str> {
         Hook::COUNTED.into_iter().filter(|h| self.calls(*h)).map(Hook::name).collect()
     }
+}
+
+/// The extra guest time `input` bytes are given: `per_mib` per MiB (a body, an answer, a value read from kv).
+pub fn time_for(input: usize, per_mib: Duration) -> Duration {
+    Duration::from_nanos(per_mib.as_nanos() as u64 * input as u64 / (1 << 20))
 }
 
 /// Metric handles for one loaded plugin, one per [`Hook::COUNTED`], created once so a hook call costs a few atomic

@@ -253,8 +253,7 @@ impl State {
     /// time and memory to work through — [`super::chain::DEADLINE_PER_MIB`] more budget per MiB, and the memory
     /// allowance of an input that size.
     fn took_in(&mut self, len: usize) {
-        let extra = super::chain::DEADLINE_PER_MIB.as_nanos() as u64 * len as u64 / (1 << 20);
-        self.budget = self.budget.saturating_add(Duration::from_nanos(extra));
+        self.budget = self.budget.saturating_add(super::hook::time_for(len, super::chain::DEADLINE_PER_MIB));
         self.allow_input(len);
     }
 

@@ -259,12 +259,21 @@ pub struct PluginSet {
     pub plugins: Vec<Arc<LoadedPlugin>>,
     /// Name and version of each plugin, made once per set for every request's report.
     pub identities: Arc<[(String, String)]>,
+    /// The most of a client's answer requests keep: the largest `kv_max_value` of the plugins granted `answer`
+    /// (what a cache could store anyway); 0 without such a plugin, when no answer is kept for plugins.
+    pub answer_max: usize,
 }
 
 impl PluginSet {
     pub fn new(plugins: Vec<Arc<LoadedPlugin>>) -> PluginSet {
         let identities = plugins.iter().map(|p| (p.name.clone(), p.version.clone())).collect();
-        PluginSet { plugins, identities }
+        let answer_max = plugins
+            .iter()
+            .filter(|p| p.settings.capabilities.contains(&crate::config::Capability::Answer))
+            .map(|p| p.settings.kv_max_value.unwrap_or(super::kv::MAX_VALUE))
+            .max()
+            .unwrap_or(0);
+        PluginSet { plugins, identities, answer_max }
     }
 }
 
