@@ -166,7 +166,8 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(config.log.format, &config.log.level);
-            runtime().block_on(async {
+            let rt = runtime();
+            let code = rt.block_on(async {
                 match serve(config).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
@@ -174,7 +175,13 @@ fn main() -> ExitCode {
                         ExitCode::FAILURE
                     }
                 }
-            })
+            });
+            // Dropping the runtime would wait for every blocking task, and a plugin compile the watcher started can
+            // take many seconds (a Python component): a stop must not wait for a version that will never serve. The
+            // compiled-plugin cache is written to a temporary name and renamed, so abandoning a compile leaves nothing
+            // half-written.
+            rt.shutdown_timeout(EXIT_WAIT);
+            code
         }
         Command::MockUpstream { listen, api_key } => {
             init_logging(LogFormat::Text, "info");
@@ -190,6 +197,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long the process waits, after draining, for blocking work still running (plugin compiles) before it exits.
+const EXIT_WAIT: Duration = Duration::from_millis(200);
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime")

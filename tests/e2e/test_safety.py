@@ -79,6 +79,31 @@ def test_sigterm_drains_open_streams_then_exits(session_tmp, mock):
     assert "draining open requests" in g.log_text()
 
 
+def test_sigterm_does_not_wait_for_a_plugin_compile(session_tmp, mock, tmp_path):
+    """A component dropped into the watched directory just before SIGTERM is still compiling when the drain ends
+    (a Python component takes seconds, here without a compile cache): the process exits without waiting for it."""
+    from conftest import GUESTS
+
+    watched = tmp_path / "plugins.d"
+    watched.mkdir()
+    g = Gateway(session_tmp, mock, name="stop-mid-compile", top=f'plugins_dir = "{watched}"\n',
+                plugin_runtime=f'cache_dir = "{tmp_path / "cwasm"}"')
+    try:
+        (watched / "slow.wasm").write_bytes((GUESTS / "conformance-python.wasm").read_bytes())
+        time.sleep(0.5)  # the watcher's debounce is 25 ms: the compile has started
+        assert g.proc.poll() is None
+        sent = time.monotonic()
+        g.terminate()
+        code = g.proc.wait(30)
+        exited = time.monotonic() - sent
+        assert code == 0
+        assert "plugin loaded" not in g.log_text() and not list((tmp_path / "cwasm").glob("*.cwasm")), \
+            "the compile had finished before SIGTERM: this test shows nothing"
+        assert exited < 3, f"exited {exited:.1f}s after SIGTERM with no open request: it waited for the compile"
+    finally:
+        g.stop()
+
+
 def test_drain_delay_keeps_accepting_while_readyz_says_503(session_tmp, mock):
     """Kubernetes pre-stop: on SIGTERM /readyz answers 503 at once, requests are still served (with
     `connection: close`) for `drain_delay`, then the listener closes."""
