@@ -62,6 +62,40 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[translation]`: serving a client of one API family from an upstream of the other.
     pub translation: TranslationConfig,
+    /// `[record]`: fixtures of live traffic for `weir plugin replay` (none without the section).
+    pub record: Option<RecordConfig>,
+}
+
+/// `[record]`: a sample of live requests written as fixtures, one JSON line each (`crate::fixtures`), for replaying
+/// through a plugin offline (`weir plugin replay`). Credentials are never written; prompt and answer text only with
+/// `content = true` (else same-length placeholders).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordConfig {
+    /// The JSONL file fixtures are appended to (relative to the config file's directory).
+    pub path: PathBuf,
+    /// The share of requests recorded, 0 to 1.
+    pub sample: f64,
+    /// The endpoints recorded (`chat.completions`, `responses`, `messages`, `embeddings`); empty: all.
+    pub endpoints: Vec<String>,
+    /// Record prompt and answer text as it was (opt in); otherwise every text is replaced by a placeholder of the
+    /// same length.
+    pub content: bool,
+    /// The most bytes of one fixture: past it, the answer's pieces stop being recorded (the fixture says so).
+    #[serde(deserialize_with = "de_bytes")]
+    pub max_fixture: usize,
+}
+
+impl Default for RecordConfig {
+    fn default() -> Self {
+        RecordConfig {
+            path: PathBuf::from("weir-data/fixtures.jsonl"),
+            sample: 1.0,
+            endpoints: Vec::new(),
+            content: false,
+            max_fixture: 4 << 20,
+        }
+    }
 }
 
 /// `[translation]`: a client of one API family served by an upstream of the other (see `dialect/translate`).
@@ -278,6 +312,10 @@ pub struct PluginSettings {
     /// it). For a cache of long answers.
     #[serde(deserialize_with = "de_opt_bytes")]
     pub kv_max_value: Option<usize>,
+    /// For a shadow version (`NAME.shadow.wasm`): the share of live requests it runs on, 0 to 1 (1 unless set). Its
+    /// `.toml` (`NAME.shadow.toml`, else the live `NAME.toml`) is read as for any plugin; this key is ignored in a
+    /// live plugin's settings.
+    pub shadow_sample: f64,
     /// The plugin's own settings, readable through the `config` capability.
     pub config: toml::Table,
 }
@@ -296,6 +334,7 @@ impl Default for PluginSettings {
             pre_initialize: true,
             kv_quota: None,
             kv_max_value: None,
+            shadow_sample: 1.0,
             config: toml::Table::new(),
         }
     }
@@ -708,6 +747,8 @@ struct RawConfig {
     telemetry: Option<Spanned<TelemetryConfig>>,
     #[serde(default)]
     translation: Option<Spanned<TranslationConfig>>,
+    #[serde(default)]
+    record: Option<Spanned<RecordConfig>>,
 }
 
 /// Where plugin state (`kv`) lives: `[kv]`. Absent: the file store in `weir-data/` beside the config file.
@@ -950,7 +991,28 @@ impl Config {
                 t.into_inner()
             }
         };
+        let record = match raw.record {
+            None => None,
+            Some(r) => {
+                let c = r.get_ref();
+                if !(0.0..=1.0).contains(&c.sample) {
+                    return Err(at.invalid(&r, "record.sample", "must be between 0 and 1"));
+                }
+                const RECORDABLE: [&str; 4] = ["chat.completions", "responses", "messages", "embeddings"];
+                if let Some(e) = c.endpoints.iter().find(|e| !RECORDABLE.contains(&e.as_str())) {
+                    let msg = format!("unknown endpoint `{e}` (one of {})", RECORDABLE.join(", "));
+                    return Err(at.invalid(&r, "record.endpoints", &msg));
+                }
+                if c.max_fixture < 1024 {
+                    return Err(at.invalid(&r, "record.max_fixture", "must be at least 1KiB"));
+                }
+                let mut c = r.into_inner();
+                c.path = base.join(&c.path);
+                Some(c)
+            }
+        };
         Ok(Config {
+            record,
             translation,
             plugins,
             plugins_dir: raw.plugins_dir.map(|d| base.join(d)),
@@ -1345,6 +1407,9 @@ pub fn check_plugin_settings(s: &PluginSettings, rt: &PluginRuntime) -> Result<(
              holds a value in its memory while it reads or writes it",
             s.memory
         ));
+    }
+    if !(0.0..=1.0).contains(&s.shadow_sample) {
+        return Err("shadow_sample must be between 0 and 1 (the share of requests a shadow version runs on)".into());
     }
     let r = &s.reuse;
     if r.max_requests == 0 || r.instances == 0 || r.instances > 4096 {

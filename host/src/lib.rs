@@ -14,6 +14,7 @@ pub mod completion;
 pub mod config;
 pub mod dialect;
 pub mod error;
+pub mod fixtures;
 pub mod flight;
 pub mod fuzz;
 pub mod ingress;

@@ -80,6 +80,10 @@ enum PluginCommand {
         /// A running gateway's `plugins_dir`: `<name>.toml` and `<name>.wasm` are renamed into it, in that order.
         #[arg(long)]
         install: Option<PathBuf>,
+        /// With `--install`: install as a shadow version (`<name>.shadow.toml`, `<name>.shadow.wasm`) that runs beside
+        /// the live `<name>` with its decisions compared and its effects discarded (docs/plugins.md, "Shadow versions").
+        #[arg(long, requires = "install")]
+        shadow: bool,
     },
     /// Validate a plugin component offline: its exports, imports, and the capabilities it needs; with `--config`,
     /// also run its `init` with that config (what a load does).
@@ -103,6 +107,24 @@ enum PluginCommand {
         /// `--header "authorization:Bearer sk-..."` for a key the config knows.
         #[arg(long = "header", value_name = "NAME:VALUE")]
         headers: Vec<String>,
+    },
+    /// Replay recorded requests (`[record]` fixtures, JSONL) through a plugin offline and print what it decides;
+    /// with `--against OLD.wasm`, print only the requests decided differently, and exit 1 when there are any.
+    Replay {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The fixtures file (`[record] path`).
+        fixtures: PathBuf,
+        /// The plugin's settings file (`<name>.toml`: capabilities, config, ...), for both versions.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Another version of the plugin to compare with.
+        #[arg(long, value_name = "OLD.wasm")]
+        against: Option<PathBuf>,
+        /// The settings of the version compared with (default: `--config`); without `--against`, the same component
+        /// with these settings.
+        #[arg(long, value_name = "OLD.toml")]
+        against_config: Option<PathBuf>,
     },
 }
 
@@ -128,11 +150,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Plugin(PluginCommand::Build { dir, install }) => {
+        Command::Plugin(PluginCommand::Build { dir, install, shadow }) => {
             let built = authoring::build(&dir).and_then(|wasm| {
                 println!("built {}", wasm.display());
                 if let Some(watched) = install {
-                    let live = authoring::install(&dir, &watched)?;
+                    let live = authoring::install(&dir, &watched, shadow)?;
                     println!("installed {} (the gateway watching {} loads it)", live.display(), watched.display());
                 }
                 Ok(())
@@ -142,6 +164,18 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Plugin(PluginCommand::Replay { file, fixtures, config, against, against_config }) => {
+            let old = against.as_deref().or(against_config.is_some().then_some(file.as_path()));
+            let against = old.map(|wasm| plugin::replay::Against { wasm, config: against_config.as_deref() });
+            match plugin::replay::run(&file, &fixtures, config.as_deref(), against) {
+                Ok(false) => ExitCode::SUCCESS,
+                Ok(true) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(2)
                 }
             }
         }
@@ -374,6 +408,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("admin API on http://{addr}/admin/plugins");
         let admin_opts = ServeOptions::new(opts.header_timeout, opts.idle_timeout, 64, opts.drain);
         tokio::spawn(server::serve(admin, ingress::admin_router(app.clone()), admin_opts, std::future::pending()));
+    }
+    if let Some(r) = &app.config.record {
+        weir::fixtures::start(r)?;
     }
     let drain_app = app.clone();
     let shutdown = async move {

@@ -71,9 +71,24 @@ def test_from_new_to_live(session_tmp, mock, tmp_path, lang):
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == want
         assert "mock" in expected_text() and "MOCK" in want
 
-        # A broken config never goes live: the project's own check refuses it, the previous version keeps serving.
+        # The next version in shadow: it would ask for another header. Live requests are unaffected; its refusals
+        # are counted.
         settings = project / f"{name}.toml"
-        settings.write_text(settings.read_text().replace('header = "x-team"', 'header = ""'))
+        original = settings.read_text()
+        settings.write_text(original.replace('header = "x-team"', 'header = "x-group"'))
+        weir("plugin", "build", "--dir", str(project), "--install", str(watched), "--shadow")
+        wait_for(lambda: g.admin()["shadows"], "the shadow loaded", timeout=240)
+        for _ in range(3):
+            assert client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}],
+                extra_headers={"x-team": "search"}).choices[0].message.content == want
+        wait_for(lambda: g.admin()["shadows"][0]["requests"] == 3, "three requests shadowed")
+        assert g.admin()["shadows"][0]["differences"] == {"reject": 3}, g.admin()["shadows"]
+        (watched / f"{name}.shadow.wasm").unlink()
+        wait_for(lambda: not g.admin()["shadows"], "the shadow removed")
+
+        # A broken config never goes live: the project's own check refuses it, the previous version keeps serving.
+        settings.write_text(original.replace('header = "x-team"', 'header = ""'))
         weir("plugin", "build", "--dir", str(project), "--install", str(watched))
         wait_for(lambda: g.admin()["load_errors"], "the bad config reported", timeout=240)
         assert "non-empty" in str(g.admin()["load_errors"]), g.admin()["load_errors"]

@@ -252,17 +252,18 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
 
 /// Puts a built project live in a gateway's watched plugins directory: the settings first, then the component,
 /// each written to a temporary name and renamed, so the gateway never reads a half-written file and loads the
-/// component with its settings.
-pub fn install(dir: &Path, watched: &Path) -> anyhow::Result<PathBuf> {
+/// component with its settings. `shadow`: as the shadow version of the plugin (`NAME.shadow.toml`, `NAME.shadow.wasm`).
+pub fn install(dir: &Path, watched: &Path, shadow: bool) -> anyhow::Result<PathBuf> {
     let p = Project::load(dir)?;
     if !watched.is_dir() {
         bail!("{} is not a directory (the gateway's `plugins_dir`)", watched.display());
     }
+    let stem = if shadow { format!("{}{}", p.name, crate::plugin::shadow::SUFFIX) } else { p.name.clone() };
     let mut last = PathBuf::new();
-    for from in [p.settings(dir), p.wasm(dir)] {
-        let name = from.file_name().context("a file name")?;
-        let to = watched.join(name);
-        let tmp = watched.join(format!(".{}.tmp", name.to_string_lossy()));
+    for (from, ext) in [(p.settings(dir), "toml"), (p.wasm(dir), "wasm")] {
+        let name = format!("{stem}.{ext}");
+        let to = watched.join(&name);
+        let tmp = watched.join(format!(".{name}.tmp"));
         std::fs::copy(&from, &tmp).with_context(|| format!("{} → {}", from.display(), tmp.display()))?;
         std::fs::rename(&tmp, &to).with_context(|| format!("{}", to.display()))?;
         last = to;

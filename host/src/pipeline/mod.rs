@@ -95,6 +95,12 @@ pub async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: 
     rec.trace = crate::telemetry::tracer().map(|t| t.begin(&headers));
     // One snapshot of the plugin set for the whole request, streams included.
     rec.chain = app.plugins.as_ref().map(|r| Chain::new(r.snapshot(), endpoint.family())).filter(|c| !c.is_empty());
+    // A recorded request (`[record]`) goes through the chain even when there are no plugins: that is where the
+    // fixture is filled in.
+    if let Some(fixture) = crate::fixtures::sampled(endpoint) {
+        let family = endpoint.family();
+        rec.chain.get_or_insert_with(|| Chain::new(Default::default(), family)).record(fixture);
+    }
     // Request ids are `req_` and hex digits: always a valid header value.
     let request_id = HeaderValue::from_str(&rec.request_id).unwrap_or(HeaderValue::from_static("req_unknown"));
     let result = run(&app, endpoint, &headers, body, &mut rec).await;

@@ -34,6 +34,7 @@ use super::host::{Asked, RequestSnapshot, State};
 use super::instance::{CompleteOn, Live, Slot};
 use super::registry::{LoadedPlugin, PluginSet};
 use super::report::{ChunkTotals, HookCall, PluginReport};
+use super::shadow::ShadowRun;
 use super::types::{self, ChunkDecision, RequestDecision};
 use crate::api::{Endpoint, Family};
 use crate::config::{FailurePolicy, NEVER_FORWARDED};
@@ -142,6 +143,11 @@ pub struct Chain {
     answer: Option<Capture>,
     /// Requests wait on this one's answer (`coalesce`): it is kept even without a plugin granted `answer`.
     sharing: bool,
+    /// Per plugin: its shadow version's run, when it has one and this request is in its sample (empty when no
+    /// plugin has a shadow, and until `on-request`: a listing check is never sampled).
+    shadows: Vec<Option<ShadowRun>>,
+    /// This request's fixture, when it is recorded (`[record]`, `crate::fixtures`).
+    fixture: Option<Box<crate::fixtures::Fixture>>,
 }
 
 /// The client's answer as the gateway sent it, up to the set's `answer_max` bytes.
@@ -167,6 +173,8 @@ impl Chain {
         let started = vec![false; set.plugins.len()];
         let reads_answer = set.plugins.iter().any(|p| p.hooks.calls(Hook::OnChunk));
         Chain {
+            shadows: Vec::new(),
+            fixture: None,
             set,
             slots,
             family,
@@ -184,6 +192,18 @@ impl Chain {
             answer: None,
             sharing: false,
         }
+    }
+
+    /// Records this request as a fixture (`[record]`): what the chain is given and decides, written at its end.
+    /// The answer is then read event by event, as for a plugin that reads it.
+    pub fn record(&mut self, fixture: Box<crate::fixtures::Fixture>) {
+        self.fixture = Some(fixture);
+        self.reads_answer = true;
+    }
+
+    /// Whether this request is recorded (then the chain runs even without plugins).
+    pub fn recording(&self) -> bool {
+        self.fixture.is_some()
     }
 
     /// Whether a plugin is granted the client's answer (`answer`): then the answer is kept as it goes out.
@@ -347,6 +367,13 @@ impl Chain {
         let headers = Arc::new(view.headers.clone());
         // Built once, shared by every plugin's handle; rebuilt when a plugin changes the request.
         let mut req = Arc::new(view.snapshot(self.family, &headers, self));
+        if let Some(f) = self.fixture.as_mut().filter(|_| !view.listing) {
+            f.request(view.id, self.family, view.endpoint, &view.model, view.stream, view.headers, &view.body);
+        }
+        if !view.listing && !self.set.shadows.is_empty() {
+            let sampled = |s: &Arc<super::shadow::Shadow>| s.sampled().then(|| ShadowRun::new(s.clone()));
+            self.shadows = self.set.shadows.iter().map(|s| s.as_ref().and_then(sampled)).collect();
+        }
         for i in 0..self.set.plugins.len() {
             let p = self.set.plugins[i].clone();
             let t0 = Instant::now();
@@ -354,6 +381,10 @@ impl Chain {
             self.started[i] = !p.is_quarantined();
             if self.instance(i, Hook::OnRequest).await?.is_none() {
                 continue;
+            }
+            // A shadow version is given the request first, so that both read the same kv state.
+            if let Some(Some(shadow)) = self.shadows.get_mut(i) {
+                shadow.on_request(&req).await;
             }
             let (live, result) = match self.slots[i].shielded_on_request(&req).await {
                 Some(done) => done,
@@ -365,7 +396,13 @@ impl Chain {
             };
             let judged = judge(result, &live.store, Hook::OnRequest, &p);
             self.slots[i] = Slot::Live(live);
+            if let Some(Some(shadow)) = self.shadows.get_mut(i) {
+                shadow.compare_request(judged.as_ref().ok());
+            }
             let Some(decision) = self.conclude(i, Hook::OnRequest, t0, judged, request_label)? else { continue };
+            if let Some(f) = self.fixture.as_mut() {
+                f.decision(&p.name, &decision);
+            }
             match decision {
                 RequestDecision::Continue => {}
                 RequestDecision::ContinueWith(c) => {
@@ -493,9 +530,19 @@ impl Chain {
 
     /// Runs `on-chunk` through the plugins from `from` on. Each sees what the previous ones made of the chunk.
     pub async fn on_chunk(&mut self, mut chunk: types::Chunk, from: usize) -> Result<ChunkVerdict, ApiError> {
+        if let Some(f) = self.fixture.as_mut().filter(|_| from == 0) {
+            f.chunk(&chunk);
+        }
         let (mut texts, mut data) = (None, None);
         for i in from..self.set.plugins.len() {
-            match self.chunk_one(i, &chunk).await? {
+            if let Some(Some(shadow)) = self.shadows.get_mut(i) {
+                shadow.on_chunk(&chunk).await;
+            }
+            let decision = self.chunk_one(i, &chunk).await?;
+            if let Some(Some(shadow)) = self.shadows.get_mut(i) {
+                shadow.compare_chunk(decision.as_ref());
+            }
+            match decision {
                 None | Some(ChunkDecision::Pass) => {}
                 Some(ChunkDecision::ReplaceTexts(t)) => {
                     if t.len() != chunk.texts.len() {
@@ -574,6 +621,9 @@ impl Chain {
         summary.metadata = self.metadata.clone();
         let answer = self.client_answer(&summary);
         let answer_len = self.answer.as_ref().filter(|_| answer.is_some()).map_or(0, |c| c.size);
+        if let Some(f) = self.fixture.take() {
+            f.finish(&summary);
+        }
         for i in 0..self.set.plugins.len() {
             let p = self.set.plugins[i].clone();
             let reads_answer = p.settings.capabilities.contains(&crate::config::Capability::Answer);
@@ -624,6 +674,9 @@ impl Chain {
             }
             // After `on-complete` the request has its answer: a fail-closed failure here changes nothing for it.
             let _ = self.conclude(i, Hook::OnComplete, t0, judged, |()| "ok");
+        }
+        for shadow in std::mem::take(&mut self.shadows).into_iter().flatten() {
+            shadow.on_complete(&summary, answer.as_ref(), answer_len).await;
         }
         for (i, slot) in self.slots.iter().enumerate() {
             let p = &self.set.plugins[i];
@@ -687,9 +740,9 @@ impl Chain {
 
 /// A failed hook call: its label for spans (`error`: the plugin returned an error; `failed`: it trapped, ran out
 /// of time or memory, or could not run) and the message.
-struct Failure {
+pub(super) struct Failure {
     label: &'static str,
-    message: String,
+    pub(super) message: String,
 }
 
 impl Failure {
@@ -699,7 +752,12 @@ impl Failure {
 }
 
 /// A hook call's result as the chain handles it: the value, or why the call failed, in words.
-fn judge<T>(result: HookResult<T>, store: &Store<State>, hook: Hook, p: &LoadedPlugin) -> Result<T, Failure> {
+pub(super) fn judge<T>(
+    result: HookResult<T>,
+    store: &Store<State>,
+    hook: Hook,
+    p: &LoadedPlugin,
+) -> Result<T, Failure> {
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(Failure::new("error", format!("returned an error: {e}"))),
@@ -707,7 +765,7 @@ fn judge<T>(result: HookResult<T>, store: &Store<State>, hook: Hook, p: &LoadedP
     }
 }
 
-fn request_label(d: &RequestDecision) -> &'static str {
+pub(super) fn request_label(d: &RequestDecision) -> &'static str {
     match d {
         RequestDecision::Continue => "continue",
         RequestDecision::ContinueWith(_) => "continue-with",
@@ -718,7 +776,7 @@ fn request_label(d: &RequestDecision) -> &'static str {
     }
 }
 
-fn chunk_label(d: &ChunkDecision) -> &'static str {
+pub(super) fn chunk_label(d: &ChunkDecision) -> &'static str {
     match d {
         ChunkDecision::Pass => "pass",
         ChunkDecision::ReplaceTexts(_) => "replace-texts",

@@ -108,6 +108,26 @@ impl RequestSnapshot {
 
     /// Keeps `previous`'s parsed body when the body did not change (a plugin changed only the model, metadata or
     /// principal), so the body is parsed at most once per version of it.
+    /// The same request for a shadow version (`super::shadow`): what it asks through the request resource is kept
+    /// apart, never applied.
+    pub fn for_shadow(&self) -> RequestSnapshot {
+        RequestSnapshot {
+            id: self.id.clone(),
+            family: self.family,
+            endpoint: self.endpoint,
+            model: self.model.clone(),
+            stream: self.stream,
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            principal: self.principal.clone(),
+            metadata: self.metadata.clone(),
+            listing: self.listing,
+            json: self.json.clone(),
+            digest: self.digest.clone(),
+            asked: Asked::default(),
+        }
+    }
+
     pub fn sharing_parse_with(mut self, previous: &RequestSnapshot) -> RequestSnapshot {
         if self.body.as_ptr() == previous.body.as_ptr() && self.body.len() == previous.body.len() {
             self.json = previous.json.clone();

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use super::contract::{Bindings, HookResult};
 use super::hook::{Hook, InstanceSource};
-use super::host::{RequestSnapshot, State};
+use super::host::{PluginContext, RequestSnapshot, State};
 use super::pool::Owner;
 use super::registry::{LoadedPlugin, PluginSet};
 use super::types::{Principal, RequestDecision};
@@ -228,7 +228,12 @@ pub async fn acquire(p: &LoadedPlugin, input: usize, principal: Option<&Principa
 /// A fresh instance of `p` from its pre-linked component, instantiated under `deadline` and allowed memory for
 /// `input` bytes of input. `Err`: why not, in words.
 pub async fn fresh(p: &LoadedPlugin, input: usize) -> Result<Live, String> {
-    let mut store = p.engine.store(p.context.clone());
+    fresh_in(p, input, p.context.clone()).await
+}
+
+/// [`fresh`] with a context of the caller's (a shadow version's run: a kv of its own per request).
+pub async fn fresh_in(p: &LoadedPlugin, input: usize, context: Arc<PluginContext>) -> Result<Live, String> {
+    let mut store = p.engine.store(context);
     store.data_mut().allow_input(input);
     // Instantiation and `init` have a budget of their own; the hook then gets its own deadline.
     super::host::start_call(&mut store, Hook::Init, Hook::Init.deadline(&p.settings));

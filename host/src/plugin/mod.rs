@@ -10,7 +10,9 @@
 //! - [`chain`]: one request's run through the plugins, with failure policies;
 //! - [`report`]: what the plugins did in a request, as a value for the completion phase;
 //! - [`instance`]: one plugin instance's lifecycle in a request (fresh, reused, failed, poisoned);
+//! - [`shadow`]: shadow versions (`NAME.shadow.wasm`) run beside the live plugin, their decisions compared;
 //! - [`pool`]: reuse of instances across requests by isolation mode (`request`, `tenant`, `shared`);
+//! - [`replay`]: `weir plugin replay`, recorded fixtures through a plugin offline (and against another version);
 //! - [`bench`]: `weir plugin bench`, a plugin's cost measured in process.
 
 // No panics on the request path (see docs/gateway-core.md, "No panic from the wire"); tests and start-up code opt
@@ -27,7 +29,9 @@ pub mod instance;
 pub mod kv;
 pub mod pool;
 pub mod registry;
+pub mod replay;
 pub mod report;
+pub mod shadow;
 
 pub use chain::{Chain, ChunkVerdict, RequestEffects, RequestView};
 pub use contract::types;

@@ -25,6 +25,7 @@ use super::host::PluginContext;
 use super::instance::Live;
 use super::kv::Kv;
 use super::pool::Pool;
+use super::shadow::Shadow;
 use crate::config::{Config, Isolation, PluginRuntime, PluginSettings, load_plugin_settings, valid_plugin_name};
 
 /// Quarantine never lasts longer than this.
@@ -262,9 +263,21 @@ pub struct PluginSet {
     /// The most of a client's answer requests keep: the largest `kv_max_value` of the plugins granted `answer`
     /// (what a cache could store anyway); 0 without such a plugin, when no answer is kept for plugins.
     pub answer_max: usize,
+    /// Per plugin (same positions as `plugins`): its shadow version, if one is loaded (`super::shadow`). Empty when
+    /// no plugin has one.
+    pub shadows: Vec<Option<Arc<Shadow>>>,
 }
 
 impl PluginSet {
+    /// The set with the shadows of its plugins among `shadows` (by the live plugin's name).
+    pub fn with_shadows(plugins: Vec<Arc<LoadedPlugin>>, shadows: &BTreeMap<String, Arc<Shadow>>) -> PluginSet {
+        let mut set = PluginSet::new(plugins);
+        if set.plugins.iter().any(|p| shadows.contains_key(&p.name)) {
+            set.shadows = set.plugins.iter().map(|p| shadows.get(&p.name).cloned()).collect();
+        }
+        set
+    }
+
     pub fn new(plugins: Vec<Arc<LoadedPlugin>>) -> PluginSet {
         let identities = plugins.iter().map(|p| (p.name.clone(), p.version.clone())).collect();
         let answer_max = plugins
@@ -273,7 +286,7 @@ impl PluginSet {
             .map(|p| p.settings.kv_max_value.unwrap_or(super::kv::MAX_VALUE))
             .max()
             .unwrap_or(0);
-        PluginSet { plugins, identities, answer_max }
+        PluginSet { plugins, identities, answer_max, shadows: Vec::new() }
     }
 }
 
@@ -286,6 +299,8 @@ pub struct Registry {
     from_config: Vec<Arc<LoadedPlugin>>,
     dir: Option<PathBuf>,
     from_dir: Mutex<BTreeMap<String, Arc<LoadedPlugin>>>,
+    /// Shadow versions from the directory, by the live plugin's name (`NAME.shadow.wasm`).
+    shadows: Mutex<BTreeMap<String, Arc<Shadow>>>,
     /// Last load error per file in the directory (shown in admin until that file loads).
     dir_errors: Mutex<BTreeMap<String, String>>,
     reloads_ok: AtomicU64,
@@ -320,6 +335,7 @@ impl Registry {
                 spec.settings.clone(),
                 format!("config: {}", spec.file.display()),
                 String::new(),
+                false,
             )
             .map_err(|e| anyhow::anyhow!("plugin `{}` ({}): {e}", spec.name, spec.file.display()))?;
             from_config.push(Arc::new(p));
@@ -332,6 +348,7 @@ impl Registry {
             from_config,
             dir: config.plugins_dir.clone(),
             from_dir: Mutex::new(BTreeMap::new()),
+            shadows: Mutex::new(BTreeMap::new()),
             dir_errors: Mutex::new(BTreeMap::new()),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
@@ -356,7 +373,7 @@ impl Registry {
         plugins.extend(self.from_dir.locked().values().cloned());
         plugins.sort_by(|a, b| (a.settings.order, &a.name).cmp(&(b.settings.order, &b.name)));
         let names: Vec<String> = plugins.iter().map(|p| format!("{}@{}", p.name, p.version)).collect();
-        self.live.store(Arc::new(PluginSet::new(plugins)));
+        self.live.store(Arc::new(PluginSet::with_shadows(plugins, &self.shadows.locked())));
         tracing::info!(target: "weir::plugin", plugins = %names.join(" → "), "plugin chain");
     }
 
@@ -370,63 +387,100 @@ impl Registry {
                 return;
             }
         };
-        let mut seen = BTreeMap::new();
+        let (mut seen, mut shadows) = (BTreeMap::new(), BTreeMap::new());
         for entry in entries.flatten() {
             let path = entry.path();
-            let Some(name) = plugin_file_name(&path) else { continue };
+            let Some((name, shadow)) = plugin_file_name(&path) else { continue };
+            if shadow {
+                shadows.insert(name, path);
+                continue;
+            }
             if self.from_config.iter().any(|p| p.name == name) {
                 tracing::warn!(file = %path.display(), "ignored: a plugin of this name is defined in the config");
                 continue;
             }
             seen.insert(name, path);
         }
-        let mut changed = false;
-        {
-            let mut current = self.from_dir.locked();
-            let removed: Vec<String> = current.keys().filter(|n| !seen.contains_key(*n)).cloned().collect();
-            for name in removed {
-                current.remove(&name);
-                self.dir_errors.locked().remove(&name);
-                tracing::info!(target: "weir::plugin", plugin = %name, "plugin removed (its file is gone)");
-                reload_metric("removed");
-                changed = true;
-            }
-            for (name, path) in seen {
-                match self.load_file(&name, &path, current.get(&name).map(|p| p.key.as_str())) {
-                    // The file is the loaded version again (e.g. restored after a broken copy): an error about the
-                    // broken copy is stale.
-                    Ok(None) => {
-                        self.dir_errors.locked().remove(&name);
-                    }
-                    Ok(Some(p)) => {
-                        tracing::info!(target: "weir::plugin", plugin = %name, version = %p.version, file = %path.display(),
-                            compile_ms = p.compile_time.as_millis() as u64, cached = p.from_cache, "plugin loaded");
-                        self.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                        reload_metric("loaded");
-                        self.dir_errors.locked().remove(&name);
-                        current.insert(name, Arc::new(p));
-                        changed = true;
-                    }
-                    Err(msg) => {
-                        let previous = current.get(&name).map(|p| p.version.clone());
-                        tracing::error!(target: "weir::plugin", plugin = %name, file = %path.display(),
-                            keeping = previous.as_deref().unwrap_or("nothing"), "plugin not loaded: {msg}");
-                        self.reloads_failed.fetch_add(1, Ordering::Relaxed);
-                        reload_metric("failed");
-                        self.dir_errors.locked().insert(name, msg);
-                    }
-                }
-            }
-        }
+        // Loads take seconds (an interpreted component): they work on copies, so `/admin/plugins` is never kept
+        // waiting on these locks. Rescans never overlap (startup, then the watcher's one task).
+        let (mut live, mut shadow) = (self.from_dir.locked().clone(), self.shadows.locked().clone());
+        let mut changed = self.sync_dir(&mut live, seen, false, |p, _| p);
+        changed |= self.sync_dir(&mut shadow, shadows, true, |p, name| {
+            let loader = Loader { engine: &self.engine, kv: &self.kv, rt: &self.runtime, quotas: &self.quotas };
+            let live_kv = plugin_kv(&loader, name, &p.settings);
+            Arc::new(Shadow::new(p, name, live_kv))
+        });
+        *self.from_dir.locked() = live;
+        *self.shadows.locked() = shadow;
         if changed {
             self.publish();
         }
     }
 
-    /// Loads `<name>.wasm` (+ `<name>.toml`) unless its content key equals `loaded_key`.
-    fn load_file(&self, name: &str, wasm: &Path, loaded_key: Option<&str>) -> Result<Option<LoadedPlugin>, String> {
+    /// Brings `current` (the loaded plugins, or shadow versions, by name) in line with the files `seen` in the
+    /// directory: loads what is new or changed, drops what is gone, keeps the previous version when a file does not
+    /// load. `wrap` makes the entry from a loaded plugin. Returns whether anything changed.
+    fn sync_dir<T: Keyed>(
+        &self,
+        current: &mut BTreeMap<String, T>,
+        seen: BTreeMap<String, PathBuf>,
+        shadow: bool,
+        wrap: impl Fn(Arc<LoadedPlugin>, &str) -> T,
+    ) -> bool {
+        let label = |name: &str| if shadow { format!("{name}{}", super::shadow::SUFFIX) } else { name.to_string() };
+        let mut changed = false;
+        let removed: Vec<String> = current.keys().filter(|n| !seen.contains_key(*n)).cloned().collect();
+        for name in removed {
+            current.remove(&name);
+            self.dir_errors.locked().remove(&label(&name));
+            tracing::info!(target: "weir::plugin", plugin = %label(&name), "plugin removed (its file is gone)");
+            reload_metric("removed");
+            changed = true;
+        }
+        for (name, path) in seen {
+            let shown = label(&name);
+            match self.load_file(&name, &path, current.get(&name).map(|p| p.loaded().key.as_str()), shadow) {
+                // The file is the loaded version again (e.g. restored after a broken copy): an error about the
+                // broken copy is stale.
+                Ok(None) => {
+                    self.dir_errors.locked().remove(&shown);
+                }
+                Ok(Some(p)) => {
+                    tracing::info!(target: "weir::plugin", plugin = %shown, version = %p.version, file = %path.display(),
+                        compile_ms = p.compile_time.as_millis() as u64, cached = p.from_cache, "plugin loaded");
+                    self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                    reload_metric("loaded");
+                    self.dir_errors.locked().remove(&shown);
+                    current.insert(name.clone(), wrap(Arc::new(p), &name));
+                    changed = true;
+                }
+                Err(msg) => {
+                    let previous = current.get(&name).map(|p| p.loaded().version.clone());
+                    tracing::error!(target: "weir::plugin", plugin = %shown, file = %path.display(),
+                        keeping = previous.as_deref().unwrap_or("nothing"), "plugin not loaded: {msg}");
+                    self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                    reload_metric("failed");
+                    self.dir_errors.locked().insert(shown, msg);
+                }
+            }
+        }
+        changed
+    }
+
+    /// Loads `<name>.wasm` (+ `<name>.toml`) unless its content key equals `loaded_key`; for a shadow version,
+    /// `<name>.shadow.wasm` (+ `<name>.shadow.toml`, else the live `<name>.toml`).
+    fn load_file(
+        &self,
+        name: &str,
+        wasm: &Path,
+        loaded_key: Option<&str>,
+        shadow: bool,
+    ) -> Result<Option<LoadedPlugin>, String> {
         let bytes = std::fs::read(wasm).map_err(|e| format!("cannot read: {e}"))?;
-        let toml_path = wasm.with_extension("toml");
+        let mut toml_path = wasm.with_extension("toml");
+        if shadow && !toml_path.exists() {
+            toml_path = wasm.with_file_name(format!("{name}.toml"));
+        }
         let toml_text = std::fs::read(&toml_path).unwrap_or_default();
         let key = format!("{}-{}", hex(&Sha256::digest(&bytes)), hex(&Sha256::digest(&toml_text)));
         if loaded_key == Some(key.as_str()) {
@@ -438,7 +492,7 @@ impl Registry {
             load_plugin_settings(&toml_path, &self.runtime).map_err(|e| e.to_string())?
         };
         let loader = Loader { engine: &self.engine, kv: &self.kv, rt: &self.runtime, quotas: &self.quotas };
-        load_one(&loader, name, &bytes, settings, format!("dir: {}", wasm.display()), key)
+        load_one(&loader, name, &bytes, settings, format!("dir: {}", wasm.display()), key, shadow)
             .map(Some)
             .map_err(|e| e.to_string())
     }
@@ -480,18 +534,44 @@ impl Registry {
             "plugins": set.plugins.iter().map(|p| p.admin()).collect::<Vec<_>>(),
             "plugins_dir": self.dir.as_ref().map(|d| d.display().to_string()),
             "load_errors": self.dir_errors.locked().clone(),
+            "shadows": self.shadows.locked().values().map(|s| {
+                let live = set.plugins.iter().find(|p| p.name == s.of).map(|p| p.version.as_str());
+                s.admin(live)
+            }).collect::<Vec<_>>(),
             "reloads": {"ok": self.reloads_ok.load(Ordering::Relaxed), "failed": self.reloads_failed.load(Ordering::Relaxed)},
         })
     }
 }
 
-/// `dir/<name>.wasm` → `name`, for valid plugin names only (temporary and hidden files are ignored).
-fn plugin_file_name(path: &Path) -> Option<String> {
+/// `dir/<name>.wasm` → (`name`, false), `dir/<name>.shadow.wasm` → (`name`, true), for valid plugin names only
+/// (temporary and hidden files are ignored).
+fn plugin_file_name(path: &Path) -> Option<(String, bool)> {
     if path.extension()? != "wasm" {
         return None;
     }
     let stem = path.file_stem()?.to_str()?;
-    (!stem.starts_with('.') && valid_plugin_name(stem)).then(|| stem.to_string())
+    let (name, shadow) = match stem.strip_suffix(super::shadow::SUFFIX) {
+        Some(name) => (name, true),
+        None => (stem, false),
+    };
+    (!name.starts_with('.') && valid_plugin_name(name)).then(|| (name.to_string(), shadow))
+}
+
+/// What the directory's maps hold: a loaded plugin, or a shadow version.
+trait Keyed {
+    fn loaded(&self) -> &LoadedPlugin;
+}
+
+impl Keyed for Arc<LoadedPlugin> {
+    fn loaded(&self) -> &LoadedPlugin {
+        self
+    }
+}
+
+impl Keyed for Arc<Shadow> {
+    fn loaded(&self) -> &LoadedPlugin {
+        &self.plugin
+    }
 }
 
 /// What every load shares.
@@ -527,7 +607,10 @@ fn reload_metric(outcome: &'static str) {
         .inc();
 }
 
-/// Compiles, checks, links, instantiates and smoke-calls one plugin.
+/// Compiles, checks, links, instantiates and smoke-calls one plugin. A `shadow` version of plugin `name` is loaded
+/// as `name.shadow` (its logs and hook metrics), with `name`'s kv seen through a scratch map
+/// ([`super::kv::scratch::Scratch`]).
+#[allow(clippy::too_many_arguments)]
 fn load_one(
     l: &Loader<'_>,
     name: &str,
@@ -535,13 +618,19 @@ fn load_one(
     settings: PluginSettings,
     source: String,
     key: String,
+    shadow: bool,
 ) -> Result<LoadedPlugin, LoadError> {
     let (engine, rt) = (l.engine, l.rt);
     let compiled = engine.compile(bytes, &settings.capabilities)?;
     let config_json = serde_json::to_string(&settings.config).unwrap_or_else(|_| "{}".into());
-    let kv = plugin_kv(l, name, &settings);
+    let shown = if shadow { format!("{name}{}", super::shadow::SUFFIX) } else { name.to_string() };
+    let mut kv = plugin_kv(l, name, &settings);
+    if shadow {
+        let scratch = Arc::new(super::kv::scratch::Scratch::new(kv, &shown, name));
+        kv = Arc::new(super::kv::Capped::new(scratch, settings.kv_max_value.unwrap_or(super::kv::MAX_VALUE)));
+    }
     let context = Arc::new(PluginContext {
-        name: name.to_string(),
+        name: shown.clone(),
         config_json,
         kv,
         memory_cap: settings.memory,
@@ -581,7 +670,8 @@ fn load_one(
         }
     }
     Ok(LoadedPlugin {
-        name: name.to_string(),
+        metrics: super::hook::HookMetrics::new(&shown),
+        name: shown,
         version: compiled.hash[..12].to_string(),
         source,
         loaded_at: SystemTime::now(),
@@ -599,7 +689,6 @@ fn load_one(
         imports: compiled.imports,
         compile_time: compiled.compile_time,
         from_cache: compiled.cached,
-        metrics: super::hook::HookMetrics::new(name),
         stats: Stats::default(),
         ready: Mutex::new(Vec::new()),
         quarantine: QuarantinePolicy {
@@ -609,6 +698,22 @@ fn load_one(
             first: rt.quarantine_for,
         },
     })
+}
+
+/// Loads one component as plugin `name` on an engine and memory store of its own, outside any gateway (`weir plugin
+/// replay`, unit tests). `Err`: why the load was refused, in words.
+pub fn load_standalone(
+    name: &str,
+    bytes: &[u8],
+    settings: PluginSettings,
+    source: String,
+) -> Result<Arc<LoadedPlugin>, String> {
+    let rt = PluginRuntime::default();
+    let engine = PluginEngine::new(&rt).map_err(|e| format!("{e:#}"))?;
+    let kv: Arc<dyn Kv> = Arc::new(super::kv::MemoryKv::default());
+    let quotas = Quotas::default();
+    let loader = Loader { engine: &engine, kv: &kv, rt: &rt, quotas: &quotas };
+    load_one(&loader, name, bytes, settings, source, String::new(), false).map(Arc::new).map_err(|e| e.to_string())
 }
 
 /// Components above this size are not pre-initialized: interpreted guests (Python, JavaScript: tens of MiB) already
@@ -681,29 +786,18 @@ pub(crate) mod testing {
     /// Loads `target/guests/<guest>.wasm` as plugin `name` with `settings`, on an engine and memory store of its
     /// own. Panics, saying how to build them, when the guests are missing.
     pub(crate) fn load(name: &str, guest: &str, settings: PluginSettings) -> Arc<LoadedPlugin> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/guests/{guest}.wasm"));
-        let bytes = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}; build the test guests first (`make guests`)", path.display()));
-        let rt = PluginRuntime::default();
-        let engine = PluginEngine::new(&rt).unwrap();
-        let kv: Arc<dyn Kv> = Arc::new(super::super::kv::MemoryKv::default());
-        let quotas = Quotas::default();
-        let loader = Loader { engine: &engine, kv: &kv, rt: &rt, quotas: &quotas };
-        Arc::new(load_one(&loader, name, &bytes, settings, format!("test: {guest}"), String::new()).unwrap())
+        load_standalone(name, &guest_bytes(guest), settings, format!("test: {guest}")).unwrap()
     }
 
     /// Like [`load`], the load's error in words when it is refused.
     pub(crate) fn try_load(guest: &str, settings: PluginSettings) -> Result<Arc<LoadedPlugin>, String> {
+        load_standalone(guest, &guest_bytes(guest), settings, format!("test: {guest}"))
+    }
+
+    fn guest_bytes(guest: &str) -> Vec<u8> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../target/guests/{guest}.wasm"));
-        let bytes = std::fs::read(&path).unwrap();
-        let rt = PluginRuntime::default();
-        let engine = PluginEngine::new(&rt).unwrap();
-        let kv: Arc<dyn Kv> = Arc::new(super::super::kv::MemoryKv::default());
-        let quotas = Quotas::default();
-        let loader = Loader { engine: &engine, kv: &kv, rt: &rt, quotas: &quotas };
-        load_one(&loader, guest, &bytes, settings, format!("test: {guest}"), String::new())
-            .map(Arc::new)
-            .map_err(|e| e.to_string())
+        std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; build the test guests first (`make guests`)", path.display()))
     }
 
     /// A set of plugins, in order.

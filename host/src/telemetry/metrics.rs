@@ -89,6 +89,16 @@ pub struct KvPluginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    /// The live plugin's name.
+    pub plugin: String,
+    /// `requests`: the hook that ran (`on-request`); differences: what the shadow did differently (its decision
+    /// where the live version's differed: `continue`, `continue-with`, `route`, `respond`, `reject`, `reply`;
+    /// `on-chunk` for an answer it would have changed differently; `failed`).
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
     pub outcome: &'static str,
 }
@@ -124,6 +134,8 @@ pub struct Metrics {
     pub kv_evictions: Family<KvPluginLabels, Counter>,
     pub coalesced: Counter,
     pub plugin_events: Family<PluginEventLabels, Counter>,
+    pub shadow_requests: Family<ShadowLabels, Counter>,
+    pub shadow_differences: Family<ShadowLabels, Counter>,
 }
 
 fn seconds() -> Histogram {
@@ -169,6 +181,8 @@ impl Metrics {
             kv_evictions: Family::default(),
             coalesced: Counter::default(),
             plugin_events: Family::default(),
+            shadow_requests: Family::default(),
+            shadow_differences: Family::default(),
         };
         let mut r = m.registry;
         r.register("requests", "Requests by API family, endpoint, status and outcome", m.requests.clone());
@@ -230,6 +244,16 @@ impl Metrics {
             "plugin_events",
             "Counters of the plugins' own (the metrics capability), by plugin and event",
             m.plugin_events.clone(),
+        );
+        r.register(
+            "plugin_shadow_requests",
+            "Requests a shadow version (NAME.shadow.wasm) ran on beside the live plugin, by plugin",
+            m.shadow_requests.clone(),
+        );
+        r.register(
+            "plugin_shadow_differences",
+            "Decisions of a shadow version that differ from the live plugin's, by plugin and kind",
+            m.shadow_differences.clone(),
         );
         r.register("open_streams", "Streamed answers in progress", m.open_streams.clone());
         r.register("open_connections", "Client connections open", m.open_connections.clone());

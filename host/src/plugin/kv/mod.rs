@@ -24,6 +24,7 @@ pub mod file;
 pub mod log;
 pub mod quota;
 pub mod redis;
+pub mod scratch;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -166,6 +167,11 @@ pub struct MemoryKv {
 }
 
 impl MemoryKv {
+    /// Forgets every key.
+    pub fn clear(&self) {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+
     fn live(entry: &Entry, now: Instant) -> bool {
         entry.1.is_none_or(|t| t > now)
     }
