@@ -66,7 +66,7 @@ pub struct Config {
     pub record: Option<RecordConfig>,
 }
 
-/// `[record]`: a sample of live requests written as fixtures, one JSON line each (`crate::fixtures`), for replaying
+/// `[record]`: a sample of live requests written as fixtures, one JSON line each (`crate::plugin::fixtures`), for replaying
 /// through a plugin offline (`weir plugin replay`). Credentials are never written; prompt and answer text only with
 /// `content = true` (else same-length placeholders).
 #[derive(Debug, Clone, Deserialize)]

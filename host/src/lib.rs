@@ -14,7 +14,6 @@ pub mod completion;
 pub mod config;
 pub mod dialect;
 pub mod error;
-pub mod fixtures;
 pub mod flight;
 pub mod fuzz;
 pub mod ingress;

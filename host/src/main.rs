@@ -85,6 +85,18 @@ enum PluginCommand {
         #[arg(long, requires = "install")]
         shadow: bool,
     },
+    /// Build and install the project in `--dir` now and after each change to its files, until interrupted: every
+    /// successful build goes live in the gateway watching `--install`; a failed one is reported and changes nothing.
+    Watch {
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The running gateway's `plugins_dir`.
+        #[arg(long)]
+        install: PathBuf,
+        /// Install as the shadow version (`<name>.shadow.*`).
+        #[arg(long)]
+        shadow: bool,
+    },
     /// Validate a plugin component offline: its exports, imports, and the capabilities it needs; with `--config`,
     /// also run its `init` with that config (what a load does).
     Check {
@@ -160,6 +172,15 @@ fn main() -> ExitCode {
                 Ok(())
             });
             match built {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Plugin(PluginCommand::Watch { dir, install, shadow }) => {
+            match authoring::watch(&dir, &install, shadow, Duration::from_millis(500)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -410,7 +431,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(server::serve(admin, ingress::admin_router(app.clone()), admin_opts, std::future::pending()));
     }
     if let Some(r) = &app.config.record {
-        weir::fixtures::start(r)?;
+        weir::plugin::fixtures::start(r)?;
     }
     let drain_app = app.clone();
     let shutdown = async move {

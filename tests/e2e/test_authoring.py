@@ -86,6 +86,23 @@ def test_from_new_to_live(session_tmp, mock, tmp_path, lang):
         assert g.admin()["shadows"][0]["differences"] == {"reject": 3}, g.admin()["shadows"]
         (watched / f"{name}.shadow.wasm").unlink()
         wait_for(lambda: not g.admin()["shadows"], "the shadow removed")
+        settings.write_text(original)
+
+        if lang == "rust":
+            # `weir plugin watch`: an edit of the policy's source goes live by itself.
+            log = tmp_path / "watch.log"
+            w = subprocess.Popen([str(WEIR), "plugin", "watch", "--dir", str(project), "--install", str(watched)],
+                                 stdout=log.open("w"), stderr=subprocess.STDOUT)
+            try:
+                wait_for(lambda: "installed" in log.read_text(), "the first build installed", timeout=240)
+                src = project / "src" / "lib.rs"
+                src.write_text(src.read_text().replace("requests need the", "requests must carry the"))
+                wait_for(lambda: _refusal(client) and "must carry the `x-team` header" in _refusal(client),
+                         "the edited policy live", timeout=240)
+                assert log.read_text().count("installed") == 2, log.read_text()
+            finally:
+                w.kill()
+                w.wait(10)
 
         # A broken config never goes live: the project's own check refuses it, the previous version keeps serving.
         settings.write_text(original.replace('header = "x-team"', 'header = ""'))
@@ -97,6 +114,15 @@ def test_from_new_to_live(session_tmp, mock, tmp_path, lang):
             extra_headers={"x-team": "search"}).choices[0].message.content == want
     finally:
         g.stop()
+
+
+def _refusal(client):
+    """The message of the refusal of a request without `x-team` ("" when it is answered)."""
+    try:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "Hi"}])
+        return ""
+    except openai.PermissionDeniedError as e:
+        return e.message
 
 
 def test_new_refuses_a_bad_name_and_a_used_directory(tmp_path):

@@ -271,6 +271,53 @@ pub fn install(dir: &Path, watched: &Path, shadow: bool) -> anyhow::Result<PathB
     Ok(last)
 }
 
+/// What a build reads: every file of the project with its size and modification time, except what builds write
+/// (`target/`, `.venv/`, `node_modules/`, hidden files, components).
+fn sources(dir: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || matches!(name.as_ref(), "target" | "node_modules" | "__pycache__") {
+                continue;
+            }
+            let path = e.path();
+            match e.metadata() {
+                Ok(m) if m.is_dir() => todo.push(path),
+                Ok(m) if path.extension().is_none_or(|x| x != "wasm") => {
+                    out.push((path, m.len(), m.modified().ok()));
+                }
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `weir plugin watch`: builds and installs the project in `dir` now and after every change to its files (checked
+/// every `every`), until interrupted. A failed build is reported and the installed version keeps serving; each
+/// successful build goes live as with `build --install` (`shadow`: as the shadow version).
+pub fn watch(dir: &Path, watched: &Path, shadow: bool, every: std::time::Duration) -> anyhow::Result<()> {
+    Project::load(dir)?;
+    let mut seen = None;
+    loop {
+        let now = sources(dir);
+        if seen.as_ref() != Some(&now) {
+            match build(dir).and_then(|_| install(dir, watched, shadow)) {
+                Ok(live) => println!("installed {} (watching {} for changes)", live.display(), dir.display()),
+                Err(e) => println!("build failed, the installed version keeps serving: {e:#}"),
+            }
+            // After the build: what it wrote (a lock file) is not a change of the author's.
+            seen = Some(sources(dir));
+        }
+        std::thread::sleep(every);
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 mod tests {

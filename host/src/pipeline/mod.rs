@@ -97,7 +97,7 @@ pub async fn proxy(app: Arc<App>, endpoint: Endpoint, headers: HeaderMap, body: 
     rec.chain = app.plugins.as_ref().map(|r| Chain::new(r.snapshot(), endpoint.family())).filter(|c| !c.is_empty());
     // A recorded request (`[record]`) goes through the chain even when there are no plugins: that is where the
     // fixture is filled in.
-    if let Some(fixture) = crate::fixtures::sampled(endpoint) {
+    if let Some(fixture) = crate::plugin::fixtures::sampled(endpoint) {
         let family = endpoint.family();
         rec.chain.get_or_insert_with(|| Chain::new(Default::default(), family)).record(fixture);
     }

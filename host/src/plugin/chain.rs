@@ -146,8 +146,8 @@ pub struct Chain {
     /// Per plugin: its shadow version's run, when it has one and this request is in its sample (empty when no
     /// plugin has a shadow, and until `on-request`: a listing check is never sampled).
     shadows: Vec<Option<ShadowRun>>,
-    /// This request's fixture, when it is recorded (`[record]`, `crate::fixtures`).
-    fixture: Option<Box<crate::fixtures::Fixture>>,
+    /// This request's fixture, when it is recorded (`[record]`, `super::fixtures`).
+    fixture: Option<Box<crate::plugin::fixtures::Fixture>>,
 }
 
 /// The client's answer as the gateway sent it, up to the set's `answer_max` bytes.
@@ -196,7 +196,7 @@ impl Chain {
 
     /// Records this request as a fixture (`[record]`): what the chain is given and decides, written at its end.
     /// The answer is then read event by event, as for a plugin that reads it.
-    pub fn record(&mut self, fixture: Box<crate::fixtures::Fixture>) {
+    pub fn record(&mut self, fixture: Box<crate::plugin::fixtures::Fixture>) {
         self.fixture = Some(fixture);
         self.reads_answer = true;
     }

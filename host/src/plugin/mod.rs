@@ -12,6 +12,7 @@
 //! - [`instance`]: one plugin instance's lifecycle in a request (fresh, reused, failed, poisoned);
 //! - [`shadow`]: shadow versions (`NAME.shadow.wasm`) run beside the live plugin, their decisions compared;
 //! - [`pool`]: reuse of instances across requests by isolation mode (`request`, `tenant`, `shared`);
+//! - [`fixtures`]: recorded requests (`[record]`), written as the chain runs;
 //! - [`replay`]: `weir plugin replay`, recorded fixtures through a plugin offline (and against another version);
 //! - [`bench`]: `weir plugin bench`, a plugin's cost measured in process.
 
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod chain;
 pub mod contract;
 pub mod engine;
+pub mod fixtures;
 pub mod hook;
 pub mod host;
 pub mod instance;

@@ -1,5 +1,5 @@
 //! `weir plugin replay PLUGIN.wasm FIXTURES [--config C] [--against OLD.wasm]`: recorded requests
-//! (`crate::fixtures`) run offline through one plugin — `on-request` with the recorded request, `on-chunk` with each
+//! (`super::fixtures`) run offline through one plugin — `on-request` with the recorded request, `on-chunk` with each
 //! recorded piece of the answer, `flush` at the end of each text stream, `on-complete` with the recorded summary —
 //! on the gateway's own chain (`super::chain`), so failure policies, limits and checks are the gateway's. Each
 //! request is reported as a few lines: what the plugin decided (allowed, with its changes; refused, with status and
@@ -15,6 +15,11 @@
 //! request as it entered the chain, before any other plugin changed it. Credentials were never recorded (they read
 //! `[credential]`), so a policy that checks keys refuses them; text recorded without `content = true` is
 //! placeholders of the same length.
+
+#![allow(
+    clippy::indexing_slicing,
+    reason = "a serde_json::Value index answers Null for what is missing: it never panics"
+)]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -107,8 +112,8 @@ fn parse(text: &str) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let v: Value = serde_json::from_str(line).with_context(|| format!("line {}: not JSON", n + 1))?;
-        if v["v"].as_u64() != Some(crate::fixtures::VERSION) {
-            bail!("line {}: not a fixture of format {} (`\"v\"`)", n + 1, crate::fixtures::VERSION);
+        if v["v"].as_u64() != Some(crate::plugin::fixtures::VERSION) {
+            bail!("line {}: not a fixture of format {} (`\"v\"`)", n + 1, crate::plugin::fixtures::VERSION);
         }
         out.push(v);
     }

@@ -22,9 +22,9 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
+use super::types;
 use crate::api::{Endpoint, Family};
 use crate::config::RecordConfig;
-use crate::plugin::types;
 
 /// The fixture format's version (`"v"`).
 pub const VERSION: u64 = 1;
@@ -213,9 +213,13 @@ impl Fixture {
         self.chunks.push(v);
     }
 
-    /// Writes the fixture with the request's summary (without its principal and metadata).
+    /// Writes the fixture with the request's summary (without its principal and metadata). A request refused before
+    /// the chain saw it (malformed input) has no fixture: nothing to replay.
     pub fn finish(self, s: &types::Summary) {
         let Some(r) = RECORDER.get() else { return };
+        if self.request.is_empty() {
+            return;
+        }
         let mut v = self.request;
         v.insert("v".into(), VERSION.into());
         v.insert("recorded_at".into(), httpdate::fmt_http_date(std::time::SystemTime::now()).into());
