@@ -121,6 +121,22 @@ def test_against_shows_exactly_the_changed_decisions(recorded):
     assert "+ allowed: header x-guest-version: B" in versions.stdout
 
 
+def test_a_replay_decides_on_the_recorded_kv_state(recorded, tmp_path):
+    """One fixture alone (the fifth gpt-4o-mini request): its counter is seeded from what allowlist read when it was
+    recorded (4), so the replay counts 5 as the live plugin did — not 1, as an empty store would."""
+    fixtures, tmp = recorded
+    (tmp / "old.toml").write_text(OLD)
+    rows = [json.loads(l) for l in fixtures.read_text().splitlines()]
+    fifth = [r for r in rows if r["model"] == "gpt-4o-mini"][4]
+    assert fifth["kv"] == [{"plugin": "allowlist", "key": "requests/gpt-4o-mini", "value": "4"}], fifth["kv"]
+    live = dict(fifth["decisions"][0]["decision"]["metadata"])
+    assert live == {"allowlist.count": "5"}
+    one = tmp_path / "one.jsonl"
+    one.write_text(json.dumps(fifth) + "\n")
+    out = replay(GUESTS / "allowlist.wasm", one, "--config", tmp / "old.toml")
+    assert out.returncode == 0 and "metadata: allowlist.count=5" in out.stdout, out.stdout + out.stderr
+
+
 def test_replay_errors_are_clear(recorded, tmp_path):
     fixtures, _ = recorded
     bad = tmp_path / "bad.jsonl"

@@ -307,7 +307,12 @@ impl Chain {
                 };
             }
             match super::instance::acquire(&p, self.input_len, self.principal.as_ref()).await {
-                Ok(live) => self.slots[i] = Slot::Live(Box::new(live)),
+                Ok(mut live) => {
+                    if self.fixture.is_some() {
+                        live.store.data_mut().kv_log = Some(Box::default());
+                    }
+                    self.slots[i] = Slot::Live(Box::new(live));
+                }
                 Err(msg) => {
                     self.fail(i, hook, &format!("could not be instantiated: {msg}"))?;
                     return Ok(None);
@@ -621,7 +626,14 @@ impl Chain {
         summary.metadata = self.metadata.clone();
         let answer = self.client_answer(&summary);
         let answer_len = self.answer.as_ref().filter(|_| answer.is_some()).map_or(0, |c| c.size);
-        if let Some(f) = self.fixture.take() {
+        if let Some(mut f) = self.fixture.take() {
+            for (slot, p) in self.slots.iter_mut().zip(&self.set.plugins) {
+                if let Slot::Live(live) = slot
+                    && let Some(log) = live.store.data_mut().kv_log.take()
+                {
+                    f.kv(&p.name, log.reads);
+                }
+            }
             f.finish(&summary);
         }
         for i in 0..self.set.plugins.len() {

@@ -9,7 +9,8 @@
 //! in the body and the answer's events is replaced by a placeholder of the same length (whitespace kept, every other
 //! character `x`), except the fields that say what a message *is* rather than what it says ([`KEEP`]: model, role,
 //! type, ids, finish reasons), so that a replayed policy still sees the request's shape. The principal and the
-//! plugins' metadata are not written.
+//! plugins' metadata are not written. The kv values each plugin read before changing them are written too (only
+//! counters unless `content = true`), so that a replay decides on the state the plugin had.
 //!
 //! Fixtures are written by one thread from a bounded queue: a request never waits for the disk, and a fixture that
 //! finds the queue full is dropped and counted in the log.
@@ -114,6 +115,8 @@ pub struct Fixture {
     request: Map<String, Value>,
     decisions: Vec<Value>,
     chunks: Vec<Value>,
+    kv: Vec<Value>,
+    kv_withheld: usize,
 }
 
 impl Fixture {
@@ -127,6 +130,8 @@ impl Fixture {
             request: Map::new(),
             decisions: Vec::new(),
             chunks: Vec::new(),
+            kv: Vec::new(),
+            kv_withheld: 0,
         }
     }
 
@@ -172,6 +177,30 @@ impl Fixture {
     /// Plugin `plugin`'s decision in `on-request`.
     pub fn decision(&mut self, plugin: &str, decision: &types::RequestDecision) {
         self.decisions.push(json!({"plugin": plugin, "hook": "on-request", "decision": describe(decision)}));
+    }
+
+    /// The kv values plugin `plugin` read before changing them ([`super::host::KvLog`]), for a replay to seed its
+    /// store with. Without `content = true` only counters (decimal integers) and absent keys are written: any other
+    /// value may hold text (a cached answer), and is counted in `kv_withheld` instead.
+    pub fn kv(&mut self, plugin: &str, reads: Vec<(String, Option<Vec<u8>>)>) {
+        use base64::Engine as _;
+        for (key, value) in reads {
+            let value = match value {
+                None => Value::Null,
+                Some(v) if is_counter(&v) => Value::String(String::from_utf8_lossy(&v).into_owned()),
+                Some(_) if !self.content => {
+                    self.kv_withheld += 1;
+                    continue;
+                }
+                Some(v) => match String::from_utf8(v) {
+                    Ok(text) => Value::String(text),
+                    Err(e) => json!({"base64": base64::engine::general_purpose::STANDARD.encode(e.into_bytes())}),
+                },
+            };
+            let entry = json!({"plugin": plugin, "key": key, "value": value});
+            self.size += entry.to_string().len();
+            self.kv.push(entry);
+        }
     }
 
     /// A piece of the answer, as it reaches the first plugin.
@@ -227,6 +256,8 @@ impl Fixture {
         v.insert("decisions".into(), self.decisions.into());
         v.insert("chunks".into(), self.chunks.into());
         v.insert("truncated".into(), self.truncated.into());
+        v.insert("kv".into(), self.kv.into());
+        v.insert("kv_withheld".into(), self.kv_withheld.into());
         v.insert(
             "summary".into(),
             json!({
@@ -256,6 +287,11 @@ impl Fixture {
             }
         }
     }
+}
+
+/// A counter's value: a decimal integer.
+fn is_counter(v: &[u8]) -> bool {
+    std::str::from_utf8(v).is_ok_and(|s| s.parse::<i64>().is_ok())
 }
 
 /// Whether a header carries a credential (never recorded).

@@ -208,6 +208,29 @@ pub struct State {
     pub settling: bool,
     /// The client's answer, during an `on-complete` call of a plugin granted `answer`.
     pub answer: Option<v3::weir::plugin::answer::ClientAnswer>,
+    /// For a recorded request (`[record]`): the kv values the plugin read before it changed them.
+    pub kv_log: Option<Box<KvLog>>,
+}
+
+/// The kv state a plugin read in one request, for its fixture (`super::fixtures`): the first value seen of each key
+/// (its own key, without the plugin's namespace) that it read or incremented before writing it. A replay seeds its
+/// store with these, so the plugin decides on the state it had.
+#[derive(Default)]
+pub struct KvLog {
+    touched: std::collections::HashSet<String>,
+    pub reads: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl KvLog {
+    fn read(&mut self, key: &str, value: Option<Vec<u8>>) {
+        if self.touched.insert(key.to_string()) {
+            self.reads.push((key.to_string(), value));
+        }
+    }
+
+    fn wrote(&mut self, key: &str) {
+        self.touched.insert(key.to_string());
+    }
 }
 
 impl State {
@@ -232,6 +255,7 @@ impl State {
             hook: Hook::Init,
             settling: false,
             answer: None,
+            kv_log: None,
         }
     }
 
@@ -489,6 +513,9 @@ impl v3::weir::plugin::kv::Host for State {
         if let Ok(Some(v)) = &r {
             self.took_in(v.len());
         }
+        if let (Some(log), Ok(v)) = (self.kv_log.as_mut(), &r) {
+            log.read(&key, v.clone());
+        }
         self.resume_running();
         r
     }
@@ -496,6 +523,9 @@ impl v3::weir::plugin::kv::Host for State {
         let kv = self.plugin.kv.clone();
         let k = self.key(&key);
         let r = bounded(kv.set(&k, value, ttl(ttl_ms))).await.map_err(kv_error);
+        if let Some(log) = self.kv_log.as_mut() {
+            log.wrote(&key);
+        }
         self.resume_running();
         r
     }
@@ -509,6 +539,10 @@ impl v3::weir::plugin::kv::Host for State {
             bounded(kv.increment(&k, delta, ttl(ttl_ms))).await
         };
         let r = r.map_err(kv_error);
+        if let (Some(log), Ok(new)) = (self.kv_log.as_mut(), &r) {
+            // The value it had: what the increment started from.
+            log.read(&key, Some(new.saturating_sub(delta).to_string().into_bytes()));
+        }
         self.resume_running();
         r
     }
@@ -516,6 +550,9 @@ impl v3::weir::plugin::kv::Host for State {
         let kv = self.plugin.kv.clone();
         let k = self.key(&key);
         let r = bounded(kv.delete(&k)).await.map_err(kv_error);
+        if let Some(log) = self.kv_log.as_mut() {
+            log.wrote(&key);
+        }
         self.resume_running();
         r
     }

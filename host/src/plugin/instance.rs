@@ -75,6 +75,7 @@ impl Live {
         data.attributes.clear();
         data.events.clear();
         data.memory_allowance = 0;
+        data.kv_log = None;
     }
 
     /// Marks a hook call as started; [`Live::end_call`] when it returns. A call whose future is dropped in between

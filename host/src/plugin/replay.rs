@@ -10,8 +10,9 @@
 //! printed (old and new lines); the command then exits non-zero: a CI check for a policy change. A change of settings
 //! alone is checked the same way (`--against-config OLD.toml`, the same component or another).
 //!
-//! Each version has a kv store of its own, in memory, empty at the start and kept across the fixtures in order (a
-//! counter counts the replayed requests). Fixtures are replayed as the first plugin would have seen them: the
+//! Each version has a kv store of its own, in memory, kept across the fixtures in order; before each fixture it is
+//! seeded with the values the recorded plugin of the same name read in that request (`kv` in the fixture: counters,
+//! and any value with `content = true`), so the plugin decides on the state it had then. Fixtures are replayed as the first plugin would have seen them: the
 //! request as it entered the chain, before any other plugin changed it. Credentials were never recorded (they read
 //! `[credential]`), so a policy that checks keys refuses them; text recorded without `content = true` is
 //! placeholders of the same length.
@@ -146,6 +147,7 @@ async fn replay_one(set: &Arc<PluginSet>, f: &Value) -> anyhow::Result<Vec<Strin
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
+    seed(set, f).await?;
     let mut lines = vec![format!("{id} {} {model}{}", endpoint.path(), if stream { " (streamed)" } else { "" })];
     let mut chain = Chain::new(set.clone(), family);
     let mut view = RequestView {
@@ -189,6 +191,32 @@ async fn replay_one(set: &Arc<PluginSet>, f: &Value) -> anyhow::Result<Vec<Strin
     let mut chain = chain.on_complete(summary(id, &f["summary"]), false).await;
     chain.release();
     Ok(lines)
+}
+
+/// Puts into the plugin's store the kv values the recorded plugin of the same name read in this request, so that it
+/// decides on the state it had then.
+async fn seed(set: &Arc<PluginSet>, f: &Value) -> anyhow::Result<()> {
+    use base64::Engine as _;
+    let Some(p) = set.plugins.first() else { return Ok(()) };
+    for e in f["kv"].as_array().into_iter().flatten().filter(|e| e["plugin"] == p.name.as_str()) {
+        let key = format!("{}/{}", p.name, e["key"].as_str().unwrap_or_default());
+        let kv = &p.context.kv;
+        let value = match &e["value"] {
+            Value::Null => None,
+            Value::String(s) => Some(s.clone().into_bytes()),
+            other => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(other["base64"].as_str().unwrap_or_default())
+                    .context("a kv value in base64")?,
+            ),
+        };
+        match value {
+            None => kv.delete(&key).await,
+            Some(v) => kv.set(&key, v, None).await,
+        }
+        .map_err(|e| anyhow::anyhow!("seeding kv {key}: {e}"))?;
+    }
+    Ok(())
 }
 
 /// "allowed", with what the plugin changed.
