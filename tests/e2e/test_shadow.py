@@ -137,3 +137,28 @@ def test_a_candidate_that_rewrites_answers_differently_is_counted_once_per_answe
         assert shadows(g)[0]["differences"] == {}, shadows(g)[0]
     finally:
         g.stop()
+
+
+def test_a_candidate_that_holds_and_releases_text_like_the_live_version_differs_in_nothing(session_tmp, mock,
+                                                                                           tmp_path):
+    """Both versions hold the whole answer and release it upper-cased at the end of the stream (`flush`): the shadow's
+    `flush` runs and releases the same text, so nothing differs; the client gets the live version's answer."""
+    d = tmp_path / "plugins.d"
+    d.mkdir()
+    settings = 'capabilities = ["config", "kv", "trace", "log"]\nconfig = { default_mode = "hold" }\n'
+    install(d, "chunky", "chunky.wasm", settings)
+    install(d, "chunky.shadow", "chunky.wasm", settings)
+    g = Gateway(session_tmp, mock, name="shadow-flush", top=f'plugins_dir = "{d}"\n')
+    try:
+        wait_for(lambda: len(shadows(g)) == 1 and g.admin()["plugins"], "both loaded", timeout=30)
+        oai, ant = openai_client(g), anthropic_client(g)
+        for _ in range(2):
+            stream = oai.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True)
+            assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == expected_text().upper()
+            with ant.messages.stream(model="claude-haiku-4-5", max_tokens=64, messages=MSGS) as s:
+                assert "".join(s.text_stream) == expected_text().upper()
+        wait_for(lambda: shadows(g)[0]["requests"] == 4, "four requests shadowed")
+        assert shadows(g)[0]["differences"] == {}, shadows(g)[0]
+        assert "shadow failed" not in g.log_text()
+    finally:
+        g.stop()

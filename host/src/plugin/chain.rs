@@ -588,6 +588,9 @@ impl Chain {
                 continue;
             }
             let p = self.set.plugins[i].clone();
+            if let Some(Some(shadow)) = self.shadows.get_mut(i) {
+                shadow.flush(stream).await;
+            }
             let t0 = Instant::now();
             self.input_len = 0;
             let Some(live) = self.instance(i, Hook::Flush).await? else { continue };
@@ -596,6 +599,9 @@ impl Chain {
             live.end_call();
             let judged = judge(result, &live.store, Hook::Flush, &p);
             let held = self.conclude(i, Hook::Flush, t0, judged, flush_label)?.flatten();
+            if let Some(Some(shadow)) = self.shadows.get_mut(i) {
+                shadow.compare_flush(held.as_deref());
+            }
             let Some(text) = held.filter(|t| !t.is_empty()) else { continue };
             let chunk = types::Chunk {
                 index: u32::MAX,

@@ -20,8 +20,9 @@
 //!   in `weir_plugin_shadow_{requests,differences}_total{plugin,kind}` and shown in `GET /admin/plugins`
 //!   (`shadows`).
 //!
+//! Text a plugin holds and releases at the end of a stream (`flush`) is compared as part of the answer.
+//!
 //! Promotion is a rename: `NAME.shadow.wasm` → `NAME.wasm` (the watcher swaps the live version in as usual).
-//! Not compared: text a plugin held and released at the end of a stream (`flush`): a shadow's `flush` is not called.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -129,6 +130,8 @@ pub struct ShadowRun {
     request: Option<RequestDecision>,
     /// Its decision on the current piece of the answer, likewise.
     chunk: Option<ChunkDecision>,
+    /// The text it released at the end of a stream (`flush`), likewise.
+    held: Option<String>,
     /// Its answer differed already in this request (`on-chunk` differences count once per request).
     chunk_differed: bool,
 }
@@ -143,7 +146,7 @@ enum Run {
 
 impl ShadowRun {
     pub fn new(shadow: Arc<Shadow>) -> ShadowRun {
-        ShadowRun { shadow, state: Run::Idle, request: None, chunk: None, chunk_differed: false }
+        ShadowRun { shadow, state: Run::Idle, request: None, chunk: None, held: None, chunk_differed: false }
     }
 
     fn failed(&mut self, hook: Hook, msg: &str) {
@@ -222,6 +225,33 @@ impl ShadowRun {
             self.chunk_differed = true;
             tracing::debug!(target: "weir::plugin", plugin = %self.shadow.plugin.name, shadow = chunk_label(&decision),
                 live = live.map_or("pass", chunk_label), "shadow's answer differs");
+            self.shadow.differ("on-chunk");
+        }
+    }
+
+    /// Runs `flush` at the end of a stream of text (when the live version's is about to run); what it releases
+    /// waits for [`ShadowRun::compare_flush`].
+    pub async fn flush(&mut self, stream: types::TextStream) {
+        let Run::Live(instance) = &mut self.state else { return };
+        let p = self.shadow.plugin.clone();
+        if !p.hooks.calls(Hook::Flush) {
+            self.held = Some(String::new());
+            return;
+        }
+        super::host::start_call(&mut instance.store, Hook::Flush, Hook::Flush.deadline(&p.settings));
+        let result = instance.bindings.flush(&mut instance.store, stream).await;
+        match judge(result, &instance.store, Hook::Flush, &p) {
+            Ok(held) => self.held = Some(held.unwrap_or_default()),
+            Err(f) => self.failed(Hook::Flush, &f.message),
+        }
+    }
+
+    /// Compares the text it released at the end of a stream with the live version's: a different text is a
+    /// different answer (`on-chunk`, once per request).
+    pub fn compare_flush(&mut self, live: Option<&str>) {
+        let Some(held) = self.held.take() else { return };
+        if held != live.unwrap_or_default() && !self.chunk_differed {
+            self.chunk_differed = true;
             self.shadow.differ("on-chunk");
         }
     }
