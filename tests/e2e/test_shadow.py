@@ -2,6 +2,8 @@
 compared with the live version's and never applied; its failures never reach a client; promotion is a rename."""
 
 import anthropic
+import openai
+import pytest
 
 from conftest import Gateway, admin_kv, anthropic_client, expected_text, install, metric, openai_client, wait_for
 
@@ -160,5 +162,43 @@ def test_a_candidate_that_holds_and_releases_text_like_the_live_version_differs_
         wait_for(lambda: shadows(g)[0]["requests"] == 4, "four requests shadowed")
         assert shadows(g)[0]["differences"] == {}, shadows(g)[0]
         assert "shadow failed" not in g.log_text()
+    finally:
+        g.stop()
+
+
+def test_clients_hanging_up_on_shadowed_requests_harm_no_one(session_tmp, mock, tmp_path):
+    """A client hangs up mid-stream on a request whose shadow rewrites the answer, and another while the shadow's
+    `on-request` spins (up to its 300 ms deadline): the requests after them are answered, nothing is counted as the
+    live plugin's failure, and every shadowed request is counted."""
+    import time
+
+    d = tmp_path / "plugins.d"
+    d.mkdir()
+    caps = 'capabilities = ["config", "kv", "trace", "log"]\n'
+    install(d, "chunky", "chunky.wasm", caps)
+    install(d, "chunky.shadow", "misbehave.wasm",
+            'capabilities = ["config"]\n[timeouts]\non_request = "300ms"\n[config]\ntrigger = "x-candidate"\n')
+    g = Gateway(session_tmp, mock, name="shadow-hangup", top=f'plugins_dir = "{d}"\n')
+    try:
+        wait_for(lambda: len(shadows(g)) == 1 and g.admin()["plugins"], "both loaded", timeout=30)
+        oai = openai_client(g)
+        # Mid-stream: the first event is out, then the client goes.
+        slow = {"x-mock-delay-ms": "100"}
+        stream = oai.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True, extra_headers=slow)
+        next(iter(stream))
+        stream.close()
+        # During the shadow's spin: the client gives up after 50 ms.
+        impatient = openai_client(g, timeout=0.05)
+        with pytest.raises(openai.APITimeoutError):
+            impatient.chat.completions.create(model="gpt-4o-mini", messages=MSGS, extra_headers={"x-candidate": "loop"})
+        time.sleep(0.4)
+        for _ in range(3):
+            assert oai.chat.completions.create(model="gpt-4o-mini", messages=MSGS).choices[0].message.content \
+                == expected_text()
+        wait_for(lambda: shadows(g)[0]["requests"] == 5, "five requests shadowed")
+        p = g.admin()["plugins"][0]
+        assert (p["failures"], p["quarantined"]) == (0, False), p
+        cancelled = [r for r in g.records() if r.get("outcome") == "cancelled"]
+        assert len(cancelled) == 2, [r.get("outcome") for r in g.records()]
     finally:
         g.stop()

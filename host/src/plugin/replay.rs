@@ -108,11 +108,20 @@ fn plugin_name(wasm: &Path) -> String {
     stem.strip_suffix(super::shadow::SUFFIX).unwrap_or(stem).to_string()
 }
 
-/// The fixtures of a JSONL file (blank lines skipped), each checked for its format version.
+/// The fixtures of a JSONL file (blank lines skipped), each checked for its format version. A last line without its
+/// newline that is not JSON was cut by a gateway that stopped mid-write (`kill -9`): it is skipped, with a note.
 fn parse(text: &str) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let v: Value = serde_json::from_str(line).with_context(|| format!("line {}: not JSON", n + 1))?;
+    let lines: Vec<&str> = text.lines().collect();
+    for (n, line) in lines.iter().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let v: Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(_) if n + 1 == lines.len() && !text.ends_with('\n') => {
+                eprintln!("note: line {} is cut (the gateway stopped while writing it): skipped", n + 1);
+                break;
+            }
+            Err(e) => return Err(e).with_context(|| format!("line {}: not JSON", n + 1)),
+        };
         if v["v"].as_u64() != Some(crate::plugin::fixtures::VERSION) {
             bail!("line {}: not a fixture of format {} (`\"v\"`)", n + 1, crate::plugin::fixtures::VERSION);
         }
