@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 WEIR_CONFIG ?= examples/weir.toml
 
-.PHONY: run test bench fuzz build dist plugins check unit e2e guests polyglot clean need-redis need-wasm need-npm need-musl wasmtime-fix
+.PHONY: run test bench fuzz build dist plugins check unit e2e guests polyglot clean need-redis need-wasm need-npm need-musl need-clang-wasi wasmtime-fix
 
 # Wasm components built from source for the tests: first-party plugins and the test guests.
 PLUGINS := allowlist auth router redact cost ratelimit cache
@@ -103,6 +103,13 @@ need-redis:
 	@command -v redis-server >/dev/null || { echo "== installing redis-server"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 
+# `weir plugin build` of a C project (tests/e2e/test_authoring.py) compiles with clang's wasm32-wasi target and a WASI
+# libc: Debian's packages, installed here when missing.
+C_WASI := clang lld wasi-libc libclang-rt-dev-wasm32
+need-clang-wasi:
+	@dpkg -s $(C_WASI) >/dev/null 2>&1 || { echo "== installing $(C_WASI)"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(C_WASI) >/dev/null; }
+
 # Whether a wasmtime with the slot-reset fix resolves yet (see plugin/engine.rs); informational.
 wasmtime-fix:
 	@bash tools/wasmtime-fix.sh
@@ -155,7 +162,7 @@ tools/agents/node_modules/.installed: tools/agents/package.json tools/agents/pac
 	npm install --prefix tools/agents --no-audit --no-fund --loglevel=error
 	touch $@
 
-e2e: $(VENV)/.installed guests polyglot need-redis dist tools/agents/node_modules/.installed
+e2e: $(VENV)/.installed guests polyglot need-redis need-clang-wasi dist tools/agents/node_modules/.installed
 	$(CARGO) build --workspace --locked
 	WEIR_BIN=$(CURDIR)/target/debug/weir WEIR_DIST_BIN=$(CURDIR)/$(DIST_BIN) $(VENV)/bin/python -m pytest tests/e2e -q -p no:cacheprovider
 

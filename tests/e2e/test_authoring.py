@@ -1,4 +1,4 @@
-"""Writing a policy outside this repository, as its README says, in Rust, Python and JavaScript: `weir plugin new`
+"""Writing a policy outside this repository, as its README says, in Rust, Python, JavaScript and C: `weir plugin new`
 in a temporary directory → the project's own unit tests → `weir plugin build` (which installs the language's
 componentizer into the project the first time) → `weir plugin check` → `weir plugin build --install` into a running
 gateway's watched directory → the policy's rules applied to requests of the official SDKs, whole and streamed. The
@@ -14,7 +14,8 @@ import pytest
 
 from conftest import WEIR, Gateway, anthropic_client, expected_text, openai_client, wait_for
 
-TESTS = {"rust": ["cargo", "test", "--quiet"], "python": ["python3", "-m", "unittest", "-q"], "js": ["node", "--test"]}
+TESTS = {"rust": ["cargo", "test", "--quiet"], "python": ["python3", "-m", "unittest", "-q"], "js": ["node", "--test"],
+         "c": ["sh", "-c", "cc -Wall -Wextra -Werror -o test_policy test_policy.c policy.c && ./test_policy"]}
 
 
 def weir(*args, cwd=None, timeout=600):
@@ -23,7 +24,7 @@ def weir(*args, cwd=None, timeout=600):
     return p.stdout
 
 
-@pytest.mark.parametrize("lang", ["rust", "python", "js"])
+@pytest.mark.parametrize("lang", ["rust", "python", "js", "c"])
 def test_from_new_to_live(session_tmp, mock, tmp_path, lang):
     watched = tmp_path / "plugins.d"
     watched.mkdir()

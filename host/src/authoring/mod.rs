@@ -31,6 +31,7 @@ pub enum Lang {
     Rust,
     Python,
     Js,
+    C,
 }
 
 impl Lang {
@@ -39,6 +40,7 @@ impl Lang {
             Lang::Rust => "rust",
             Lang::Python => "python",
             Lang::Js => "js",
+            Lang::C => "c",
         }
     }
 }
@@ -79,6 +81,14 @@ const JS: &[File] = &[
     ("wit/plugin.wit", WIT),
 ];
 
+const C: &[File] = &[
+    ("app.c", include_str!("templates/c/app.c")),
+    ("policy.c", include_str!("templates/c/policy.c")),
+    ("policy.h", include_str!("templates/c/policy.h")),
+    ("test_policy.c", include_str!("templates/c/test_policy.c")),
+    ("wit/plugin.wit", WIT),
+];
+
 /// What the language's build and tests are, for the README.
 fn lang_notes(lang: Lang) -> (&'static str, &'static str, &'static str) {
     match lang {
@@ -97,6 +107,13 @@ fn lang_notes(lang: Lang) -> (&'static str, &'static str, &'static str) {
             "`componentize-js app.js --wit wit -n plugin` (installed into `node_modules/` the first time)",
             "node --test",
         ),
+        Lang::C => (
+            "`policy.c` (the rules, plain C), `app.c` (the hooks), `test_policy.c`, `wit/` (the contract); `gen/` is \
+             written by the build",
+            "the C bindings written into `gen/` from `wit/`, `clang --target=wasm32-wasi -mexec-model=reactor`, the \
+             module made a component with the WASI preview1 reactor adapter (all but clang inside `weir`)",
+            "cc -o test_policy test_policy.c policy.c && ./test_policy",
+        ),
     }
 }
 
@@ -109,7 +126,8 @@ fn valid_name(name: &str) -> bool {
 fn fill(text: &str, name: &str, lang: Lang) -> String {
     let (files, build, test) = lang_notes(lang);
     // Python and JavaScript components import every interface of their world, and each import must be granted.
-    let extra = if lang == Lang::Rust { "" } else { ", \"log\", \"kv\", \"trace\", \"clock\"" };
+    // (A C component imports only what it calls, as a Rust one does.)
+    let extra = if matches!(lang, Lang::Rust | Lang::C) { "" } else { ", \"log\", \"kv\", \"trace\", \"clock\"" };
     text.replace("{{name}}", name)
         .replace("{{lang}}", lang.as_str())
         .replace("{{contract}}", CONTRACT)
@@ -133,6 +151,7 @@ pub fn new(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         Lang::Rust => RUST,
         Lang::Python => PYTHON,
         Lang::Js => JS,
+        Lang::C => C,
     };
     let mut written = Vec::new();
     for (path, text) in COMMON.iter().chain(own) {
@@ -233,6 +252,7 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
                 .arg(&tmp)
                 .current_dir(dir))?;
         }
+        Lang::C => build_c(dir, &tmp)?,
         Lang::Js => {
             let tool = dir.join("node_modules/.bin/componentize-js");
             if !tool.exists() {
@@ -248,6 +268,47 @@ pub fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     }
     std::fs::rename(&tmp, &out).with_context(|| format!("{}", out.display()))?;
     Ok(out)
+}
+
+/// The C compiler: `$CC`, else `clang` (it must have the `wasm32-wasi` target and a WASI libc: Debian's `clang`,
+/// `lld`, `wasi-libc` and `libclang-rt-dev-wasm32`, or the wasi-sdk).
+fn clang() -> String {
+    std::env::var("CC").ok().filter(|c| !c.is_empty()).unwrap_or_else(|| "clang".into())
+}
+
+/// Builds a C project: the bindings of the `plugin` world into `gen/` (`plugin.h`, `plugin.c`,
+/// `plugin_component_type.o`), the sources into a core module, and the module into the component `out` with the WASI
+/// preview1 reactor adapter (a plugin is a library of exports, not a program).
+fn build_c(dir: &Path, out: &Path) -> anyhow::Result<()> {
+    let mut resolve = wit_parser::Resolve::default();
+    let (pkg, _) = resolve.push_dir(dir.join("wit")).context("wit/")?;
+    let world = resolve.select_world(&[pkg], Some("plugin")).context("wit/: the world `plugin`")?;
+    let mut files = wit_bindgen_core::Files::default();
+    wit_bindgen_c::Opts::default().build().generate(&mut resolve, world, &mut files).context("the C bindings")?;
+    let gen_dir = dir.join("gen");
+    std::fs::create_dir_all(&gen_dir).with_context(|| format!("{}", gen_dir.display()))?;
+    for (name, bytes) in files.iter() {
+        std::fs::write(gen_dir.join(name), bytes).with_context(|| format!("gen/{name}"))?;
+    }
+    let core = dir.join(".core.wasm.tmp");
+    run(Command::new(clang())
+        .args(["--target=wasm32-wasi", "-O2", "-mexec-model=reactor", "-Wl,--strip-debug", "-Igen", "-o"])
+        .arg(&core)
+        .args(["app.c", "policy.c", "gen/plugin.c", "gen/plugin_component_type.o"])
+        .current_dir(dir))?;
+    let module = std::fs::read(&core).with_context(|| format!("{}", core.display()))?;
+    let _ = std::fs::remove_file(&core);
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .and_then(|e| {
+            e.adapter(
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )
+        })
+        .and_then(|e| e.validate(true).encode())
+        .context("making the component")?;
+    std::fs::write(out, component).with_context(|| format!("{}", out.display()))
 }
 
 /// Puts a built project live in a gateway's watched plugins directory: the settings first, then the component,
@@ -339,7 +400,7 @@ mod tests {
     fn new_writes_a_project_and_refuses_to_overwrite_one() {
         let dir = std::env::temp_dir().join(format!("weir-new-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        for lang in [Lang::Rust, Lang::Python, Lang::Js] {
+        for lang in [Lang::Rust, Lang::Python, Lang::Js, Lang::C] {
             let d = dir.join(lang.as_str());
             let files = new("gate", lang, &d).unwrap();
             for f in &files {
@@ -350,7 +411,7 @@ mod tests {
             assert_eq!((p.name.as_str(), p.lang, p.contract.as_str()), ("gate", lang, CONTRACT));
             let settings: toml::Table = toml::from_str(&std::fs::read_to_string(p.settings(&d)).unwrap()).unwrap();
             let caps = settings["capabilities"].as_array().unwrap().len();
-            assert_eq!(caps, if lang == Lang::Rust { 1 } else { 5 }, "{lang:?}");
+            assert_eq!(caps, if matches!(lang, Lang::Rust | Lang::C) { 1 } else { 5 }, "{lang:?}");
             let e = new("gate", lang, &d).unwrap_err().to_string();
             assert!(e.contains("not empty"), "{e}");
         }
