@@ -11,6 +11,10 @@
 //! `on-complete` is owed to every plugin whose `on-request` started, however the request ended: it runs on the
 //! plugin's own instance when that can still be entered, otherwise on a fresh one.
 //!
+//! Beside the plugins, a request may carry a shadow version's run for a plugin (`super::shadow`: called just before
+//! the live version's hook, its decision compared, never applied) and its fixture (`super::fixtures`: what the chain
+//! was given and decided, written at the end). A request with neither pays a few branches for them.
+//!
 //! Deadlines grow with the input a hook is given: `on-request` and a whole-body `on-chunk` get
 //! [`DEADLINE_PER_MIB`] more per MiB of body, so a legitimately large prompt or answer is not a plugin failure.
 
