@@ -300,7 +300,6 @@ impl Chain {
     /// plugin is out for this request (failed, skipped, or its instance was left poisoned by a cancellation).
     async fn instance(&mut self, i: usize, hook: Hook) -> Result<Option<&mut Live>, ApiError> {
         let p = self.set.plugins[i].clone();
-        let deadline = hook.deadline_for(&p.settings, self.input_len, DEADLINE_PER_MIB);
         if matches!(self.slots[i], Slot::Idle) {
             if let Some(until) = p.quarantined_for() {
                 self.slots[i] = Slot::Skipped;
@@ -325,8 +324,7 @@ impl Chain {
         }
         let live = self.slots[i].usable();
         if let Some(live) = live {
-            live.store.data_mut().allow_input(self.input_len);
-            super::host::start_call(&mut live.store, hook, deadline);
+            live.start_hook(&p.settings, hook, self.input_len);
             return Ok(Some(live));
         }
         Ok(None)
@@ -651,21 +649,19 @@ impl Chain {
             let reads_answer = p.settings.capabilities.contains(&crate::config::Capability::Answer);
             // A plugin given the answer may hold it and a copy or two: memory and time grow with it, as for a body.
             let input = if reads_answer { answer_len } else { 0 };
-            let deadline = Hook::OnComplete.deadline_for(&p.settings, input, DEADLINE_PER_MIB);
             let t0 = Instant::now();
             let mut fresh_live;
             let owed = self.started[i] && p.hooks.calls(Hook::OnComplete);
             let (live, is_fresh) = match self.slots[i].complete_on(owed) {
                 CompleteOn::Nothing => continue,
                 CompleteOn::Own(live) => {
-                    live.store.data_mut().allow_input(input);
-                    super::host::start_call(&mut live.store, Hook::OnComplete, deadline);
+                    live.start_hook(&p.settings, Hook::OnComplete, input);
                     (live, false)
                 }
                 CompleteOn::Fresh => match super::instance::fresh(&p, input).await {
                     Ok(live) => {
                         fresh_live = live;
-                        super::host::start_call(&mut fresh_live.store, Hook::OnComplete, deadline);
+                        fresh_live.start_hook(&p.settings, Hook::OnComplete, input);
                         (&mut fresh_live, true)
                     }
                     Err(msg) => {

@@ -344,6 +344,15 @@ pub fn stream_json(s: &types::TextStream) -> Value {
     json!([s.choice, s.part, text_kind(s.kind)])
 }
 
+/// A text kind as written in a fixture, read back ([`text_kind`]'s inverse; unknown: the answer).
+pub fn text_kind_of(name: &str) -> types::TextKind {
+    match name {
+        "reasoning" => types::TextKind::Reasoning,
+        "tool-arguments" => types::TextKind::ToolArguments,
+        _ => types::TextKind::Answer,
+    }
+}
+
 pub fn text_kind(k: types::TextKind) -> &'static str {
     match k {
         types::TextKind::Answer => "answer",

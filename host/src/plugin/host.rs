@@ -106,8 +106,6 @@ impl RequestSnapshot {
         if self.listing { "models" } else { self.endpoint.as_str() }
     }
 
-    /// Keeps `previous`'s parsed body when the body did not change (a plugin changed only the model, metadata or
-    /// principal), so the body is parsed at most once per version of it.
     /// The same request for a shadow version (`super::shadow`): what it asks through the request resource is kept
     /// apart, never applied.
     pub fn for_shadow(&self) -> RequestSnapshot {
@@ -128,6 +126,8 @@ impl RequestSnapshot {
         }
     }
 
+    /// Keeps `previous`'s parsed body when the body did not change (a plugin changed only the model, metadata or
+    /// principal), so the body is parsed at most once per version of it.
     pub fn sharing_parse_with(mut self, previous: &RequestSnapshot) -> RequestSnapshot {
         if self.body.as_ptr() == previous.body.as_ptr() && self.body.len() == previous.body.len() {
             self.json = previous.json.clone();

@@ -78,6 +78,14 @@ impl Live {
         data.kv_log = None;
     }
 
+    /// Starts a call of `hook` given `input` bytes of input: its memory allowance and deadline grow with the input
+    /// ([`super::chain::DEADLINE_PER_MIB`]).
+    pub fn start_hook(&mut self, settings: &crate::config::PluginSettings, hook: Hook, input: usize) {
+        self.store.data_mut().allow_input(input);
+        let deadline = hook.deadline_for(settings, input, super::chain::DEADLINE_PER_MIB);
+        super::host::start_call(&mut self.store, hook, deadline);
+    }
+
     /// Marks a hook call as started; [`Live::end_call`] when it returns. A call whose future is dropped in between
     /// leaves the instance marked, and the chain then treats it as poisoned.
     pub fn begin_call(&mut self) {

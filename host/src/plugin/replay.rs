@@ -299,11 +299,7 @@ fn chunk_of(c: &Value) -> types::Chunk {
             stream: types::TextStream {
                 choice: t["stream"][0].as_u64().unwrap_or(0) as u32,
                 part: t["stream"][1].as_u64().unwrap_or(0) as u32,
-                kind: match t["stream"][2].as_str() {
-                    Some("reasoning") => types::TextKind::Reasoning,
-                    Some("tool-arguments") => types::TextKind::ToolArguments,
-                    _ => types::TextKind::Answer,
-                },
+                kind: super::fixtures::text_kind_of(t["stream"][2].as_str().unwrap_or_default()),
             },
             text: t["text"].as_str().unwrap_or_default().to_string(),
         })

@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use serde_json::json;
 
-use super::chain::{DEADLINE_PER_MIB, chunk_label, judge, request_label};
+use super::chain::{chunk_label, judge, request_label};
 use super::contract::AnswerOf;
 use super::hook::Hook;
 use super::host::{PluginContext, RequestSnapshot};
@@ -170,11 +170,7 @@ impl ShadowRun {
             Ok(l) => Box::new(l),
             Err(msg) => return self.failed(Hook::OnRequest, &format!("could not be instantiated: {msg}")),
         };
-        super::host::start_call(
-            &mut instance.store,
-            Hook::OnRequest,
-            Hook::OnRequest.deadline_for(&p.settings, input, DEADLINE_PER_MIB),
-        );
+        instance.start_hook(&p.settings, Hook::OnRequest, input);
         let own = Arc::new(req.for_shadow());
         let result = instance.bindings.on_request(&mut instance.store, &own).await;
         match judge(result, &instance.store, Hook::OnRequest, &p) {
@@ -204,12 +200,7 @@ impl ShadowRun {
             return;
         }
         let input = if chunk.whole_body { chunk.data.len() } else { 0 };
-        instance.store.data_mut().allow_input(input);
-        super::host::start_call(
-            &mut instance.store,
-            Hook::OnChunk,
-            Hook::OnChunk.deadline_for(&p.settings, input, DEADLINE_PER_MIB),
-        );
+        instance.start_hook(&p.settings, Hook::OnChunk, input);
         let result = instance.bindings.on_chunk(&mut instance.store, chunk).await;
         match judge(result, &instance.store, Hook::OnChunk, &p) {
             Ok(d) => self.chunk = Some(d),
@@ -221,10 +212,17 @@ impl ShadowRun {
     /// called, or failed: as if it passed). An answer differs once per request.
     pub fn compare_chunk(&mut self, live: Option<&ChunkDecision>) {
         let Some(decision) = self.chunk.take() else { return };
-        if live.unwrap_or(&ChunkDecision::Pass) != &decision && !self.chunk_differed {
-            self.chunk_differed = true;
+        if live.unwrap_or(&ChunkDecision::Pass) != &decision {
             tracing::debug!(target: "weir::plugin", plugin = %self.shadow.plugin.name, shadow = chunk_label(&decision),
                 live = live.map_or("pass", chunk_label), "shadow's answer differs");
+            self.answer_differs();
+        }
+    }
+
+    /// Its answer differs from the live version's: counted once per request.
+    fn answer_differs(&mut self) {
+        if !self.chunk_differed {
+            self.chunk_differed = true;
             self.shadow.differ("on-chunk");
         }
     }
@@ -238,7 +236,7 @@ impl ShadowRun {
             self.held = Some(String::new());
             return;
         }
-        super::host::start_call(&mut instance.store, Hook::Flush, Hook::Flush.deadline(&p.settings));
+        instance.start_hook(&p.settings, Hook::Flush, 0);
         let result = instance.bindings.flush(&mut instance.store, stream).await;
         match judge(result, &instance.store, Hook::Flush, &p) {
             Ok(held) => self.held = Some(held.unwrap_or_default()),
@@ -250,9 +248,8 @@ impl ShadowRun {
     /// different answer (`on-chunk`, once per request).
     pub fn compare_flush(&mut self, live: Option<&str>) {
         let Some(held) = self.held.take() else { return };
-        if held != live.unwrap_or_default() && !self.chunk_differed {
-            self.chunk_differed = true;
-            self.shadow.differ("on-chunk");
+        if held != live.unwrap_or_default() {
+            self.answer_differs();
         }
     }
 
@@ -266,17 +263,12 @@ impl ShadowRun {
         let reads_answer = p.settings.capabilities.contains(&crate::config::Capability::Answer);
         let input = if reads_answer { answer_len } else { 0 };
         let data = instance.store.data_mut();
-        data.allow_input(input);
         data.settling = true;
         if reads_answer {
             data.answer = answer.cloned();
         }
         let t0 = Instant::now();
-        super::host::start_call(
-            &mut instance.store,
-            Hook::OnComplete,
-            Hook::OnComplete.deadline_for(&p.settings, input, DEADLINE_PER_MIB),
-        );
+        instance.start_hook(&p.settings, Hook::OnComplete, input);
         let result = instance.bindings.on_complete(&mut instance.store, summary).await;
         if let Err(f) = judge(result.map(Ok), &instance.store, Hook::OnComplete, &p) {
             self.failed(Hook::OnComplete, &f.message);
