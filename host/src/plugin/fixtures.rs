@@ -380,6 +380,30 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_past_max_fixture_stops_being_recorded_and_says_so() {
+        let piece = |i: u32| types::Chunk {
+            index: i,
+            event: None,
+            data: format!("{{\"choices\":[{{\"delta\":{{\"content\":\"{}\"}}}}]}}", "word ".repeat(20)),
+            texts: vec![types::TextPiece {
+                stream: types::TextStream { choice: 0, part: 0, kind: types::TextKind::Answer },
+                text: "word ".repeat(20),
+            }],
+            whole_body: false,
+        };
+        let mut f = Fixture::new(false, 2048);
+        for i in 0..100 {
+            f.chunk(&piece(i));
+        }
+        assert!(f.truncated, "100 pieces of ~300 bytes do not fit in 2 KiB");
+        assert!(!f.chunks.is_empty() && f.chunks.len() < 10, "{}", f.chunks.len());
+        assert!(f.size <= 2048);
+        let kept: Vec<u64> = f.chunks.iter().map(|c| c["index"].as_u64().unwrap()).collect();
+        assert_eq!(kept, (0..kept.len() as u64).collect::<Vec<_>>(), "the first pieces, in order, none after a gap");
+        assert_eq!(f.chunks[0]["texts"][0]["text"], placeholder(&"word ".repeat(20)));
+    }
+
+    #[test]
     fn credentials_are_recognised_by_name() {
         for h in ["authorization", "x-api-key", "cookie", "x-goog-api-key", "x-auth-token", "openai-session"] {
             assert!(is_credential(h), "{h}");
