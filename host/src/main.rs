@@ -119,6 +119,10 @@ enum PluginCommand {
         /// `--header "authorization:Bearer sk-..."` for a key the config knows.
         #[arg(long = "header", value_name = "NAME:VALUE")]
         headers: Vec<String>,
+        /// The request's principal, as authentication would have set it (`ID` or `ID:TEAM`), for plugins that act
+        /// only on authenticated requests (cost, ratelimit).
+        #[arg(long, value_name = "ID[:TEAM]")]
+        principal: Option<String>,
     },
     /// Replay recorded requests (`[record]` fixtures, JSONL) through a plugin offline and print what it decides;
     /// with `--against OLD.wasm`, print only the requests decided differently, and exit 1 when there are any.
@@ -200,10 +204,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Plugin(PluginCommand::Bench { file, iterations, config, headers }) => {
+        Command::Plugin(PluginCommand::Bench { file, iterations, config, headers, principal }) => {
             match std::fs::read(&file)
                 .map_err(anyhow::Error::from)
-                .and_then(|b| plugin::bench::run(&b, iterations.max(10), &config, &headers))
+                .and_then(|b| plugin::bench::run(&b, iterations.max(10), &config, &headers, principal.as_deref()))
             {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

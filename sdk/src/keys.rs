@@ -57,9 +57,15 @@ pub struct Reservation {
 impl Reservation {
     /// `[amount, "key", …]`.
     pub fn encode(&self) -> String {
-        let mut v = vec![serde_json::Value::from(self.amount)];
-        v.extend(self.keys.iter().map(|k| serde_json::Value::from(k.as_str())));
-        serde_json::Value::Array(v).to_string()
+        // Written directly rather than through a `serde_json::Value` tree: it is made on every request.
+        let mut out = format!("[{}", self.amount);
+        for k in &self.keys {
+            out.push(',');
+            // A string always serializes.
+            out.push_str(&serde_json::to_string(k).unwrap_or_default());
+        }
+        out.push(']');
+        out
     }
 
     /// Reads [`Reservation::encode`]'s form, or the earlier one (amount and keys separated by spaces or newlines).
@@ -112,6 +118,7 @@ mod tests {
     #[test]
     fn reservations_round_trip_whatever_the_keys_hold() {
         let r = Reservation { amount: -42, keys: vec!["spend/team/ML Ops/2026-12".into(), "k \"q\" \n".into()] };
+        assert_eq!(r.encode(), r#"[-42,"spend/team/ML Ops/2026-12","k \"q\" \n"]"#, "the JSON array form");
         assert_eq!(Reservation::decode(&r.encode()), Some(r));
         let empty = Reservation { amount: 7, keys: vec![] };
         assert_eq!(Reservation::decode(&empty.encode()), Some(empty));

@@ -17,7 +17,14 @@ pub fn matches_any<'a>(patterns: impl IntoIterator<Item = &'a str>, name: &str) 
 
 /// Lower-case hexadecimal.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    // By table, not `format!` per byte: auth hashes every request's key, and a formatted byte cost ~0.2 µs in Wasm.
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// The UTC calendar date (year, month 1–12, day 1–31) of a Unix time in milliseconds.
@@ -74,6 +81,12 @@ pub fn parse_utc(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_is_lower_case_two_digits_a_byte() {
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff, 0x5c]), "000fa0ff5c");
+        assert_eq!(hex(&[]), "");
+    }
 
     #[test]
     fn patterns() {

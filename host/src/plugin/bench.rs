@@ -16,7 +16,13 @@ use crate::config::{Capability, PluginRuntime};
 
 const CHUNKS_PER_REQUEST: usize = 16;
 
-pub fn run(bytes: &[u8], iterations: usize, config_json: &str, extra_headers: &[String]) -> anyhow::Result<()> {
+pub fn run(
+    bytes: &[u8],
+    iterations: usize,
+    config_json: &str,
+    extra_headers: &[String],
+    principal: Option<&str>,
+) -> anyhow::Result<()> {
     let engine = PluginEngine::new(&PluginRuntime { max_instances: 16, ..Default::default() })?;
     let started = Instant::now();
     let compiled = engine.compile(bytes, &Capability::ALL)?;
@@ -33,7 +39,13 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str, extra_headers: &[
         events: Default::default(),
         events_warned: Default::default(),
     });
-    let req = Arc::new(sample_request(extra_headers)?);
+    // `ID[:TEAM]`: the principal authentication established, for plugins that act only once one is known (cost,
+    // ratelimit): without it they return early and the bench measures only that.
+    let principal = principal.map(|p| match p.split_once(':') {
+        Some((id, team)) => types::Principal { id: id.into(), team: Some(team.into()) },
+        None => types::Principal { id: p.into(), team: None },
+    });
+    let req = Arc::new(sample_request(extra_headers, principal)?);
     let chunk = sample_chunk;
     let summary = sample_summary(&req);
 
@@ -95,7 +107,7 @@ pub fn run(bytes: &[u8], iterations: usize, config_json: &str, extra_headers: &[
 }
 
 /// A streamed chat request as an SDK sends it, with `extra_headers` (`NAME:VALUE`) added.
-fn sample_request(extra_headers: &[String]) -> anyhow::Result<RequestSnapshot> {
+fn sample_request(extra_headers: &[String], principal: Option<types::Principal>) -> anyhow::Result<RequestSnapshot> {
     let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a haiku about rivers and the weirs that hold them back."}],"stream":true,"max_tokens":256}"#;
     let mut headers = http::HeaderMap::new();
     for n in ["content-type", "accept", "user-agent", "x-stainless-lang", "authorization"] {
@@ -116,7 +128,7 @@ fn sample_request(extra_headers: &[String]) -> anyhow::Result<RequestSnapshot> {
         true,
         Arc::new(headers),
         bytes::Bytes::from_static(body),
-        None,
+        principal,
         Vec::new(),
     ))
 }
@@ -153,7 +165,7 @@ fn sample_summary(req: &RequestSnapshot) -> types::Summary {
         },
         ttft_ms: Some(120.0),
         duration_ms: 900.0,
-        principal: None,
+        principal: req.principal.clone(),
         metadata: Vec::new(),
         error: None,
         partial: false,
