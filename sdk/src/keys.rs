@@ -36,7 +36,7 @@ fn needs_escape(c: char) -> bool {
 
 /// A kv key from its parts: each escaped with [`part`], joined by `/`.
 pub fn key(parts: &[&str]) -> String {
-    let mut out = String::new();
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for (i, p) in parts.iter().enumerate() {
         if i > 0 {
             out.push('/');
