@@ -243,13 +243,15 @@ if [[ " $sections " == *" plugins "* ]]; then
   say ""
   say "| plugin | size KB | fresh, init per instance | fresh, pre-initialized median | reused median | reused p99 | on-chunk median | on-chunk p99 | budget | verdict |"
   say "|---|---|---|---|---|---|---|---|---|---|"
-  # auth with the demo key presented (the accept path: hash, lookup, revocation check in kv, principal).
+  # auth with the demo key presented (the accept path: hash, lookup, revocation check in kv, principal); every plugin
+  # with the principal auth sets for it, so cost measures its reservation and settle (without one it returns early).
   for spec in "allowlist|{\"models\":[\"gpt-4o-mini\"]}" \
       "auth|{\"keys\":[{\"id\":\"demo\",\"hash\":\"sha256:$demo_hash\",\"team\":\"demo\"}]}" \
       "router|{\"rules\":[{\"model\":\"gpt-4o-mini\",\"targets\":[{\"upstream\":\"mock\"}]}]}" "redact|{}" \
-      "cost|{\"prices\":{\"gpt-4o-mini\":{\"input\":0.15,\"output\":0.6}}}"; do
+      "cost|{\"prices\":{\"gpt-4o-mini\":{\"input\":0.15,\"output\":0.6}},\"budgets\":[{\"key\":\"demo\",\"usd\":5.0,\"period\":\"day\"}]}"; do
     name=${spec%%|*}; cfg=${spec#*|}
-    o=$("$bin" plugin bench "$guests/$name.wasm" --iterations 3000 --config "$cfg" --header "authorization:Bearer sk-weir-demo")
+    o=$("$bin" plugin bench "$guests/$name.wasm" --iterations 3000 --config "$cfg" --header "authorization:Bearer sk-weir-demo" \
+      --principal demo:demo)
     plain=$(echo "$o" | awk '/^per request: instantiate/ {print $(NF-1)}')
     pre=$(echo "$o" | awk '/^pre-initialized: per request/ {print $(NF-1), $NF}')
     reused=$(echo "$o" | awk '/^per request, reused/ {print $(NF-1), $NF}')
