@@ -525,6 +525,38 @@ pub mod kv {
     pub fn delete(key: &str) -> Result<(), KvError> {
         super::host::kv::delete(key)
     }
+    pub use crate::bindings::weir::plugin::kv::{IncrementOp, Op, Outcome, SetOp};
+    /// Several operations in one call, applied in order: the calls above one after the other, in one round trip
+    /// to a shared backend (Redis). Stops at the first that fails: one result per operation attempted, the last
+    /// the error, so a shorter list means the rest were not attempted — except in `on-complete`, where the gateway
+    /// attempts every operation (settles must all be made). Not a transaction (what came before a failure stays
+    /// applied).
+    pub fn batch(ops: &[Op]) -> Vec<Result<Outcome, KvError>> {
+        super::host::kv::batch(ops)
+    }
+    impl Op {
+        pub fn get(key: impl Into<String>) -> Op {
+            Op::Get(key.into())
+        }
+        pub fn set(key: impl Into<String>, value: impl Into<Vec<u8>>, ttl_ms: Option<u64>) -> Op {
+            Op::Set(SetOp { key: key.into(), value: value.into(), ttl_ms })
+        }
+        pub fn increment(key: impl Into<String>, delta: i64, ttl_ms: Option<u64>) -> Op {
+            Op::Increment(IncrementOp { key: key.into(), delta, ttl_ms })
+        }
+        pub fn delete(key: impl Into<String>) -> Op {
+            Op::Delete(key.into())
+        }
+    }
+    impl Outcome {
+        /// An `increment`'s new value.
+        pub fn count(&self) -> Option<i64> {
+            match self {
+                Outcome::Count(n) => Some(*n),
+                _ => None,
+            }
+        }
+    }
     /// A kv error in words (for messages and logs).
     pub fn describe(e: &KvError) -> String {
         match e {

@@ -194,6 +194,26 @@ pub(crate) mod kv {
         FAKE.with(|f| f.borrow_mut().kv.remove(key));
         Ok(())
     }
+    /// As the gateway does it outside `on-complete`: the single calls in order, up to and including the first that
+    /// fails (the fake does not know which hook runs; in `on-complete` the gateway attempts every operation).
+    pub fn batch(ops: &[crate::kv::Op]) -> Vec<Result<crate::kv::Outcome, KvError>> {
+        use crate::kv::{Op, Outcome};
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            let r = match op {
+                Op::Get(key) => get(key).map(Outcome::Value),
+                Op::Set(o) => set(&o.key, &o.value, o.ttl_ms).map(|()| Outcome::Done),
+                Op::Increment(o) => increment(&o.key, o.delta, o.ttl_ms).map(Outcome::Count),
+                Op::Delete(key) => delete(key).map(|()| Outcome::Done),
+            };
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        out
+    }
 
     #[cfg(test)]
     mod tests {
@@ -218,6 +238,24 @@ pub(crate) mod kv {
             assert_eq!(increment("s", i64::MAX, None), Ok(i64::MAX), "saturates");
             assert_eq!(set("big", &vec![0; MAX_KV_VALUE + 1], None), Err(KvError::TooLarge(MAX_KV_VALUE as u64)));
             assert_eq!(set("big", &vec![0; MAX_KV_VALUE], None), Ok(()), "the largest value");
+        }
+
+        #[test]
+        fn a_fake_batch_stops_at_the_first_failure() {
+            use crate::kv::{Op, Outcome};
+            crate::testing::reset();
+            let r = batch(&[Op::increment("n", 2, None), Op::set("k", *b"v", None), Op::get("k"), Op::delete("k")]);
+            assert_eq!(
+                r,
+                [Ok(Outcome::Count(2)), Ok(Outcome::Done), Ok(Outcome::Value(Some(b"v".to_vec()))), Ok(Outcome::Done)]
+            );
+            let r = batch(&[
+                Op::increment("n", 1, None),
+                Op::set("big", vec![0; MAX_KV_VALUE + 1], None),
+                Op::increment("n", 1, None),
+            ]);
+            assert_eq!(r, [Ok(Outcome::Count(3)), Err(KvError::TooLarge(MAX_KV_VALUE as u64))]);
+            assert_eq!(get("n"), Ok(Some(b"3".to_vec())), "the operation after the failure was not attempted");
         }
     }
 }

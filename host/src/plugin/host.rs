@@ -556,6 +556,63 @@ impl v3::weir::plugin::kv::Host for State {
         self.resume_running();
         r
     }
+    /// The single calls above, in order, in one crossing and in one backend call ([`Kv::batch`]: one round trip
+    /// to Redis): namespacing, the timeout (for the whole batch), the memory allowance for values read. It stops at
+    /// the first failure, which is the last result. In `on-complete`, or while recording a fixture, it is the
+    /// single calls one after the other: each increment is then a settle (kept and applied exactly once when the
+    /// backend cannot take it now), and a fixture logs each read; in `on-complete` every operation is attempted,
+    /// whatever failed before it.
+    async fn batch(&mut self, ops: Vec<v3::weir::plugin::kv::Op>) -> Vec<KvResult<v3::weir::plugin::kv::Outcome>> {
+        use super::kv::{Op as StoreOp, Outcome as StoreOutcome};
+        use v3::weir::plugin::kv::{Host, Op, Outcome};
+        if self.settling || self.kv_log.is_some() {
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                let r = match op {
+                    Op::Get(key) => Host::get(self, key).await.map(Outcome::Value),
+                    Op::Set(o) => Host::set(self, o.key, o.value, o.ttl_ms).await.map(|()| Outcome::Done),
+                    Op::Increment(o) => Host::increment(self, o.key, o.delta, o.ttl_ms).await.map(Outcome::Count),
+                    Op::Delete(key) => Host::delete(self, key).await.map(|()| Outcome::Done),
+                };
+                // In on-complete every operation is attempted: a settle the backend could not take now is journaled
+                // (and reported as an error), and the settles after it must not be lost.
+                let stop = r.is_err() && !self.settling;
+                out.push(r);
+                if stop {
+                    break;
+                }
+            }
+            return out;
+        }
+        let ops: Vec<StoreOp> = ops
+            .into_iter()
+            .map(|op| match op {
+                Op::Get(key) => StoreOp::Get(self.key(&key)),
+                Op::Set(o) => StoreOp::Set(self.key(&o.key), o.value, ttl(o.ttl_ms)),
+                Op::Increment(o) => StoreOp::Increment(self.key(&o.key), o.delta, ttl(o.ttl_ms)),
+                Op::Delete(key) => StoreOp::Delete(self.key(&key)),
+            })
+            .collect();
+        let kv = self.plugin.kv.clone();
+        let done =
+            tokio::time::timeout(KV_TIMEOUT, kv.batch(ops)).await.unwrap_or_else(|_| vec![Err(KvError::Timeout)]);
+        let mut out = Vec::with_capacity(done.len());
+        for r in done {
+            out.push(match r {
+                Ok(StoreOutcome::Value(v)) => {
+                    if let Some(v) = &v {
+                        self.took_in(v.len());
+                    }
+                    Ok(Outcome::Value(v))
+                }
+                Ok(StoreOutcome::Count(n)) => Ok(Outcome::Count(n)),
+                Ok(StoreOutcome::Done) => Ok(Outcome::Done),
+                Err(e) => Err(kv_error(e)),
+            });
+        }
+        self.resume_running();
+        out
+    }
 }
 
 /// Starts a call of `hook` (or an instantiation: `init`) on `store` with this budget of guest running time: the
@@ -707,6 +764,52 @@ mod tests {
         assert_eq!(v1::weir::plugin::kv::Host::get(&mut s, "k1".into()), None);
         assert_eq!(s.set("k".into(), b"v".to_vec(), None).await, Ok(()));
         assert_eq!(v3::weir::plugin::kv::Host::get(&mut s, "k".into()).await, Ok(Some(b"v".to_vec())));
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_its_calls_in_order_and_stops_at_the_first_failure() {
+        use v3::weir::plugin::kv::{Host as _, IncrementOp, Op, Outcome, SetOp};
+        let store: Arc<dyn Kv> = Arc::new(crate::plugin::kv::Capped::new(Arc::new(MemoryKv::default()), 16));
+        let mut s = state("p", store.clone());
+        let set = |key: &str, value: &[u8]| Op::Set(SetOp { key: key.into(), value: value.to_vec(), ttl_ms: None });
+        let add = |key: &str, delta| Op::Increment(IncrementOp { key: key.into(), delta, ttl_ms: None });
+        let done =
+            s.batch(vec![add("n", 5), set("k", b"v"), Op::Get("k".into()), add("n", -2), Op::Get("none".into())]).await;
+        assert_eq!(
+            done,
+            [
+                Ok(Outcome::Count(5)),
+                Ok(Outcome::Done),
+                Ok(Outcome::Value(Some(b"v".to_vec()))),
+                Ok(Outcome::Count(3)),
+                Ok(Outcome::Value(None))
+            ]
+        );
+        assert_eq!(store.get_now("p/n").unwrap().as_deref(), Some(&b"3"[..]), "namespaced as the single calls");
+
+        // A value over the cap fails its operation; the ones before it stay applied, the ones after are not tried.
+        let done = s.batch(vec![Op::Delete("k".into()), set("big", &[0; 17]), add("n", 1)]).await;
+        assert_eq!(done, [Ok(Outcome::Done), Err(v3::types::KvError::TooLarge(16))]);
+        assert_eq!(store.get_now("p/k").unwrap(), None);
+        assert_eq!(store.get_now("p/n").unwrap().as_deref(), Some(&b"3"[..]), "not attempted");
+        assert_eq!(s.batch(vec![]).await, []);
+
+        // In on-complete, the single calls (increments are settles): the same results.
+        s.settling = true;
+        assert_eq!(
+            s.batch(vec![add("n", 2), Op::Get("n".into())]).await,
+            [Ok(Outcome::Count(5)), Ok(Outcome::Value(Some(b"5".to_vec())))]
+        );
+        let done = s.batch(vec![set("big", &[0; 17]), add("n", 1)]).await;
+        assert_eq!(done, [Err(v3::types::KvError::TooLarge(16)), Ok(Outcome::Count(6))], "every operation attempted");
+        s.settling = false;
+
+        // A backend that is down: the first operation's error, and nothing more.
+        let mut s = state("p", Arc::new(Broken(Some(KvError::Unavailable("down".into())))));
+        assert_eq!(
+            s.batch(vec![add("n", 1), add("m", 1)]).await,
+            [Err(v3::types::KvError::Unavailable("down".into()))]
+        );
     }
 
     #[tokio::test]

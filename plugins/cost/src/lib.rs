@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+use weir_sdk::kv::Op;
 use weir_sdk::{ChangesExt, KvError, Plugin, PluginError, Request, RequestDecision, Summary};
 
 /// USD per million tokens.
@@ -179,54 +180,60 @@ impl Plugin for Cost {
             let model = req.model();
             let est = estimate(config, req, &model);
             let now = weir_sdk::clock::now_unix_ms();
-            let mut taken: Vec<Counter> = Vec::new();
-            for (counter, scope, id, period) in counters(&principal, now) {
-                let after = match weir_sdk::kv::increment(&counter.key, est, Some(counter.ttl_ms)) {
-                    Ok(after) => after,
+            let counters = counters(&principal, now);
+            let record = weir_sdk::keys::Reservation {
+                amount: est,
+                keys: counters.iter().map(|(c, ..)| c.key.clone()).collect(),
+            }
+            .encode();
+            let reservation = reservation_key(&req.id());
+            // One kv call: reserve on every counter, then write the reservation down under the request id (and
+            // return it as metadata), so that `on-complete` can settle it on a fresh instance (the gateway uses one
+            // when this instance failed). A client hanging up cannot stop this hook half-way (the gateway runs
+            // `on-request` to its end); a trap after the batch would leave the estimate counted, erring towards the
+            // budget.
+            let mut ops: Vec<Op> =
+                counters.iter().map(|(c, ..)| Op::increment(c.key.as_str(), est, Some(c.ttl_ms))).collect();
+            ops.push(Op::set(reservation.as_str(), record.as_bytes(), Some(RESERVATION_TTL_MS)));
+            let done = weir_sdk::kv::batch(&ops);
+            // The spend before this request's reservation, per counter (the batch stops at a failed increment).
+            let mut before = Vec::with_capacity(counters.len());
+            for r in done.iter().take(counters.len()) {
+                match r {
+                    Ok(o) => before.push(o.count().unwrap_or(est) - est),
                     Err(e) => {
                         // Give back what was taken (best effort: the store is failing).
-                        for c in &taken {
-                            let _ = weir_sdk::kv::increment(&c.key, -est, None);
-                        }
+                        give_back(counters.iter().take(before.len()).map(|(c, ..)| c), est, None);
                         self.refused = true;
-                        return Ok(unavailable(&e));
+                        return Ok(unavailable(e));
                     }
-                };
-                let before = after - est;
-                taken.push(counter);
-                let over = config.budgets.iter().find(|b| {
-                    let pattern = if scope == "key" { &b.key } else { &b.team };
-                    b.period == period
-                        && pattern.as_deref().is_some_and(|p| weir_sdk::util::matches(p, &id))
-                        && before >= (b.usd * NANO).round() as i64
-                });
-                if let Some(b) = over {
-                    for c in &taken {
-                        let _ = weir_sdk::kv::increment(&c.key, -est, None);
-                    }
-                    self.refused = true;
-                    let when = if period == Period::Day { "today (UTC)" } else { "this month (UTC)" };
-                    weir_sdk::trace::set_attribute("budget", "exceeded");
-                    return Ok(weir_sdk::reject(
-                        429,
-                        format!(
-                            "budget exceeded: {scope} `{id}` has spent ${} of its ${:.2} budget {when}",
-                            usd(before),
-                            b.usd
-                        ),
-                    ));
                 }
             }
+            let over = counters.iter().zip(&before).find_map(|((_, scope, id, period), &before)| {
+                let budget = config.budgets.iter().find(|b| {
+                    let pattern = if *scope == "key" { &b.key } else { &b.team };
+                    b.period == *period
+                        && pattern.as_deref().is_some_and(|p| weir_sdk::util::matches(p, id))
+                        && before >= (b.usd * NANO).round() as i64
+                })?;
+                Some((budget, scope, id, period, before))
+            });
+            if let Some((b, scope, id, period, before)) = over {
+                give_back(counters.iter().map(|(c, ..)| c), est, Some(&reservation));
+                self.refused = true;
+                let when = if *period == Period::Day { "today (UTC)" } else { "this month (UTC)" };
+                weir_sdk::trace::set_attribute("budget", "exceeded");
+                return Ok(weir_sdk::reject(
+                    429,
+                    format!(
+                        "budget exceeded: {scope} `{id}` has spent ${} of its ${:.2} budget {when}",
+                        usd(before),
+                        b.usd
+                    ),
+                ));
+            }
             weir_sdk::trace::set_attribute("reserved_usd", &usd(est));
-            // The reservation is also written down under the request id (and returned as metadata), so that
-            // `on-complete` can settle it on a fresh instance (the gateway uses one when this instance failed).
-            // A client hanging up cannot stop this hook half-way (the gateway runs `on-request` to its end); a trap
-            // between the increments and this line would leave the estimate counted, erring towards the budget.
-            let record =
-                weir_sdk::keys::Reservation { amount: est, keys: taken.iter().map(|c| c.key.clone()).collect() }
-                    .encode();
-            let id = req.id();
-            let _ = weir_sdk::kv::set(&reservation_key(&id), record.as_bytes(), Some(RESERVATION_TTL_MS));
+            let taken: Vec<Counter> = counters.into_iter().map(|(c, ..)| c).collect();
             self.counters = taken;
             self.reserved = est;
             // Also in the request's metadata, which `on-complete` receives on whatever instance it runs.
@@ -280,21 +287,31 @@ impl Plugin for Cost {
             // Settle the reservation to the actual cost (a failed request costs what it used, usually nothing).
             // Increments in `on-complete` are settles: a backend that cannot take one now (Redis down) journals it
             // and applies it exactly once later, so errors here are not retried.
-            for c in &self.counters {
-                let _ = weir_sdk::kv::increment(&c.key, actual - self.reserved, None);
-            }
+            // In one kv call.
             if !self.counters.is_empty() {
-                let _ = weir_sdk::kv::delete(&reservation_key(&s.request_id));
-            }
-            if self.counters.is_empty()
-                && let Some(p) = &s.principal
-            {
+                let mut ops: Vec<Op> =
+                    self.counters.iter().map(|c| Op::increment(c.key.as_str(), actual - self.reserved, None)).collect();
+                ops.push(Op::delete(reservation_key(&s.request_id)));
+                let _ = weir_sdk::kv::batch(&ops);
+            } else if let Some(p) = &s.principal {
                 // No reservation was made (no principal at on-request time): count it now.
-                for (c, ..) in counters(p, weir_sdk::clock::now_unix_ms()) {
-                    let _ = weir_sdk::kv::increment(&c.key, actual, Some(c.ttl_ms));
-                }
+                let ops: Vec<Op> = counters(p, weir_sdk::clock::now_unix_ms())
+                    .into_iter()
+                    .map(|(c, ..)| Op::increment(c.key, actual, Some(c.ttl_ms)))
+                    .collect();
+                let _ = weir_sdk::kv::batch(&ops);
             }
         }
+    }
+}
+
+/// Takes a reservation of `est` back from `counters` (and deletes the reservation record, if it was written), in
+/// one kv call; best effort: this runs when the store failed or the request was refused.
+fn give_back<'a>(counters: impl Iterator<Item = &'a Counter>, est: i64, record: Option<&str>) {
+    let mut ops: Vec<Op> = counters.map(|c| Op::increment(c.key.as_str(), -est, None)).collect();
+    ops.extend(record.map(Op::delete));
+    if !ops.is_empty() {
+        let _ = weir_sdk::kv::batch(&ops);
     }
 }
 
@@ -440,5 +457,8 @@ mod tests {
         }
         second.on_complete(&summary("small", 0, 0));
         assert_eq!(spend("spend/key/small/2026-11-22"), 75_000_000, "the refused request reserved nothing");
+        assert_eq!(spend("spend/team/ml/2026-11"), 75_000_000, "on no counter");
+        let id = request("small").view().id();
+        assert_eq!(weir_sdk::kv::get(&reservation_key(&id)), Ok(None), "and kept no reservation record");
     }
 }

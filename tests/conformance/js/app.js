@@ -58,8 +58,14 @@ function onRequest(req) {
   const cfg = settings();
   const mode = req.header("x-conformance") || cfg.default_mode || "pass";
   state = { mode, held: "", textEvents: 0 };
-  const n = kv.increment("requests", 1n, undefined);
-  kv.set("last_mode", encoder.encode(mode), undefined);
+  // One kv call: the count, then the mode (a shorter list ends with the error).
+  const done = kv.batch([
+    { tag: "increment", val: { key: "requests", delta: 1n, ttlMs: undefined } },
+    { tag: "set", val: { key: "last_mode", value: encoder.encode(mode), ttlMs: undefined } },
+  ]);
+  const failed = done.find((r) => r.tag === "err");
+  if (failed !== undefined) throw failed.val;
+  const n = done[0].val.val;
   setAttribute("mode", mode);
   setAttribute("requests", String(n));
   addEvent("request");
@@ -171,8 +177,10 @@ function onComplete(s) {
     has_error: s.error !== undefined,
     text_events: state.textEvents,
   };
-  kv.set(`summary/${s.requestId}`, encoder.encode(JSON.stringify(summary)), undefined);
-  kv.increment("completed", 1n, undefined);
+  kv.batch([
+    { tag: "set", val: { key: `summary/${s.requestId}`, value: encoder.encode(JSON.stringify(summary)), ttlMs: undefined } },
+    { tag: "increment", val: { key: "completed", delta: 1n, ttlMs: undefined } },
+  ]);
 }
 
 // Every hook; per-request state is reset at every onRequest, so an instance may serve several requests of one tenant.

@@ -92,8 +92,17 @@ class Hooks(exports.Hooks):
         cfg = settings()
         mode = req.header("x-conformance") or cfg.get("default_mode") or "pass"
         state.update(mode=mode, held="", text_events=0)
-        n = kv.increment("requests", 1, None)
-        kv.set("last_mode", mode.encode(), None)
+        if hasattr(kv, "batch"):
+            # One kv call: the count, then the mode (a shorter list ends with the error).
+            done = kv.batch([kv.Op_Increment(kv.IncrementOp("requests", 1, None)),
+                             kv.Op_Set(kv.SetOp("last_mode", mode.encode(), None))])
+            for r in done:
+                if isinstance(r, Err):
+                    raise r
+            n = done[0].value.value
+        else:  # 0.2.0: no batch
+            n = kv.increment("requests", 1, None)
+            kv.set("last_mode", mode.encode(), None)
         trace.set_attribute("mode", mode)
         trace.set_attribute("requests", str(n))
         trace.add_event("request")
@@ -182,5 +191,10 @@ class Hooks(exports.Hooks):
             "has_error": s.error is not None,
             "text_events": state["text_events"],
         }
-        kv.set(f"summary/{s.request_id}", json.dumps(summary).encode(), None)
-        kv.increment("completed", 1, None)
+        data = json.dumps(summary).encode()
+        if hasattr(kv, "batch"):
+            kv.batch([kv.Op_Set(kv.SetOp(f"summary/{s.request_id}", data, None)),
+                      kv.Op_Increment(kv.IncrementOp("completed", 1, None))])
+        else:  # 0.2.0: no batch
+            kv.set(f"summary/{s.request_id}", data, None)
+            kv.increment("completed", 1, None)

@@ -59,6 +59,28 @@ pub trait Kv: Send + Sync {
     fn settle<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>> {
         self.increment(key, delta, ttl)
     }
+    /// Operations in order, up to and including the first that fails (one result per operation attempted): what
+    /// the calls one after the other give, which is this default. A networked backend makes it one round trip
+    /// (Redis: one script).
+    fn batch<'a>(&'a self, ops: Vec<Op>) -> BoxFuture<'a, Vec<KvResult<Outcome>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                let r = match op {
+                    Op::Get(key) => self.get(&key).await.map(Outcome::Value),
+                    Op::Set(key, value, ttl) => self.set(&key, value, ttl).await.map(|()| Outcome::Done),
+                    Op::Increment(key, delta, ttl) => self.increment(&key, delta, ttl).await.map(Outcome::Count),
+                    Op::Delete(key) => self.delete(&key).await.map(|()| Outcome::Done),
+                };
+                let failed = r.is_err();
+                out.push(r);
+                if failed {
+                    break;
+                }
+            }
+            out
+        })
+    }
     /// The live keys under `prefix` with their sizes (key and value bytes), for a quota's accounting at start
     /// ([`quota`]); a shared backend (Redis) lists nothing: its replicas count what they see.
     fn scan(&self, prefix: &str) -> Vec<(String, usize)> {
@@ -80,6 +102,23 @@ pub trait Kv: Send + Sync {
     fn delete_now(&self, key: &str) -> KvResult<()> {
         self.delete(key).now_or_never().unwrap_or_else(would_block)
     }
+}
+
+/// One operation of [`Kv::batch`]: a call, with its arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Get(String),
+    Set(String, Vec<u8>, Option<Duration>),
+    Increment(String, i64, Option<Duration>),
+    Delete(String),
+}
+
+/// What an operation of a batch gave: `get`'s value, `increment`'s new value, or done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Value(Option<Vec<u8>>),
+    Count(i64),
+    Done,
 }
 
 /// Largest value a plugin stores unless its settings raise it (`kv_max_value`), and the admin API's limit.
@@ -134,6 +173,20 @@ impl Kv for Capped {
     }
     fn settle<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>> {
         self.inner.settle(key, delta, ttl)
+    }
+    /// The backend's batch, cut before the first value over the cap (which is then the failure).
+    fn batch<'a>(&'a self, mut ops: Vec<Op>) -> BoxFuture<'a, Vec<KvResult<Outcome>>> {
+        Box::pin(async move {
+            let Some(cut) = ops.iter().position(|op| matches!(op, Op::Set(_, v, _) if self.check(v).is_err())) else {
+                return self.inner.batch(ops).await;
+            };
+            ops.truncate(cut);
+            let mut out = if ops.is_empty() { Vec::new() } else { self.inner.batch(ops).await };
+            if out.len() == cut && out.iter().all(Result::is_ok) {
+                out.push(Err(KvError::TooLarge(self.max)));
+            }
+            out
+        })
     }
     fn scan(&self, prefix: &str) -> Vec<(String, usize)> {
         self.inner.scan(prefix)
@@ -269,6 +322,43 @@ pub mod tests {
         kv.set(&t, b"x".to_vec(), Some(Duration::from_millis(u64::MAX))).await.unwrap();
         assert!(kv.get(&t).await.unwrap().is_some(), "a ttl too long to represent never expires");
 
+        // A batch: the same operations in order, their results in order.
+        let (b, m, gone) = (k("b"), k("m"), k("gone"));
+        let done = kv
+            .batch(vec![
+                Op::Set(b.clone(), b"x".to_vec(), Some(Duration::from_millis(100))),
+                Op::Get(b.clone()),
+                Op::Increment(m.clone(), 5, Some(Duration::from_millis(150))),
+                Op::Increment(m.clone(), -7, None),
+                Op::Get(gone.clone()),
+                Op::Set(gone.clone(), b"y".to_vec(), None),
+                Op::Delete(gone.clone()),
+                Op::Get(m.clone()),
+            ])
+            .await;
+        use Outcome::{Count, Done, Value};
+        assert_eq!(
+            done,
+            [
+                Ok(Done),
+                Ok(Value(Some(b"x".to_vec()))),
+                Ok(Count(5)),
+                Ok(Count(-2)),
+                Ok(Value(None)),
+                Ok(Done),
+                Ok(Done),
+                Ok(Value(Some(b"-2".to_vec())))
+            ]
+        );
+        assert_eq!(kv.get(&gone).await, Ok(None));
+        assert_eq!(kv.batch(vec![]).await, []);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            kv.batch(vec![Op::Get(b.clone()), Op::Get(m.clone())]).await,
+            [Ok(Value(None)), Ok(Value(None))],
+            "ttls as in single calls"
+        );
+
         let value = vec![7u8; MAX_VALUE_LIMIT];
         kv.set(&big, value.clone(), None).await.unwrap();
         assert_eq!(kv.get(&big).await.unwrap().map(|v| v.len()), Some(value.len()), "the largest value");
@@ -320,7 +410,9 @@ pub mod tests {
         let t0 = std::time::Instant::now();
         assert!(kv.get("p/spend").await.is_err());
         assert!(kv.increment("p/spend", 1, None).await.is_err());
-        assert!(t0.elapsed() < Duration::from_secs(2), "failed within the timeout: {:?}", t0.elapsed());
+        let done = kv.batch(vec![Op::Increment("p/spend".into(), 1, None), Op::Get("p/spend".into())]).await;
+        assert!(matches!(done.as_slice(), [Err(_)]), "a batch fails as one call: {done:?}");
+        assert!(t0.elapsed() < Duration::from_secs(3), "failed within the timeout: {:?}", t0.elapsed());
         for _ in 0..5 {
             let e = kv.settle("p/spend", 1, None).await.unwrap_err();
             assert!(matches!(&e, KvError::Unavailable(m) if m.contains("journaled")), "{e:?}");

@@ -56,6 +56,38 @@ if not cur and tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]
 return {1, v}
 ";
 
+/// A batch in one round trip, applied in order as the single commands and scripts above would be (and, being one
+/// script, with no other client's command between them). KEYS: one per operation. ARGV: per operation its kind, then
+/// its arguments: `g`; `s` value ttl-ms (0: none); `i` delta ttl-ms (0: none); `d`. Returns one reply per operation:
+/// the value or nil, the new count, or 1.
+const BATCH: &str = r"
+local out = {}
+local a = 1
+for n, key in ipairs(KEYS) do
+  local kind = ARGV[a]
+  if kind == 'g' then
+    out[n] = redis.call('GET', key)
+    a = a + 1
+  elseif kind == 's' then
+    if tonumber(ARGV[a + 2]) > 0 then redis.call('SET', key, ARGV[a + 1], 'PX', ARGV[a + 2])
+    else redis.call('SET', key, ARGV[a + 1]) end
+    out[n] = 1
+    a = a + 3
+  elseif kind == 'i' then
+    local cur = redis.call('GET', key)
+    if cur and not string.match(cur, '^%-?%d+$') then redis.call('SET', key, '0', 'KEEPTTL') end
+    out[n] = redis.call('INCRBY', key, ARGV[a + 1])
+    if not cur and tonumber(ARGV[a + 2]) > 0 then redis.call('PEXPIRE', key, ARGV[a + 2]) end
+    a = a + 3
+  else
+    redis.call('DEL', key)
+    out[n] = 1
+    a = a + 1
+  end
+end
+return out
+";
+
 pub struct RedisKv {
     /// `pool_size` connection managers, used in turn.
     first: ConnectionManager,
@@ -65,6 +97,7 @@ pub struct RedisKv {
     timeout: Duration,
     increment: Script,
     settle: Script,
+    batch: Script,
     journal: Journal,
 }
 
@@ -179,6 +212,7 @@ impl RedisKv {
             timeout: c.timeout,
             increment: Script::new(INCREMENT),
             settle: Script::new(SETTLE),
+            batch: Script::new(BATCH),
             journal: Journal { inner: Mutex::new(JournalInner { log: opened.log, pending }), max: c.journal_max },
         });
         tokio::spawn(replay_loop(Arc::downgrade(&kv)));
@@ -300,6 +334,55 @@ impl Kv for RedisKv {
         Box::pin(async move {
             let mut c = self.conn();
             self.run("delete", redis::cmd("DEL").arg(self.key(key)).query_async::<()>(&mut c)).await
+        })
+    }
+    /// One script, one round trip. A failure (Redis down, a timeout) is the first operation's: whether any was
+    /// applied is then unknown, as for a single call that timed out.
+    fn batch<'a>(&'a self, ops: Vec<super::Op>) -> BoxFuture<'a, Vec<KvResult<super::Outcome>>> {
+        use super::{Op, Outcome};
+        Box::pin(async move {
+            if ops.is_empty() {
+                return Vec::new();
+            }
+            let ms = |ttl: Option<Duration>| ttl.and_then(|t| i64::try_from(t.as_millis()).ok()).unwrap_or(0);
+            let mut inv = self.batch.prepare_invoke();
+            for op in &ops {
+                match op {
+                    Op::Get(key) => inv.key(self.key(key)).arg("g"),
+                    Op::Set(key, value, ttl) => inv.key(self.key(key)).arg("s").arg(value.as_slice()).arg(ms(*ttl)),
+                    Op::Increment(key, delta, ttl) => inv.key(self.key(key)).arg("i").arg(*delta).arg(ms(*ttl)),
+                    Op::Delete(key) => inv.key(self.key(key)).arg("d"),
+                };
+            }
+            let mut c = self.conn();
+            let replies: Vec<redis::Value> = match self.run("batch", inv.invoke_async(&mut c)).await {
+                Ok(r) => r,
+                Err(e) => return vec![Err(e)],
+            };
+            if replies.len() != ops.len() {
+                return vec![Err(KvError::Unavailable(format!(
+                    "redis: a batch of {} operations answered {}",
+                    ops.len(),
+                    replies.len()
+                )))];
+            }
+            let mut out = Vec::with_capacity(ops.len());
+            for (op, reply) in ops.iter().zip(replies) {
+                let r = match (op, reply) {
+                    (Op::Get(_), redis::Value::Nil) => Ok(Outcome::Value(None)),
+                    (Op::Get(_), redis::Value::BulkString(v)) => Ok(Outcome::Value(Some(v))),
+                    (Op::Increment(..), redis::Value::Int(n)) => Ok(Outcome::Count(n)),
+                    (Op::Set(..) | Op::Delete(_), _) => Ok(Outcome::Done),
+                    // Not its value (it could be anything a plugin stored): only that the shape was wrong.
+                    _ => Err(KvError::Unavailable("redis: unexpected reply in a batch".into())),
+                };
+                let failed = r.is_err();
+                out.push(r);
+                if failed {
+                    break;
+                }
+            }
+            out
         })
     }
     fn settle<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>> {

@@ -75,8 +75,11 @@ impl Plugin for Conformance {
             .unwrap_or_else(|| Some(setting(cfg, "default_mode")).filter(|m| !m.is_empty()).unwrap_or("pass".into()));
         // The SDK resets the plugin value at each on-request; this is the whole per-request state.
         *self = Conformance { mode: mode.clone(), ..Default::default() };
-        let n = ok(kv::increment("requests", 1, None))?;
-        ok(kv::set("last_mode", mode.as_bytes(), None))?;
+        // One kv call: the count, then the mode (a shorter list ends with the error).
+        let mut n = 0;
+        for r in kv::batch(&[kv::Op::increment("requests", 1, None), kv::Op::set("last_mode", mode.as_bytes(), None)]) {
+            n = ok(r)?.count().unwrap_or(n);
+        }
         trace::set_attribute("mode", &mode);
         trace::set_attribute("requests", &n.to_string());
         trace::add_event("request");
@@ -176,8 +179,10 @@ impl Plugin for Conformance {
             "has_error": s.error.is_some(),
             "text_events": self.text_events,
         });
-        let _ = kv::set(&format!("summary/{}", s.request_id), summary.to_string().as_bytes(), None);
-        let _ = kv::increment("completed", 1, None);
+        let _ = kv::batch(&[
+            kv::Op::set(format!("summary/{}", s.request_id), summary.to_string(), None),
+            kv::Op::increment("completed", 1, None),
+        ]);
     }
 }
 
