@@ -20,7 +20,9 @@
 # chain, each a column: default "shipped request"; see `chain` in lib.sh), PIN (default 1), STREAM=N (streamed answers
 # of N text deltas instead of non-streamed ones; the budgets are for non-streamed), ONLY="router ..." (only these
 # plugins of the chain: what one plugin costs through the gateway, against `weir plugin bench` in process). Every gateway uses `[kv]
-# backend = "memory"` so the store's disk writes are not in the figures (bench/state.sh measures the backends).
+# backend = "memory"` so the store's disk writes are not in the figures (bench/state.sh measures the backends); KV=file
+# gives each gateway a file store of its own (the default backend), KV=redis a `redis-server` on loopback (each
+# gateway with its own journal): what the chain's kv writes and round trips add.
 source "$(dirname "$0")/lib.sh"
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
@@ -38,6 +40,23 @@ if [ "${PIN:-1}" = 1 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null;
   pin_gw="taskset -c 0"; pin_load="taskset -c 1"
 fi
 bench_setup 18301 18300
+kv_backend=${KV:-memory}
+if [ "$kv_backend" = redis ]; then
+  command -v redis-server >/dev/null || make -s need-redis
+  redis_port=18308
+  redis-server --port $redis_port --bind 127.0.0.1 --save "" --appendonly no >"$tmp/redis.log" 2>&1 &
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$redis_port) 2>/dev/null && break; sleep 0.05; done
+fi
+# kv_toml NAME: the [kv] section of gateway NAME.
+kv_toml() {
+  if [ "$kv_backend" = redis ]; then
+    printf '[kv]\nbackend = "redis"\nurl = "redis://127.0.0.1:%s/0"\njournal = "%s"\n' "$redis_port" "$tmp/journal-$1"
+  elif [ "$kv_backend" = file ]; then
+    printf '[kv]\npath = "%s"\n' "$tmp/kv-$1"
+  else
+    printf '[kv]\nbackend = "memory"\n'
+  fi
+}
 $pin_load "$bin" mock-upstream --listen "$mock" >"$tmp/mock.log" 2>&1 &
 bench_wait "http://$mock/v1/models"
 variants=("$@")
@@ -49,10 +68,10 @@ for v in "${variants[@]}"; do
   vbin=${spec%%:*}; vguests=${spec#*:}; [ "$vguests" != "$spec" ] || vguests=$guests
   names+=("$name")
   bin=$vbin
-  WEIR_ENV=$pin_gw bench_gateway "$name-none" "127.0.0.1:$port" $'[kv]\nbackend = "memory"' ""
+  WEIR_ENV=$pin_gw bench_gateway "$name-none" "127.0.0.1:$port" "$(kv_toml "$name-none")" ""
   echo "127.0.0.1:$port" >"$tmp/$name-none.addr"; port=$((port + 1))
   for m in $MODES; do
-    WEIR_ENV=$pin_gw bench_gateway "$name-$m" "127.0.0.1:$port" $'[kv]\nbackend = "memory"' \
+    WEIR_ENV=$pin_gw bench_gateway "$name-$m" "127.0.0.1:$port" "$(kv_toml "$name-$m")" \
       "$(chain "$m" | only | sed "s#$guests/#$vguests/#")"
     echo "127.0.0.1:$port" >"$tmp/$name-$m.addr"; port=$((port + 1))
   done
@@ -97,7 +116,7 @@ verdict() { awk -v v="$1" -v b="$2" -v up="${3:-}" 'BEGIN { ok = up ? v >= b : v
 plugins=${ONLY:-auth router redact cost}
 say "## ${ONLY:+Only }$(echo "$plugins" | sed 's/ / → /g') through the gateway vs no plugins, ${STREAM:+streamed ($STREAM deltas)}${STREAM:-non-streamed} (median of $ROUNDS alternating rounds of ${SECS}s, wrk)"
 say ""
-say "Chain: $(echo "$plugins" | sed 's/ / → /g'), \`[kv] backend = \"memory\"\`, one column per isolation: $MODES"
+say "Chain: $(echo "$plugins" | sed 's/ / → /g'), \`[kv] backend = \"$kv_backend\"\`$([ "$kv_backend" != redis ] || echo " (a redis-server on loopback)"), one column per isolation: $MODES"
 say "(\`shipped\`: auth and router \`shared\`, redact and cost \`tenant\`, as in examples/weir.toml; \`request\`: a fresh"
 say "instance of each per request). ${pin_gw:+Gateways pinned to CPU 0, the mock and wrk to CPU 1. }Added latency is"
 say "the chain's percentile minus the no-plugin gateway's at c=1; CPU is the gateway's user+system time per request at"

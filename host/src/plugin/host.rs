@@ -556,16 +556,15 @@ impl v3::weir::plugin::kv::Host for State {
         self.resume_running();
         r
     }
-    /// The single calls above, in order, in one crossing and in one backend call ([`Kv::batch`]: one round trip
-    /// to Redis): namespacing, the timeout (for the whole batch), the memory allowance for values read. It stops at
-    /// the first failure, which is the last result. In `on-complete`, or while recording a fixture, it is the
-    /// single calls one after the other: each increment is then a settle (kept and applied exactly once when the
-    /// backend cannot take it now), and a fixture logs each read; in `on-complete` every operation is attempted,
-    /// whatever failed before it.
+    /// The single calls above, in order, in one crossing and in one backend call ([`Kv::batch`]: one log write on
+    /// the file store, one round trip to Redis outside `on-complete`): namespacing, the timeout (for the whole
+    /// batch), the memory allowance for values read. It stops at the first failure, which is the last result;
+    /// in `on-complete` each increment is a settle and every operation is attempted. While recording a fixture it
+    /// is the single calls one after the other, so the fixture logs each read.
     async fn batch(&mut self, ops: Vec<v3::weir::plugin::kv::Op>) -> Vec<KvResult<v3::weir::plugin::kv::Outcome>> {
         use super::kv::{Op as StoreOp, Outcome as StoreOutcome};
         use v3::weir::plugin::kv::{Host, Op, Outcome};
-        if self.settling || self.kv_log.is_some() {
+        if self.kv_log.is_some() {
             let mut out = Vec::with_capacity(ops.len());
             for op in ops {
                 let r = match op {
@@ -574,8 +573,6 @@ impl v3::weir::plugin::kv::Host for State {
                     Op::Increment(o) => Host::increment(self, o.key, o.delta, o.ttl_ms).await.map(Outcome::Count),
                     Op::Delete(key) => Host::delete(self, key).await.map(|()| Outcome::Done),
                 };
-                // In on-complete every operation is attempted: a settle the backend could not take now is journaled
-                // (and reported as an error), and the settles after it must not be lost.
                 let stop = r.is_err() && !self.settling;
                 out.push(r);
                 if stop {
@@ -594,8 +591,12 @@ impl v3::weir::plugin::kv::Host for State {
             })
             .collect();
         let kv = self.plugin.kv.clone();
-        let done =
-            tokio::time::timeout(KV_TIMEOUT, kv.batch(ops)).await.unwrap_or_else(|_| vec![Err(KvError::Timeout)]);
+        let done = if self.settling {
+            // Not cut by the timeout: a backend bounds each settle itself and must then keep it (as `increment`).
+            kv.batch(ops, true).await
+        } else {
+            tokio::time::timeout(KV_TIMEOUT, kv.batch(ops, false)).await.unwrap_or_else(|_| vec![Err(KvError::Timeout)])
+        };
         let mut out = Vec::with_capacity(done.len());
         for r in done {
             out.push(match r {

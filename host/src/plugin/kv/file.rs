@@ -43,6 +43,9 @@ struct Inner {
     compacted_len: u64,
 }
 
+/// A value and its expiry (Unix ms).
+type Stored = (Vec<u8>, Option<u64>);
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -182,6 +185,72 @@ impl FileKv {
         Ok(new)
     }
 
+    fn batch_sync(&self, ops: Vec<super::Op>, settle: bool) -> Vec<KvResult<super::Outcome>> {
+        use super::{Op, Outcome};
+        let now = now_ms();
+        let mut inner = self.lock();
+        // What the batch changed so far (none: deleted), over the map: later operations read earlier ones' writes.
+        let mut changes: Vec<(String, Option<Stored>)> = Vec::new();
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        let mut out = Vec::with_capacity(ops.len());
+        let n = ops.len();
+        for op in ops {
+            let current =
+                |changes: &[(String, Option<Stored>)], key: &str| match changes.iter().rev().find(|(k, _)| k == key) {
+                    Some((_, e)) => e.clone(),
+                    None => inner.map.get(key).filter(|e| live(e, now)).cloned(),
+                };
+            match op {
+                Op::Get(key) => out.push(Ok(Outcome::Value(current(&changes, &key).map(|e| e.0)))),
+                Op::Set(key, value, ttl) => {
+                    let exp = expiry(ttl);
+                    records.push(set_record(&key, &value, exp));
+                    changes.push((key, Some((value, exp))));
+                    out.push(Ok(Outcome::Done));
+                }
+                Op::Increment(key, delta, ttl) => {
+                    let (cur, exp) = match current(&changes, &key) {
+                        Some((v, exp)) => {
+                            (std::str::from_utf8(&v).ok().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0), exp)
+                        }
+                        None => (0, expiry(ttl)),
+                    };
+                    let new = cur.saturating_add(delta);
+                    let value = new.to_string().into_bytes();
+                    records.push(set_record(&key, &value, exp));
+                    changes.push((key, Some((value, exp))));
+                    out.push(Ok(Outcome::Count(new)));
+                }
+                Op::Delete(key) => {
+                    // As `delete`: a record only for a key the store holds (live or not) or the batch wrote.
+                    if inner.map.contains_key(&key) || changes.iter().any(|(k, _)| *k == key) {
+                        records.push(delete_record(&key));
+                        changes.push((key, None));
+                    }
+                    out.push(Ok(Outcome::Done));
+                }
+            }
+        }
+        if !records.is_empty() {
+            let mut r = inner.log.append(&records.iter().map(Vec::as_slice).collect::<Vec<_>>());
+            if r.is_ok() && self.sync_every.is_zero() {
+                r = inner.log.sync();
+            }
+            if let Err(e) = r {
+                let e = KvError::Unavailable(format!("kv file {}: {e}", inner.log.path().display()));
+                return vec![Err(e); if settle { n } else { 1 }];
+            }
+        }
+        for (key, change) in changes {
+            match change {
+                Some(entry) => inner.map.insert(key, entry),
+                None => inner.map.remove(&key),
+            };
+        }
+        Self::maybe_compact(&mut inner);
+        out
+    }
+
     fn delete_sync(&self, key: &str) -> KvResult<()> {
         let mut inner = self.lock();
         if inner.map.contains_key(key) {
@@ -216,6 +285,13 @@ impl Kv for FileKv {
     }
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, KvResult<()>> {
         Box::pin(std::future::ready(self.delete_sync(key)))
+    }
+    /// Under one lock, with the batch's log records written at once (one write, one sync when `sync_every` is
+    /// zero) before any change is applied: when that write fails no operation took effect in memory, and each
+    /// attempted one reports it (the first, or with `settle` all of them) — whole records written before a disk
+    /// error are replayed at the next open, as a single call's would be. Increments settle as they increment.
+    fn batch<'a>(&'a self, ops: Vec<super::Op>, settle: bool) -> BoxFuture<'a, Vec<KvResult<super::Outcome>>> {
+        Box::pin(std::future::ready(self.batch_sync(ops, settle)))
     }
     fn scan(&self, prefix: &str) -> Vec<(String, usize)> {
         let now = now_ms();
@@ -254,6 +330,47 @@ mod tests {
         assert_eq!(kv.get_now("short").unwrap(), None, "the TTL ran while the store was closed");
         assert!(kv.get_now("long").unwrap().is_some());
         assert_eq!(kv.increment_now("n", 0, None), Ok(3));
+    }
+
+    #[test]
+    fn a_batch_is_written_at_once_and_survives_reopen() {
+        use super::super::{Op, Outcome};
+        let dir = super::super::log::tests::tempdir();
+        {
+            let kv = FileKv::open(&dir, Duration::ZERO).unwrap();
+            kv.set_now("old", b"x".to_vec(), None).unwrap();
+            let done = kv.batch_sync(
+                vec![
+                    Op::Increment("n".into(), 5, Some(Duration::from_secs(60))),
+                    Op::Increment("n".into(), -2, None),
+                    Op::Set("r".into(), b"rec".to_vec(), None),
+                    Op::Get("r".into()),
+                    Op::Delete("old".into()),
+                    Op::Get("old".into()),
+                    Op::Delete("never".into()),
+                ],
+                false,
+            );
+            use Outcome::{Count, Done, Value};
+            assert_eq!(
+                done,
+                [
+                    Ok(Count(5)),
+                    Ok(Count(3)),
+                    Ok(Done),
+                    Ok(Value(Some(b"rec".to_vec()))),
+                    Ok(Done),
+                    Ok(Value(None)),
+                    Ok(Done)
+                ],
+                "later operations see earlier ones"
+            );
+            assert_eq!(kv.get_now("old").unwrap(), None);
+        }
+        let kv = FileKv::open(&dir, Duration::ZERO).unwrap();
+        assert_eq!(kv.increment_now("n", 0, None), Ok(3), "durable, with the first increment's TTL");
+        assert_eq!(kv.get_now("r").unwrap().as_deref(), Some(&b"rec"[..]));
+        assert_eq!(kv.get_now("old").unwrap(), None);
     }
 
     #[test]

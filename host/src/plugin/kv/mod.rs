@@ -59,27 +59,12 @@ pub trait Kv: Send + Sync {
     fn settle<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>> {
         self.increment(key, delta, ttl)
     }
-    /// Operations in order, up to and including the first that fails (one result per operation attempted): what
-    /// the calls one after the other give, which is this default. A networked backend makes it one round trip
-    /// (Redis: one script).
-    fn batch<'a>(&'a self, ops: Vec<Op>) -> BoxFuture<'a, Vec<KvResult<Outcome>>> {
-        Box::pin(async move {
-            let mut out = Vec::with_capacity(ops.len());
-            for op in ops {
-                let r = match op {
-                    Op::Get(key) => self.get(&key).await.map(Outcome::Value),
-                    Op::Set(key, value, ttl) => self.set(&key, value, ttl).await.map(|()| Outcome::Done),
-                    Op::Increment(key, delta, ttl) => self.increment(&key, delta, ttl).await.map(Outcome::Count),
-                    Op::Delete(key) => self.delete(&key).await.map(|()| Outcome::Done),
-                };
-                let failed = r.is_err();
-                out.push(r);
-                if failed {
-                    break;
-                }
-            }
-            out
-        })
+    /// Operations in order, up to and including the first that fails (one result per operation attempted); with
+    /// `settle` (a plugin's `on-complete`) each increment is a [`Kv::settle`] and every operation is attempted,
+    /// whatever failed before it. The default makes the calls one after the other ([`one_by_one`]); the file store
+    /// writes the batch's log records at once, Redis sends it as one script (one round trip).
+    fn batch<'a>(&'a self, ops: Vec<Op>, settle: bool) -> BoxFuture<'a, Vec<KvResult<Outcome>>> {
+        one_by_one(self, ops, settle)
     }
     /// The live keys under `prefix` with their sizes (key and value bytes), for a quota's accounting at start
     /// ([`quota`]); a shared backend (Redis) lists nothing: its replicas count what they see.
@@ -119,6 +104,28 @@ pub enum Outcome {
     Value(Option<Vec<u8>>),
     Count(i64),
     Done,
+}
+
+/// [`Kv::batch`] as the single calls, one after the other.
+pub fn one_by_one<'a, K: Kv + ?Sized>(kv: &'a K, ops: Vec<Op>, settle: bool) -> BoxFuture<'a, Vec<KvResult<Outcome>>> {
+    Box::pin(async move {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            let r = match op {
+                Op::Get(key) => kv.get(&key).await.map(Outcome::Value),
+                Op::Set(key, value, ttl) => kv.set(&key, value, ttl).await.map(|()| Outcome::Done),
+                Op::Increment(key, delta, ttl) if settle => kv.settle(&key, delta, ttl).await.map(Outcome::Count),
+                Op::Increment(key, delta, ttl) => kv.increment(&key, delta, ttl).await.map(Outcome::Count),
+                Op::Delete(key) => kv.delete(&key).await.map(|()| Outcome::Done),
+            };
+            let stop = r.is_err() && !settle;
+            out.push(r);
+            if stop {
+                break;
+            }
+        }
+        out
+    })
 }
 
 /// Largest value a plugin stores unless its settings raise it (`kv_max_value`), and the admin API's limit.
@@ -174,14 +181,18 @@ impl Kv for Capped {
     fn settle<'a>(&'a self, key: &'a str, delta: i64, ttl: Option<Duration>) -> BoxFuture<'a, KvResult<i64>> {
         self.inner.settle(key, delta, ttl)
     }
-    /// The backend's batch, cut before the first value over the cap (which is then the failure).
-    fn batch<'a>(&'a self, mut ops: Vec<Op>) -> BoxFuture<'a, Vec<KvResult<Outcome>>> {
+    /// The backend's batch, cut before the first value over the cap (which is then the failure); a settling batch
+    /// with such a value goes one by one (every operation is attempted).
+    fn batch<'a>(&'a self, mut ops: Vec<Op>, settle: bool) -> BoxFuture<'a, Vec<KvResult<Outcome>>> {
         Box::pin(async move {
             let Some(cut) = ops.iter().position(|op| matches!(op, Op::Set(_, v, _) if self.check(v).is_err())) else {
-                return self.inner.batch(ops).await;
+                return self.inner.batch(ops, settle).await;
             };
+            if settle {
+                return one_by_one(self, ops, settle).await;
+            }
             ops.truncate(cut);
-            let mut out = if ops.is_empty() { Vec::new() } else { self.inner.batch(ops).await };
+            let mut out = if ops.is_empty() { Vec::new() } else { self.inner.batch(ops, settle).await };
             if out.len() == cut && out.iter().all(Result::is_ok) {
                 out.push(Err(KvError::TooLarge(self.max)));
             }
@@ -325,16 +336,19 @@ pub mod tests {
         // A batch: the same operations in order, their results in order.
         let (b, m, gone) = (k("b"), k("m"), k("gone"));
         let done = kv
-            .batch(vec![
-                Op::Set(b.clone(), b"x".to_vec(), Some(Duration::from_millis(100))),
-                Op::Get(b.clone()),
-                Op::Increment(m.clone(), 5, Some(Duration::from_millis(150))),
-                Op::Increment(m.clone(), -7, None),
-                Op::Get(gone.clone()),
-                Op::Set(gone.clone(), b"y".to_vec(), None),
-                Op::Delete(gone.clone()),
-                Op::Get(m.clone()),
-            ])
+            .batch(
+                vec![
+                    Op::Set(b.clone(), b"x".to_vec(), Some(Duration::from_millis(100))),
+                    Op::Get(b.clone()),
+                    Op::Increment(m.clone(), 5, Some(Duration::from_millis(150))),
+                    Op::Increment(m.clone(), -7, None),
+                    Op::Get(gone.clone()),
+                    Op::Set(gone.clone(), b"y".to_vec(), None),
+                    Op::Delete(gone.clone()),
+                    Op::Get(m.clone()),
+                ],
+                false,
+            )
             .await;
         use Outcome::{Count, Done, Value};
         assert_eq!(
@@ -351,10 +365,10 @@ pub mod tests {
             ]
         );
         assert_eq!(kv.get(&gone).await, Ok(None));
-        assert_eq!(kv.batch(vec![]).await, []);
+        assert_eq!(kv.batch(vec![], false).await, []);
         tokio::time::sleep(Duration::from_millis(250)).await;
         assert_eq!(
-            kv.batch(vec![Op::Get(b.clone()), Op::Get(m.clone())]).await,
+            kv.batch(vec![Op::Get(b.clone()), Op::Get(m.clone())], false).await,
             [Ok(Value(None)), Ok(Value(None))],
             "ttls as in single calls"
         );
@@ -410,7 +424,7 @@ pub mod tests {
         let t0 = std::time::Instant::now();
         assert!(kv.get("p/spend").await.is_err());
         assert!(kv.increment("p/spend", 1, None).await.is_err());
-        let done = kv.batch(vec![Op::Increment("p/spend".into(), 1, None), Op::Get("p/spend".into())]).await;
+        let done = kv.batch(vec![Op::Increment("p/spend".into(), 1, None), Op::Get("p/spend".into())], false).await;
         assert!(matches!(done.as_slice(), [Err(_)]), "a batch fails as one call: {done:?}");
         assert!(t0.elapsed() < Duration::from_secs(3), "failed within the timeout: {:?}", t0.elapsed());
         for _ in 0..5 {

@@ -337,9 +337,13 @@ impl Kv for RedisKv {
         })
     }
     /// One script, one round trip. A failure (Redis down, a timeout) is the first operation's: whether any was
-    /// applied is then unknown, as for a single call that timed out.
-    fn batch<'a>(&'a self, ops: Vec<super::Op>) -> BoxFuture<'a, Vec<KvResult<super::Outcome>>> {
+    /// applied is then unknown, as for a single call that timed out. A settling batch goes one by one: each settle
+    /// carries its own exactly-once marker and is journaled alone when Redis cannot take it.
+    fn batch<'a>(&'a self, ops: Vec<super::Op>, settle: bool) -> BoxFuture<'a, Vec<KvResult<super::Outcome>>> {
         use super::{Op, Outcome};
+        if settle {
+            return super::one_by_one(self, ops, settle);
+        }
         Box::pin(async move {
             if ops.is_empty() {
                 return Vec::new();
