@@ -15,7 +15,9 @@
 //! none; `set` with a TTL expires the key after it; `increment` adds atomically (a missing, expired or non-integer
 //! value counts as 0; the TTL applies on creation only) and returns the new value; integers are stored as their
 //! decimal text, so `get` of a counter returns e.g. `b"42"`; `delete` of a missing key is not an error. Every
-//! operation is async and can fail ([`KvError`]): a shared backend is a network round trip away.
+//! operation is async and can fail ([`KvError`]): a shared backend is a network round trip away. A [`Kv::batch`] is
+//! the same operations in order (one round trip on Redis, one log write on the file store), stopping at the first
+//! failure unless it settles.
 
 // Request path: no panics from input (see docs/gateway-core.md, "No panic from the wire").
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
