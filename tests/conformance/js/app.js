@@ -58,14 +58,8 @@ function onRequest(req) {
   const cfg = settings();
   const mode = req.header("x-conformance") || cfg.default_mode || "pass";
   state = { mode, held: "", textEvents: 0 };
-  // One kv call: the count, then the mode (a shorter list ends with the error).
-  const done = kv.batch([
-    { tag: "increment", val: { key: "requests", delta: 1n, ttlMs: undefined } },
-    { tag: "set", val: { key: "last_mode", value: encoder.encode(mode), ttlMs: undefined } },
-  ]);
-  const failed = done.find((r) => r.tag === "err");
-  if (failed !== undefined) throw failed.val;
-  const n = done[0].val.val;
+  const n = kv.increment("requests", 1n, undefined);
+  kv.set("last_mode", encoder.encode(mode), undefined);
   setAttribute("mode", mode);
   setAttribute("requests", String(n));
   addEvent("request");
@@ -75,7 +69,10 @@ function onRequest(req) {
     case "reject":
       return { tag: "reject", val: { status: 403, message: `${cfg.reject_message} (${req.model()})`, headers: [] } };
     case "respond": {
-      const stored = kv.get("greeting");
+      // Through kv.batch (one operation), so the three languages exercise it: the value read.
+      const [done] = kv.batch([{ tag: "get", val: "greeting" }]);
+      if (done.tag === "err") throw done.val;
+      const stored = done.val.val;
       const text = stored === undefined ? cfg.greeting : decoder.decode(stored);
       return { tag: "respond", val: { status: 200, contentType: undefined, body: answer(req, text) } };
     }
@@ -96,7 +93,10 @@ function onRequest(req) {
       // A thrown value is the hook's `plugin-error`.
       throw { message: "conformance error requested" };
     case "forget":
-      kv.delete("greeting");
+      {
+        const [done] = kv.batch([{ tag: "delete", val: "greeting" }]);
+        if (done.tag === "err") throw done.val;
+      }
       break;
     case "reply":
       req.addResponseHeader("x-conformance-digest", req.digest());
@@ -177,10 +177,8 @@ function onComplete(s) {
     has_error: s.error !== undefined,
     text_events: state.textEvents,
   };
-  kv.batch([
-    { tag: "set", val: { key: `summary/${s.requestId}`, value: encoder.encode(JSON.stringify(summary)), ttlMs: undefined } },
-    { tag: "increment", val: { key: "completed", delta: 1n, ttlMs: undefined } },
-  ]);
+  kv.set(`summary/${s.requestId}`, encoder.encode(JSON.stringify(summary)), undefined);
+  kv.increment("completed", 1n, undefined);
 }
 
 // Every hook; per-request state is reset at every onRequest, so an instance may serve several requests of one tenant.

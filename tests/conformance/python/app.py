@@ -92,17 +92,8 @@ class Hooks(exports.Hooks):
         cfg = settings()
         mode = req.header("x-conformance") or cfg.get("default_mode") or "pass"
         state.update(mode=mode, held="", text_events=0)
-        if hasattr(kv, "batch"):
-            # One kv call: the count, then the mode (a shorter list ends with the error).
-            done = kv.batch([kv.Op_Increment(kv.IncrementOp("requests", 1, None)),
-                             kv.Op_Set(kv.SetOp("last_mode", mode.encode(), None))])
-            for r in done:
-                if isinstance(r, Err):
-                    raise r
-            n = done[0].value.value
-        else:  # 0.2.0: no batch
-            n = kv.increment("requests", 1, None)
-            kv.set("last_mode", mode.encode(), None)
+        n = kv.increment("requests", 1, None)
+        kv.set("last_mode", mode.encode(), None)
         trace.set_attribute("mode", mode)
         trace.set_attribute("requests", str(n))
         trace.add_event("request")
@@ -111,7 +102,13 @@ class Hooks(exports.Hooks):
         if mode == "reject":
             return RequestDecision_Reject(Rejection(403, f"{cfg['reject_message']} ({req.model()})", []))
         if mode == "respond":
-            stored = kv.get("greeting")
+            if hasattr(kv, "batch"):  # through kv.batch (one operation), so the three languages exercise it
+                done = kv.batch([kv.Op_Get("greeting")])[0]
+                if isinstance(done, Err):
+                    raise done
+                stored = done.value.value
+            else:  # 0.2.0: no batch
+                stored = kv.get("greeting")
             text = stored.decode() if stored is not None else cfg["greeting"]
             return RequestDecision_Respond(Response(200, None, answer(req, text)))
         if mode == "rewrite":
@@ -127,7 +124,12 @@ class Hooks(exports.Hooks):
         if mode == "error":
             raise Err(PluginError("conformance error requested"))
         if mode == "forget":
-            kv.delete("greeting")
+            if hasattr(kv, "batch"):
+                done = kv.batch([kv.Op_Delete("greeting")])[0]
+                if isinstance(done, Err):
+                    raise done
+            else:
+                kv.delete("greeting")
         if RequestDecision_Reply is not None:  # contract 0.3.0
             if mode == "reply":
                 req.add_response_header("x-conformance-digest", req.digest())
@@ -191,10 +193,5 @@ class Hooks(exports.Hooks):
             "has_error": s.error is not None,
             "text_events": state["text_events"],
         }
-        data = json.dumps(summary).encode()
-        if hasattr(kv, "batch"):
-            kv.batch([kv.Op_Set(kv.SetOp(f"summary/{s.request_id}", data, None)),
-                      kv.Op_Increment(kv.IncrementOp("completed", 1, None))])
-        else:  # 0.2.0: no batch
-            kv.set(f"summary/{s.request_id}", data, None)
-            kv.increment("completed", 1, None)
+        kv.set(f"summary/{s.request_id}", json.dumps(summary).encode(), None)
+        kv.increment("completed", 1, None)

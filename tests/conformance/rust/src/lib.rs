@@ -75,11 +75,8 @@ impl Plugin for Conformance {
             .unwrap_or_else(|| Some(setting(cfg, "default_mode")).filter(|m| !m.is_empty()).unwrap_or("pass".into()));
         // The SDK resets the plugin value at each on-request; this is the whole per-request state.
         *self = Conformance { mode: mode.clone(), ..Default::default() };
-        // One kv call: the count, then the mode (a shorter list ends with the error).
-        let mut n = 0;
-        for r in kv::batch(&[kv::Op::increment("requests", 1, None), kv::Op::set("last_mode", mode.as_bytes(), None)]) {
-            n = ok(r)?.count().unwrap_or(n);
-        }
+        let n = ok(kv::increment("requests", 1, None))?;
+        ok(kv::set("last_mode", mode.as_bytes(), None))?;
         trace::set_attribute("mode", &mode);
         trace::set_attribute("requests", &n.to_string());
         trace::add_event("request");
@@ -88,8 +85,13 @@ impl Plugin for Conformance {
         Ok(match mode.as_str() {
             "reject" => weir_sdk::reject(403, format!("{} ({})", setting(cfg, "reject_message"), req.model())),
             "respond" => {
-                let text = ok(kv::get("greeting"))?
-                    .map_or_else(|| setting(cfg, "greeting"), |v| String::from_utf8_lossy(&v).into());
+                // Through `kv.batch` (one operation), so the three languages exercise it: the value read.
+                let stored = kv::batch(&[kv::Op::get("greeting")]).pop().map(ok).transpose()?;
+                let stored = match stored {
+                    Some(kv::Outcome::Value(v)) => v,
+                    _ => None,
+                };
+                let text = stored.map_or_else(|| setting(cfg, "greeting"), |v| String::from_utf8_lossy(&v).into());
                 RequestDecision::Respond(Response { status: 200, content_type: None, body: answer(req, &text) })
             }
             "rewrite" => {
@@ -106,7 +108,10 @@ impl Plugin for Conformance {
             }]),
             "error" => return Err(weir_sdk::error("conformance error requested")),
             "forget" => {
-                ok(kv::delete("greeting"))?;
+                // Through `kv.batch` too: an operation that gives nothing back.
+                if let Some(r) = kv::batch(&[kv::Op::delete("greeting")]).pop() {
+                    ok(r)?;
+                }
                 RequestDecision::Continue
             }
             "reply" => {
@@ -179,10 +184,8 @@ impl Plugin for Conformance {
             "has_error": s.error.is_some(),
             "text_events": self.text_events,
         });
-        let _ = kv::batch(&[
-            kv::Op::set(format!("summary/{}", s.request_id), summary.to_string(), None),
-            kv::Op::increment("completed", 1, None),
-        ]);
+        let _ = kv::set(&format!("summary/{}", s.request_id), summary.to_string().as_bytes(), None);
+        let _ = kv::increment("completed", 1, None);
     }
 }
 
