@@ -558,29 +558,14 @@ impl v3::weir::plugin::kv::Host for State {
     }
     /// The single calls above, in order, in one crossing and in one backend call ([`Kv::batch`]: one log write on
     /// the file store, one round trip to Redis outside `on-complete`): namespacing, the timeout (for the whole
-    /// batch), the memory allowance for values read. It stops at the first failure, which is the last result;
-    /// in `on-complete` each increment is a settle and every operation is attempted. While recording a fixture it
-    /// is the single calls one after the other, so the fixture logs each read.
+    /// batch), the memory allowance for values read, and a fixture's log of what was read (from the results, in
+    /// order, as the single calls log it). It stops at the first failure, which is the last result; in
+    /// `on-complete` each increment is a settle and every operation is attempted.
     async fn batch(&mut self, ops: Vec<v3::weir::plugin::kv::Op>) -> Vec<KvResult<v3::weir::plugin::kv::Outcome>> {
         use super::kv::{Op as StoreOp, Outcome as StoreOutcome};
-        use v3::weir::plugin::kv::{Host, Op, Outcome};
-        if self.kv_log.is_some() {
-            let mut out = Vec::with_capacity(ops.len());
-            for op in ops {
-                let r = match op {
-                    Op::Get(key) => Host::get(self, key).await.map(Outcome::Value),
-                    Op::Set(o) => Host::set(self, o.key, o.value, o.ttl_ms).await.map(|()| Outcome::Done),
-                    Op::Increment(o) => Host::increment(self, o.key, o.delta, o.ttl_ms).await.map(Outcome::Count),
-                    Op::Delete(key) => Host::delete(self, key).await.map(|()| Outcome::Done),
-                };
-                let stop = r.is_err() && !self.settling;
-                out.push(r);
-                if stop {
-                    break;
-                }
-            }
-            return out;
-        }
+        use v3::weir::plugin::kv::{Op, Outcome};
+        // Only while recording: the plugin's own keys and deltas, for the fixture's log.
+        let recorded = self.kv_log.is_some().then(|| ops.clone());
         let ops: Vec<StoreOp> = ops
             .into_iter()
             .map(|op| match op {
@@ -597,6 +582,20 @@ impl v3::weir::plugin::kv::Host for State {
         } else {
             tokio::time::timeout(KV_TIMEOUT, kv.batch(ops, false)).await.unwrap_or_else(|_| vec![Err(KvError::Timeout)])
         };
+        if let (Some(log), Some(ops)) = (self.kv_log.as_mut(), recorded) {
+            for (op, r) in ops.iter().zip(&done) {
+                match (op, r) {
+                    (Op::Get(key), Ok(StoreOutcome::Value(v))) => log.read(key, v.clone()),
+                    // The value it had: what the increment started from.
+                    (Op::Increment(o), Ok(StoreOutcome::Count(n))) => {
+                        log.read(&o.key, Some(n.saturating_sub(o.delta).to_string().into_bytes()))
+                    }
+                    (Op::Set(o), _) => log.wrote(&o.key),
+                    (Op::Delete(key), _) => log.wrote(key),
+                    _ => {}
+                }
+            }
+        }
         let mut out = Vec::with_capacity(done.len());
         for r in done {
             out.push(match r {
@@ -810,6 +809,30 @@ mod tests {
         assert_eq!(
             s.batch(vec![add("n", 1), add("m", 1)]).await,
             [Err(v3::types::KvError::Unavailable("down".into()))]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recorded_batch_logs_what_it_read_as_the_single_calls_do() {
+        use v3::weir::plugin::kv::{Host as _, IncrementOp, Op, SetOp};
+        let store: Arc<dyn Kv> = Arc::new(MemoryKv::default());
+        store.set_now("p/n", b"3".to_vec(), None).unwrap();
+        store.set_now("p/k", b"v".to_vec(), None).unwrap();
+        let mut s = state("p", store);
+        s.kv_log = Some(Box::default());
+        let ops = vec![
+            Op::Increment(IncrementOp { key: "n".into(), delta: 2, ttl_ms: None }),
+            Op::Get("n".into()),
+            Op::Set(SetOp { key: "w".into(), value: b"x".to_vec(), ttl_ms: None }),
+            Op::Get("w".into()),
+            Op::Get("k".into()),
+        ];
+        assert_eq!(s.batch(ops).await.len(), 5);
+        let log = s.kv_log.take().unwrap();
+        assert_eq!(
+            log.reads,
+            [("n".to_string(), Some(b"3".to_vec())), ("k".to_string(), Some(b"v".to_vec()))],
+            "the value before the increment; nothing for a key it wrote first"
         );
     }
 

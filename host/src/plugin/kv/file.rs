@@ -190,22 +190,21 @@ impl FileKv {
         let now = now_ms();
         let mut inner = self.lock();
         // What the batch changed so far (none: deleted), over the map: later operations read earlier ones' writes.
-        let mut changes: Vec<(String, Option<Stored>)> = Vec::new();
+        let mut changes: HashMap<String, Option<Stored>> = HashMap::new();
         let mut records: Vec<Vec<u8>> = Vec::new();
         let mut out = Vec::with_capacity(ops.len());
         let n = ops.len();
         for op in ops {
-            let current =
-                |changes: &[(String, Option<Stored>)], key: &str| match changes.iter().rev().find(|(k, _)| k == key) {
-                    Some((_, e)) => e.clone(),
-                    None => inner.map.get(key).filter(|e| live(e, now)).cloned(),
-                };
+            let current = |changes: &HashMap<String, Option<Stored>>, key: &str| match changes.get(key) {
+                Some(e) => e.clone(),
+                None => inner.map.get(key).filter(|e| live(e, now)).cloned(),
+            };
             match op {
                 Op::Get(key) => out.push(Ok(Outcome::Value(current(&changes, &key).map(|e| e.0)))),
                 Op::Set(key, value, ttl) => {
                     let exp = expiry(ttl);
                     records.push(set_record(&key, &value, exp));
-                    changes.push((key, Some((value, exp))));
+                    changes.insert(key, Some((value, exp)));
                     out.push(Ok(Outcome::Done));
                 }
                 Op::Increment(key, delta, ttl) => {
@@ -218,14 +217,14 @@ impl FileKv {
                     let new = cur.saturating_add(delta);
                     let value = new.to_string().into_bytes();
                     records.push(set_record(&key, &value, exp));
-                    changes.push((key, Some((value, exp))));
+                    changes.insert(key, Some((value, exp)));
                     out.push(Ok(Outcome::Count(new)));
                 }
                 Op::Delete(key) => {
                     // As `delete`: a record only for a key the store holds (live or not) or the batch wrote.
-                    if inner.map.contains_key(&key) || changes.iter().any(|(k, _)| *k == key) {
+                    if inner.map.contains_key(&key) || changes.contains_key(&key) {
                         records.push(delete_record(&key));
-                        changes.push((key, None));
+                        changes.insert(key, None);
                     }
                     out.push(Ok(Outcome::Done));
                 }
