@@ -526,11 +526,13 @@ pub mod kv {
         super::host::kv::delete(key)
     }
     pub use crate::bindings::weir::plugin::kv::{IncrementOp, Op, Outcome, SetOp};
+    /// The most operations one [`batch`] may hold (the contract's limit).
+    pub const MAX_BATCH: usize = 1000;
     /// Several operations in one call, applied in order: the calls above one after the other, in one round trip
     /// to a shared backend (Redis). Stops at the first that fails: one result per operation attempted, the last
     /// the error, so a shorter list means the rest were not attempted — except in `on-complete`, where the gateway
     /// attempts every operation (settles must all be made). Not a transaction (what came before a failure stays
-    /// applied).
+    /// applied). More than [`MAX_BATCH`] operations are refused whole: one result, `too-many`.
     pub fn batch(ops: &[Op]) -> Vec<Result<Outcome, KvError>> {
         super::host::kv::batch(ops)
     }
@@ -563,6 +565,7 @@ pub mod kv {
             KvError::Unavailable(m) => format!("kv unavailable: {m}"),
             KvError::Timeout => "kv timed out".into(),
             KvError::TooLarge(n) => format!("kv value larger than {n} bytes"),
+            KvError::TooMany(n) => format!("kv batch of more than {n} operations"),
         }
     }
 }

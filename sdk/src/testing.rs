@@ -198,6 +198,9 @@ pub(crate) mod kv {
     /// fails (the fake does not know which hook runs; in `on-complete` the gateway attempts every operation).
     pub fn batch(ops: &[crate::kv::Op]) -> Vec<Result<crate::kv::Outcome, KvError>> {
         use crate::kv::{Op, Outcome};
+        if ops.len() > crate::kv::MAX_BATCH {
+            return vec![Err(KvError::TooMany(crate::kv::MAX_BATCH as u32))];
+        }
         let mut out = Vec::with_capacity(ops.len());
         for op in ops {
             let r = match op {
@@ -256,6 +259,10 @@ pub(crate) mod kv {
             ]);
             assert_eq!(r, [Ok(Outcome::Count(3)), Err(KvError::TooLarge(MAX_KV_VALUE as u64))]);
             assert_eq!(get("n"), Ok(Some(b"3".to_vec())), "the operation after the failure was not attempted");
+            let many = vec![Op::increment("n", 1, None); crate::kv::MAX_BATCH + 1];
+            assert_eq!(batch(&many), [Err(KvError::TooMany(crate::kv::MAX_BATCH as u32))]);
+            assert_eq!(get("n"), Ok(Some(b"3".to_vec())), "none of a batch over the limit was attempted");
+            assert_eq!(batch(&many[1..]).len(), crate::kv::MAX_BATCH, "the limit itself is allowed");
         }
     }
 }

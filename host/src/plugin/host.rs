@@ -498,6 +498,9 @@ fn kv_error(e: KvError) -> v3::types::KvError {
 
 type KvResult<T> = Result<T, v3::types::KvError>;
 
+/// The most operations one `kv.batch` may hold (the contract says 1,000); a longer batch fails whole with `too-many`.
+pub const MAX_KV_BATCH: usize = 1000;
+
 /// How long a `kv` call may wait for the backend before it fails with `timeout`.
 pub const KV_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -564,6 +567,13 @@ impl v3::weir::plugin::kv::Host for State {
     async fn batch(&mut self, ops: Vec<v3::weir::plugin::kv::Op>) -> Vec<KvResult<v3::weir::plugin::kv::Outcome>> {
         use super::kv::{Op as StoreOp, Outcome as StoreOutcome};
         use v3::weir::plugin::kv::{Op, Outcome};
+        if ops.len() > MAX_KV_BATCH {
+            // Refused whole, before any key is namespaced: one store pass (one Redis script, one lock of the file
+            // store) per batch is bounded for every other plugin's calls. Logged, since `on-complete` ignores it.
+            tracing::warn!(target: "weir::plugin", plugin = %self.plugin.name, operations = ops.len(),
+                "kv batch refused: more than {MAX_KV_BATCH} operations");
+            return vec![Err(v3::types::KvError::TooMany(MAX_KV_BATCH as u32))];
+        }
         // Only while recording: the plugin's own keys and deltas, for the fixture's log.
         let recorded = self.kv_log.is_some().then(|| ops.clone());
         let ops: Vec<StoreOp> = ops
@@ -802,7 +812,15 @@ mod tests {
         );
         let done = s.batch(vec![set("big", &[0; 17]), add("n", 1)]).await;
         assert_eq!(done, [Err(v3::types::KvError::TooLarge(16)), Ok(Outcome::Count(6))], "every operation attempted");
+
+        // More than the limit: refused whole, in on-complete too; the limit itself is a batch like any other.
+        let many = vec![add("n", 1); MAX_KV_BATCH + 1];
+        assert_eq!(s.batch(many.clone()).await, [Err(v3::types::KvError::TooMany(MAX_KV_BATCH as u32))]);
         s.settling = false;
+        assert_eq!(s.batch(many.clone()).await, [Err(v3::types::KvError::TooMany(MAX_KV_BATCH as u32))]);
+        assert_eq!(store.get_now("p/n").unwrap().as_deref(), Some(&b"6"[..]), "none attempted");
+        let done = s.batch(many[1..].to_vec()).await;
+        assert_eq!((done.len(), done.last()), (MAX_KV_BATCH, Some(&Ok(Outcome::Count(1006)))));
 
         // A backend that is down: the first operation's error, and nothing more.
         let mut s = state("p", Arc::new(Broken(Some(KvError::Unavailable("down".into())))));

@@ -67,6 +67,8 @@ fn kv_error(e: types::KvError) -> old::KvError {
         types::KvError::Unavailable(m) => old::KvError::Unavailable(m),
         types::KvError::Timeout => old::KvError::Timeout,
         types::KvError::TooLarge(n) => old::KvError::TooLarge(n),
+        // Only a 0.3.0 `batch` fails so, and 0.2.0 has no batch.
+        types::KvError::TooMany(n) => old::KvError::Unavailable(format!("more than {n} operations in one batch")),
     }
 }
 
