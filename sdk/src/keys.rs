@@ -13,7 +13,10 @@ use std::fmt::Write as _;
 
 /// One name as one part of a kv key (see the module doc).
 pub fn part(name: &str) -> std::borrow::Cow<'_, str> {
-    if !name.chars().any(needs_escape) {
+    // Almost every name is plain ASCII: checked by byte, without decoding characters (kv keys are built on every
+    // request).
+    let plain_ascii = |b: &u8| b.is_ascii() && !needs_escape(char::from(*b));
+    if name.as_bytes().iter().all(plain_ascii) || !name.chars().any(needs_escape) {
         return name.into();
     }
     let mut out = String::with_capacity(name.len() + 8);
@@ -57,15 +60,23 @@ pub struct Reservation {
 impl Reservation {
     /// `[amount, "key", …]`.
     pub fn encode(&self) -> String {
+        Self::encode_parts(self.amount, &self.keys)
+    }
+
+    /// [`Reservation::encode`] of `amount` and `keys`, without building a `Reservation` (no copies of the keys).
+    pub fn encode_parts<K: AsRef<str>>(amount: i64, keys: &[K]) -> String {
         // Written directly rather than through a `serde_json::Value` tree: it is made on every request.
-        let mut out = format!("[{}", self.amount);
-        for k in &self.keys {
-            out.push(',');
-            // A string always serializes.
-            out.push_str(&serde_json::to_string(k).unwrap_or_default());
+        let mut out = Vec::with_capacity(24 + keys.iter().map(|k| k.as_ref().len() + 3).sum::<usize>());
+        out.push(b'[');
+        out.extend_from_slice(amount.to_string().as_bytes());
+        for k in keys {
+            out.push(b',');
+            // Writing a string into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut out, k.as_ref());
         }
-        out.push(']');
-        out
+        out.push(b']');
+        // serde_json writes UTF-8.
+        String::from_utf8(out).unwrap_or_default()
     }
 
     /// Reads [`Reservation::encode`]'s form, or the earlier one (amount and keys separated by spaces or newlines).

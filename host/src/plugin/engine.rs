@@ -220,6 +220,11 @@ impl PluginEngine {
             .memory_guard_size(64 << 10)
             .memory_reservation_for_growth(0)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        // For profiling only: `WEIR_PERF_MAP=1` has wasmtime write /tmp/perf-<pid>.map, so that `perf report` names
+        // the guest's functions (build plugins with `strip = false` to keep their names). Off by default.
+        if std::env::var_os("WEIR_PERF_MAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("plugin engine: {e}"))?;
 
         let mut linker: Linker<State> = Linker::new(&engine);

@@ -101,8 +101,17 @@ pub fn cost_nano(p: Price, input: u64, cached: u64, output: u64) -> i64 {
     c.round() as i64
 }
 
+/// Nano-dollars as dollars with six decimals: what `format!("{:.6}", nano as f64 / 1e9)` gives, by integer
+/// arithmetic (float formatting was a tenth of this plugin's time per request). Only an exact tie (a multiple of
+/// 500 nano-dollars that is not one of 1,000) can round differently, so those take the float path.
 fn usd(nano: i64) -> String {
-    format!("{:.6}", nano as f64 / NANO)
+    let n = nano.unsigned_abs();
+    if n % 1000 == 500 {
+        return format!("{:.6}", nano as f64 / NANO);
+    }
+    let micro = (n + 500) / 1000;
+    let sign = if nano < 0 { "-" } else { "" };
+    format!("{sign}{}.{:06}", micro / 1_000_000, micro % 1_000_000)
 }
 
 /// One spend counter this request reserved on.
@@ -120,22 +129,37 @@ pub struct Cost {
     refused: bool,
 }
 
-fn counters(req_principal: &weir_sdk::Principal, now_ms: u64) -> Vec<(Counter, &'static str, String, Period)> {
-    let (y, m, d) = weir_sdk::util::date(now_ms);
-    let day = format!("{y:04}-{m:02}-{d:02}");
-    let month = format!("{y:04}-{m:02}");
-    let mut out = Vec::new();
-    let mut add = |scope: &'static str, id: &str| {
-        for (period, label, ttl) in [(Period::Day, &day, 2 * DAY_MS), (Period::Month, &month, 32 * DAY_MS)] {
-            let key = weir_sdk::keys::key(&["spend", scope, id, label]);
-            out.push((Counter { key, ttl_ms: ttl }, scope, id.to_string(), period));
+/// The counters a request of `principal` at `now_ms` adds to: with the scope, the id and the period of each.
+fn counters(principal: &weir_sdk::Principal, now_ms: u64) -> Vec<(Counter, &'static str, &str, Period)> {
+    with_labels(now_ms, |day, month| {
+        let mut out = Vec::with_capacity(4);
+        let mut add = |scope: &'static str, id| {
+            for (period, label, ttl) in [(Period::Day, day, 2 * DAY_MS), (Period::Month, month, 32 * DAY_MS)] {
+                let key = weir_sdk::keys::key(&["spend", scope, id, label]);
+                out.push((Counter { key, ttl_ms: ttl }, scope, id, period));
+            }
+        };
+        add("key", &principal.id);
+        if let Some(team) = &principal.team {
+            add("team", team);
         }
-    };
-    add("key", &req_principal.id);
-    if let Some(team) = &req_principal.team {
-        add("team", team);
-    }
-    out
+        out
+    })
+}
+
+/// Runs `f` with the UTC day (`YYYY-MM-DD`) and month (`YYYY-MM`) of `now_ms`. They are kept for the day they were
+/// made: every request of that day (of any tenant: they come from the clock alone) has the same two labels.
+fn with_labels<R>(now_ms: u64, f: impl FnOnce(&str, &str) -> R) -> R {
+    use std::cell::RefCell;
+    thread_local!(static LABELS: RefCell<(u64, String, String)> = const { RefCell::new((u64::MAX, String::new(), String::new())) });
+    let today = now_ms / DAY_MS;
+    LABELS.with_borrow_mut(|(day, d, m)| {
+        if *day != today {
+            let (year, month, date) = weir_sdk::util::date(now_ms);
+            (*day, *d, *m) = (today, format!("{year:04}-{month:02}-{date:02}"), format!("{year:04}-{month:02}"));
+        }
+        f(d, m)
+    })
 }
 
 /// The most the request can cost: `Request::token_estimate` at the model's price (or the dearest listed).
@@ -181,11 +205,8 @@ impl Plugin for Cost {
             let est = estimate(config, req, &model);
             let now = weir_sdk::clock::now_unix_ms();
             let counters = counters(&principal, now);
-            let record = weir_sdk::keys::Reservation {
-                amount: est,
-                keys: counters.iter().map(|(c, ..)| c.key.clone()).collect(),
-            }
-            .encode();
+            let keys: Vec<&str> = counters.iter().map(|(c, ..)| c.key.as_str()).collect();
+            let record = weir_sdk::keys::Reservation::encode_parts(est, &keys);
             let reservation = reservation_key(&req.id());
             // One kv call: reserve on every counter, then write the reservation down under the request id (and
             // return it as metadata), so that `on-complete` can settle it on a fresh instance (the gateway uses one
@@ -386,6 +407,29 @@ mod tests {
         let c: Config = serde_json::from_str(CONFIG).unwrap();
         assert_eq!(c.price("claude-haiku-4-5").unwrap().output, 5.0);
         assert!(c.price("gpt-4o").is_none());
+    }
+
+    #[test]
+    fn usd_is_what_float_formatting_gave() {
+        let mut values = vec![0, 1, 499, 500, 501, 999, 1_000, 1_500, 2_500, 450_000, 999_999_499, 999_999_500];
+        values.extend([123_456_789_012, 5_000_000_000, i64::MAX / 1000, 7_777_777_777_777]);
+        values.extend((0..10_000).map(|i| i * 7_919 + 13));
+        for n in values.iter().flat_map(|&n| [n, -n]) {
+            assert_eq!(usd(n), format!("{:.6}", n as f64 / NANO), "{n}");
+        }
+    }
+
+    #[test]
+    fn the_day_and_month_change_at_midnight_utc() {
+        let p = Principal { id: "k".into(), team: Some("ml".into()) };
+        let keys = |now| counters(&p, now).into_iter().map(|(c, ..)| c.key).collect::<Vec<_>>();
+        let last_ms_of_november = 1_796_083_200_000 - 1;
+        assert_eq!(
+            keys(last_ms_of_november),
+            ["spend/key/k/2026-11-30", "spend/key/k/2026-11", "spend/team/ml/2026-11-30", "spend/team/ml/2026-11"]
+        );
+        assert_eq!(keys(last_ms_of_november + 1)[..2], ["spend/key/k/2026-12-01", "spend/key/k/2026-12"]);
+        assert_eq!(keys(last_ms_of_november)[0], "spend/key/k/2026-11-30", "and back: kept per day, not forever");
     }
 
     #[test]
