@@ -210,6 +210,10 @@ pub struct State {
     pub answer: Option<v3::weir::plugin::answer::ClientAnswer>,
     /// For a recorded request (`[record]`): the kv values the plugin read before it changed them.
     pub kv_log: Option<Box<KvLog>>,
+    /// The engine's epoch ticker (none in unit tests without an engine), and this store's count in it while a call
+    /// may be running ([`start_call`] to [`stop_ticking`]).
+    pub ticker: Option<Arc<super::engine::Ticker>>,
+    ticking: Option<super::engine::Ticking>,
 }
 
 /// The kv state a plugin read in one request, for its fixture (`super::fixtures`): the first value seen of each key
@@ -256,6 +260,8 @@ impl State {
             settling: false,
             answer: None,
             kv_log: None,
+            ticker: None,
+            ticking: None,
         }
     }
 
@@ -268,6 +274,9 @@ impl State {
     /// Starts a hook call with this budget of guest running time (see [`start_call`], which also re-arms the
     /// store's deadline check).
     fn start_call(&mut self, hook: Hook, budget: Duration) {
+        if self.ticking.is_none() {
+            self.ticking = self.ticker.as_ref().map(super::engine::Ticker::enter);
+        }
         self.hook = hook;
         self.budget = budget;
         self.used = Duration::ZERO;
@@ -630,9 +639,17 @@ impl v3::weir::plugin::kv::Host for State {
 /// a deadline left from an earlier call (an instance's `on-request` long before its `on-complete`) has already
 /// passed, so the call's first check would yield the guest to the scheduler at once — a fiber switch and a trip to
 /// the back of the run queue (milliseconds under load) for nothing.
+///
+/// It also keeps the engine's epoch ticker running until [`stop_ticking`] (or the store's end).
 pub fn start_call(store: &mut wasmtime::Store<State>, hook: Hook, budget: Duration) {
     store.data_mut().start_call(hook, budget);
     store.set_epoch_deadline(1);
+}
+
+/// The call [`start_call`] started is over (returned, trapped, or the instance is made): the ticker may park when
+/// no other store has a call. The next call must start at [`start_call`] again, as every call does.
+pub fn stop_ticking(store: &mut wasmtime::Store<State>) {
+    store.data_mut().ticking = None;
 }
 
 #[cfg(test)]

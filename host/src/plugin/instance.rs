@@ -64,7 +64,9 @@ pub struct Live {
 }
 
 impl Live {
-    pub fn new(store: Store<State>, bindings: Bindings) -> Live {
+    /// An instance made (instantiated, `init` run): until its first hook, nothing of it runs.
+    pub fn new(mut store: Store<State>, bindings: Bindings) -> Live {
+        super::host::stop_ticking(&mut store);
         Live { store, bindings, busy: false, owner: Owner::Nobody, requests: 0 }
     }
 
@@ -76,6 +78,7 @@ impl Live {
         data.events.clear();
         data.memory_allowance = 0;
         data.kv_log = None;
+        super::host::stop_ticking(&mut self.store);
     }
 
     /// Starts a call of `hook` given `input` bytes of input: its memory allowance and deadline grow with the input
@@ -94,6 +97,7 @@ impl Live {
 
     pub fn end_call(&mut self) {
         self.busy = false;
+        super::host::stop_ticking(&mut self.store);
     }
 
     /// Logs what the guest wrote to stdout/stderr.
@@ -190,6 +194,7 @@ impl Slot {
         let req = req.clone();
         *self = Slot::InFlight(Box::pin(async move {
             let result = live.bindings.on_request(&mut live.store, &req).await;
+            super::host::stop_ticking(&mut live.store);
             (live, result)
         }));
         let Slot::InFlight(call) = self else { return None };
@@ -360,6 +365,63 @@ mod tests {
         let w = plugin(Isolation::Tenant);
         refill(testing::set(vec![w.clone()])).await;
         assert!(w.take_ready().is_some());
+    }
+
+    fn spin_request() -> Arc<RequestSnapshot> {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-misbehave", http::HeaderValue::from_static("loop"));
+        Arc::new(RequestSnapshot::new(
+            "req_spin".into(),
+            crate::api::Family::OpenAi,
+            crate::api::Endpoint::ChatCompletions,
+            "m".into(),
+            false,
+            Arc::new(headers),
+            bytes::Bytes::from_static(b"{}"),
+            None,
+            Vec::new(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn the_ticker_runs_only_while_a_call_may_run_and_a_spin_after_a_quiet_spell_still_stops() {
+        let p = plugin(Isolation::Shared);
+        let ticking = || p.engine.ticker().calls();
+        let mut live = acquire(&p, 0, None).await.unwrap();
+        assert_eq!(ticking(), 0, "an instance made and waiting for its first hook");
+        live.start_hook(&p.settings, Hook::OnRequest, 0);
+        assert_eq!(ticking(), 1);
+        let mut slot = Slot::Live(Box::new(live));
+        let req = Arc::new(RequestSnapshot::new(
+            "req_quiet".into(),
+            crate::api::Family::OpenAi,
+            crate::api::Endpoint::ChatCompletions,
+            "m".into(),
+            false,
+            Arc::new(http::HeaderMap::new()),
+            bytes::Bytes::from_static(b"{}"),
+            None,
+            Vec::new(),
+        ));
+        let (live, result) = slot.shielded_on_request(&req).await.unwrap();
+        assert!(result.is_ok());
+        assert_eq!(ticking(), 0, "the call returned");
+        Slot::Live(live).release(&p, None);
+        assert_eq!((p.pool.idle(), ticking()), (1, 0), "an idle instance in the pool does not keep it running");
+
+        // The ticker has parked; a guest that spins from the first instruction of its call is still stopped at its
+        // deadline (the start of the call wakes the ticker), and the failed instance counts no more.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut live = acquire(&p, 0, None).await.unwrap();
+        super::super::host::start_call(&mut live.store, Hook::OnRequest, Duration::from_millis(30));
+        let started = std::time::Instant::now();
+        let mut slot = Slot::Live(Box::new(live));
+        let (live, result) = slot.shielded_on_request(&spin_request()).await.unwrap();
+        let e = result.expect_err("the spin is interrupted");
+        assert!(matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)), "{e:#}");
+        assert!(started.elapsed() < Duration::from_secs(5), "stopped by the deadline, {:?}", started.elapsed());
+        drop(live);
+        assert_eq!(ticking(), 0);
     }
 
     #[tokio::test]
