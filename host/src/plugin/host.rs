@@ -284,8 +284,14 @@ impl State {
         *self.running_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
     }
 
+    /// `key` in this plugin's namespace (`<plugin>/<key>`): on every kv operation, so without the formatter.
     pub(super) fn key(&self, key: &str) -> String {
-        format!("{}/{key}", self.plugin.name)
+        let name = &self.plugin.name;
+        let mut out = String::with_capacity(name.len() + 1 + key.len());
+        out.push_str(name);
+        out.push('/');
+        out.push_str(key);
+        out
     }
 
     /// Gives the guest a handle to `request` (0.2.0 and later), to pass to `on-request`.
