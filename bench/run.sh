@@ -3,15 +3,15 @@
 # plugins / one Rust plugin / the four-plugin chain, nginx proxying the same mock — and prints each measure next to
 # its budget from ../shared/DESIGN.md §6. The tables also go to target/bench/results.md.
 #
-#   bench/run.sh [section...]    sections: latency throughput streaming plugins chain hotswap memory state translation
-#                                cloud cache dist (default: all)
+#   bench/run.sh [section...]    sections: latency throughput streaming plugins chain hotswap memory idle state
+#                                translation cloud cache dist (default: all)
 #
 # Knobs (environment): SECS (seconds per wrk run, default 5), ROUNDS (alternating rounds for latency, default 3).
 # Needs wrk and nginx (installed with apt-get if missing) and the wasm32-wasip2 target (added if missing).
 source "$(dirname "$0")/lib.sh"
 SECS=${SECS:-5}
 ROUNDS=${ROUNDS:-3}
-sections=${*:-latency throughput streaming plugins chain hotswap memory state translation cloud cache dist}
+sections=${*:-latency throughput streaming plugins chain hotswap memory idle state translation cloud cache dist}
 
 # ---- tools ----
 missing=""
@@ -372,6 +372,11 @@ if [[ " $sections " == *" memory "* ]]; then
 fi
 
 echo "results: $out"
+
+# ---- an idle gateway's CPU and wake-ups (its own gateway; appends to the same results) ----
+if [[ " $sections " == *" idle "* ]]; then
+  bash bench/idle.sh
+fi
 
 # ---- plugin state per kv backend (its own gateways and redis-server; appends to the same results) ----
 if [[ " $sections " == *" state "* ]]; then

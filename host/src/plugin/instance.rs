@@ -367,11 +367,14 @@ mod tests {
         assert!(w.take_ready().is_some());
     }
 
-    fn spin_request() -> Arc<RequestSnapshot> {
+    /// A request for the `misbehave` guest, asking it to do `misbehave` (nothing when empty).
+    fn request(misbehave: &'static str) -> Arc<RequestSnapshot> {
         let mut headers = http::HeaderMap::new();
-        headers.insert("x-misbehave", http::HeaderValue::from_static("loop"));
+        if !misbehave.is_empty() {
+            headers.insert("x-misbehave", http::HeaderValue::from_static(misbehave));
+        }
         Arc::new(RequestSnapshot::new(
-            "req_spin".into(),
+            "req_test".into(),
             crate::api::Family::OpenAi,
             crate::api::Endpoint::ChatCompletions,
             "m".into(),
@@ -392,18 +395,7 @@ mod tests {
         live.start_hook(&p.settings, Hook::OnRequest, 0);
         assert_eq!(ticking(), 1);
         let mut slot = Slot::Live(Box::new(live));
-        let req = Arc::new(RequestSnapshot::new(
-            "req_quiet".into(),
-            crate::api::Family::OpenAi,
-            crate::api::Endpoint::ChatCompletions,
-            "m".into(),
-            false,
-            Arc::new(http::HeaderMap::new()),
-            bytes::Bytes::from_static(b"{}"),
-            None,
-            Vec::new(),
-        ));
-        let (live, result) = slot.shielded_on_request(&req).await.unwrap();
+        let (live, result) = slot.shielded_on_request(&request("")).await.unwrap();
         assert!(result.is_ok());
         assert_eq!(ticking(), 0, "the call returned");
         Slot::Live(live).release(&p, None);
@@ -416,7 +408,7 @@ mod tests {
         super::super::host::start_call(&mut live.store, Hook::OnRequest, Duration::from_millis(30));
         let started = std::time::Instant::now();
         let mut slot = Slot::Live(Box::new(live));
-        let (live, result) = slot.shielded_on_request(&spin_request()).await.unwrap();
+        let (live, result) = slot.shielded_on_request(&request("loop")).await.unwrap();
         let e = result.expect_err("the spin is interrupted");
         assert!(matches!(e.downcast_ref::<wasmtime::Trap>(), Some(wasmtime::Trap::Interrupt)), "{e:#}");
         assert!(started.elapsed() < Duration::from_secs(5), "stopped by the deadline, {:?}", started.elapsed());
@@ -428,19 +420,7 @@ mod tests {
     async fn a_shielded_call_finishes_even_when_its_request_stops_waiting() {
         let p = plugin(Isolation::Request);
         let mut slot = Slot::Live(Box::new(acquire(&p, 0, None).await.unwrap()));
-        let mut headers = http::HeaderMap::new();
-        headers.insert("x-misbehave", http::HeaderValue::from_static("loop"));
-        let req = Arc::new(RequestSnapshot::new(
-            "req_test".into(),
-            crate::api::Family::OpenAi,
-            crate::api::Endpoint::ChatCompletions,
-            "m".into(),
-            false,
-            Arc::new(headers),
-            bytes::Bytes::from_static(b"{}"),
-            None,
-            Vec::new(),
-        ));
+        let req = request("loop");
         if let Slot::Live(live) = &mut slot {
             super::super::host::start_call(&mut live.store, Hook::OnRequest, Duration::from_millis(30));
         }
