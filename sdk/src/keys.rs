@@ -13,10 +13,7 @@ use std::fmt::Write as _;
 
 /// One name as one part of a kv key (see the module doc).
 pub fn part(name: &str) -> std::borrow::Cow<'_, str> {
-    // Almost every name is plain ASCII: checked by byte, without decoding characters (kv keys are built on every
-    // request).
-    let plain_ascii = |b: &u8| b.is_ascii() && !needs_escape(char::from(*b));
-    if name.as_bytes().iter().all(plain_ascii) || !name.chars().any(needs_escape) {
+    if !name.chars().any(needs_escape) {
         return name.into();
     }
     let mut out = String::with_capacity(name.len() + 8);

@@ -324,6 +324,7 @@ impl PluginEngine {
     }
 
     /// The epoch ticker (tests look at whether it would run).
+    #[cfg(test)]
     pub fn ticker(&self) -> &Ticker {
         &self.ticker
     }

@@ -837,6 +837,7 @@ mod tests {
         assert_eq!(done, [Err(v3::types::KvError::TooLarge(16)), Ok(Outcome::Count(6))], "every operation attempted");
 
         // More than the limit: refused whole, in on-complete too; the limit itself is a batch like any other.
+        assert_eq!(MAX_KV_BATCH, weir_sdk::kv::MAX_BATCH, "the SDK says the same limit");
         let many = vec![add("n", 1); MAX_KV_BATCH + 1];
         assert_eq!(s.batch(many.clone()).await, [Err(v3::types::KvError::TooMany(MAX_KV_BATCH as u32))]);
         s.settling = false;
